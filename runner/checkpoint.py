@@ -1,0 +1,352 @@
+"""The append-only checkpoint log: one JSON line per state change, IDs only.
+
+Layout (one JSON object per line)::
+
+    {"t":"H", "v":1, "run":…, "job":…, "fp":…, "now":…, "times":{…}, …}   header, first line
+    {"s":"Q", "k":"c2", "id":…}                                          requested (async kinds)
+    {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
+    {"s":"D"|"G"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}  deleted/gone/failed/covered
+    {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
+    {"t":"E", "exit":0, "ts":20}                             footer: the run ended
+
+``ts`` is whole seconds since the header's ``started``, which keeps lines short. A failed line also
+carries ``e`` (Twilio's code, or the HTTP status) and ``m`` (Twilio's message, truncated).
+
+One task owns the file (STYLE habit 5): everyone else sends records through a bounded stream, and
+the writer group-commits — it writes what has arrived, then fsyncs once in a worker thread while
+more records queue up. Losing the unsynced tail in a crash is safe by construction: every delete
+is idempotent (v1: a repeat answers 404 → gone; v2: the same Idempotency-Key returns the original
+Operation), so a target whose line was lost is simply driven again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from runner.catalog import BY_CODE, CATALOG, Target
+from runner.errors import CheckpointError
+
+RECORD_VERSION = 1
+
+
+class State(StrEnum):
+    """A target's state in the log. The last line about a target wins."""
+
+    REQUESTED = "Q"
+    ACCEPTED = "A"
+    DELETED = "D"
+    GONE = "G"
+    FAILED = "F"
+    COVERED = "C"  # removed by the deletion of its conversation, which the same job deletes
+
+    @property
+    def is_final(self) -> bool:
+        """Whether nothing more will be done for a target in this state."""
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({State.DELETED, State.GONE, State.FAILED, State.COVERED})
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What a resume needs to reproduce the run: the job, its fingerprint and its frozen times."""
+
+    run_id: str
+    job: str
+    fingerprint: str
+    frozen_now: str
+    times: dict[str, str]
+    spec_path: str
+    config_path: str | None
+    version: str
+    started: str
+    canonical_spec: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The header line's JSON object."""
+        return {
+            "t": "H",
+            "v": RECORD_VERSION,
+            "run": self.run_id,
+            "job": self.job,
+            "fp": self.fingerprint,
+            "now": self.frozen_now,
+            "times": self.times,
+            "spec": self.spec_path,
+            "config": self.config_path,
+            "bulkops": self.version,
+            "started": self.started,
+            "canon": self.canonical_spec,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> Header:
+        """Rebuild a header from its line; KeyError/TypeError mean the line is not a header."""
+        return cls(
+            run_id=str(rec["run"]),
+            job=str(rec["job"]),
+            fingerprint=str(rec["fp"]),
+            frozen_now=str(rec["now"]),
+            times=dict(rec["times"]),
+            spec_path=str(rec["spec"]),
+            config_path=rec.get("config"),
+            version=str(rec["bulkops"]),
+            started=str(rec["started"]),
+            canonical_spec=dict(rec.get("canon") or {}),
+        )
+
+    @property
+    def started_at(self) -> datetime:
+        """When the run began (UTC)."""
+        return datetime.fromisoformat(self.started)
+
+
+@dataclass(slots=True)
+class TargetRecord:
+    """The latest known state of one target, as replayed from the log."""
+
+    target: Target
+    state: State
+    operation: str | None = None
+    code: int | None = None
+    message: str | None = None
+    ts: int | None = None
+
+
+def target_record(
+    target: Target,
+    state: State,
+    *,
+    ts: int | None = None,
+    operation: str | None = None,
+    code: int | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    """The JSON object of one target's state line."""
+    rec: dict[str, Any] = {"s": state.value, "k": CATALOG[target.resource].code, "id": target.id}
+    if target.parent:
+        rec["c"] = target.parent
+    if ts is not None:
+        rec["ts"] = ts
+    if operation:
+        rec["op"] = operation
+    if code is not None:
+        rec["e"] = code
+    if message:
+        rec["m"] = message
+    return rec
+
+
+@dataclass
+class Replay:
+    """Everything a checkpoint log says, replayed in order."""
+
+    header: Header
+    targets: dict[str, TargetRecord]
+    discovered: dict[int, int]
+    discovery_done: set[int]
+    exit_code: int | None
+    warnings: list[str]
+    lines: int
+
+    def counts(self) -> dict[str, int]:
+        """Targets by state name."""
+        out: dict[str, int] = {}
+        for rec in self.targets.values():
+            out[rec.state.name.lower()] = out.get(rec.state.name.lower(), 0) + 1
+        return out
+
+
+def _decode_target(rec: dict[str, Any]) -> TargetRecord:
+    resource = BY_CODE[rec["k"]]
+    target = Target(resource, str(rec["id"]), rec.get("c"))
+    return TargetRecord(
+        target=target,
+        state=State(rec["s"]),
+        operation=rec.get("op"),
+        code=rec.get("e"),
+        message=rec.get("m"),
+        ts=rec.get("ts"),
+    )
+
+
+def read_checkpoint(path: Path) -> Replay:
+    """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
+    is refused with its line number, because skipping it could lose a target's state."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from exc
+    if not data.strip():
+        raise CheckpointError(
+            f"checkpoint {path} is empty: the run died before writing its header; "
+            "start the job again with `bulkops run`"
+        )
+    raw_lines = data.split(b"\n")
+    torn_tail = raw_lines[-1] != b""  # the file should end with a newline
+    if not torn_tail:
+        raw_lines.pop()
+    warnings: list[str] = []
+    replay: Replay | None = None
+    last = len(raw_lines)
+    for number, raw in enumerate(raw_lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            if not isinstance(rec, dict):
+                raise ValueError("not an object")
+            if replay is None:
+                replay = _start_replay(rec, path)
+            else:
+                _apply(replay, rec)
+        except (ValueError, KeyError, TypeError) as exc:
+            if number == last:
+                warnings.append(
+                    f"line {number}: torn or partial last line ignored ({len(raw)} bytes); "
+                    "the targets it named are driven again"
+                )
+                break
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt at line {number} of {last}: {exc}; "
+                "it cannot be resumed safely (only a damaged last line is tolerated)"
+            ) from exc
+    if replay is None:
+        raise CheckpointError(f"checkpoint {path} has no readable header line")
+    replay.warnings.extend(warnings)
+    replay.lines = last
+    return replay
+
+
+def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
+    if rec.get("t") != "H":
+        raise CheckpointError(f"checkpoint {path} does not start with a header line")
+    if rec.get("v") != RECORD_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has record version {rec.get('v')!r}; "
+            f"this bulkops reads version {RECORD_VERSION}"
+        )
+    return Replay(Header.from_record(rec), {}, {}, set(), None, [], 0)
+
+
+def _apply(replay: Replay, rec: dict[str, Any]) -> None:
+    kind = rec.get("t")
+    if kind is None:
+        tr = _decode_target(rec)
+        key = tr.target.key
+        prev = replay.targets.get(key)
+        if prev is not None and tr.operation is None:
+            tr.operation = prev.operation
+        replay.targets[key] = tr
+    elif kind == "P":
+        src = int(rec["src"])
+        replay.discovered[src] = int(rec.get("n", 0))
+        if rec.get("done"):
+            replay.discovery_done.add(src)
+    elif kind == "E":
+        replay.exit_code = int(rec["exit"])
+    elif kind == "H":
+        raise ValueError("a second header line")
+    else:
+        raise ValueError(f"unknown record type {kind!r}")
+
+
+class CheckpointWriter:
+    """The single owner of a checkpoint file: appends records and group-commits them."""
+
+    def __init__(self, path: Path, started: datetime) -> None:
+        self.path = path
+        self._started = started
+        send, receive = anyio.create_memory_object_stream[dict[str, Any]](4096)
+        self._send: MemoryObjectSendStream[dict[str, Any]] = send
+        self._receive: MemoryObjectReceiveStream[dict[str, Any]] = receive
+        self.lines_written = 0
+        self.syncs = 0
+
+    def seconds(self) -> int:
+        """Whole seconds since the run started, for the ``ts`` field."""
+        return int((datetime.now(UTC) - self._started).total_seconds())
+
+    async def put(self, record: dict[str, Any]) -> None:
+        """Queue one record; waits only when the writer is far behind (backpressure)."""
+        await self._send.send(record)
+
+    async def close(self) -> None:
+        """No more records: the writer drains, fsyncs and returns."""
+        await self._send.aclose()
+
+    async def run(self, handle: BinaryIO) -> None:
+        """Write records as they arrive; fsync once per batch, off the event loop."""
+        async with self._receive:
+            while True:
+                try:
+                    first = await self._receive.receive()
+                except anyio.EndOfStream:
+                    break
+                batch = [first]
+                with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
+                    while len(batch) < 10_000:
+                        batch.append(self._receive.receive_nowait())
+                handle.write(b"".join(_encode(r) for r in batch))
+                handle.flush()
+                self.lines_written += len(batch)
+                await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+                self.syncs += 1
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+
+
+@contextlib.contextmanager
+def open_log(path: Path, header: Header | None) -> Iterator[BinaryIO]:
+    """Open (or create, writing ``header``) a log for appending, locked against other processes.
+
+    The lock is an flock on the file itself, held for the life of the run: a second process
+    driving the same checkpoint would send every delete twice.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    if header is not None:
+        flags |= os.O_EXCL
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError as exc:
+        raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`") from exc
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot write checkpoint {path}: {exc.strerror}; choose a writable checkpoint_dir"
+        ) from exc
+    handle = os.fdopen(fd, "ab")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            raise CheckpointError(
+                f"checkpoint {path} is in use by another bulkops process; "
+                "wait for it to finish (two processes must never drive one checkpoint)"
+            ) from exc
+        if header is not None:
+            handle.write(_encode(header.to_record()))
+            handle.flush()
+            os.fsync(fd)
+        yield handle
+    finally:
+        handle.close()

@@ -1,0 +1,313 @@
+"""The ``bulkops`` command line.
+
+Every subcommand validates all of its input before the first request; bad input prints each
+problem and exits 2. Exit codes are listed in :class:`runner.job.ExitCode` and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import structlog
+from rich.console import Console
+from rich.table import Table
+
+from runner import __version__, logs
+from runner.catalog import CATALOG
+from runner.checkpoint import Header, Replay, State, read_checkpoint
+from runner.config import Config, load_config
+from runner.errors import CheckpointError, InputError, SafetyAbort
+from runner.job import ExitCode, RunResult, execute, new_run_id, plan_targets, start_header
+from runner.planner import JobPlan, build_plan, describe_changes
+from runner.report import OUTCOMES, render_csv, render_json, summarize
+from runner.scheduler import preflight
+from runner.spec import JobSpec, load_spec
+
+log = structlog.get_logger("bulkops.cli")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bulkops",
+        description="Delete Twilio Conversations, Orchestrator and Memory data in bulk, resumably.",
+    )
+    parser.add_argument("--version", action="version", version=f"bulkops {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="config file (default: none; env only)")
+        p.add_argument(
+            "--log-format", choices=("auto", "console", "json"), help="override the config's"
+        )
+
+    run = sub.add_parser("run", help="run a job spec")
+    run.add_argument("job", type=Path, help="job spec (YAML)")
+    run.add_argument("--checkpoint", type=Path, help="checkpoint log to create")
+    run.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    common(run)
+
+    plan = sub.add_parser("plan", help="show what a job would delete (no DELETE is sent)")
+    plan.add_argument("job", type=Path)
+    common(plan)
+
+    resume = sub.add_parser("resume", help="continue a run from its checkpoint log")
+    resume.add_argument("checkpoint", type=Path)
+    resume.add_argument("--spec", type=Path, help="job spec, if it moved since the run started")
+    resume.add_argument("--retry-failed", action="store_true", help="drive failed targets again")
+    resume.add_argument("--force", action="store_true", help="resume although the spec changed")
+    common(resume)
+
+    status = sub.add_parser("status", help="counts, pending operations, rate of a run")
+    status.add_argument("checkpoint", type=Path)
+
+    report = sub.add_parser("report", help="completion report of a run")
+    report.add_argument("checkpoint", type=Path)
+    report.add_argument("--format", choices=("csv", "json"), default="csv")
+    report.add_argument("--out", type=Path, help="write here instead of standard output")
+
+    demo = sub.add_parser(
+        "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
+    )
+    demo.add_argument("--job", type=Path, default=None, help="another job spec to run")
+    demo.add_argument("--checkpoint-dir", type=Path, default=None)
+
+    sub.add_parser(
+        "emulator", help="serve the Twilio emulator (see `bulkops emulator --help`)", add_help=False
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["emulator"]:
+        from runner.emulator import main as emulator_main
+
+        return emulator_main(args_list[1:])
+    args = _parser().parse_args(args_list)
+    console = Console(stderr=False)
+    err = Console(stderr=True)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, console, err)
+        if args.command == "plan":
+            args.dry_run = True
+            return _cmd_run(args, console, err)
+        if args.command == "resume":
+            return _cmd_resume(args, console, err)
+        if args.command == "status":
+            return _cmd_status(args, console)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "demo":
+            from runner.demo import run_demo
+
+            code: int = run_demo(args.job, args.checkpoint_dir, console, err)
+            return code
+    except InputError as exc:
+        _print_problems(err, exc)
+        return ExitCode.BAD_INPUT
+    except SafetyAbort as exc:
+        err.print(f"[bold red]aborted:[/] {exc}", highlight=False)
+        return ExitCode.ABORTED
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    return ExitCode.BAD_INPUT
+
+
+def _print_problems(err: Console, exc: InputError) -> None:
+    err.print("[bold red]error:[/] bulkops did not start; nothing was sent.", highlight=False)
+    for problem in exc.problems:
+        err.print(f"  - {problem}", highlight=False, markup=False)
+
+
+def load_inputs(
+    job: Path, config_path: Path | None, log_format: str | None
+) -> tuple[JobSpec, Config]:
+    """Spec and config, both validated in full (InputError lists every problem)."""
+    problems: list[str] = []
+    spec: JobSpec | None = None
+    config: Config | None = None
+    try:
+        spec = load_spec(job)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    try:
+        config = load_config(config_path, os.environ)
+    except InputError as exc:
+        problems.extend(exc.problems)
+    if problems or spec is None or config is None:
+        raise InputError(problems)
+    logs.configure(log_format or config.log_format, config.log_level)
+    for warning in config.warnings:
+        log.warning("config_warning", detail=warning)
+    return spec, config
+
+
+def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
+    spec, config = load_inputs(args.job, args.config, args.log_format)
+    plan = build_plan(spec, datetime.now(UTC))
+    preflight(plan.sources, plan.max_deletions)
+    if args.dry_run:
+        return _dry_run(plan, config, console)
+    result = anyio.run(
+        start_run, plan, config, args.job, args.config, args.checkpoint, console, backend="asyncio"
+    )
+    return finish(result, console, err)
+
+
+async def start_run(
+    plan: JobPlan,
+    config: Config,
+    spec_path: Path,
+    config_path: Path | None,
+    checkpoint: Path | None,
+    console: Console,
+) -> RunResult:
+    """Start a new run of ``plan`` with a new checkpoint log."""
+    run_id = new_run_id(datetime.now(UTC))
+    log_path = checkpoint or config.checkpoint_dir / f"{plan.name}-{run_id}.jsonl"
+    header = start_header(plan, run_id, config_path, spec_path, log_path)
+    return await execute(plan, config, log_path, header, None, console)
+
+
+async def _execute(
+    plan: JobPlan,
+    config: Config,
+    log_path: Path,
+    header: Header,
+    prior: Replay | None,
+    console: Console,
+    retry_failed: bool,
+) -> RunResult:
+    return await execute(plan, config, log_path, header, prior, console, retry_failed=retry_failed)
+
+
+def _dry_run(plan: JobPlan, config: Config, console: Console) -> int:
+    result = anyio.run(plan_targets, plan, config, backend="asyncio")
+    table = Table(
+        title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
+    )
+    for column in ("kind", "selected", "covered by conversation", "sample"):
+        table.add_column(column)
+    for resource in CATALOG:
+        if result.selected[resource] or result.covered[resource]:
+            table.add_row(
+                CATALOG[resource].label,
+                str(result.selected[resource]),
+                str(result.covered[resource]),
+                ", ".join(result.samples.get(resource, [])),
+            )
+    console.print(table)
+    console.print(f"total selected: {sum(result.selected.values())}")
+    return ExitCode.OK
+
+
+def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
+    path: Path = args.checkpoint
+    replay = read_checkpoint(path)
+    for warning in replay.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    header = replay.header
+    spec_path = args.spec or (path.parent / header.spec_path)
+    config_path = args.config or (path.parent / header.config_path if header.config_path else None)
+    spec, config = load_inputs(spec_path, config_path, args.log_format)
+    if replay.exit_code == ExitCode.OK and not args.retry_failed:
+        console.print(f"run {header.run_id} already finished; nothing to do.")
+        return ExitCode.OK
+    plan = build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times)
+    if plan.fingerprint != header.fingerprint and not args.force:
+        changes = describe_changes(header.canonical_spec, plan.canonical)
+        raise CheckpointError(
+            [
+                f"the job spec changed since run {header.run_id} started:",
+                *changes,
+                "resume with the original spec, or pass --force to resume with this one",
+            ]
+        )
+    result = anyio.run(
+        _execute, plan, config, path, header, replay, console, args.retry_failed, backend="asyncio"
+    )
+    return finish(result, console, err)
+
+
+def finish(result: RunResult, console: Console, err: Console) -> int:
+    """Print the report of a finished run and say how to go on."""
+    if result.replay is not None:
+        print_summary(result.replay, console)
+    if result.message:
+        err.print(f"[bold red]{result.message}[/]", highlight=False)
+    if result.exit_code in (
+        ExitCode.INTERRUPTED,
+        ExitCode.AUTH,
+        ExitCode.ABORTED,
+        ExitCode.FAILURES,
+    ):
+        hint = "bulkops resume"
+        if result.exit_code == ExitCode.FAILURES:
+            hint += " --retry-failed"
+        err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
+    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
+    console.print(
+        f"report: {result.checkpoint.with_suffix('.report.csv')} (and .report.json)",
+        highlight=False,
+    )
+    return result.exit_code
+
+
+def print_summary(replay: Replay, console: Console) -> None:
+    """The end-of-run table: outcome counts per kind."""
+    summary = summarize(replay)
+    table = Table(
+        title=f"job {replay.header.job} · run {replay.header.run_id}", title_justify="left"
+    )
+    table.add_column("kind")
+    for outcome in OUTCOMES:
+        table.add_column(outcome, justify="right")
+    for resource, counts in summary.counts.items():
+        table.add_row(CATALOG[resource].label, *(str(counts[o]) for o in OUTCOMES))
+    totals = summary.totals
+    table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
+    console.print(table)
+
+
+def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    replay = read_checkpoint(args.checkpoint)
+    print_summary(replay, console)
+    pending = sum(1 for r in replay.targets.values() if r.state is State.ACCEPTED)
+    finished = [r.ts for r in replay.targets.values() if r.state.is_final and r.ts is not None]
+    elapsed = max(finished, default=0)
+    done = len(finished)
+    rate = done / elapsed if elapsed else 0.0
+    state = "finished" if replay.exit_code is not None else "running or stopped"
+    console.print(
+        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
+        f"rate {rate:.1f} targets/s over {elapsed} s",
+        highlight=False,
+    )
+    if replay.exit_code is None:
+        discovering = len(replay.discovered) - len(replay.discovery_done)
+        console.print(f"sources still being listed: {max(discovering, 0)}", highlight=False)
+    return ExitCode.OK
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    replay = read_checkpoint(args.checkpoint)
+    text = render_csv(replay) if args.format == "csv" else render_json(replay)
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        sys.stdout.write(text)
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

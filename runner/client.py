@@ -1,0 +1,139 @@
+"""The HTTP boundary: the only module that talks aiohttp.
+
+It sends one request and turns every way it can end into either a :class:`Reply` or one of the
+``RemoteError`` subclasses of :mod:`runner.errors`. Retrying, pacing and bookkeeping are the
+caller's; this module decides only what an answer *means*.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from runner.backoff import parse_retry_after
+from runner.catalog import Product
+from runner.errors import (
+    AuthError,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    TransientError,
+)
+
+# Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.
+RETRYABLE_CODES = frozenset({20009})
+MAX_ERROR_MESSAGE = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A 2xx answer: its status, parsed JSON body (None when empty) and the headers we use."""
+
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+
+
+class TwilioClient:
+    """Sends authenticated requests to the product hosts over one shared aiohttp session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_urls: Mapping[Product, str],
+        auth: aiohttp.BasicAuth,
+        *,
+        timeout: float = 30.0,
+        user_agent: str = "bulkops",
+    ) -> None:
+        self._session = session
+        self._bases = {product: URL(url) for product, url in base_urls.items()}
+        self._auth = auth
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+
+    def url_for(self, product: Product, path_or_url: str) -> URL:
+        """Resolve a path against the product's base; refuse absolute URLs on any other origin.
+
+        Pagination and status URLs come from the server. Following one to another origin would
+        hand our credentials to it, so only same-origin URLs are followed.
+        """
+        base = self._bases[product]
+        if path_or_url.startswith(("http://", "https://")):
+            url = URL(path_or_url)
+            if url.origin() != base.origin():
+                raise PermanentError(
+                    0, None, f"refusing to follow a URL outside {base.origin()}: {url.origin()}"
+                )
+            return url
+        return base.with_path(path_or_url, encoded=False)
+
+    async def request(
+        self,
+        method: str,
+        product: Product,
+        path_or_url: str,
+        *,
+        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """Send one request; return its 2xx reply or raise the RemoteError that classifies it."""
+        url = self.url_for(product, path_or_url)
+        merged = {**self._headers, **(headers or {})}
+        try:
+            async with self._session.request(
+                method,
+                url,
+                params=params,
+                headers=merged,
+                auth=self._auth,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as resp:
+                raw = await resp.read()
+                return _classify(resp.status, raw, resp.headers)
+        except RemoteError:
+            raise
+        except TimeoutError as exc:
+            raise TransientError(0, None, "request timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise TransientError(0, None, f"connection failed: {type(exc).__name__}") from exc
+
+
+def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:
+    if 200 <= status < 300:
+        if not raw.strip():
+            return Reply(status, None, headers)
+        try:
+            return Reply(status, json.loads(raw), headers)
+        except (ValueError, UnicodeDecodeError) as exc:
+            # A 2xx whose body we cannot read may or may not have happened: retrying is safe
+            # because every delete is idempotent (404 → gone, Idempotency-Key → same Operation).
+            raise TransientError(status, None, "unreadable response body") from exc
+    code, message = _error_fields(raw)
+    if status == 429:
+        raise RateLimited(status, code, message, parse_retry_after(headers.get("Retry-After")))
+    if status in (401, 403):
+        raise AuthError(status, code, message)
+    if status >= 500 or code in RETRYABLE_CODES or status == 409:
+        # 409 on an async delete means a deletion of the resource is already under way (started
+        # elsewhere or under another key): it will end, and then the retry answers 404 → gone.
+        raise TransientError(status, code, message)
+    raise PermanentError(status, code, message)
+
+
+def _error_fields(raw: bytes) -> tuple[int | None, str]:
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None, "non-JSON error body"
+    if not isinstance(body, dict):
+        return None, "unexpected error body"
+    code = body.get("code")
+    message = body.get("message") or body.get("title") or body.get("detail") or ""
+    return (code if isinstance(code, int) else None), str(message)[:MAX_ERROR_MESSAGE]

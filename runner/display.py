@@ -1,0 +1,69 @@
+"""What a person watching a run sees: a live table on a terminal, periodic log lines otherwise."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+import structlog
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from runner.catalog import CATALOG, Resource
+from runner.checkpoint import State
+from runner.scheduler import Progress
+
+log = structlog.get_logger("bulkops.progress")
+
+DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
+
+
+def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -> Table:
+    """A table of found / done / failed / rate per resource."""
+    table = Table(title=title, title_justify="left")
+    for column in ("kind", "found", "deleted", "gone", "covered", "failed", "rate/s"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for resource in Resource:
+        found = progress.found[resource]
+        outcomes = Counter({s: progress.outcomes[(resource, s)] for s in State})
+        if not found and not sum(outcomes.values()):
+            continue
+        done = sum(outcomes[s] for s in DONE_STATES)
+        rate = done / elapsed if elapsed > 0 else 0.0
+        table.add_row(
+            CATALOG[resource].label,
+            str(found),
+            str(outcomes[State.DELETED]),
+            str(outcomes[State.GONE]),
+            str(outcomes[State.COVERED]),
+            str(outcomes[State.FAILED]),
+            f"{rate:.1f}",
+        )
+    pending = progress.pending_operations
+    table.caption = (
+        f"{'listing' if not progress.discovery_done else 'listing done'} · "
+        f"operations pending: {pending} · elapsed {elapsed:.1f} s"
+    )
+    return table
+
+
+async def show_progress(progress: Progress, console: Console, *, interval: float = 10.0) -> None:
+    """Until cancelled: refresh a live table on a terminal, else log progress every interval."""
+    start = anyio.current_time()
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4, transient=True) as live:
+            while True:
+                live.update(progress_table(progress, anyio.current_time() - start))
+                await anyio.sleep(0.25)
+    while True:
+        await anyio.sleep(interval)
+        log.info(
+            "progress",
+            found=sum(progress.found.values()),
+            deleted=progress.outcome(State.DELETED),
+            gone=progress.outcome(State.GONE),
+            covered=progress.outcome(State.COVERED),
+            failed=progress.outcome(State.FAILED),
+            operations_pending=progress.pending_operations,
+        )

@@ -1,0 +1,87 @@
+"""What happened: every request, deletion, operation, replay, throttle and fault.
+
+Records are tuples in lists (not dicts) so a benchmark of a million deletes stays compact; the
+admin API renders them as JSON on demand.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Final, NamedTuple
+
+from .limits import THROTTLE_KINDS
+from .settings import FAULT_KINDS
+
+KINDS: Final = (
+    "message", "participant", "conversation_v1", "conversation_v2", "configuration",
+    "memory_store",
+)
+
+
+class RequestRecord(NamedTuple):
+    seq: int
+    method: str
+    path: str
+    query: str
+    status: int
+    idempotency_key: str | None
+    time: float
+    throttled_by: str | None
+
+
+class DeletionRecord(NamedTuple):
+    kind: str
+    id: str
+    conversation_sid: str | None
+    service_sid: str | None
+    request_seq: int
+    via: str  # "request" | "cascade" | "operation"
+
+
+class ReplayRecord(NamedTuple):
+    idempotency_key: str
+    operation_id: str
+    request_seq: int
+
+
+class Ledger:
+    """Append-only record of the emulator's activity."""
+
+    def __init__(self) -> None:
+        self.requests: list[RequestRecord] = []
+        self.request_count = 0
+        self.deletions: list[DeletionRecord] = []
+        self.replays: list[ReplayRecord] = []
+        self.operation_ids: list[str] = []
+        self.throttled: Counter[str] = Counter({k: 0 for k in THROTTLE_KINDS})
+        self.faults: Counter[str] = Counter({k: 0 for k in FAULT_KINDS})
+        self.deleted_by_kind: Counter[str] = Counter({k: 0 for k in KINDS})
+        self._seq = 0
+
+    def next_seq(self) -> int:
+        """A number for a new request (1-based)."""
+        self._seq += 1
+        return self._seq
+
+    def request(self, record: RequestRecord, keep: bool) -> None:
+        self.request_count += 1
+        if keep:
+            self.requests.append(record)
+
+    def deletion(self, record: DeletionRecord) -> None:
+        self.deletions.append(record)
+        self.deleted_by_kind[record.kind] += 1
+
+    def requests_json(self, since: int = 0) -> list[dict[str, Any]]:
+        """Request records with ``seq > since`` (binary search: they are in seq order... mostly).
+
+        Records are appended when a response is finished, so sequence numbers of concurrent
+        requests interleave; filtering (not slicing) keeps ``since`` exact.
+        """
+        return [r._asdict() for r in self.requests if r.seq > since]
+
+    def deletions_json(self) -> list[dict[str, Any]]:
+        return [d._asdict() for d in self.deletions]
+
+    def replays_json(self) -> list[dict[str, Any]]:
+        return [r._asdict() for r in self.replays]

@@ -1,0 +1,87 @@
+"""Twilio's layered limits: account concurrency, per-conversation and per-Service APS, and an
+optional per-product request-rate bucket.
+
+APS limits are token buckets whose burst equals the rate: a client pacing exactly N/s never
+empties the bucket (no false 429 from timer jitter), while a sustained N+k/s does within a second.
+Only accepted actions take a token; a 429 costs nothing, as Twilio says a throttled request "is
+never processed".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+THROTTLE_KINDS: Final = ("account_concurrency", "conversation_aps", "service_aps", "product_rate")
+
+
+@dataclass(slots=True)
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` banked; times from a monotonic clock."""
+
+    rate: float
+    burst: float
+    tokens: float
+    stamp: float
+
+    @classmethod
+    def full(cls, rate: float, burst: float, now: float) -> TokenBucket:
+        return cls(rate, burst, burst, now)
+
+    def take(self, now: float) -> float:
+        """Take one token: 0.0 on success, else the seconds until one is available."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return 0.0
+        return (1.0 - self.tokens) / self.rate
+
+
+class KeyedBuckets:
+    """One bucket per key (conversation SID, Service SID, product), created full on first use.
+
+    Buckets left idle long enough to refill are dropped on a periodic sweep, so a purge over a
+    million conversations does not keep a million buckets.
+    """
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+        self._next_sweep = 0.0
+
+    def take(self, key: str, rate: float, burst: float, now: float) -> float:
+        """Take a token from ``key``'s bucket (re-shaped if the settings changed)."""
+        if now >= self._next_sweep:
+            self._sweep(now)
+        bucket = self._buckets.get(key)
+        if bucket is None or bucket.rate != rate or bucket.burst != burst:
+            bucket = self._buckets[key] = TokenBucket.full(rate, burst, now)
+        return bucket.take(now)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = now + 5.0
+        idle = [k for k, b in self._buckets.items()
+                if b.tokens + (now - b.stamp) * b.rate >= b.burst]
+        for key in idle:
+            del self._buckets[key]
+
+    def clear(self) -> None:
+        """Forget every bucket (after a settings change)."""
+        self._buckets.clear()
+
+
+class Concurrency:
+    """Requests in flight for the account."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+
+    def enter(self, cap: int | None) -> bool:
+        """Admit a request unless ``cap`` are already in flight; the caller must ``leave``."""
+        if cap is not None and self.in_flight >= cap:
+            return False
+        self.in_flight += 1
+        return True
+
+    def leave(self) -> None:
+        self.in_flight -= 1

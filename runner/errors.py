@@ -1,0 +1,96 @@
+"""The exceptions bulkops raises, as one tree rooted at :class:`BulkopsError`.
+
+::
+
+    BulkopsError
+    ├── InputError                 bad input from the user; exit code 2, nothing sent
+    │   ├── SpecError              the job spec (YAML, manifests) is invalid
+    │   ├── ConfigError            the config or environment is invalid
+    │   └── CheckpointError        a checkpoint cannot be read, locked or resumed
+    ├── RemoteError                Twilio (or the emulator) answered with an error
+    │   ├── RateLimited            HTTP 429: retry after Retry-After
+    │   ├── TransientError         5xx, timeouts, resets, bad bodies, 20009: retry with backoff
+    │   ├── AuthError              401/403: credentials are wrong; the run stops
+    │   └── PermanentError         other 4xx: the target fails, the run goes on
+    ├── OperationFailed            an async Operation ended FAILED or CANCELLED
+    └── SafetyAbort                a safety limit stopped the run; exit code 3
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class BulkopsError(Exception):
+    """Base of every error bulkops raises on purpose."""
+
+
+class InputError(BulkopsError):
+    """Bad input: the CLI prints every problem and exits 2 before any request is sent."""
+
+    def __init__(self, problems: Sequence[str] | str) -> None:
+        self.problems: tuple[str, ...] = (
+            (problems,) if isinstance(problems, str) else tuple(problems)
+        )
+        super().__init__("\n".join(self.problems))
+
+
+class SpecError(InputError):
+    """The job spec or one of its manifests is invalid."""
+
+
+class ConfigError(InputError):
+    """The config file or the environment it refers to is invalid."""
+
+
+class CheckpointError(InputError):
+    """A checkpoint log cannot be used: locked, corrupt, or for another job."""
+
+
+class RemoteError(BulkopsError):
+    """An error answer from the remote API, with Twilio's code when it gave one."""
+
+    def __init__(self, status: int, code: int | None, message: str) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        super().__init__(f"HTTP {status} (code {code}): {message}")
+
+
+class RateLimited(RemoteError):
+    """HTTP 429; ``retry_after`` is the server's hint in seconds, when it sent one."""
+
+    def __init__(
+        self, status: int, code: int | None, message: str, retry_after: float | None
+    ) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
+class TransientError(RemoteError):
+    """A fault worth retrying: 5xx, timeout, reset connection, unreadable body, 20009."""
+
+
+class AuthError(RemoteError):
+    """The credentials were refused; retrying cannot help and the run must stop."""
+
+
+class PermanentError(RemoteError):
+    """A 4xx that retrying cannot fix; the target is recorded as failed."""
+
+
+class OperationFailed(BulkopsError):
+    """An asynchronous Operation ended FAILED or CANCELLED."""
+
+    def __init__(
+        self, operation_id: str, status: str, detail: str, code: int | None = None
+    ) -> None:
+        self.operation_id = operation_id
+        self.status = status
+        self.detail = detail
+        self.code = code
+        super().__init__(f"operation {operation_id} ended {status}: {detail}")
+
+
+class SafetyAbort(BulkopsError):
+    """A safety limit (max_deletions, max_failure_rate) stopped the run."""

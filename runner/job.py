@@ -1,0 +1,281 @@
+"""Running a job end to end: the I/O shell around the engine.
+
+It opens the HTTP session and the checkpoint, starts the engine, the checkpoint writer, the
+progress display and the signal watcher in one task group, and turns how the run ended into an
+exit code. ``plan`` does the discovery half only and sends no DELETE.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import secrets
+import signal
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+import structlog
+from rich.console import Console
+
+from runner import __version__
+from runner.catalog import Product, Resource, Target
+from runner.checkpoint import CheckpointWriter, Header, Replay, State, open_log, read_checkpoint
+from runner.client import TwilioClient
+from runner.config import Config
+from runner.discovery import Discovery
+from runner.display import show_progress
+from runner.errors import SafetyAbort
+from runner.limits import Limits
+from runner.planner import JobPlan
+from runner.report import render_csv, render_json
+from runner.requester import Requester
+from runner.scheduler import Engine, EngineSettings
+from runner.selection import phase
+
+log = structlog.get_logger("bulkops.job")
+
+GRACE_SECONDS = 4.0  # requests in flight get this long after Ctrl-C before being cancelled
+
+
+class ExitCode:
+    """The process exit codes, documented in the README."""
+
+    OK = 0
+    FAILURES = 1
+    BAD_INPUT = 2
+    ABORTED = 3
+    AUTH = 4
+    INTERRUPTED = 130
+
+
+def new_run_id(now: datetime) -> str:
+    """A sortable, unique run id: UTC time plus randomness."""
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
+    """The HTTP client for the configured hosts and credentials."""
+    username, password = config.credentials.basic_auth()
+    return TwilioClient(
+        session,
+        {
+            Product.CONVERSATIONS: config.base_urls.conversations,
+            Product.MEMORY: config.base_urls.memory,
+        },
+        aiohttp.BasicAuth(username, password),
+        user_agent=f"bulkops/{__version__}",
+    )
+
+
+def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> Requester:
+    """Limits and retry policy of one run."""
+    limits = Limits(
+        concurrency=plan.concurrency,
+        per_conversation_rate=plan.per_conversation_rate,
+        per_service_rate=plan.per_service_rate,
+        products=plan.products,
+        rng=rng,
+    )
+    return Requester(client, limits, plan.retry, rng)
+
+
+def _session(plan: JobPlan) -> aiohttp.ClientSession:
+    # One session, one connection pool sized to the in-flight cap: connections are reused.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
+
+
+@dataclass
+class RunResult:
+    """How a run ended."""
+
+    exit_code: int
+    checkpoint: Path
+    replay: Replay | None = None
+    message: str | None = None
+
+
+async def execute(
+    plan: JobPlan,
+    config: Config,
+    log_path: Path,
+    header: Header,
+    prior: Replay | None,
+    console: Console,
+    *,
+    retry_failed: bool = False,
+) -> RunResult:
+    """Run (or resume) a job against the checkpoint at ``log_path``."""
+    rng = random.Random()
+    settings = EngineSettings(
+        run_id=header.run_id,
+        service=plan.service,
+        webhooks=plan.webhooks,
+        workers=plan.concurrency,
+        poll_interval=plan.poll_interval,
+        operation_timeout=plan.operation_timeout,
+        max_deletions=plan.max_deletions,
+        max_failure_rate=plan.max_failure_rate,
+        failure_rate_min_count=plan.failure_rate_min_count,
+        retry_failed=retry_failed,
+    )
+    interrupted = False
+    with open_log(log_path, header if prior is None else None) as handle:
+        writer = CheckpointWriter(log_path, header.started_at)
+        async with _session(plan) as session:
+            requester = build_requester(build_client(session, config), plan, rng)
+            engine = Engine(
+                settings,
+                requester,
+                plan.sources,
+                writer,
+                prior=prior,
+                fanout=plan.fanout,
+            )
+            written = anyio.Event()
+
+            async def write() -> None:
+                try:
+                    await writer.run(handle)
+                finally:
+                    written.set()
+
+            async def watch_signals() -> None:
+                nonlocal interrupted
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                    async for signum in signals:
+                        if not interrupted:
+                            interrupted = True
+                            log.warning("stopping", signal=signal.Signals(signum).name)
+                            engine.stop()
+                            tg.start_soon(_hard_stop_later, engine)
+                        else:
+                            engine.hard_stop()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(write)
+                tg.start_soon(watch_signals)
+                tg.start_soon(show_progress, engine.progress, console)
+                try:
+                    await engine.run()
+                finally:
+                    code = _exit_code(engine, interrupted)
+                    with anyio.CancelScope(shield=True):
+                        await writer.put({"t": "E", "exit": code, "ts": writer.seconds()})
+                        await writer.close()
+                        await written.wait()
+                    tg.cancel_scope.cancel()
+    replay = read_checkpoint(log_path)
+    _write_reports(log_path, replay)
+    message = None
+    if engine.abort is not None:
+        message = str(engine.abort)
+    elif engine.auth_error is not None:
+        message = (
+            f"credentials refused (HTTP {engine.auth_error.status}); fix them and run "
+            f"`bulkops resume {log_path}`"
+        )
+    return RunResult(code, log_path, replay, message)
+
+
+async def _hard_stop_later(engine: Engine) -> None:
+    await anyio.sleep(GRACE_SECONDS)
+    engine.hard_stop()
+
+
+def _exit_code(engine: Engine, interrupted: bool) -> int:
+    if engine.abort is not None:
+        return ExitCode.ABORTED
+    if engine.auth_error is not None:
+        return ExitCode.AUTH
+    if interrupted:
+        return ExitCode.INTERRUPTED
+
+    if engine.progress.outcome(State.FAILED) or engine.discovery_errors:
+        return ExitCode.FAILURES
+    return ExitCode.OK
+
+
+def _write_reports(log_path: Path, replay: Replay) -> None:
+    """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs)."""
+    for suffix, text in (
+        (".report.csv", render_csv(replay)),
+        (".report.json", render_json(replay)),
+    ):
+        path = log_path.with_suffix(suffix)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+@dataclass
+class PlanResult:
+    """What a dry run found: counts by resource and a sample of IDs."""
+
+    selected: Counter[Resource] = field(default_factory=Counter)
+    covered: Counter[Resource] = field(default_factory=Counter)
+    samples: dict[Resource, list[str]] = field(default_factory=dict)
+
+
+async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> PlanResult:
+    """List what the job selects without deleting anything (GET requests only)."""
+    result = PlanResult()
+    seen: set[str] = set()
+    conversations: set[str] = set()
+    async with _session(plan) as session:
+        requester = build_requester(build_client(session, config), plan, random.Random())
+        discovery = Discovery(
+            requester,
+            plan.service,
+            fanout=plan.fanout,
+            skip_conversation=conversations.__contains__,
+        )
+
+        async def emit(target: Target) -> None:
+            if target.key in seen:
+                return
+            seen.add(target.key)
+            if target.parent is not None and target.parent in conversations:
+                result.covered[target.resource] += 1
+                return
+            if target.resource is Resource.CONVERSATION_V1:
+                conversations.add(target.id)
+            result.selected[target.resource] += 1
+            ids = result.samples.setdefault(target.resource, [])
+            if len(ids) < sample:
+                ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+
+        for number in sorted({phase(s) for s in plan.sources}):
+            for source in plan.sources:
+                if phase(source) == number:
+                    await discovery.run(source, emit)
+    return result
+
+
+def start_header(
+    plan: JobPlan, run_id: str, config_path: Path | None, spec_path: Path, log_path: Path
+) -> Header:
+    """The header of a new run's log; paths are stored relative to the log's directory, so a
+    checkpoint directory copied to another machine with the spec beside it still resumes."""
+
+    def rel(path: Path) -> str:
+        return os.path.relpath(path.resolve(), log_path.parent.resolve())
+
+    return Header(
+        run_id=run_id,
+        job=plan.name,
+        fingerprint=plan.fingerprint,
+        frozen_now=plan.frozen_now,
+        times=plan.times_json,
+        spec_path=rel(spec_path),
+        config_path=rel(config_path) if config_path else None,
+        version=__version__,
+        started=datetime.now(UTC).isoformat(),
+        canonical_spec=plan.canonical,
+    )
+
+
+__all__ = ["ExitCode", "RunResult", "SafetyAbort", "execute", "plan_targets"]

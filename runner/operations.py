@@ -1,0 +1,109 @@
+"""Following an asynchronous Operation (202 + statusUrl) to its end.
+
+v2 (Orchestrator) and Memory both answer an async DELETE with ``Operation-Id``, ``Retry-After`` and
+a ``statusUrl``; the Operation moves PENDING → RUNNING → COMPLETED | FAILED (| CANCELLED). The
+first poll waits the 202's Retry-After; later polls wait the GET's Retry-After when it sends one,
+else the configured interval. Polls share the run's limits with every other request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import anyio
+
+from runner.catalog import Product
+from runner.client import Reply
+from runner.errors import OperationFailed, PermanentError
+from runner.requester import Requester
+
+
+class OperationStatus(StrEnum):
+    """The statuses both specs list."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL = frozenset({OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What a 202 told us: the Operation to follow and when to look first."""
+
+    operation_id: str
+    status_url: str
+    retry_after: float | None
+
+
+def operation_path(product: Product, operation_id: str) -> str:
+    """The status path of an Operation, for a resume that knows only its id."""
+    if product is Product.MEMORY:
+        return f"/v1/ControlPlane/Operations/{operation_id}"
+    return f"/v2/ControlPlane/Operations/{operation_id}"
+
+
+def parse_accepted(reply: Reply, product: Product) -> Accepted:
+    """Read the Operation out of a 202; a 202 without one is treated as an unreadable body."""
+    body = reply.body if isinstance(reply.body, dict) else {}
+    status_url = body.get("statusUrl") or reply.headers.get("Location")
+    op_id = reply.headers.get("Operation-Id")
+    if not op_id and isinstance(status_url, str):
+        op_id = status_url.rstrip("/").rsplit("/", 1)[-1]
+    if not op_id:
+        raise PermanentError(reply.status, None, "202 without Operation-Id or statusUrl")
+    if not isinstance(status_url, str):
+        status_url = operation_path(product, op_id)
+    return Accepted(op_id, status_url, _seconds(reply.headers.get("Retry-After")))
+
+
+def _seconds(value: str | None) -> float | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(value)
+
+
+def _failure_detail(body: dict[str, Any]) -> tuple[int | None, str]:
+    error = body.get("error")
+    if not isinstance(error, dict):
+        return None, "no error detail"
+    code = error.get("code", error.get("status"))
+    text = error.get("detail") or error.get("title") or ""
+    return (code if isinstance(code, int) else None), str(text)[:200]
+
+
+async def follow(
+    requester: Requester,
+    product: Product,
+    accepted: Accepted,
+    *,
+    poll_interval: float,
+    give_up_after: float,
+) -> None:
+    """Poll until COMPLETED (return) or FAILED/CANCELLED/timeout (raise OperationFailed)."""
+    deadline = anyio.current_time() + give_up_after
+    wait = accepted.retry_after if accepted.retry_after is not None else poll_interval
+    last = OperationStatus.PENDING.value
+    while True:
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            raise OperationFailed(
+                accepted.operation_id, "TIMEOUT", f"still {last} after {give_up_after:g} s"
+            )
+        await anyio.sleep(min(wait, remaining))
+        reply = await requester.send("GET", product, accepted.status_url)
+        body = reply.body if isinstance(reply.body, dict) else {}
+        last = str(body.get("status", "UNKNOWN"))
+        if last == OperationStatus.COMPLETED:
+            return
+        if last in (OperationStatus.FAILED, OperationStatus.CANCELLED):
+            code, detail = _failure_detail(body)
+            raise OperationFailed(accepted.operation_id, last, detail, code)
+        hinted = _seconds(reply.headers.get("Retry-After"))
+        wait = hinted if hinted is not None else poll_interval

@@ -1,0 +1,193 @@
+"""From a validated job spec to a :class:`JobPlan`: sources with resolved times, and limits.
+
+Pure: no I/O beyond re-reading manifests lazily when the run streams them. Relative times are
+resolved once, against ``now`` at job start; a resume passes the frozen times from its checkpoint
+so the same targets are selected a day later.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from runner.catalog import Product, Resource, Target
+from runner.ids import Kind, TargetId
+from runner.limits import ProductLimit
+from runner.requester import RetryPolicy
+from runner.selection import (
+    ConversationQuery,
+    Explicit,
+    ListChildren,
+    ListConfigurations,
+    ListConversations,
+    ListStores,
+    Manifest,
+    Source,
+    TimeWindow,
+)
+from runner.spec import (
+    ConfigurationsWhere,
+    ConversationFilter,
+    ConversationsWhere,
+    JobSpec,
+    MessagesWhere,
+    ParticipantsWhere,
+    describe_changes,
+    spec_fingerprint,
+)
+from runner.spec import (
+    Target as SpecTarget,
+)
+from runner.timespec import ResolvedTimes
+
+__all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of"]
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything a run needs from the spec, with every time resolved."""
+
+    name: str
+    fingerprint: str
+    canonical: dict[str, Any]
+    frozen_now: str
+    times_json: dict[str, str]
+    sources: list[Source]
+    service: str | None
+    webhooks: bool | None
+    concurrency: int
+    per_conversation_rate: float
+    per_service_rate: float
+    products: dict[Product, ProductLimit]
+    retry: RetryPolicy
+    poll_interval: float
+    operation_timeout: float
+    max_deletions: int | None
+    max_failure_rate: float
+    failure_rate_min_count: int
+    fanout: int
+
+
+def resource_of(kind: Kind, api: str | None) -> Resource:
+    """The runner's resource for a spec kind (and, for conversations, its API)."""
+    if kind is Kind.MESSAGES:
+        return Resource.MESSAGE
+    if kind is Kind.PARTICIPANTS:
+        return Resource.PARTICIPANT
+    if kind is Kind.CONVERSATIONS:
+        return Resource.CONVERSATION_V2 if api == "v2" else Resource.CONVERSATION_V1
+    if kind is Kind.CONFIGURATIONS:
+        return Resource.CONFIGURATION
+    return Resource.MEMORY_STORE
+
+
+def to_target(tid: TargetId, resource: Resource) -> Target:
+    """A validated spec ID as the runner's target."""
+    return Target(resource, tid.id, tid.conversation_sid)
+
+
+def build_plan(
+    spec: JobSpec, now: datetime, *, frozen_times: Mapping[str, object] | None = None
+) -> JobPlan:
+    """Plan ``spec`` as of ``now``; a resume passes the times frozen in its checkpoint."""
+    times = (
+        ResolvedTimes.from_json(frozen_times)
+        if frozen_times is not None
+        else ResolvedTimes.at(spec, now)
+    )
+    sources = [_source(i, t, times) for i, t in enumerate(spec.targets)]
+    limits = spec.limits
+    products = {
+        Product.CONVERSATIONS: ProductLimit(
+            limits.conversations.rate, limits.conversations.burst, limits.conversations.concurrency
+        ),
+        Product.MEMORY: ProductLimit(
+            limits.memory.rate, limits.memory.burst, limits.memory.concurrency
+        ),
+    }
+    return JobPlan(
+        name=spec.name,
+        fingerprint=spec_fingerprint(spec),
+        canonical=spec.canonical(),
+        frozen_now=now.isoformat(),
+        times_json=times.to_json(),
+        sources=sources,
+        service=spec.service,
+        webhooks=spec.webhooks,
+        concurrency=limits.concurrency,
+        per_conversation_rate=limits.per_conversation_rate,
+        per_service_rate=limits.per_service_rate,
+        products=products,
+        retry=RetryPolicy(
+            max_attempts=spec.retry.max_attempts,
+            base_delay=spec.retry.base_delay,
+            max_delay=spec.retry.max_delay,
+            max_elapsed=spec.retry.max_elapsed,
+        ),
+        poll_interval=spec.operations.poll_interval,
+        operation_timeout=spec.operations.timeout,
+        max_deletions=spec.safety.max_deletions,
+        max_failure_rate=spec.safety.max_failure_rate,
+        failure_rate_min_count=spec.safety.failure_rate_min_count,
+        # Enough conversations drained at once that the account cap, not one conversation's
+        # 30/s, bounds a message purge.
+        fanout=max(8, limits.concurrency),
+    )
+
+
+def _window(times: ResolvedTimes, index: int, prefix: str, field: str) -> TimeWindow:
+    return TimeWindow(
+        before=times.get(index, f"{prefix}{field}_before"),
+        after=times.get(index, f"{prefix}{field}_after"),
+    )
+
+
+def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
+    resource = resource_of(target.kind, target.api)
+    if target.ids is not None:
+        return Explicit(resource, tuple(to_target(t, resource) for t in target.explicit_ids()))
+    if target.from_file is not None and target.manifest is not None:
+
+        def rows(spec_target: SpecTarget = target) -> Iterator[Target]:
+            return (to_target(t, resource) for t in spec_target.iter_manifest())
+
+        return Manifest(resource, rows, target.manifest.count)
+    where = target.where
+    if isinstance(where, MessagesWhere | ParticipantsWhere):
+        created = (
+            _window(times, index, "where.", "created")
+            if isinstance(where, MessagesWhere)
+            else TimeWindow()
+        )
+        selector = where.conversations
+        within: tuple[str, ...] | ConversationQuery | None
+        if isinstance(selector, ConversationFilter):
+            within = ConversationQuery(
+                "v1",
+                tuple(selector.state or ()),
+                _window(times, index, "where.conversations.", "created"),
+                _window(times, index, "where.conversations.", "updated"),
+            )
+        elif isinstance(selector, tuple):
+            within = tuple(selector)
+        else:
+            within = None
+        return ListChildren(resource, within, created)
+    if isinstance(where, ConversationsWhere):
+        api = target.api or "v1"
+        states = tuple(where.state or ()) if api == "v1" else tuple(where.status or ())
+        return ListConversations(
+            ConversationQuery(
+                api,
+                tuple(str(s) for s in states),
+                _window(times, index, "where.", "created"),
+                _window(times, index, "where.", "updated"),
+            )
+        )
+    if isinstance(where, ConfigurationsWhere):
+        return ListConfigurations(
+            _window(times, index, "where.", "created"), _window(times, index, "where.", "updated")
+        )
+    return ListStores()

@@ -1,0 +1,110 @@
+"""Reports built from a checkpoint log: a summary table and a completion report (CSV / JSON).
+
+Everything here is derived from the log alone, so ``bulkops report`` on another machine says
+exactly what the run said. Rows carry IDs, outcomes and Twilio's error codes — never content.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from runner.catalog import CATALOG, Resource
+from runner.checkpoint import Replay, State
+
+OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
+REPORT_FIELDS = (
+    "id",
+    "kind",
+    "conversation_sid",
+    "outcome",
+    "operation_id",
+    "error_code",
+    "error",
+    "time",
+)
+
+
+def outcome_name(state: State) -> str:
+    """How a state reads in a report: requested/accepted targets are still pending."""
+    return "pending" if state in (State.REQUESTED, State.ACCEPTED) else state.name.lower()
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Counts by resource and outcome."""
+
+    counts: dict[Resource, Counter[str]]
+
+    @property
+    def totals(self) -> Counter[str]:
+        """Counts by outcome over every resource."""
+        total: Counter[str] = Counter()
+        for c in self.counts.values():
+            total.update(c)
+        return total
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready form."""
+        return {
+            "by_kind": {r.value: dict(c) for r, c in self.counts.items()},
+            "totals": dict(self.totals),
+        }
+
+
+def summarize(replay: Replay) -> Summary:
+    """Count the replayed targets by resource and outcome."""
+    counts: dict[Resource, Counter[str]] = {}
+    for rec in replay.targets.values():
+        counts.setdefault(rec.target.resource, Counter())[outcome_name(rec.state)] += 1
+    return Summary(counts)
+
+
+def rows(replay: Replay) -> Iterator[dict[str, Any]]:
+    """One completion-report row per target, in the order targets first appeared in the log."""
+    started = replay.header.started_at
+    for rec in replay.targets.values():
+        when = started + timedelta(seconds=rec.ts) if rec.ts is not None else None
+        yield {
+            "id": rec.target.id,
+            "kind": rec.target.resource.value,
+            "conversation_sid": rec.target.parent or "",
+            "outcome": outcome_name(rec.state),
+            "operation_id": rec.operation or "",
+            "error_code": "" if rec.code is None else rec.code,
+            "error": rec.message or "",
+            "time": when.isoformat().replace("+00:00", "Z") if when else "",
+        }
+
+
+def render_csv(replay: Replay) -> str:
+    """The completion report as CSV with a header row."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows(replay))
+    return buf.getvalue()
+
+
+def render_json(replay: Replay) -> str:
+    """The completion report as one JSON document: the run, its summary and every target."""
+    doc = {
+        "run_id": replay.header.run_id,
+        "job": replay.header.job,
+        "started": replay.header.started,
+        "exit_code": replay.exit_code,
+        "summary": summarize(replay).to_json(),
+        "targets": list(rows(replay)),
+    }
+    return json.dumps(doc, indent=2)
+
+
+def label(resource: Resource) -> str:
+    """The plural name of a resource in tables."""
+    return CATALOG[resource].label

@@ -1,0 +1,114 @@
+"""Sending a request until it has a definite answer: limits, 429 pauses and bounded retries.
+
+Every request of a run — list pages, deletes, operation polls — goes through one
+:class:`Requester`, so they share one account-wide in-flight cap and one view of every pause.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+
+from runner.backoff import Backoff
+from runner.catalog import Product
+from runner.client import Reply, TwilioClient
+from runner.errors import RateLimited, TransientError
+from runner.limits import Limits
+
+log = structlog.get_logger("bulkops.requester")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How long a request is retried: by attempts (faults) and by total time (faults and 429s)."""
+
+    max_attempts: int = 8
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_elapsed: float = 900.0
+
+
+@dataclass
+class Tally:
+    """Counters of a run's traffic, for reports and metrics."""
+
+    requests: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    throttled: int = 0
+
+
+class Requester:
+    """One request at a time, as many at once as the limits allow."""
+
+    def __init__(
+        self,
+        client: TwilioClient,
+        limits: Limits,
+        policy: RetryPolicy,
+        rng: random.Random,
+        *,
+        zero_backoff: bool = False,
+    ) -> None:
+        self._client = client
+        self._limits = limits
+        self._policy = policy
+        self._rng = rng
+        self._backoff = Backoff(policy.base_delay, policy.max_delay)
+        self._zero = zero_backoff
+        self.tally = Tally()
+
+    async def send(
+        self,
+        method: str,
+        product: Product,
+        path: str,
+        *,
+        key: str | None = None,
+        params: Mapping[str, str] | list[tuple[str, str]] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Reply:
+        """Send until a 2xx or a permanent error; raise the last fault when retries run out."""
+        start = anyio.current_time()
+        faults = 0
+        throttles = 0
+        while True:
+            error: RateLimited | TransientError
+            try:
+                async with self._limits.slot(product, key):
+                    self.tally.requests[method] += 1
+                    return await self._client.request(
+                        method, product, path, params=params, headers=headers
+                    )
+            except RateLimited as exc:
+                self.tally.throttled += 1
+                wait = exc.retry_after
+                if wait is None:
+                    wait = self._backoff.delay(throttles, self._rng)
+                throttles += 1
+                self._limits.throttled(product, key, 0.0 if self._zero else wait)
+                error = exc
+            except TransientError as exc:
+                faults += 1
+                if faults >= self._policy.max_attempts:
+                    raise
+                error = exc
+                delay = 0.0 if self._zero else self._backoff.delay(faults, self._rng)
+            elapsed = anyio.current_time() - start
+            if elapsed >= self._policy.max_elapsed:
+                raise error
+            self.tally.retries += 1
+            if isinstance(error, TransientError):
+                log.debug(
+                    "retry_scheduled",
+                    method=method,
+                    status=error.status,
+                    code=error.code,
+                    retry_num=faults,
+                    wait_for=round(delay, 3),
+                )
+                await anyio.sleep(delay)

@@ -1,0 +1,414 @@
+"""The engine: discovery producers → bounded stream → deletion workers → Operation trackers.
+
+One task group owns every task (STYLE habit 4). Discovery runs source by source in phases
+(:func:`runner.selection.phase`); v1 conversations go first and the next phase waits until every
+one of them has an outcome, so a message or participant whose conversation this job deleted is
+recorded as *covered* instead of being deleted one by one — and one whose conversation could not
+be deleted is still deleted on its own. Nothing selected is lost to that shortcut.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import anyio.lowlevel
+import structlog
+from anyio.abc import ObjectReceiveStream
+
+from runner.catalog import CATALOG, Resource, Target, delete_path, limit_key
+from runner.checkpoint import CheckpointWriter, Replay, State, TargetRecord, target_record
+from runner.discovery import Discovery
+from runner.errors import (
+    AuthError,
+    OperationFailed,
+    PermanentError,
+    RateLimited,
+    RemoteError,
+    SafetyAbort,
+    TransientError,
+)
+from runner.operations import Accepted, follow, operation_path, parse_accepted
+from runner.requester import Requester
+from runner.selection import Explicit, Manifest, Source, phase
+
+log = structlog.get_logger("bulkops.scheduler")
+
+IDEMPOTENCY_NAMESPACE = uuid.UUID("4f1b3c2e-8d6a-5e7f-9a0b-1c2d3e4f5a6b")
+
+
+def preflight(sources: list[Source], max_deletions: int | None) -> None:
+    """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
+    if max_deletions is None:
+        return
+    known = sum(
+        len(s.targets) if isinstance(s, Explicit) else s.count
+        for s in sources
+        if isinstance(s, Explicit | Manifest)
+    )
+    if known > max_deletions:
+        raise SafetyAbort(
+            f"the job's ids and manifests select {known} targets, more than "
+            f"safety.max_deletions = {max_deletions}; nothing was deleted. Raise the limit or "
+            "narrow the selection."
+        )
+
+
+def idempotency_key(run_id: str, target: Target) -> str:
+    """The key sent with a target's v2 DELETE: the same for every attempt of every resume."""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{run_id}:{target.key}"))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    """The run-time knobs the engine needs from the spec."""
+
+    run_id: str
+    service: str | None
+    webhooks: bool | None
+    workers: int
+    poll_interval: float
+    operation_timeout: float
+    max_deletions: int | None
+    max_failure_rate: float
+    failure_rate_min_count: int
+    max_tracked_operations: int = 10_000
+    retry_failed: bool = False
+
+
+@dataclass
+class Progress:
+    """Live counters: targets found and outcomes, by resource."""
+
+    found: Counter[Resource] = field(default_factory=Counter)
+    outcomes: Counter[tuple[Resource, State]] = field(default_factory=Counter)
+    skipped_done: int = 0  # already final in the checkpoint being resumed
+    pending_operations: int = 0
+    discovery_done: bool = False
+
+    def outcome(self, state: State) -> int:
+        """How many targets of any resource ended in ``state``."""
+        return sum(n for (_, s), n in self.outcomes.items() if s is state)
+
+
+ProgressHook = Callable[[Progress], None]
+
+
+class Engine:
+    """Runs one job (or the rest of one) to the end."""
+
+    def __init__(
+        self,
+        settings: EngineSettings,
+        requester: Requester,
+        sources: list[Source],
+        writer: CheckpointWriter,
+        *,
+        prior: Replay | None = None,
+        fanout: int = 32,
+    ) -> None:
+        self.settings = settings
+        self.progress = Progress()
+        self._req = requester
+        self._discovery = Discovery(
+            requester,
+            settings.service,
+            fanout=fanout,
+            skip_conversation=self.conversation_deleted,
+        )
+        self._sources = sources
+        self._writer = writer
+        self._prior: dict[str, TargetRecord] = prior.targets if prior else {}
+        self._seen: set[str] = set()
+        self._selected = 0
+        self._conversations: dict[str, bool] = {}  # v1 conversation SID → deleted by this job
+        self._open_phase0 = 0
+        self._phase0_idle = anyio.Event()
+        self._stopping = False
+        self._work_scope = anyio.CancelScope()
+        self._discovery_scope = anyio.CancelScope()
+        self._tracking = anyio.Semaphore(settings.max_tracked_operations)
+        self.abort: SafetyAbort | None = None
+        self.auth_error: AuthError | None = None
+        self.discovery_errors = 0
+        for rec in self._prior.values():
+            if rec.target.resource is Resource.CONVERSATION_V1 and rec.state in (
+                State.DELETED,
+                State.GONE,
+            ):
+                self._conversations[rec.target.id] = True
+
+    def conversation_deleted(self, sid: str) -> bool:
+        """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
+        return self._conversations.get(sid, False)
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop taking new work; requests in flight may finish (see :meth:`hard_stop`)."""
+        self._stopping = True
+        self._discovery_scope.cancel()
+
+    def hard_stop(self) -> None:
+        """Cancel everything still running; the checkpoint keeps what finished."""
+        self._stopping = True
+        self._work_scope.cancel()
+
+    # -- the run ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Discover, delete and track until done, stopped or aborted."""
+        send, receive = anyio.create_memory_object_stream[Target](self.settings.workers * 2)
+        with self._work_scope:
+            async with anyio.create_task_group() as tg:
+                async with receive:
+                    for _ in range(self.settings.workers):
+                        tg.start_soon(self._worker, receive.clone(), tg)
+                for rec in list(self._prior.values()):
+                    await self._resume_unfinished(rec, tg)
+                tg.start_soon(self._discover, send)
+
+    async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
+        target = rec.target
+        if rec.state is State.FAILED and not self.settings.retry_failed:
+            return
+        if rec.state.is_final and rec.state is not State.FAILED:
+            return
+        self._seen.add(target.key)
+        self.progress.found[target.resource] += 1
+        if rec.state is State.ACCEPTED and rec.operation:
+            product = CATALOG[target.resource].product
+            accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
+            await self._start_tracking(target, accepted, tg)
+        else:
+            # Requested (or failed, with --retry-failed): send again. v2 deletes reuse the same
+            # Idempotency-Key, so Twilio answers with the original Operation; v1 answers 404.
+            tg.start_soon(self._drive, target, tg)
+
+    async def _discover(self, send: anyio.abc.ObjectSendStream[Target]) -> None:
+        async with send:
+            with self._discovery_scope:
+                phases = sorted({phase(s) for s in self._sources})
+                for number in phases:
+                    while number > 0 and self._open_phase0:
+                        self._phase0_idle = anyio.Event()
+                        await self._phase0_idle.wait()
+                    async with anyio.create_task_group() as tg:
+                        for index, source in enumerate(self._sources):
+                            if phase(source) == number:
+                                tg.start_soon(self._discover_source, index, source, send)
+                self.progress.discovery_done = True
+
+    async def _discover_source(
+        self, index: int, source: Source, send: anyio.abc.ObjectSendStream[Target]
+    ) -> None:
+        found = 0
+
+        async def emit(target: Target) -> None:
+            nonlocal found
+            if await self._admit(target):
+                found += 1
+                await send.send(target)
+
+        try:
+            await self._discovery.run(source, emit)
+        except AuthError as exc:
+            self._fatal_auth(exc)
+            return
+        except (RemoteError, OperationFailed) as exc:
+            log.error(
+                "discovery_failed",
+                source=index,
+                status=getattr(exc, "status", None),
+                code=getattr(exc, "code", None),
+                error=str(exc)[:200],
+            )
+            await self._writer.put({"t": "P", "src": index, "n": found, "error": str(exc)[:200]})
+            self.discovery_errors += 1
+            return
+        await self._writer.put({"t": "P", "src": index, "n": found, "done": True})
+
+    async def _admit(self, target: Target) -> bool:
+        """Decide whether a found target goes to the workers (and count it)."""
+        if self._stopping:
+            await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
+            return False
+        key = target.key
+        if key in self._seen:
+            return False
+        self._seen.add(key)
+        prior = self._prior.get(key)
+        if (
+            prior is not None
+            and prior.state.is_final
+            and not (prior.state is State.FAILED and self.settings.retry_failed)
+        ):
+            self.progress.skipped_done += 1
+            return False
+        if target.parent is not None and self._conversations.get(target.parent):
+            await self._finish(target, State.COVERED)
+            return False
+        self._selected += 1
+        limit = self.settings.max_deletions
+        if limit is not None and self._selected > limit:
+            self.abort = SafetyAbort(
+                f"discovery selected more than safety.max_deletions = {limit} targets; "
+                "stopped before deleting more. Raise the limit or narrow the selection."
+            )
+            self.stop()
+            await anyio.lowlevel.checkpoint()
+            return False
+        self.progress.found[target.resource] += 1
+        if target.resource is Resource.CONVERSATION_V1:
+            self._conversations[target.id] = False
+            self._open_phase0 += 1
+        return True
+
+    async def _worker(self, receive: ObjectReceiveStream[Target], tg: anyio.abc.TaskGroup) -> None:
+        async with receive:
+            async for target in receive:
+                if self._stopping:
+                    break
+                await self._drive(target, tg)
+
+    async def _drive(self, target: Target, tg: anyio.abc.TaskGroup) -> None:
+        info = CATALOG[target.resource]
+        headers: dict[str, str] = {}
+        if info.idempotent_header:
+            headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target)
+        if self.settings.webhooks is not None and not info.is_async:
+            headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
+        if info.is_async:
+            await self._writer.put(target_record(target, State.REQUESTED))
+        try:
+            reply = await self._req.send(
+                "DELETE",
+                info.product,
+                delete_path(target, self.settings.service),
+                key=limit_key(target, self.settings.service),
+                headers=headers,
+            )
+        except AuthError as exc:
+            self._fatal_auth(exc)
+            return
+        except PermanentError as exc:
+            if exc.status == 404:
+                await self._finish(target, State.GONE)
+            else:
+                await self._finish(
+                    target, State.FAILED, code=exc.code or exc.status, message=exc.message
+                )
+            return
+        except (TransientError, RateLimited) as exc:
+            await self._finish(
+                target, State.FAILED, code=exc.code or exc.status, message=f"gave up: {exc.message}"
+            )
+            return
+        if not info.is_async:
+            await self._finish(target, State.DELETED)
+            return
+        try:
+            accepted = parse_accepted(reply, info.product)
+        except PermanentError as exc:
+            await self._finish(target, State.FAILED, message=exc.message)
+            return
+        await self._writer.put(
+            target_record(
+                target, State.ACCEPTED, ts=self._writer.seconds(), operation=accepted.operation_id
+            )
+        )
+        await self._start_tracking(target, accepted, tg)
+
+    async def _start_tracking(
+        self, target: Target, accepted: Accepted, tg: anyio.abc.TaskGroup
+    ) -> None:
+        await self._tracking.acquire()
+        self.progress.pending_operations += 1
+        tg.start_soon(self._track, target, accepted)
+
+    async def _track(self, target: Target, accepted: Accepted) -> None:
+        product = CATALOG[target.resource].product
+        try:
+            await follow(
+                self._req,
+                product,
+                accepted,
+                poll_interval=self.settings.poll_interval,
+                give_up_after=self.settings.operation_timeout,
+            )
+        except OperationFailed as exc:
+            await self._finish(
+                target,
+                State.FAILED,
+                code=exc.code,
+                message=f"operation {exc.status}: {exc.detail}",
+                operation=accepted.operation_id,
+            )
+        except AuthError as exc:
+            self._fatal_auth(exc)
+        except RemoteError as exc:
+            await self._finish(
+                target,
+                State.FAILED,
+                code=exc.code or exc.status,
+                message=f"polling failed: {exc.message}",
+                operation=accepted.operation_id,
+            )
+        else:
+            await self._finish(target, State.DELETED, operation=accepted.operation_id)
+        finally:
+            self.progress.pending_operations -= 1
+            self._tracking.release()
+
+    async def _finish(
+        self,
+        target: Target,
+        state: State,
+        *,
+        code: int | None = None,
+        message: str | None = None,
+        operation: str | None = None,
+    ) -> None:
+        self.progress.outcomes[(target.resource, state)] += 1
+        await self._writer.put(
+            target_record(
+                target,
+                state,
+                ts=self._writer.seconds(),
+                code=code,
+                message=message,
+                operation=operation,
+            )
+        )
+        log.debug(
+            "target_finished", kind=target.resource.value, id=target.id, outcome=state.name.lower()
+        )
+        if target.resource is Resource.CONVERSATION_V1 and state is not State.COVERED:
+            self._conversations[target.id] = state in (State.DELETED, State.GONE)
+            self._open_phase0 -= 1
+            if self._open_phase0 == 0:
+                self._phase0_idle.set()
+        self._check_failure_rate()
+
+    def _check_failure_rate(self) -> None:
+        failed = self.progress.outcome(State.FAILED)
+        finished = sum(self.progress.outcomes.values())
+        if (
+            self.abort is None
+            and finished >= self.settings.failure_rate_min_count
+            and failed / finished > self.settings.max_failure_rate
+        ):
+            self.abort = SafetyAbort(
+                f"{failed} of {finished} targets failed, more than safety.max_failure_rate = "
+                f"{self.settings.max_failure_rate:g}; stopped. See the report for the errors."
+            )
+            self.hard_stop()
+
+    def _fatal_auth(self, exc: AuthError) -> None:
+        if self.auth_error is None:
+            self.auth_error = exc
+            log.error("credentials_refused", status=exc.status, code=exc.code)
+        self.hard_stop()

@@ -1,0 +1,1144 @@
+"""The job spec: a YAML file saying what to delete, parsed into frozen, fully validated models.
+
+``load_spec`` / ``parse_spec`` either return a :class:`JobSpec` in which every ID, time bound and
+manifest row has been checked, or raise :class:`~runner.errors.SpecError` listing every problem,
+each as ``<YAML path>: <what is wrong and what would be valid>``. Nothing else escapes: YAML and
+pydantic errors are translated here, at the boundary.
+
+The YAML dialect is deliberately narrow: only ``true``/``false`` are booleans (``yes``, ``no``,
+``on`` and ``off`` stay text), dates stay text (``parse_bound`` reads them, with its own messages),
+and a key written twice in one mapping is an error rather than a silent overwrite.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import re
+import types
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Strict,
+    Tag,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from runner.errors import SpecError
+from runner.ids import Api, Kind, TargetId, parse_target_id, show_value, validate_id
+from runner.manifest import ManifestInfo, iter_manifest, validate_manifest
+from runner.timespec import Bound
+
+__all__ = [
+    "AnyTarget",
+    "ConfigurationsTarget",
+    "ConfigurationsWhere",
+    "ConversationFilter",
+    "ConversationSelector",
+    "ConversationsTarget",
+    "ConversationsWhere",
+    "JobSpec",
+    "Kind",
+    "Limits",
+    "MemoryStoresTarget",
+    "MemoryStoresWhere",
+    "MessagesTarget",
+    "MessagesWhere",
+    "OperationPolicy",
+    "ParticipantsTarget",
+    "ParticipantsWhere",
+    "ProductLimits",
+    "RetryPolicy",
+    "Safety",
+    "Target",
+    "V1State",
+    "V2Status",
+    "Where",
+    "describe_changes",
+    "describe_validation_error",
+    "load_spec",
+    "load_yaml",
+    "parse_spec",
+    "spec_fingerprint",
+]
+
+SPEC_VERSION = 1
+# A spec lists what to delete, not the IDs themselves at scale: long lists belong in a manifest.
+MAX_SPEC_BYTES = 1_000_000
+# Aliases can make a small file expand enormously; no real spec has this many values.
+MAX_YAML_VALUES = 200_000
+
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict()]
+Flag = Annotated[bool, Strict()]
+Text = Annotated[str, Strict()]
+V1State = Literal["active", "inactive", "closed", "initializing"]
+V2Status = Literal["ACTIVE", "INACTIVE", "CLOSED"]
+
+_KIND_LIST = ", ".join(k.value for k in Kind)
+
+
+# --- YAML ------------------------------------------------------------------------------------
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader with YAML 1.2 booleans, dates left as text, and duplicate keys refused."""
+
+    # PyYAML's own class attribute, replaced per subclass the way PyYAML's add_implicit_resolver
+    # does; annotating it ClassVar would clash with PyYAML's stubs.
+    yaml_implicit_resolvers = {  # noqa: RUF012
+        first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL_TAG, _TIMESTAMP_TAG)]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE_TAG:
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node.start_mark.line)
+            except TypeError:
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a mapping key must be plain text", key_node.start_mark
+                ) from None
+            if first != key_node.start_mark.line:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {show_value(key)} appears twice in one mapping "
+                    f"(first on line {first + 1})",
+                    key_node.start_mark,
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+class _TooLarge(Exception):
+    """The YAML document is too big or recursive to be a spec (alias tricks)."""
+
+
+def _count_values(root: yaml.Node) -> int:
+    """The number of values the document expands to, aliases counted at every use."""
+    sizes: dict[int, int] = {}
+    in_progress: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in in_progress:
+            raise _TooLarge("has an alias that refers to a value containing it (recursive alias)")
+        in_progress.add(key)
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            for child in node.value:
+                total += size(child)
+        elif isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                total += size(key_node) + size(value_node)
+        if total > MAX_YAML_VALUES:
+            raise _TooLarge(f"expands to more than {MAX_YAML_VALUES} values (through aliases)")
+        in_progress.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(root)
+
+
+def _line_map(root: yaml.Node) -> dict[str, int]:
+    """YAML path → 1-based line where it is written, to point messages at the right line."""
+    lines: dict[str, int] = {}
+    seen: set[int] = set()
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if id(node) in seen:
+            return  # an alias: its lines are those of the anchor, already recorded
+        seen.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    child = _join(path, str(key_node.value))
+                    lines.setdefault(child, key_node.start_mark.line + 1)
+                    walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = f"{path}[{index}]"
+                lines.setdefault(child, item.start_mark.line + 1)
+                walk(item, child)
+
+    walk(root, "")
+    return lines
+
+
+def load_yaml(text: str, what: str) -> tuple[object, dict[str, int]]:
+    """Parse one YAML document with bulkops' dialect; returns (data, line map).
+
+    Raises ValueError naming the line and column of the first problem; ``what`` names the document
+    in that message ("the job spec", "the config file").
+    """
+    loader: _Loader | None = None
+    try:
+        # The reader checks characters as soon as it is built, so it belongs inside the try.
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        _count_values(node)
+        data = loader.construct_document(node)
+        return data, _line_map(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = exc.problem or exc.context or "unreadable"
+        raise ValueError(f"{what} is not valid YAML{where}: {problem}") from None
+    except yaml.YAMLError as exc:
+        detail = " ".join(str(exc).split())
+        raise ValueError(f"{what} is not valid YAML: {detail}") from None
+    except _TooLarge as exc:
+        raise ValueError(f"{what} cannot be used: it {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+# --- error translation -------------------------------------------------------------------------
+
+
+def _join(path: str, sub: str) -> str:
+    if not path:
+        return sub
+    if not sub:
+        return path
+    return path + sub if sub.startswith("[") else f"{path}.{sub}"
+
+
+def _custom(detail: str) -> PydanticCustomError:
+    """A validation error whose message is ``detail`` exactly."""
+    return PydanticCustomError("bulkops", "{detail}", {"detail": detail})
+
+
+def _problems(problems: list[tuple[str, str]]) -> PydanticCustomError:
+    """Several problems found by one validator, each at a sub-path of the value validated."""
+    summary = "; ".join(f"{sub}: {message}" if sub else message for sub, message in problems)
+    return PydanticCustomError(
+        "bulkops", "{detail}", {"detail": summary, "problems": tuple(problems)}
+    )
+
+
+def _did_you_mean(word: object, options: Iterable[str]) -> str:
+    if not isinstance(word, str):
+        return ""
+    choices = list(options)
+    folded = [c for c in choices if c.lower() == word.lower()]
+    close = folded or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _unwrap(annotation: object) -> list[object]:
+    """The alternatives an annotation allows, with Annotated and Optional peeled off."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _unwrap(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        result: list[object] = []
+        for arg in get_args(annotation):
+            result.extend(_unwrap(arg))
+        return result
+    return [annotation]
+
+
+def _models(options: list[object]) -> list[type[BaseModel]]:
+    return [o for o in options if isinstance(o, type) and issubclass(o, BaseModel)]
+
+
+def _walk(root: type[BaseModel], loc: tuple[int | str, ...]) -> tuple[str, list[object]]:
+    """Turn a pydantic loc into a YAML path, dropping union tags; also return what is there."""
+    path = ""
+    options: list[object] = [root]
+    for elem in loc:
+        if isinstance(elem, int):
+            path += f"[{elem}]"
+            items: list[object] = []
+            for option in options:
+                if get_origin(option) is tuple:
+                    items.extend(_unwrap(get_args(option)[0]))
+            options = items
+            continue
+        owner = next((m for m in _models(options) if elem in m.model_fields), None)
+        if owner is not None:
+            path = _join(path, elem)
+            options = _unwrap(owner.model_fields[elem].annotation)
+        elif elem in _UNION_TAGS:
+            options = _unwrap(_UNION_TAGS[elem])
+        else:
+            path = _join(path, str(elem))
+            options = []
+    return path, options
+
+
+def _options_from(expected: str) -> list[str]:
+    return re.findall(r"'([^']*)'", expected)
+
+
+_MISSING_HINTS = {
+    "name": "a name for the job: 1 to 64 letters, digits, '.', '_' or '-' (it names files)",
+    "targets": "a list of targets, each with a kind and one of ids, from_file or where",
+    "conversations": (
+        "the conversations to look in: 'all', a list of Conversation SIDs (CH...), "
+        "or a filter {state, created_before, created_after, updated_before, updated_after}"
+    ),
+}
+
+_TYPE_WORDS = {
+    "int_type": "is not a whole number",
+    "int_from_float": "is not a whole number",
+    "int_parsing": "is not a whole number",
+    "float_type": "is not a number",
+    "float_parsing": "is not a number",
+    "bool_type": "is not true or false",
+    "bool_parsing": "is not true or false",
+    "string_type": "is not text",
+    "tuple_type": "is not a list",
+    "list_type": "is not a list",
+    "model_type": "is not a mapping (key: value lines)",
+    "model_attributes_type": "is not a mapping (key: value lines)",
+    "dict_type": "is not a mapping (key: value lines)",
+    "finite_number": "is not a finite number",
+}
+
+
+def describe_validation_error(
+    exc: ValidationError, root: type[BaseModel], lines: Mapping[str, int] | None = None
+) -> list[str]:
+    """Every error of ``exc`` as ``<YAML path>: <what is wrong, what would be valid>``."""
+    problems: list[str] = []
+    for error in exc.errors():
+        loc = tuple(error["loc"])
+        path, _ = _walk(root, loc)
+        kind = error["type"]
+        ctx: dict[str, Any] = dict(error.get("ctx") or {})
+        value = error.get("input")
+        messages: list[tuple[str, str]]
+        if kind == "bulkops" and "problems" in ctx:
+            messages = [(_join(path, sub), message) for sub, message in ctx["problems"]]
+        elif kind == "bulkops":
+            messages = [(path, str(ctx["detail"]))]
+        elif kind == "missing":
+            hint = _MISSING_HINTS.get(str(loc[-1]), "")
+            messages = [(path, f"is required{': ' + hint if hint else ''}")]
+        elif kind == "extra_forbidden":
+            _, parent = _walk(root, loc[:-1])
+            messages = [(path, _unknown_key(str(loc[-1]), _models(parent)))]
+        elif kind == "invalid_key":
+            messages = [(path, "a key must be plain text")]
+        elif kind in ("union_tag_invalid", "union_tag_not_found"):
+            messages = [_bad_kind(path, value)]
+        elif kind in ("literal_error", "enum"):
+            choices = _options_from(str(ctx.get("expected", "")))
+            messages = [
+                (
+                    path,
+                    f"{show_value(value)} is not one of {', '.join(choices)}"
+                    + _did_you_mean(value, choices),
+                )
+            ]
+        elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            words = {
+                "greater_than": "greater than",
+                "greater_than_equal": "at least",
+                "less_than": "less than",
+                "less_than_equal": "at most",
+            }[kind]
+            limit = next(iter(ctx.values()), "?")
+            messages = [(path, f"{show_value(value)} is out of range: it must be {words} {limit}")]
+        elif kind in _TYPE_WORDS:
+            messages = [(path, f"{show_value(value)} {_TYPE_WORDS[kind]}")]
+        else:
+            messages = [(path, str(error["msg"]))]
+        for where, message in messages:
+            problems.append(_with_line(where, message, lines))
+    return problems
+
+
+def _with_line(path: str, message: str, lines: Mapping[str, int] | None) -> str:
+    text = f"{path}: {message}" if path else message
+    if not lines:
+        return text
+    probe = path
+    while probe:
+        if probe in lines:
+            return f"{text} (line {lines[probe]})"
+        cut = max(probe.rfind("."), probe.rfind("["))
+        probe = probe[:cut] if cut > 0 else ""
+    return text
+
+
+def _unknown_key(key: str, parents: list[type[BaseModel]]) -> str:
+    if not parents:
+        return "unknown key"
+    model = parents[0]
+    hints: Mapping[str, str] = getattr(model, "misplaced", {})
+    if key in hints:
+        return f"not allowed here: {hints[key]}"
+    valid = list(model.model_fields)
+    return f"unknown key{_did_you_mean(key, valid)}; valid keys here: {', '.join(valid)}"
+
+
+def _bad_kind(path: str, value: object) -> tuple[str, str]:
+    if not isinstance(value, Mapping):
+        return path, f"{show_value(value)} is not a mapping: a target needs a kind and a selector"
+    if "kind" not in value:
+        return _join(path, "kind"), f"is required: one of {_KIND_LIST}"
+    tag = value["kind"]
+    return (
+        _join(path, "kind"),
+        f"{show_value(tag)} is not one of {_KIND_LIST}"
+        + _did_you_mean(tag, [k.value for k in Kind]),
+    )
+
+
+# --- models ------------------------------------------------------------------------------------
+
+
+class _Model(BaseModel):
+    # Frozen: a parsed spec is a value, shared by the planner and workers without copies.
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", value) or value in (".", ".."):
+        raise _custom(
+            f"{show_value(value)} is not a valid name: use 1 to 64 letters, digits, "
+            "'.', '_' or '-' (the name is used in file names)"
+        )
+    return value
+
+
+def _checked(kind_key: str) -> AfterValidator:
+    def check(value: str) -> str:
+        try:
+            return validate_id(kind_key, value)
+        except ValueError as exc:
+            raise _custom(str(exc)) from None
+
+    return AfterValidator(check)
+
+
+def _one_or_many(value: object) -> object:
+    # `state: closed` and `state: [closed, inactive]` both mean a set of states.
+    return [value] if isinstance(value, str) else value
+
+
+ConversationSid = Annotated[Text, _checked("conversation_v1")]
+ServiceSid = Annotated[Text, _checked("service")]
+
+
+def _bound_order(where: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
+    """Problems where an ``_after`` bound is not before its ``_before`` bound (nothing matches)."""
+    problems: list[tuple[str, str]] = []
+    for stem in ("created", "updated"):
+        after: Bound | None = getattr(where, f"{stem}_after", None)
+        before: Bound | None = getattr(where, f"{stem}_before", None)
+        if after is None or before is None:
+            continue
+        comparable = (after.absolute is not None and before.absolute is not None) or (
+            after.ago is not None and before.ago is not None
+        )
+        if not comparable:
+            continue  # one absolute, one relative: only the start time can tell
+        if after.absolute is not None and before.absolute is not None:
+            empty = after.absolute >= before.absolute
+        else:
+            assert after.ago is not None and before.ago is not None
+            empty = after.ago <= before.ago
+        if empty:
+            problems.append(
+                (
+                    _join(prefix, f"{stem}_after"),
+                    f"{after.text!r} is not earlier than {stem}_before {before.text!r}: "
+                    "nothing can match",
+                )
+            )
+    return problems
+
+
+class ConversationFilter(_Model):
+    """Which v1 conversations to look in, for message and participant targets."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "status": "v1 conversations filter by state: active, inactive, closed, initializing",
+        "all": "to look in every conversation write `conversations: all`",
+    }
+
+    state: Annotated[tuple[V1State, ...], BeforeValidator(_one_or_many)] | None = None
+    created_before: Bound | None = None
+    created_after: Bound | None = None
+    updated_before: Bound | None = None
+    updated_after: Bound | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ConversationFilter:
+        if all(getattr(self, name) is None for name in type(self).model_fields):
+            raise _custom(
+                "an empty filter selects every conversation: write `conversations: all` to say so"
+            )
+        if self.state == ():
+            raise _problems([("state", "is empty: list at least one state, or leave it out")])
+        problems = _bound_order(self)
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+def _selector_tag(value: object) -> str | None:
+    if isinstance(value, str):
+        # A single SID is a list of one; any other word is a misspelt `all`.
+        return "sids" if value.startswith("CH") else "all"
+    if isinstance(value, list | tuple):
+        return "sids"
+    if isinstance(value, Mapping | ConversationFilter):
+        return "filter"
+    return None
+
+
+def _must_be_all(value: object) -> object:
+    if value != "all":
+        raise _custom(
+            f"{show_value(value)} is not 'all', a list of Conversation SIDs (CH...) "
+            "or a conversation filter {state, created_before, ...}"
+        )
+    return value
+
+
+def _sid_list(value: object) -> object:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list | tuple) and not value:
+        raise _custom("is empty: list at least one Conversation SID, or write `all`")
+    return value
+
+
+_SELECTOR_HELP = (
+    "expected 'all', a list of Conversation SIDs (CH...), "
+    "or a conversation filter {state, created_before, ...}"
+)
+
+ConversationSelector = Annotated[
+    Annotated[Literal["all"], BeforeValidator(_must_be_all), Tag("all")]
+    | Annotated[tuple[ConversationSid, ...], BeforeValidator(_sid_list), Tag("sids")]
+    | Annotated[ConversationFilter, Tag("filter")],
+    Discriminator(
+        _selector_tag,
+        custom_error_type="bulkops",
+        custom_error_message=_SELECTOR_HELP,
+        custom_error_context={"detail": _SELECTOR_HELP},
+    ),
+]
+
+_BY_CONVERSATIONS = (
+    "participants can only be selected by their conversations: "
+    "put the filter under where.conversations (e.g. where.conversations.created_before)"
+)
+_STORES_ONLY_ALL = (
+    "the Memory store list returns bare IDs, so stores can only be selected with `all: true` "
+    "(or by ids / from_file)"
+)
+
+
+class Where(_Model):
+    """Base of the per-kind discovery filters (``where``)."""
+
+    def bounds(self, prefix: str) -> Iterator[tuple[str, Bound]]:
+        """Every time bound in this filter, by YAML path under ``prefix``."""
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Bound):
+                yield f"{prefix}.{name}", value
+            elif isinstance(value, ConversationFilter):
+                for sub in type(value).model_fields:
+                    bound = getattr(value, sub)
+                    if isinstance(bound, Bound):
+                        yield f"{prefix}.{name}.{sub}", bound
+
+
+class MessagesWhere(Where):
+    """Messages in the selected conversations, optionally by the message's own creation time."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "state": "state filters conversations: write it under where.conversations.state",
+        "status": "messages are Conversations v1: filter conversations with where.conversations",
+        "updated_before": "messages filter on created_before / created_after only",
+        "updated_after": "messages filter on created_before / created_after only",
+        "all": "to look in every conversation write `conversations: all`",
+    }
+
+    conversations: ConversationSelector
+    created_before: Bound | None = None
+    created_after: Bound | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MessagesWhere:
+        problems = _bound_order(self)
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+class ParticipantsWhere(Where):
+    """Participants of the selected conversations (participants have no filter of their own)."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        name: _BY_CONVERSATIONS
+        for name in (
+            "created_before",
+            "created_after",
+            "updated_before",
+            "updated_after",
+            "state",
+            "status",
+        )
+    } | {"all": "to take every conversation write `conversations: all`"}
+
+    conversations: ConversationSelector
+
+
+class ConversationsWhere(Where):
+    """Conversations by state (v1) or status (v2) and by age; ``all: true`` for every one."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "conversations": "conversation targets are filtered directly: use state (v1) or "
+        "status (v2), created_before, created_after, updated_before, updated_after or all: true",
+    }
+
+    state: Annotated[tuple[V1State, ...], BeforeValidator(_one_or_many)] | None = None
+    status: Annotated[tuple[V2Status, ...], BeforeValidator(_one_or_many)] | None = None
+    created_before: Bound | None = None
+    created_after: Bound | None = None
+    updated_before: Bound | None = None
+    updated_after: Bound | None = None
+    all: Flag | None = None
+
+
+class ConfigurationsWhere(Where):
+    """Configurations by age; ``all: true`` for every one."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "state": "configurations have no state: filter by created_* / updated_* or all: true",
+        "status": "configurations have no status: filter by created_* / updated_* or all: true",
+    }
+
+    created_before: Bound | None = None
+    created_after: Bound | None = None
+    updated_before: Bound | None = None
+    updated_after: Bound | None = None
+    all: Flag | None = None
+
+
+class MemoryStoresWhere(Where):
+    """Every Memory store (``all: true``): the store list has no filter."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        name: _STORES_ONLY_ALL
+        for name in (
+            "created_before",
+            "created_after",
+            "updated_before",
+            "updated_after",
+            "state",
+            "status",
+        )
+    }
+
+    all: Flag | None = None
+
+
+def _filters_with_all(where: BaseModel, kind_words: str) -> list[tuple[str, str]]:
+    """The shared rule: a where either names its filters or says `all: true`, not both, not none."""
+    filters = [n for n in type(where).model_fields if n != "all" and getattr(where, n) is not None]
+    flag: bool | None = getattr(where, "all", None)
+    if flag and filters:
+        return [
+            (
+                "where.all",
+                f"`all: true` selects every {kind_words}; remove it, "
+                f"or remove the filters ({', '.join(filters)})",
+            )
+        ]
+    if not flag and not filters:
+        valid = [n for n in type(where).model_fields if n != "all"]
+        also = f"; otherwise filter by {', '.join(valid)}" if valid else ""
+        return [
+            (
+                "where",
+                f"selects nothing in particular: to delete every {kind_words} write `all: true`"
+                + also,
+            )
+        ]
+    return []
+
+
+class Target(_Model):
+    """One thing a job deletes: a kind, and exactly one selector (ids, from_file or where).
+
+    The concrete classes (:class:`MessagesTarget` …) narrow ``kind`` and ``where``; a parsed
+    :class:`JobSpec` holds only those.
+    """
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "id": "write ids: [...] (a list)",
+        "file": "write from_file: <path>",
+        "filter": "write where: {...}",
+    }
+
+    kind: Kind
+    api: Api | None = None
+    ids: tuple[Text, ...] | None = None
+    from_file: Text | None = None
+    where: Where | None = None
+
+    # Set by parse_spec once the manifest has been read; not part of the YAML.
+    _manifest: ManifestInfo | None = PrivateAttr(default=None)
+    _manifest_path: Path | None = PrivateAttr(default=None)
+
+    @property
+    def manifest(self) -> ManifestInfo | None:
+        """Row count and SHA-256 of the ``from_file`` manifest, once validated by parse_spec."""
+        return self._manifest
+
+    @property
+    def manifest_path(self) -> Path | None:
+        """The ``from_file`` path resolved against the spec's directory (None before parsing)."""
+        return self._manifest_path
+
+    def explicit_ids(self) -> list[TargetId]:
+        """The ``ids`` list parsed into TargetIds (empty for other selectors)."""
+        return [parse_target_id(self.kind, text, api=self.api) for text in self.ids or ()]
+
+    def iter_manifest(self) -> Iterator[TargetId]:
+        """Stream the ``from_file`` rows, re-checked, failing if the file changed since parsing."""
+        if self._manifest_path is None or self._manifest is None:
+            raise ValueError("this target has no validated manifest")
+        return iter_manifest(
+            self._manifest_path, self.kind, api=self.api, expected_sha256=self._manifest.sha256
+        )
+
+    def _where_problems(self) -> list[tuple[str, str]]:
+        return []
+
+    @model_validator(mode="after")
+    def _check(self) -> Target:
+        problems: list[tuple[str, str]] = []
+        given = [n for n in ("ids", "from_file", "where") if getattr(self, n) is not None]
+        if not given:
+            problems.append(
+                ("", "says nothing to delete: give exactly one of ids, from_file, where")
+            )
+        elif len(given) > 1:
+            problems.append(
+                ("", f"gives {' and '.join(given)}: give exactly one of ids, from_file, where")
+            )
+        if self.kind is not Kind.CONVERSATIONS and self.api is not None:
+            problems.append(
+                (
+                    "api",
+                    f"applies only to kind conversations: remove it "
+                    f"({self.kind.value} have a single API)",
+                )
+            )
+        if self.ids is not None and not self.ids:
+            problems.append(("ids", "is empty: list at least one ID, or use from_file or where"))
+        for index, text in enumerate(self.ids or ()):
+            try:
+                parse_target_id(self.kind, text, api=self.api)
+            except ValueError as exc:
+                problems.append((f"ids[{index}]", str(exc)))
+        if self.from_file is not None and not self.from_file.strip():
+            problems.append(("from_file", "is empty: give the path of a .csv or .jsonl manifest"))
+        if self.where is not None:
+            problems.extend(self._where_problems())
+        if problems:
+            raise _problems(problems)
+        return self
+
+
+class MessagesTarget(Target):
+    """Messages (Conversations v1), by ``CH…/IM…`` IDs, manifest, or conversations to look in."""
+
+    kind: Literal[Kind.MESSAGES]
+    where: MessagesWhere | None = None
+
+
+class ParticipantsTarget(Target):
+    """Participants (Conversations v1), by ``CH…/MB…`` IDs, manifest, or their conversations."""
+
+    kind: Literal[Kind.PARTICIPANTS]
+    where: ParticipantsWhere | None = None
+
+
+class ConversationsTarget(Target):
+    """Conversations, deleted through v1 (``CH…``, sync 204) or v2 (``conv_conversation_…``)."""
+
+    kind: Literal[Kind.CONVERSATIONS]
+    api: Api = "v1"
+    where: ConversationsWhere | None = None
+
+    def _where_problems(self) -> list[tuple[str, str]]:
+        where = self.where
+        assert isinstance(where, ConversationsWhere)
+        problems: list[tuple[str, str]] = []
+        if self.api == "v1" and where.status is not None:
+            problems.append(
+                (
+                    "where.status",
+                    "is for api: v2; v1 conversations filter by state: "
+                    "active, inactive, closed, initializing",
+                )
+            )
+        if self.api == "v2" and where.state is not None:
+            problems.append(
+                (
+                    "where.state",
+                    "is for api: v1; v2 conversations filter by status: ACTIVE, INACTIVE, CLOSED",
+                )
+            )
+        for name in ("state", "status"):
+            if getattr(where, name) == ():
+                problems.append((f"where.{name}", "is empty: list at least one, or leave it out"))
+        problems.extend(_filters_with_all(where, "conversation"))
+        problems.extend(_bound_order(where, "where"))
+        return problems
+
+
+class ConfigurationsTarget(Target):
+    """Orchestrator v2 configurations (async Operation), by ID, manifest or age."""
+
+    kind: Literal[Kind.CONFIGURATIONS]
+    where: ConfigurationsWhere | None = None
+
+    def _where_problems(self) -> list[tuple[str, str]]:
+        assert isinstance(self.where, ConfigurationsWhere)
+        return _filters_with_all(self.where, "configuration") + _bound_order(self.where, "where")
+
+
+class MemoryStoresTarget(Target):
+    """Conversation Memory stores (async Operation), by ID, manifest, or ``all: true``."""
+
+    kind: Literal[Kind.MEMORY_STORES]
+    where: MemoryStoresWhere | None = None
+
+    def _where_problems(self) -> list[tuple[str, str]]:
+        assert isinstance(self.where, MemoryStoresWhere)
+        if self.where.all is not True:
+            return [("where", f"selects nothing: {_STORES_ONLY_ALL}")]
+        return []
+
+
+AnyTarget = Annotated[
+    MessagesTarget
+    | ParticipantsTarget
+    | ConversationsTarget
+    | ConfigurationsTarget
+    | MemoryStoresTarget,
+    Discriminator("kind"),
+]
+
+# Union tags pydantic puts in error locations; _walk drops them from YAML paths.
+_UNION_TAGS: dict[str, object] = {
+    Kind.MESSAGES.value: MessagesTarget,
+    Kind.PARTICIPANTS.value: ParticipantsTarget,
+    Kind.CONVERSATIONS.value: ConversationsTarget,
+    Kind.CONFIGURATIONS.value: ConfigurationsTarget,
+    Kind.MEMORY_STORES.value: MemoryStoresTarget,
+    "all": Literal["all"],
+    "sids": tuple[ConversationSid, ...],
+    "filter": ConversationFilter,
+}
+
+PositiveRate = Annotated[Float, Field(gt=0, le=100_000)]
+Concurrency = Annotated[Int, Field(ge=1, le=1000)]
+
+
+class ProductLimits(_Model):
+    """Optional extra limits for one product host: requests per second, burst, in flight."""
+
+    rate: PositiveRate | None = None
+    burst: Annotated[Int, Field(ge=1, le=100_000)] | None = None
+    concurrency: Concurrency | None = None
+
+
+class Limits(_Model):
+    """How fast the job may go; the defaults follow Twilio's documented limits."""
+
+    # Twilio's 20429 is a limit on requests in flight per account, not on a rate.
+    concurrency: Concurrency = 64
+    per_conversation_rate: PositiveRate = 30.0
+    per_service_rate: PositiveRate = 30.0
+    conversations: ProductLimits = ProductLimits()
+    memory: ProductLimits = ProductLimits()
+
+
+Seconds = Annotated[Float, Field(gt=0, le=86_400)]
+
+
+class RetryPolicy(_Model):
+    """Retries of transient failures: bounded by attempts and by total time (seconds)."""
+
+    max_attempts: Annotated[Int, Field(ge=1, le=100)] = 8
+    base_delay: Seconds = 0.5
+    max_delay: Seconds = 30.0
+    max_elapsed: Seconds = 900.0
+
+    @model_validator(mode="after")
+    def _check(self) -> RetryPolicy:
+        if self.max_delay < self.base_delay:
+            raise _problems(
+                [("max_delay", f"{self.max_delay} is less than base_delay {self.base_delay}")]
+            )
+        return self
+
+
+class OperationPolicy(_Model):
+    """How async Operations are followed: poll interval and deadline (seconds)."""
+
+    poll_interval: Seconds = 2.0
+    timeout: Annotated[Float, Field(gt=0, le=7 * 86_400)] = 900.0
+
+    @model_validator(mode="after")
+    def _check(self) -> OperationPolicy:
+        if self.timeout < self.poll_interval:
+            raise _problems(
+                [("timeout", f"{self.timeout} is shorter than poll_interval {self.poll_interval}")]
+            )
+        return self
+
+
+class Safety(_Model):
+    """Limits that stop a job: a deletion cap, and a failure rate after a minimum count."""
+
+    max_deletions: Annotated[Int, Field(ge=1)] | None = None
+    max_failure_rate: Annotated[Float, Field(gt=0, le=1)] = 0.5
+    failure_rate_min_count: Annotated[Int, Field(ge=1)] = 1000
+
+
+class JobSpec(_Model):
+    """A whole job spec, as written in its YAML file (``version: 1``)."""
+
+    misplaced: ClassVar[Mapping[str, str]] = {
+        "target": "write targets: (a list)",
+        "credentials": "credentials belong in the config file, read from the environment",
+    }
+
+    version: Literal[1]
+    name: Annotated[Text, AfterValidator(_name)]
+    service: ServiceSid | None = None
+    webhooks: Flag | None = None
+    targets: tuple[AnyTarget, ...]
+    limits: Limits = Limits()
+    retry: RetryPolicy = RetryPolicy()
+    operations: OperationPolicy = OperationPolicy()
+    safety: Safety = Safety()
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if not self.targets:
+            raise _problems([("targets", "is empty: a job needs at least one target")])
+        return self
+
+    def bounds(self) -> Iterator[tuple[str, Bound]]:
+        """Every time bound, by YAML path (``targets[0].where.created_before``)."""
+        for index, target in enumerate(self.targets):
+            if target.where is not None:
+                yield from target.where.bounds(f"targets[{index}].where")
+
+    def canonical(self) -> dict[str, Any]:
+        """The spec as plain JSON data, defaults filled in, manifests' counts and hashes added."""
+        data: dict[str, Any] = self.model_dump(mode="json")
+        for index, target in enumerate(self.targets):
+            if target.manifest is not None:
+                data["targets"][index]["manifest"] = {
+                    "count": target.manifest.count,
+                    "sha256": target.manifest.sha256,
+                }
+        return data
+
+
+def spec_fingerprint(spec: JobSpec) -> str:
+    """SHA-256 (hex) of the canonical spec: a resume compares it to detect a changed job."""
+    text = json.dumps(spec.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def describe_changes(
+    old_canonical: Mapping[str, Any], new_canonical: Mapping[str, Any]
+) -> list[str]:
+    """Human-readable differences between two :meth:`JobSpec.canonical` forms, by YAML path."""
+    changes: list[str] = []
+
+    def compare(path: str, old: object, new: object) -> None:
+        if isinstance(old, Mapping) and isinstance(new, Mapping):
+            for key in list(old) + [k for k in new if k not in old]:
+                sub = _join(path, str(key))
+                if key not in new:
+                    changes.append(f"{sub}: removed (was {_show(old[key])})")
+                elif key not in old:
+                    changes.append(f"{sub}: added ({_show(new[key])})")
+                else:
+                    compare(sub, old[key], new[key])
+        elif isinstance(old, list) and isinstance(new, list):
+            for index in range(max(len(old), len(new))):
+                sub = f"{path}[{index}]"
+                if index >= len(new):
+                    changes.append(f"{sub}: removed")
+                elif index >= len(old):
+                    changes.append(f"{sub}: added")
+                else:
+                    compare(sub, old[index], new[index])
+        elif old != new:
+            changes.append(f"{path}: {_show(old)} -> {_show(new)}")
+
+    compare("", old_canonical, new_canonical)
+    return changes
+
+
+def _show(value: object) -> str:
+    return show_value(value) if not isinstance(value, Mapping | list) else "{...}"
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def _version_problem(data: Mapping[Any, Any]) -> tuple[str | None, bool]:
+    """(problem, fatal): a wrong version stops validation, a missing one does not."""
+    if "version" not in data:
+        return "version: is required: add `version: 1` at the top of the spec", False
+    value = data["version"]
+    # `type(...) is int` because True == 1 in Python, and `version: true` is not a version.
+    if type(value) is int and value == SPEC_VERSION:
+        return None, False
+    return (
+        f"version: {show_value(value)} is not supported: this bulkops reads version: "
+        f"{SPEC_VERSION}",
+        True,
+    )
+
+
+def _check_manifests(
+    data: Mapping[Any, Any], base_dir: Path
+) -> tuple[list[str], dict[int, tuple[Path, ManifestInfo]]]:
+    """Validate every from_file manifest of the raw data, even when other parts are invalid."""
+    problems: list[str] = []
+    found: dict[int, tuple[Path, ManifestInfo]] = {}
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        return problems, found
+    for index, raw in enumerate(targets):
+        if not isinstance(raw, Mapping):
+            continue
+        written, kind_text, api = raw.get("from_file"), raw.get("kind"), raw.get("api", "v1")
+        if not isinstance(written, str) or not written.strip() or api not in ("v1", "v2"):
+            continue
+        if not isinstance(kind_text, str) or kind_text not in {k.value for k in Kind}:
+            continue
+        kind = Kind(kind_text)
+        path = Path(written)
+        if not path.is_absolute():
+            path = base_dir / path
+        try:
+            info = validate_manifest(
+                path,
+                kind,
+                api=api if kind is Kind.CONVERSATIONS else None,
+                where=f"targets[{index}].from_file",
+                display=written,
+            )
+        except SpecError as exc:
+            problems.extend(exc.problems)
+        else:
+            found[index] = (path, info)
+    return problems, found
+
+
+def parse_spec(text: str, *, base_dir: Path) -> JobSpec:
+    """Parse and validate a job spec; manifests are found relative to ``base_dir`` and read.
+
+    Raises SpecError listing every problem.
+    """
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(
+            f"the job spec is larger than {MAX_SPEC_BYTES} bytes: put long ID lists in a "
+            "from_file manifest"
+        )
+    try:
+        data, lines = load_yaml(text, "the job spec")
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
+    if data is None:
+        raise SpecError("the job spec is empty: it needs at least `version: 1`, a name and targets")
+    if not isinstance(data, dict):
+        raise SpecError(
+            f"the job spec must be a mapping of keys (version, name, targets, ...), "
+            f"not {type(data).__name__} {show_value(data)}"
+        )
+    version_problem, fatal = _version_problem(data)
+    if fatal:
+        assert version_problem is not None
+        raise SpecError(version_problem)
+    problems = [version_problem] if version_problem else []
+    manifest_problems, manifests = _check_manifests(data, base_dir)
+    spec: JobSpec | None = None
+    try:
+        spec = JobSpec.model_validate({**data, "version": SPEC_VERSION})
+    except ValidationError as exc:
+        problems.extend(describe_validation_error(exc, JobSpec, lines))
+    problems.extend(manifest_problems)
+    if problems or spec is None:
+        raise SpecError(problems)
+    for index, (path, info) in manifests.items():
+        target = spec.targets[index]
+        # Private attributes: the manifest's facts belong to the parsed target, not to its YAML.
+        target._manifest = info
+        target._manifest_path = path
+    return spec
+
+
+def load_spec(path: Path) -> JobSpec:
+    """Read and parse the job spec at ``path``; raises SpecError on any problem."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such job spec file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a directory, not a job spec file") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: is not UTF-8 text (byte {exc.start})") from None
+    return parse_spec(text, base_dir=path.parent)

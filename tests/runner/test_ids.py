@@ -1,0 +1,175 @@
+"""ID validation: the gate every ID passes before it may appear in a URL path."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runner.ids import ID_PATTERNS, Kind, TargetId, parse_target_id, target_id, validate_id
+
+HEX = "0123456789abcdef" * 2
+CH = "CH" + HEX
+IM = "IM" + HEX
+MB = "MB" + HEX
+IS = "IS" + HEX
+TTID = "01h9d8r0vte3hz8tykdj329t7r"
+
+
+@pytest.mark.parametrize(
+    ("kind_key", "value"),
+    [
+        pytest.param("conversation_v1", CH, id="conversation-v1"),
+        pytest.param("conversation_v1", "CH" + HEX.upper(), id="conversation-v1-upper-hex"),
+        pytest.param("message", IM, id="message"),
+        pytest.param("participant", MB, id="participant"),
+        pytest.param("service", IS, id="service"),
+        pytest.param("account", "AC" + HEX, id="account"),
+        pytest.param("api_key", "SK" + HEX, id="api-key"),
+        pytest.param("conversation_v2", "conv_conversation_" + TTID, id="conversation-v2"),
+        pytest.param("configuration", "conv_configuration_" + TTID, id="configuration-conv"),
+        pytest.param("configuration", "cfg_configuration_" + TTID, id="configuration-cfg"),
+        pytest.param("memory_store", "mem_store_" + TTID, id="memory-store"),
+        pytest.param("memory_store", "mem_service_" + TTID, id="memory-service"),
+    ],
+)
+def test_valid_ids_pass_unchanged(kind_key: str, value: str) -> None:
+    """A well-formed ID of each kind is returned as it is."""
+    assert validate_id(kind_key, value) == value
+
+
+@pytest.mark.parametrize(
+    ("kind_key", "value", "fragment"),
+    [
+        pytest.param(
+            "conversation_v1",
+            "CH123",
+            "'CH123' is not a Conversation SID (CH followed by 32 hex digits)",
+            id="short",
+        ),
+        pytest.param(
+            "conversation_v1", "../../v1/Accounts", "is not a Conversation SID", id="dots"
+        ),
+        pytest.param("conversation_v1", "CH%2F..", "is not a Conversation SID", id="url-encoded"),
+        pytest.param("conversation_v1", CH + "\n", "remove the surrounding spaces", id="newline"),
+        pytest.param("conversation_v1", " " + CH, "remove the surrounding spaces", id="space"),
+        pytest.param("conversation_v1", CH[:-1] + "g", "is not a Conversation SID", id="non-hex"),
+        pytest.param("conversation_v1", CH + "0", "is not a Conversation SID", id="too-long"),
+        pytest.param(
+            "conversation_v1",
+            IS,
+            "IS... is a Service SID; a Conversation SID starts with CH",
+            id="service-for-conversation",
+        ),
+        pytest.param(
+            "message",
+            MB,
+            "MB... is a Participant SID; a Message SID starts with IM",
+            id="mb-for-im",
+        ),
+        pytest.param(
+            "conversation_v2", "conv_conversation_8" + TTID[1:], "first 0-7", id="ttid-first-char"
+        ),
+        pytest.param(
+            "conversation_v2", "conv_conversation_" + TTID.upper(), "lower-case", id="ttid-upper"
+        ),
+        pytest.param("memory_store", "mem_profile_" + TTID, "Memory store ID", id="mem-profile"),
+        pytest.param("configuration", "_configuration_" + TTID, "Configuration ID", id="no-prefix"),
+    ],
+)
+def test_invalid_ids_are_refused_with_the_expected_shape(
+    kind_key: str, value: str, fragment: str
+) -> None:
+    """A malformed ID raises ValueError saying what the ID should look like."""
+    with pytest.raises(ValueError) as info:
+        validate_id(kind_key, value)
+    assert fragment in str(info.value)
+
+
+def test_long_values_are_shortened_in_messages() -> None:
+    """An enormous bad value does not flood the error message."""
+    with pytest.raises(ValueError) as info:
+        validate_id("message", "x" * 10_000)
+    assert len(str(info.value)) < 200
+
+
+@given(st.text(max_size=60))
+def test_nothing_that_passes_can_alter_a_path(value: str) -> None:
+    """Whatever the text, an ID that passes holds only letters, digits and underscores."""
+    for kind_key in ID_PATTERNS:
+        try:
+            validate_id(kind_key, value)
+        except ValueError:
+            continue
+        assert value.isascii()
+        assert all(c.isalnum() or c == "_" for c in value)
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "api", "expected"),
+    [
+        pytest.param(Kind.MESSAGES, f"{CH}/{IM}", None, TargetId(Kind.MESSAGES, IM, CH), id="msg"),
+        pytest.param(
+            Kind.PARTICIPANTS, f"{CH}/{MB}", None, TargetId(Kind.PARTICIPANTS, MB, CH), id="part"
+        ),
+        pytest.param(Kind.CONVERSATIONS, CH, None, TargetId(Kind.CONVERSATIONS, CH), id="conv-v1"),
+        pytest.param(
+            Kind.CONVERSATIONS,
+            "conv_conversation_" + TTID,
+            "v2",
+            TargetId(Kind.CONVERSATIONS, "conv_conversation_" + TTID),
+            id="conv-v2",
+        ),
+        pytest.param(
+            Kind.MEMORY_STORES,
+            "mem_store_" + TTID,
+            None,
+            TargetId(Kind.MEMORY_STORES, "mem_store_" + TTID),
+            id="store",
+        ),
+    ],
+)
+def test_parse_target_id_accepts_the_spec_forms(
+    kind: Kind, text: str, api: str | None, expected: TargetId
+) -> None:
+    """Spec entries parse into TargetIds, with the conversation split off for messages."""
+    assert parse_target_id(kind, text, api=api) == expected  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kind", "text", "fragment"),
+    [
+        pytest.param(
+            Kind.MESSAGES, IM, "needs its conversation: write it as CH.../IM...", id="bare"
+        ),
+        pytest.param(Kind.MESSAGES, f"{CH}/{IM}/x", "is not CH.../IM...", id="extra-part"),
+        pytest.param(Kind.MESSAGES, f"{IS}/{IM}", "is a Service SID", id="service-parent"),
+        pytest.param(Kind.MESSAGES, "../../v1/Accounts", "is not CH.../IM...", id="traversal"),
+        pytest.param(Kind.PARTICIPANTS, f"{CH}/{IM}", "is not a Participant SID", id="wrong-child"),
+        pytest.param(Kind.CONVERSATIONS, "conv_conversation_" + TTID, "v2 Conversation", id="v2"),
+    ],
+)
+def test_parse_target_id_refuses_bad_entries(kind: Kind, text: str, fragment: str) -> None:
+    """A bad spec entry raises ValueError naming the expected form."""
+    with pytest.raises(ValueError) as info:
+        parse_target_id(kind, text)
+    assert fragment in str(info.value)
+
+
+def test_target_id_requires_the_parent_for_messages() -> None:
+    """Manifest rows for messages without a conversation SID are refused."""
+    with pytest.raises(ValueError, match="need their conversation SID"):
+        target_id(Kind.MESSAGES, IM)
+
+
+def test_target_id_is_small_and_keyed() -> None:
+    """TargetId has slots, a stable key and, for conversations, the API its ID implies."""
+    message = TargetId(Kind.MESSAGES, IM, CH)
+    assert not hasattr(message, "__dict__")
+    assert message.key == f"messages:{CH}/{IM}"
+    assert message.api is None
+    assert TargetId(Kind.CONVERSATIONS, CH).api == "v1"
+    assert TargetId(Kind.CONVERSATIONS, "conv_conversation_" + TTID).api == "v2"
+    assert (
+        TargetId(Kind.MEMORY_STORES, "mem_store_" + TTID).key == "memory_stores:mem_store_" + TTID
+    )
