@@ -7,6 +7,7 @@ caller's; this module decides only what an answer *means*.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,16 +47,21 @@ class TwilioClient:
         self,
         session: aiohttp.ClientSession,
         base_urls: Mapping[Product, str],
-        auth: aiohttp.BasicAuth,
+        auth: tuple[str, str],
         *,
         timeout: float = 30.0,
         user_agent: str = "bulkops",
     ) -> None:
         self._session = session
         self._bases = {product: URL(url) for product, url in base_urls.items()}
-        self._auth = auth
         self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._headers = {"User-Agent": user_agent, "Accept": "application/json"}
+        # Built once: the header is the only place the secret lives after start-up.
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+        self._headers = {
+            "User-Agent": user_agent,
+            "Accept": "application/json",
+            "Authorization": f"Basic {token}",
+        }
 
     def url_for(self, product: Product, path_or_url: str) -> URL:
         """Resolve a path against the product's base; refuse absolute URLs on any other origin.
@@ -91,7 +97,6 @@ class TwilioClient:
                 url,
                 params=params,
                 headers=merged,
-                auth=self._auth,
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:

@@ -11,6 +11,7 @@ import os
 import random
 import secrets
 import signal
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,14 +60,13 @@ def new_run_id(now: datetime) -> str:
 
 def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
     """The HTTP client for the configured hosts and credentials."""
-    username, password = config.credentials.basic_auth()
     return TwilioClient(
         session,
         {
             Product.CONVERSATIONS: config.base_urls.conversations,
             Product.MEMORY: config.base_urls.memory,
         },
-        aiohttp.BasicAuth(username, password),
+        config.credentials.basic_auth(),
         user_agent=f"bulkops/{__version__}",
     )
 
@@ -145,6 +145,8 @@ async def execute(
 
             async def watch_signals() -> None:
                 nonlocal interrupted
+                if threading.current_thread() is not threading.main_thread():
+                    return  # signal handlers can only be installed by the main thread
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                     async for signum in signals:
                         if not interrupted:

@@ -1,0 +1,122 @@
+"""Fixtures for end-to-end tests: a real emulator on 127.0.0.1 and the real CLI against it."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+
+from runner.cli import main
+from runner.emulator import (
+    DEFAULT_ACCOUNT_SID,
+    DEFAULT_AUTH_TOKEN,
+    Dataset,
+    EmulatorSettings,
+    generate,
+    running_emulator,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FAST_OPERATIONS = {"operation_pending_s": 0.05, "operation_running_s": 0.05}
+
+
+@dataclass
+class Emulator:
+    """A running emulator and the admin calls tests make on it."""
+
+    url: str
+    dataset: Dataset
+    session: aiohttp.ClientSession
+
+    async def ledger(self) -> dict[str, Any]:
+        """The whole ledger."""
+        async with self.session.get(f"{self.url}/_emulator/ledger") as resp:
+            assert resp.status == 200
+            body: dict[str, Any] = await resp.json()
+            return body
+
+    async def resources(self, kind: str) -> list[dict[str, Any]]:
+        """Every live resource of ``kind``."""
+        async with self.session.get(f"{self.url}/_emulator/resources", params={"kind": kind}) as r:
+            assert r.status == 200
+            items: list[dict[str, Any]] = (await r.json())["items"]
+            return items
+
+    async def configure(self, **changes: Any) -> None:
+        """Change settings at runtime."""
+        async with self.session.post(f"{self.url}/_emulator/settings", json=changes) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+StartEmulator = Callable[..., Any]
+
+
+@pytest.fixture
+def start_emulator() -> Callable[..., Any]:
+    """A factory: ``async with start_emulator(**settings) as emu`` serves the demo dataset."""
+
+    @asynccontextmanager
+    async def start(
+        preset: str = "demo", seed: int = 0, **settings: Any
+    ) -> AsyncIterator[Emulator]:
+        dataset = generate(preset, seed=seed)
+        config = EmulatorSettings(**{**FAST_OPERATIONS, **settings})
+        async with (
+            running_emulator(config, dataset) as url,
+            aiohttp.ClientSession() as session,
+        ):
+            yield Emulator(url, dataset, session)
+
+    return start
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A clean working directory with the emulator's default credentials in the environment."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TWILIO_ACCOUNT_SID", DEFAULT_ACCOUNT_SID)
+    monkeypatch.setenv("TWILIO_AUTH_TOKEN", DEFAULT_AUTH_TOKEN)
+    for name in ("TWILIO_API_KEY", "TWILIO_API_SECRET", "TWILIO_REGION", "TWILIO_EDGE"):
+        monkeypatch.delenv(name, raising=False)
+    yield tmp_path
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
+    """Aim bulkops at the emulator, as a user would with the documented variables."""
+    monkeypatch.setenv("BULKOPS_CONVERSATIONS_URL", url)
+    monkeypatch.setenv("BULKOPS_MEMORY_URL", url)
+
+
+async def run_cli(*argv: str | os.PathLike[str]) -> int:
+    """Run ``bulkops ARGV`` in a worker thread (it starts its own event loop), return its code."""
+    return await anyio.to_thread.run_sync(partial(main, [str(a) for a in argv]))
+
+
+def successful_deletes(ledger: dict[str, Any]) -> Counter[str]:
+    """How many times each path was answered 202/204 to a DELETE."""
+    return Counter(
+        r["path"]
+        for r in ledger["requests"]
+        if r["method"] == "DELETE" and r["status"] in (202, 204)
+    )
+
+
+def deleted(ledger: dict[str, Any], *vias: str) -> set[tuple[str, str]]:
+    """(kind, id) of every deletion the ledger records, optionally only by the given routes."""
+    return {
+        (d["kind"], d["id"]) for d in ledger["deletions"] if not vias or d["via"] in vias
+    }
+
+
+def checkpoints(directory: Path) -> list[Path]:
+    """Checkpoint logs written under ``directory``."""
+    return sorted(directory.glob("checkpoints/*.jsonl"))
