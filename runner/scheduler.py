@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import anyio.lowlevel
@@ -38,6 +39,18 @@ from runner.selection import Explicit, Manifest, Source, phase
 log = structlog.get_logger("bulkops.scheduler")
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("4f1b3c2e-8d6a-5e7f-9a0b-1c2d3e4f5a6b")
+
+
+def _first(group: BaseExceptionGroup[Any], *types: type[Any]) -> Any:
+    """The first leaf exception of ``group`` that is one of ``types``."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, *types)
+            if found is not None:
+                return found
+        elif isinstance(exc, types):
+            return exc
+    return None
 
 
 def preflight(sources: list[Source], max_deletions: int | None) -> None:
@@ -213,20 +226,31 @@ class Engine:
                 found += 1
                 await send.send(target)
 
+        failure: RemoteError | OperationFailed | None = None
+        # Discovery runs task groups of its own, so its errors arrive as exception groups.
         try:
             await self._discovery.run(source, emit)
-        except AuthError as exc:
-            self._fatal_auth(exc)
+        except* AuthError as group:
+            self._fatal_auth(_first(group, AuthError))
+            return_early = True
+        except* (RemoteError, OperationFailed) as group:
+            failure = _first(group, RemoteError, OperationFailed)
+            return_early = False
+        else:
+            return_early = False
+        if return_early:
             return
-        except (RemoteError, OperationFailed) as exc:
+        if failure is not None:
             log.error(
                 "discovery_failed",
                 source=index,
-                status=getattr(exc, "status", None),
-                code=getattr(exc, "code", None),
-                error=str(exc)[:200],
+                status=getattr(failure, "status", None),
+                code=getattr(failure, "code", None),
+                error=str(failure)[:200],
             )
-            await self._writer.put({"t": "P", "src": index, "n": found, "error": str(exc)[:200]})
+            await self._writer.put(
+                {"t": "P", "src": index, "n": found, "error": str(failure)[:200]}
+            )
             self.discovery_errors += 1
             return
         await self._writer.put({"t": "P", "src": index, "n": found, "done": True})

@@ -66,9 +66,9 @@ def start_emulator() -> Callable[..., Any]:
 
     @asynccontextmanager
     async def start(
-        preset: str = "demo", seed: int = 0, **settings: Any
+        preset: str = "demo", dataset_seed: int = 0, **settings: Any
     ) -> AsyncIterator[Emulator]:
-        dataset = generate(preset, seed=seed)
+        dataset = generate(preset, seed=dataset_seed)
         config = EmulatorSettings(**{**FAST_OPERATIONS, **settings})
         async with (
             running_emulator(config, dataset) as url,
