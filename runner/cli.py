@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--log-format", choices=("auto", "console", "json"), help="override the config's"
         )
+        p.add_argument(
+            "--log-level", choices=("debug", "info", "warning", "error"), help="override the config's"
+        )
 
     run = sub.add_parser("run", help="run a job spec")
     run.add_argument("job", type=Path, help="job spec (YAML)")
@@ -92,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return emulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
     console = Console(stderr=False)
-    err = Console(stderr=True)
+    err = Console(stderr=True, soft_wrap=True)
     try:
         if args.command == "run":
             return _cmd_run(args, console, err)
@@ -128,7 +131,7 @@ def _print_problems(err: Console, exc: InputError) -> None:
 
 
 def load_inputs(
-    job: Path, config_path: Path | None, log_format: str | None
+    job: Path, config_path: Path | None, log_format: str | None, log_level: str | None = None
 ) -> tuple[JobSpec, Config]:
     """Spec and config, both validated in full (InputError lists every problem)."""
     problems: list[str] = []
@@ -144,14 +147,14 @@ def load_inputs(
         problems.extend(exc.problems)
     if problems or spec is None or config is None:
         raise InputError(problems)
-    logs.configure(log_format or config.log_format, config.log_level)
+    logs.configure(log_format or config.log_format, log_level or config.log_level)
     for warning in config.warnings:
         log.warning("config_warning", detail=warning)
     return spec, config
 
 
 def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
-    spec, config = load_inputs(args.job, args.config, args.log_format)
+    spec, config = load_inputs(args.job, args.config, args.log_format, args.log_level)
     plan = build_plan(spec, datetime.now(UTC))
     preflight(plan.sources, plan.max_deletions)
     if args.dry_run:
@@ -217,7 +220,7 @@ def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int
     header = replay.header
     spec_path = args.spec or (path.parent / header.spec_path)
     config_path = args.config or (path.parent / header.config_path if header.config_path else None)
-    spec, config = load_inputs(spec_path, config_path, args.log_format)
+    spec, config = load_inputs(spec_path, config_path, args.log_format, args.log_level)
     if replay.exit_code == ExitCode.OK and not args.retry_failed:
         console.print(f"run {header.run_id} already finished; nothing to do.")
         return ExitCode.OK

@@ -30,9 +30,12 @@ def _product_rate(text: str) -> tuple[str, float, int]:
             f"expected PRODUCT:RATE:BURST, e.g. conversations:50:10, not {text!r}") from None
 
 
-def _limit(text: str) -> float | None:
+_OFF = -1.0  # "none" on the command line: distinct from "not given" (None keeps the default)
+
+
+def _limit(text: str) -> float:
     if text.lower() in ("none", "off", "0"):
-        return None
+        return _OFF
     try:
         return float(text)
     except ValueError:
@@ -86,10 +89,11 @@ def settings_from_args(args: argparse.Namespace) -> EmulatorSettings:
         if value is not None:
             overrides[name] = value
     for name in ("account_concurrency", "conversation_aps", "service_aps"):
-        if name in vars(args) and getattr(args, name) is not None:
-            overrides[name] = getattr(args, name)
-    if args.account_concurrency is not None:
-        overrides["account_concurrency"] = int(args.account_concurrency)
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = None if value == _OFF else value
+    if overrides.get("account_concurrency") is not None:
+        overrides["account_concurrency"] = int(overrides["account_concurrency"])
     if args.product_rate:
         overrides["product_rate"] = {p: (r, b) for p, r, b in args.product_rate}
     if args.no_request_log:

@@ -1,0 +1,71 @@
+"""Ctrl-C and SIGTERM: a graceful stop within 5 s, exit 130, and a resume that finishes the job."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job
+
+
+@pytest.mark.parametrize(
+    "signum", [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+)
+async def test_signal_stops_gracefully_and_resume_finishes(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    """The run stops within 5 s with exit 130; `bulkops resume` deletes the rest exactly once."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        conversations = [
+            c["sid"]
+            for c in await emu.resources("conversation_v1")
+            if c["service_sid"] == SUPPORT_SERVICE
+        ][:3]
+        expected = {
+            ("message", m["sid"])
+            for m in await emu.resources("message")
+            if m["conversation_sid"] in conversations
+        }
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            f"  - {{kind: messages, where: {{conversations: {conversations}}}}}\n"
+            "limits: {per_conversation_rate: 6}\n",
+        )
+        process = await anyio.open_process(
+            [sys.executable, "-m", "runner", "run", str(spec), "--log-format", "json"],
+            env=dict(os.environ),
+            cwd=workdir,
+        )
+        async with process:
+            with anyio.fail_after(20):
+                while not checkpoints(workdir) or checkpoints(workdir)[0].read_text().count(
+                    '"s":"D"'
+                ) < 5:
+                    await anyio.sleep(0.05)
+            process.send_signal(signum)
+            sent = time.monotonic()
+            with anyio.fail_after(10):
+                code = await process.wait()
+            stopped_in = time.monotonic() - sent
+
+        assert code == 130
+        assert stopped_in < 5.0
+        partial = deleted(await emu.ledger())
+        assert partial and partial < expected
+
+        (log,) = checkpoints(workdir)
+        assert await run_cli("resume", log) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger) == expected
+        assert max(successful_deletes(ledger).values()) == 1

@@ -1,0 +1,77 @@
+"""Safety brakes and secrecy: max_deletions, and no credential or PII in any artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.emulator import DEFAULT_AUTH_TOKEN
+from tests.runner.conftest import REPO, deleted, point_at, run_cli
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job
+
+
+async def test_explicit_targets_over_max_deletions_send_nothing(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Explicit ids beyond safety.max_deletions stop the run before its first request: exit 3."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        stores = [s["id"] for s in await emu.resources("memory_store")]
+        spec = job(
+            workdir,
+            f"targets:\n  - {{kind: memory_stores, ids: {stores}}}\n"
+            f"safety: {{max_deletions: {len(stores) - 1}}}\n",
+        )
+
+        assert await run_cli("run", spec) == 3
+        assert (await emu.ledger())["requests"] == []
+
+
+async def test_discovery_beyond_max_deletions_is_a_hard_stop(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery selecting more than max_deletions stops the run with at most that many deleted."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            "  - {kind: messages, where: {conversations: all}}\n"
+            "safety: {max_deletions: 10}\n",
+        )
+
+        assert await run_cli("run", spec) == 3
+        assert 0 < len(deleted(await emu.ledger())) <= 10
+
+
+async def test_no_secret_or_pii_reaches_any_artifact(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Logs, checkpoints and reports of a full run (and of a failing one) hold IDs only."""
+    async with start_emulator(fault_500=0.05, seed=3) as emu:
+        point_at(monkeypatch, emu.url)
+        pii = emu.dataset.pii_samples()
+        assert len(pii) > 20
+        demo = REPO / "jobs" / "demo.yaml"
+        assert await run_cli("run", demo, "--log-format", "json", "--log-level", "debug") == 0
+        await emu.configure(operation_failure_rate=1.0)
+        failing = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n")
+        await run_cli("run", failing, "--log-format", "json", "--log-level", "debug")
+        out = capsys.readouterr()
+        assert "target_finished" in out.err
+        artifacts = {"stdout": out.out, "stderr": out.err}
+        for path in workdir.rglob("*"):
+            if path.is_file() and path.suffix != ".yaml":
+                artifacts[str(path)] = path.read_text()
+                if "checkpoints" in path.parts:
+                    assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
+        assert len(artifacts) >= 6
+        for name, text in artifacts.items():
+            assert DEFAULT_AUTH_TOKEN not in text, name
+            leaked = [s for s in pii if s in text]
+            assert not leaked, f"{name} leaks {leaked[:3]}"
