@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
             "--log-format", choices=("auto", "console", "json"), help="override the config's"
         )
         p.add_argument(
-            "--log-level", choices=("debug", "info", "warning", "error"), help="override the config's"
+            "--log-level",
+            choices=("debug", "info", "warning", "error"),
+            help="override the config's",
         )
 
     run = sub.add_parser("run", help="run a job spec")

@@ -18,15 +18,15 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from aiohttp import web
 
 from .clock import WallClock
 from .dataset import Dataset
-from .errors import TwilioError, error_response
+from .errors import TwilioError
 from .faults import FaultInjector, FaultPlan
 from .ids import IdMinter
 from .ledger import DeletionRecord, Ledger, RequestRecord
@@ -89,10 +89,12 @@ class Emulator:
 
     def check_aps(self, kind: str, key: str) -> None:
         """Take a token from the per-conversation or per-Service APS bucket, or raise 429."""
-        rate = self.settings.conversation_aps if kind == "conversation_aps" else self.settings.service_aps
+        per_conversation = kind == "conversation_aps"
+        s = self.settings
+        rate = s.conversation_aps if per_conversation else s.service_aps
         if rate is None:
             return
-        buckets = self.conversation_buckets if kind == "conversation_aps" else self.service_buckets
+        buckets = self.conversation_buckets if per_conversation else self.service_buckets
         wait = buckets.take(key, rate, max(rate, 1.0), self.monotonic())
         if wait > 0:
             raise self.throttle(kind, wait)
@@ -143,9 +145,10 @@ def _authenticated(request: web.Request, s: EmulatorSettings) -> bool:
     if scheme.lower() != "basic":
         return False
     try:
-        user, sep, password = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         return False
+    user, sep, password = decoded.partition(":")
     if not sep:
         return False
     pairs = [(s.account_sid, s.auth_token)]
@@ -272,12 +275,14 @@ def base_url(request: web.Request) -> str:
 
 def seq_of(request: web.Request) -> int:
     """The ledger sequence number of a request."""
-    return request.get(SEQ_KEY, 0)
+    seq: int = request.get(SEQ_KEY, 0)
+    return seq
 
 
 def plan_of(request: web.Request) -> FaultPlan:
     """The faults drawn for a request."""
-    return request.get(PLAN_KEY, FaultPlan())
+    plan: FaultPlan = request.get(PLAN_KEY, FaultPlan())
+    return plan
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None

@@ -16,7 +16,7 @@ from .settings import EmulatorSettings, SettingsError
 class _Parser(argparse.ArgumentParser):
     """argparse that reports through our exit code 2 without a traceback."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         self.print_usage(sys.stderr)
         raise SettingsError(message)
 

@@ -12,7 +12,9 @@ import json
 import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,7 +22,7 @@ import yaml
 
 from . import pii
 from .clock import iso, parse_iso
-from .ids import STORE_ID, IdMinter
+from .ids import STORE_ID, IdMinter, PositionalSids
 
 DAY: Final = 86_400.0
 V1_STATES: Final = ("active", "inactive", "closed")
@@ -124,7 +126,11 @@ class Dataset:
     conversations_v2: tuple[ConversationV2Spec, ...] = ()
     configurations: tuple[ConfigurationSpec, ...] = ()
     stores: tuple[StoreSpec, ...] = ()
-    message_sids: Any = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def message_sids(self) -> PositionalSids:
+        """The reversible message-SID grid of this dataset (keyed by its tag)."""
+        return PositionalSids("IM", self.tag)
 
     @property
     def default_service(self) -> ServiceSpec:
@@ -293,8 +299,6 @@ class _Builder:
         return spec
 
     def build(self) -> Dataset:
-        from .ids import PositionalSids  # local: only datasets own the message SID grid
-
         return Dataset(
             tag=self.tag,
             services=tuple(self.services),
@@ -302,7 +306,6 @@ class _Builder:
             conversations_v2=tuple(sorted(self.v2, key=lambda c: c.id)),
             configurations=tuple(sorted(self.configs, key=lambda c: c.id)),
             stores=tuple(sorted(self.stores, key=lambda s: s.id)),
-            message_sids=PositionalSids("IM", self.tag),
         )
 
 
@@ -492,8 +495,7 @@ def dataset_from_mapping(data: Any, *, now: float | None = None) -> Dataset:
                 step = (updated - created) * (k + 1) / (len(messages) + 1)
                 explicit.append(MessageSpec(_str(mm, "author", mw), _str(mm, "body", mw),
                                             _date(mm, "date_created", mw, created + step)))
-            if any(a.date_created > b_.date_created for a, b_ in zip(explicit, explicit[1:],
-                                                                    strict=False)):
+            if any(a.date_created > b_.date_created for a, b_ in pairwise(explicit)):
                 raise SeedError(f"{where}.messages: dates must not decrease (messages are "
                                 f"indexed in creation order)")
             messages = explicit
@@ -518,8 +520,8 @@ def dataset_from_mapping(data: Any, *, now: float | None = None) -> Dataset:
         _keys(where, item, {"name", "store", "date_created"})
         name = _str(item, "name", where)
         store = item.get("store")
-        if store is not None and store not in store_ids:
-            if not (isinstance(store, str) and STORE_ID.match(store)):
+        if store is not None and store not in store_ids \
+                and not (isinstance(store, str) and STORE_ID.match(store)):
                 raise SeedError(f"{where}.store: unknown store {store!r}")
         store_id = store_ids.get(store, store) if store else "mem_store_00000000000000000000000000"
         cfg = b.configuration(name, str(store_id), _date(item, "date_created", where,

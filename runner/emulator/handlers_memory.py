@@ -103,7 +103,7 @@ async def fetch_operation(request: web.Request) -> web.Response:
                             "createdAt": iso(op.created_wall), "statusUrl": url}
     headers = {"Operation-Id": op.id}
     if status in (OperationStatus.COMPLETED, OperationStatus.FAILED):
-        body["completedAt"] = iso(op.completed_wall or op.created_wall + op.done_at - op.created_mono)
+        body["completedAt"] = iso(op.finished_wall())
     else:
         headers["Retry-After"] = str(op.retry_after(now))
     if status is OperationStatus.COMPLETED:

@@ -170,7 +170,8 @@ def render_message(emu: Emulator, request: web.Request, conv: ConversationV1, in
         "delivery": None,
         "content_sid": None,
         "url": url,
-        "links": {"delivery_receipts": f"{url}/Receipts", "channel_metadata": f"{url}/ChannelMetadata"},
+        "links": {"delivery_receipts": f"{url}/Receipts",
+                  "channel_metadata": f"{url}/ChannelMetadata"},
     }
 
 

@@ -163,7 +163,8 @@ def idempotency_key(request: web.Request) -> str | None:
     """The request's Idempotency-Key, or 400 when it is not a UUID."""
     key = request.headers.get("Idempotency-Key")
     if key is not None and not IDEMPOTENCY_KEY.match(key):
-        raise bad_request("Idempotency-Key must be a UUID, e.g. 01890a5d-aa0f-7c80-b8e6-0242ac140004")
+        raise bad_request(
+            "Idempotency-Key must be a UUID, e.g. 01890a5d-aa0f-7c80-b8e6-0242ac140004")
     return key
 
 
@@ -225,8 +226,8 @@ async def delete_conversation(request: web.Request) -> web.Response:
         raise not_found(f"Conversation {cid} was not found")
     conflict_if_pending(emu, cid)
     op = emu.new_operation("conversation_v2", cid, "proc_job_", key, seq_of(request))
-    return accepted(request, op, "/v2/ControlPlane/Operations", {"related": {"conversationId": cid}},
-                    key)
+    return accepted(request, op, "/v2/ControlPlane/Operations",
+                    {"related": {"conversationId": cid}}, key)
 
 
 async def delete_configuration(request: web.Request) -> web.Response:
@@ -261,8 +262,7 @@ def render_operation(request: web.Request, emu: Emulator, op: Operation) -> dict
         "operationId": op.id,
         "status": status.value,
         "createdAt": iso(op.created_wall),
-        "completedAt": iso(op.completed_wall or op.created_wall + op.done_at - op.created_mono)
-        if terminal else None,
+        "completedAt": iso(op.finished_wall()) if terminal else None,
         "statusUrl": url,
         "error": error,
         "related": {related: op.resource_id},

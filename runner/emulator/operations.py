@@ -12,13 +12,13 @@ import heapq
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Final
 
 RETENTION_S: Final = 7 * 86_400.0  # Memory's documented retention (error 520052), used for v2 too
 
 
-class OperationStatus(str, Enum):
+class OperationStatus(StrEnum):
     """The statuses the specs enumerate; CANCELLED is never reached (nothing can cancel)."""
 
     PENDING = "PENDING"
@@ -54,6 +54,12 @@ class Operation:
             return OperationStatus.FAILED if self.will_fail else OperationStatus.COMPLETED
         return OperationStatus.RUNNING if now >= self.running_at else OperationStatus.PENDING
 
+    def finished_wall(self) -> float:
+        """Emulated wall time at which the operation finished (or will)."""
+        if self.completed_wall is not None:
+            return self.completed_wall
+        return self.created_wall + (self.done_at - self.created_mono)
+
     def retry_after(self, now: float) -> int:
         """Whole seconds until the operation is expected to finish (at least 1)."""
         return max(1, int(-(-(self.done_at - now) // 1)))
@@ -85,7 +91,7 @@ class OperationBook:
             _, _, op_id = heapq.heappop(self._due)
             op = self.operations[op_id]
             op.settled = op.status(op.done_at)
-            op.completed_wall = op.created_wall + (op.done_at - op.created_mono)
+            op.completed_wall = op.finished_wall()
             self.pending_by_resource.pop(op.resource_id, None)
             on_done(op)
 

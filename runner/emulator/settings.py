@@ -87,7 +87,8 @@ class EmulatorSettings:
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first bad field."""
         if not _ACCOUNT.match(self.account_sid):
-            raise SettingsError(f"account_sid must match ^AC[0-9a-fA-F]{{32}}$: {self.account_sid!r}")
+            raise SettingsError(
+                f"account_sid must match ^AC[0-9a-fA-F]{{32}}$: {self.account_sid!r}")
         if not self.auth_token:
             raise SettingsError("auth_token must not be empty")
         if (self.api_key is None) != (self.api_secret is None):

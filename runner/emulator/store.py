@@ -83,7 +83,9 @@ class Store:
             c.id: c for c in dataset.conversations_v2
         }
         self.v2_order = SortedIds(sorted(self.conversations_v2))
-        self.configurations: dict[str, ConfigurationSpec] = {c.id: c for c in dataset.configurations}
+        self.configurations: dict[str, ConfigurationSpec] = {
+            c.id: c for c in dataset.configurations
+        }
         self.configuration_order = SortedIds(sorted(self.configurations))
         self.stores: dict[str, StoreSpec] = {s.id: s for s in dataset.stores}
         self.store_order = SortedIds(sorted(self.stores))
@@ -107,10 +109,11 @@ class Store:
 
     def message_sid(self, conv: ConversationV1, index: int) -> str:
         """The SID of message ``index`` of ``conv``."""
-        sid: str = self.message_sids.sid(conv.spec.no, index)
-        return sid
+        return self.message_sids.sid(conv.spec.no, index)
 
-    def message_content(self, conv: ConversationV1, index: int) -> tuple[str, str, float, str | None]:
+    def message_content(
+        self, conv: ConversationV1, index: int
+    ) -> tuple[str, str, float, str | None]:
         """(author, body, date_created, participant_sid) of a message."""
         author, body, created = self.dataset.message_content(conv.spec, index)
         return author, body, created, author_participant(conv.spec, author)

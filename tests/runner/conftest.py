@@ -112,9 +112,7 @@ def successful_deletes(ledger: dict[str, Any]) -> Counter[str]:
 
 def deleted(ledger: dict[str, Any], *vias: str) -> set[tuple[str, str]]:
     """(kind, id) of every deletion the ledger records, optionally only by the given routes."""
-    return {
-        (d["kind"], d["id"]) for d in ledger["deletions"] if not vias or d["via"] in vias
-    }
+    return {(d["kind"], d["id"]) for d in ledger["deletions"] if not vias or d["via"] in vias}
 
 
 def checkpoints(directory: Path) -> list[Path]:

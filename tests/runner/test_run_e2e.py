@@ -1,4 +1,4 @@
-"""End to end: `bulkops run` over real HTTP against the emulator, judged by the emulator's ledger."""
+"""End to end: `bulkops run` over real HTTP against the emulator, judged by its ledger."""
 
 from __future__ import annotations
 
@@ -163,3 +163,26 @@ operations: {{poll_interval: 0.05}}
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
         assert code == 0
+
+
+@pytest.mark.parametrize(
+    "spec", [pytest.param(p, id=p.stem) for p in sorted((REPO / "jobs").glob("*.yaml"))]
+)
+async def test_every_example_job_runs_clean(
+    spec: Path, start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each example in jobs/ runs against the demo dataset, and its report matches the ledger."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+
+        code = await run_cli("run", spec)
+
+        assert code == 0
+        ledger = await emu.ledger()
+        (log,) = checkpoints(workdir)
+        with log.with_suffix(".report.csv").open() as f:
+            rows = list(csv.DictReader(f))
+        reported = {(r["kind"], r["id"]) for r in rows if r["outcome"] == "deleted"}
+        assert reported, "every example selects something in the demo dataset"
+        assert reported == deleted(ledger, "request", "operation")
+        assert max(successful_deletes(ledger).values()) == 1
