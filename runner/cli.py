@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return emulator_main(args_list[1:])
     args = _parser().parse_args(args_list)
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
     try:
         if args.command == "run":
