@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
+import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,9 +34,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import anyio
+import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from runner.catalog import BY_CODE, CATALOG, Target
+from runner.catalog import BY_CODE, CATALOG, Resource, Target
 from runner.errors import CheckpointError
 
 RECORD_VERSION = 1
@@ -116,7 +118,7 @@ class Header:
 
 @dataclass(slots=True)
 class TargetRecord:
-    """The latest known state of one target, as replayed from the log."""
+    """One target's state line, decoded."""
 
     target: Target
     state: State
@@ -150,29 +152,74 @@ def target_record(
     return rec
 
 
+def key_hash(key: str) -> int:
+    """A 128-bit digest of a target key: a million of them fit in a fraction of the memory the
+    keys would take, and a collision (which would skip a target) is beyond any real chance."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=16).digest(), "big")
+
+
+_RESOURCES = list(Resource)
+_STATES = list(State)
+
+
 @dataclass
 class Replay:
-    """Everything a checkpoint log says, replayed in order."""
+    """What a checkpoint log says, replayed in order; compact enough for millions of targets.
+
+    Only the latest state of each target is kept, as a small int under the hash of its key;
+    full records are kept only for targets still open (requested, accepted) or failed, which are
+    the ones a resume has to drive again.
+    """
 
     header: Header
-    targets: dict[str, TargetRecord]
-    discovered: dict[int, int]
-    discovery_done: set[int]
-    exit_code: int | None
-    warnings: list[str]
-    lines: int
+    path: Path
+    states: dict[int, int] = field(default_factory=dict)
+    open: dict[int, TargetRecord] = field(default_factory=dict)
+    failed: dict[int, TargetRecord] = field(default_factory=dict)
+    deleted_conversations: set[str] = field(default_factory=set)
+    discovered: dict[int, int] = field(default_factory=dict)
+    discovery_done: set[int] = field(default_factory=set)
+    exit_code: int | None = None
+    warnings: list[str] = field(default_factory=list)
+    lines: int = 0
+    last_ts: int = 0
 
-    def counts(self) -> dict[str, int]:
-        """Targets by state name."""
-        out: dict[str, int] = {}
-        for rec in self.targets.values():
-            out[rec.state.name.lower()] = out.get(rec.state.name.lower(), 0) + 1
-        return out
+    def state_of(self, target: Target) -> State | None:
+        """The latest recorded state of ``target``, if the log names it."""
+        code = self.states.get(key_hash(target.key))
+        return None if code is None else _STATES[code & 7]
+
+    def counts(self) -> Counter[tuple[Resource, State]]:
+        """Targets by resource and latest state."""
+        raw = Counter(self.states.values())
+        return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in raw.items()})
+
+    def _apply_target(self, rec: TargetRecord) -> None:
+        target = rec.target
+        digest = key_hash(target.key)
+        self.states[digest] = (_RESOURCES.index(target.resource) << 3) | _STATES.index(rec.state)
+        if rec.ts is not None and rec.ts > self.last_ts:
+            self.last_ts = rec.ts
+        previous = self.open.pop(digest, None)
+        if rec.operation is None and previous is not None:
+            rec.operation = previous.operation
+        self.failed.pop(digest, None)
+        if rec.state in (State.REQUESTED, State.ACCEPTED):
+            self.open[digest] = rec
+        elif rec.state is State.FAILED:
+            self.failed[digest] = rec
+        if target.resource is Resource.CONVERSATION_V1:
+            if rec.state in (State.DELETED, State.GONE):
+                self.deleted_conversations.add(target.id)
+            else:
+                self.deleted_conversations.discard(target.id)
 
 
-def _decode_target(rec: dict[str, Any]) -> TargetRecord:
+def decode_target(rec: dict[str, Any]) -> TargetRecord:
+    """A state line's object as a TargetRecord (KeyError/ValueError on a malformed one)."""
     resource = BY_CODE[rec["k"]]
-    target = Target(resource, str(rec["id"]), rec.get("c"))
+    parent = rec.get("c")
+    target = Target(resource, str(rec["id"]), None if parent is None else str(parent))
     return TargetRecord(
         target=target,
         state=State(rec["s"]),
@@ -186,51 +233,69 @@ def _decode_target(rec: dict[str, Any]) -> TargetRecord:
 def read_checkpoint(path: Path) -> Replay:
     """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
     is refused with its line number, because skipping it could lose a target's state."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as exc:
-        raise CheckpointError(f"checkpoint {path} does not exist") from exc
-    except OSError as exc:
-        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from exc
-    if not data.strip():
-        raise CheckpointError(
-            f"checkpoint {path} is empty: the run died before writing its header; "
-            "start the job again with `bulkops run`"
-        )
-    raw_lines = data.split(b"\n")
-    torn_tail = raw_lines[-1] != b""  # the file should end with a newline
-    if not torn_tail:
-        raw_lines.pop()
-    warnings: list[str] = []
     replay: Replay | None = None
-    last = len(raw_lines)
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
+    number = 0
+    for number, raw, last in _lines(path):
         try:
-            rec = json.loads(raw)
+            rec = orjson.loads(raw)
             if not isinstance(rec, dict):
-                raise ValueError("not an object")
+                raise ValueError("not a JSON object")
             if replay is None:
                 replay = _start_replay(rec, path)
             else:
                 _apply(replay, rec)
         except (ValueError, KeyError, TypeError) as exc:
-            if number == last:
-                warnings.append(
+            if last:
+                if replay is None:
+                    break
+                replay.warnings.append(
                     f"line {number}: torn or partial last line ignored ({len(raw)} bytes); "
                     "the targets it named are driven again"
                 )
                 break
             raise CheckpointError(
-                f"checkpoint {path} is corrupt at line {number} of {last}: {exc}; "
-                "it cannot be resumed safely (only a damaged last line is tolerated)"
+                f"checkpoint {path} is corrupt at line {number}: {exc}; it cannot be resumed "
+                "safely (only a damaged last line is tolerated)"
             ) from exc
     if replay is None:
-        raise CheckpointError(f"checkpoint {path} has no readable header line")
-    replay.warnings.extend(warnings)
-    replay.lines = last
+        raise CheckpointError(
+            f"checkpoint {path} has no header line: the run died before writing it; "
+            "start the job again with `bulkops run`"
+        )
+    replay.lines = number
     return replay
+
+
+def _lines(path: Path) -> Iterator[tuple[int, bytes, bool]]:
+    """(line number, bytes, is-last) of every non-blank line, streamed."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from exc
+    with handle:
+        pending: tuple[int, bytes] | None = None
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            if pending is not None:
+                yield pending[0], pending[1], False
+            pending = (number, raw)
+        if pending is not None:
+            yield pending[0], pending[1], True
+
+
+def iter_target_lines(path: Path) -> Iterator[TargetRecord]:
+    """Every well-formed target line of a log, in order (for reports; damage is skipped here
+    because :func:`read_checkpoint` has already judged the file)."""
+    for _number, raw, _last in _lines(path):
+        try:
+            rec = orjson.loads(raw)
+            if isinstance(rec, dict) and "s" in rec:
+                yield decode_target(rec)
+        except (ValueError, KeyError, TypeError):
+            continue
 
 
 def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
@@ -241,18 +306,13 @@ def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
             f"checkpoint {path} has record version {rec.get('v')!r}; "
             f"this bulkops reads version {RECORD_VERSION}"
         )
-    return Replay(Header.from_record(rec), {}, {}, set(), None, [], 0)
+    return Replay(Header.from_record(rec), path)
 
 
 def _apply(replay: Replay, rec: dict[str, Any]) -> None:
     kind = rec.get("t")
     if kind is None:
-        tr = _decode_target(rec)
-        key = tr.target.key
-        prev = replay.targets.get(key)
-        if prev is not None and tr.operation is None:
-            tr.operation = prev.operation
-        replay.targets[key] = tr
+        replay._apply_target(decode_target(rec))
     elif kind == "P":
         src = int(rec["src"])
         replay.discovered[src] = int(rec.get("n", 0))
@@ -312,7 +372,7 @@ class CheckpointWriter:
 
 
 def _encode(record: dict[str, Any]) -> bytes:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    return orjson.dumps(record) + b"\n"
 
 
 @contextlib.contextmanager

@@ -285,10 +285,10 @@ def print_summary(replay: Replay, console: Console) -> None:
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     replay = read_checkpoint(args.checkpoint)
     print_summary(replay, console)
-    pending = sum(1 for r in replay.targets.values() if r.state is State.ACCEPTED)
-    finished = [r.ts for r in replay.targets.values() if r.state.is_final and r.ts is not None]
-    elapsed = max(finished, default=0)
-    done = len(finished)
+    counts = replay.counts()
+    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
+    done = sum(n for (_, state), n in counts.items() if state.is_final)
+    elapsed = replay.last_ts
     rate = done / elapsed if elapsed else 0.0
     state = "finished" if replay.exit_code is not None else "running or stopped"
     console.print(

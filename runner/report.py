@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from runner.catalog import CATALOG, Resource
-from runner.checkpoint import Replay, State
+from runner.checkpoint import Replay, State, TargetRecord, iter_target_lines
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -61,15 +61,27 @@ class Summary:
 def summarize(replay: Replay) -> Summary:
     """Count the replayed targets by resource and outcome."""
     counts: dict[Resource, Counter[str]] = {}
-    for rec in replay.targets.values():
-        counts.setdefault(rec.target.resource, Counter())[outcome_name(rec.state)] += 1
-    return Summary(counts)
+    for (resource, state), n in replay.counts().items():
+        counts.setdefault(resource, Counter())[outcome_name(state)] += n
+    return Summary(dict(sorted(counts.items(), key=lambda kv: list(Resource).index(kv[0]))))
+
+
+def final_records(replay: Replay) -> Iterator[TargetRecord]:
+    """Each target's latest record: streamed from the log for finished targets (so a report of
+    millions holds none of them in memory), then the failed and still-open ones."""
+    for rec in iter_target_lines(replay.path):
+        if rec.state in (State.DELETED, State.GONE, State.COVERED) and (
+            replay.state_of(rec.target) is rec.state
+        ):
+            yield rec
+    yield from replay.failed.values()
+    yield from replay.open.values()
 
 
 def rows(replay: Replay) -> Iterator[dict[str, Any]]:
-    """One completion-report row per target, in the order targets first appeared in the log."""
+    """One completion-report row per target."""
     started = replay.header.started_at
-    for rec in replay.targets.values():
+    for rec in final_records(replay):
         when = started + timedelta(seconds=rec.ts) if rec.ts is not None else None
         yield {
             "id": rec.target.id,

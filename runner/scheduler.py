@@ -21,7 +21,14 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 
 from runner.catalog import CATALOG, Resource, Target, delete_path, limit_key
-from runner.checkpoint import CheckpointWriter, Replay, State, TargetRecord, target_record
+from runner.checkpoint import (
+    CheckpointWriter,
+    Replay,
+    State,
+    TargetRecord,
+    key_hash,
+    target_record,
+)
 from runner.discovery import Discovery
 from runner.errors import (
     AuthError,
@@ -134,8 +141,8 @@ class Engine:
         )
         self._sources = sources
         self._writer = writer
-        self._prior: dict[str, TargetRecord] = prior.targets if prior else {}
-        self._seen: set[str] = set()
+        self._prior = prior
+        self._seen: set[int] = set()  # key hashes: a million targets must fit in little memory
         self._selected = 0
         self._conversations: dict[str, bool] = {}  # v1 conversation SID → deleted by this job
         self._open_phase0 = 0
@@ -147,12 +154,8 @@ class Engine:
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
         self.discovery_errors = 0
-        for rec in self._prior.values():
-            if rec.target.resource is Resource.CONVERSATION_V1 and rec.state in (
-                State.DELETED,
-                State.GONE,
-            ):
-                self._conversations[rec.target.id] = True
+        if prior is not None:
+            self._conversations = dict.fromkeys(prior.deleted_conversations, True)
 
     def conversation_deleted(self, sid: str) -> bool:
         """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
@@ -180,17 +183,17 @@ class Engine:
                 async with receive:
                     for _ in range(self.settings.workers):
                         tg.start_soon(self._worker, receive.clone(), tg)
-                for rec in list(self._prior.values()):
-                    await self._resume_unfinished(rec, tg)
+                if self._prior is not None:
+                    unfinished = list(self._prior.open.values())
+                    if self.settings.retry_failed:
+                        unfinished += list(self._prior.failed.values())
+                    for rec in unfinished:
+                        await self._resume_unfinished(rec, tg)
                 tg.start_soon(self._discover, send)
 
     async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
         target = rec.target
-        if rec.state is State.FAILED and not self.settings.retry_failed:
-            return
-        if rec.state.is_final and rec.state is not State.FAILED:
-            return
-        self._seen.add(target.key)
+        self._seen.add(key_hash(target.key))
         self.progress.found[target.resource] += 1
         if rec.state is State.ACCEPTED and rec.operation:
             product = CATALOG[target.resource].product
@@ -260,16 +263,13 @@ class Engine:
         if self._stopping:
             await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
             return False
-        key = target.key
-        if key in self._seen:
+        digest = key_hash(target.key)
+        if digest in self._seen:
             return False
-        self._seen.add(key)
-        prior = self._prior.get(key)
-        if (
-            prior is not None
-            and prior.state.is_final
-            and not (prior.state is State.FAILED and self.settings.retry_failed)
-        ):
+        self._seen.add(digest)
+        prior = self._prior.state_of(target) if self._prior is not None else None
+        if prior is not None and prior.is_final:
+            # Final in the log being resumed (failed ones were re-driven above when asked to).
             self.progress.skipped_done += 1
             return False
         if target.parent is not None and self._conversations.get(target.parent):

@@ -103,23 +103,25 @@ async def resources(request: web.Request) -> web.Response:
     emu = _emu(request)
     kind = request.query.get("kind")
     s = emu.store
+    # Optional narrowing for big datasets (a million messages render to ~200 MB of JSON).
+    only = request.query.get("conversation_sid")
+    conversations = list(s.conversations.values())
+    if only is not None:
+        conversations = [c for c in conversations if c.sid == only]
     items: list[dict[str, Any]]
     if kind == "conversation_v1":
         items = [{"sid": c.sid, "service_sid": c.service_sid, "state": c.spec.state,
                   "date_created": iso(c.spec.date_created),
                   "date_updated": iso(c.spec.date_updated),
                   "default_service": c.service_sid == s.default_service_sid}
-                 for c in s.conversations.values()]
+                 for c in conversations]
     elif kind == "message":
-        items = []
-        for c in s.conversations.values():
-            for i in s.iter_messages(c):
-                items.append({"sid": s.message_sid(c, i), "conversation_sid": c.sid,
-                              "service_sid": c.service_sid,
-                              "date_created": iso(s.message_content(c, i)[2])})
+        items = [{"sid": s.message_sid(c, i), "conversation_sid": c.sid,
+                  "service_sid": c.service_sid, "date_created": iso(s.message_date(c, i))}
+                 for c in conversations for i in s.iter_messages(c)]
     elif kind == "participant":
         items = [{"sid": p.sid, "conversation_sid": c.sid, "service_sid": c.service_sid}
-                 for c in s.conversations.values() for p in c.participants.values()]
+                 for c in conversations for p in c.participants.values()]
     elif kind == "conversation_v2":
         items = [{"id": c.id, "status": c.status, "createdAt": iso(c.created),
                   "updatedAt": iso(c.updated), "configurationId": c.configuration_id}

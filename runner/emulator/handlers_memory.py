@@ -6,14 +6,17 @@ Memory has no Idempotency-Key. Its OperationStatus schema forbids extra properti
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from aiohttp import web
 
 from .app import EMULATOR_KEY, Emulator, base_url, json_response, seq_of
 from .clock import iso
+from .dataset import StoreSpec
 from .errors import bad_request, not_found
 from .handlers_v2 import accepted, conflict_if_pending, page_size, token_meta, walk_sorted
+from .ids import STORE_ID
 from .operations import OperationStatus
 from .paging import keyset_page
 
@@ -34,8 +37,6 @@ def _emu(request: web.Request) -> Emulator:
 
 async def list_stores(request: web.Request) -> web.Response:
     """GET /v1/ControlPlane/Stores?pageSize=&pageToken=&orderBy=ASC|DESC (default DESC)."""
-    from .ids import STORE_ID  # noqa: F401  (documented pattern of the listed IDs)
-
     emu = _emu(request)
     size = page_size(request, "pageSize", 100)
     order = request.query.get("orderBy", "DESC")
@@ -46,7 +47,8 @@ async def list_stores(request: web.Request) -> web.Response:
         raise bad_request("pageToken is longer than 4096 characters")
     base_walk = walk_sorted(emu.store.store_order, emu.store.stores)
 
-    def walk(after: Any, forward: bool):  # type: ignore[no-untyped-def]
+    def walk(after: Any, forward: bool) -> Iterator[tuple[Any, StoreSpec]]:
+        # TTIDs sort by creation, so DESC (the default) walks the sorted list backwards.
         return base_walk(after, forward == (order == "ASC"))
 
     result = keyset_page(walk, size, "", f"stores:{order}", token)
@@ -57,8 +59,6 @@ async def list_stores(request: web.Request) -> web.Response:
 
 
 def _store_id(request: web.Request) -> str:
-    from .ids import STORE_ID
-
     sid = request.match_info["store"]
     if not STORE_ID.match(sid):
         raise bad_request("storeId must match ^mem_(store|service)_[0-7][0-9a-z]{25}$")

@@ -19,11 +19,10 @@ from .clock import iso, parse_iso
 from .dataset import ParticipantSpec, ServiceSpec
 from .errors import TwilioError, bad_request, not_found
 from .ids import MESSAGE_SID, PARTICIPANT_SID, SERVICE_SID
-from .ledger import DeletionRecord
+from .ledger import CascadeRecord, DeletionRecord
 from .paging import keyset_page
 from .store import ConversationV1
 
-HOST = "https://conversations.twilio.com"
 STATES = ("initializing", "inactive", "active", "closed")
 TOKEN_PREFIX = "PT"
 
@@ -68,6 +67,13 @@ def _conversation(request: web.Request, key: str = "conv") -> ConversationV1:
     if conv is None:
         raise not_found(f"Conversation {request.match_info[key]} was not found")
     return conv
+
+
+def _check_webhook_header(request: web.Request) -> None:
+    """X-Twilio-Webhook-Enabled, when sent, must be one of the spec's enum values."""
+    value = request.headers.get("X-Twilio-Webhook-Enabled")
+    if value is not None and value not in ("true", "false"):
+        raise bad_request("X-Twilio-Webhook-Enabled must be true or false")
 
 
 def _page_size(request: web.Request) -> int:
@@ -304,6 +310,7 @@ async def fetch_conversation(request: web.Request) -> web.Response:
 
 async def delete_conversation(request: web.Request) -> web.Response:
     """DELETE .../Conversations/{sid}: 204, cascading to messages and participants."""
+    _check_webhook_header(request)
     emu = _emu(request)
     conv = _conversation(request, "sid")
     emu.check_aps("service_aps", conv.service_sid)
@@ -312,13 +319,12 @@ async def delete_conversation(request: web.Request) -> web.Response:
         raise TwilioError(409, 20009, "Cannot delete this resource before it is complete")
     seq = seq_of(request)
     messages, participants = emu.store.delete_conversation(conv)
-    record = emu.ledger.deletion
-    record(DeletionRecord("conversation_v1", conv.sid, conv.sid, conv.service_sid, seq, "request"))
-    for index in messages:
-        record(DeletionRecord("message", emu.store.message_sid(conv, index), conv.sid,
-                              conv.service_sid, seq, "cascade"))
-    for sid in participants:
-        record(DeletionRecord("participant", sid, conv.sid, conv.service_sid, seq, "cascade"))
+    emu.ledger.deletion(DeletionRecord("conversation_v1", conv.sid, conv.sid, conv.service_sid,
+                                       seq, "request"))
+    grid, number = emu.store.message_sids, conv.spec.no
+    emu.ledger.cascade(CascadeRecord(conv.sid, conv.service_sid, seq,
+                                     lambda position: grid.sid(number, position),
+                                     messages, participants))
     return web.Response(status=204)
 
 
@@ -362,10 +368,7 @@ async def list_messages(request: web.Request) -> web.Response:
 
 def _message_index(request: web.Request, conv: ConversationV1) -> int:
     sid = request.match_info["sid"]
-    index = emu_index = None
-    if MESSAGE_SID.match(sid):
-        emu_index = _emu(request).store.message_position(conv, sid)
-    index = emu_index
+    index = _emu(request).store.message_position(conv, sid) if MESSAGE_SID.match(sid) else None
     if index is None:
         raise not_found(f"Message {sid} was not found")
     return index
@@ -380,6 +383,7 @@ async def fetch_message(request: web.Request) -> web.Response:
 
 async def delete_message(request: web.Request) -> web.Response:
     """DELETE .../Messages/{sid}: 204; 30 actions/s per conversation."""
+    _check_webhook_header(request)
     emu = _emu(request)
     conv = _conversation(request)
     index = _message_index(request, conv)
@@ -431,6 +435,7 @@ async def fetch_participant(request: web.Request) -> web.Response:
 
 async def delete_participant(request: web.Request) -> web.Response:
     """DELETE .../Participants/{sid}: 204; 30 actions/s per conversation."""
+    _check_webhook_header(request)
     emu = _emu(request)
     conv = _conversation(request)
     sid = request.match_info["sid"]

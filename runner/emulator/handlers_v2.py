@@ -9,8 +9,9 @@ key on another request -> 409 / 20409 naming the original Operation in X-Conflic
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+import bisect
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -21,9 +22,10 @@ from .errors import TwilioError, bad_request, not_found
 from .ids import CONFIGURATION_ID, CONVERSATION_V2_ID, IDEMPOTENCY_KEY, STORE_ID, V2_OPERATION_ID
 from .ledger import ReplayRecord
 from .operations import Operation, OperationStatus
-from .paging import keyset_page
+from .paging import Walker, keyset_page
 from .store import SortedIds
 
+T = TypeVar("T")
 IDEMPOTENCY_TTL_S = 86_400.0
 STATUSES = ("ACTIVE", "INACTIVE", "CLOSED")
 TOKEN_PREFIX = ""
@@ -54,13 +56,13 @@ def page_size(request: web.Request, name: str, maximum: int) -> int:
     return size
 
 
-def walk_sorted(order: SortedIds, table: dict[str, Any], accept: Any = None):  # type: ignore[no-untyped-def]
-    """A keyset walker over a sorted id list."""
-    import bisect
-
+def walk_sorted(
+    order: SortedIds, table: Mapping[str, T], accept: Callable[[T], bool] | None = None
+) -> Walker[T]:
+    """A keyset walker over a sorted ID list (TTIDs sort by creation time)."""
     keys = order.keys
 
-    def walk(after: Any, forward: bool) -> Iterator[tuple[Any, Any]]:
+    def walk(after: Any, forward: bool) -> Iterator[tuple[Any, T]]:
         if forward:
             i = 0 if after is None else bisect.bisect_right(keys, after)
             while i < len(keys):

@@ -6,7 +6,9 @@ admin API renders them as JSON on demand.
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
+from collections.abc import Callable, Iterator
 from typing import Any, Final, NamedTuple
 
 from .limits import THROTTLE_KINDS
@@ -38,6 +40,29 @@ class DeletionRecord(NamedTuple):
     via: str  # "request" | "cascade" | "operation"
 
 
+class CascadeRecord(NamedTuple):
+    """Everything a v1 conversation delete took with it, kept compactly.
+
+    A purge of a million messages by conversation deletes would otherwise hold a million
+    DeletionRecords; message SIDs are re-derived from positions when the ledger is read.
+    """
+
+    conversation_sid: str
+    service_sid: str
+    request_seq: int
+    message_sid: Callable[[int], str]
+    message_positions: array[int]
+    participant_sids: tuple[str, ...]
+
+    def expand(self) -> Iterator[DeletionRecord]:
+        for position in self.message_positions:
+            yield DeletionRecord("message", self.message_sid(position), self.conversation_sid,
+                                 self.service_sid, self.request_seq, "cascade")
+        for sid in self.participant_sids:
+            yield DeletionRecord("participant", sid, self.conversation_sid, self.service_sid,
+                                 self.request_seq, "cascade")
+
+
 class ReplayRecord(NamedTuple):
     idempotency_key: str
     operation_id: str
@@ -50,7 +75,7 @@ class Ledger:
     def __init__(self) -> None:
         self.requests: list[RequestRecord] = []
         self.request_count = 0
-        self.deletions: list[DeletionRecord] = []
+        self.deletions: list[DeletionRecord | CascadeRecord] = []
         self.replays: list[ReplayRecord] = []
         self.operation_ids: list[str] = []
         self.throttled: Counter[str] = Counter({k: 0 for k in THROTTLE_KINDS})
@@ -72,16 +97,29 @@ class Ledger:
         self.deletions.append(record)
         self.deleted_by_kind[record.kind] += 1
 
-    def requests_json(self, since: int = 0) -> list[dict[str, Any]]:
-        """Request records with ``seq > since`` (binary search: they are in seq order... mostly).
+    def cascade(self, record: CascadeRecord) -> None:
+        self.deletions.append(record)
+        self.deleted_by_kind["message"] += len(record.message_positions)
+        self.deleted_by_kind["participant"] += len(record.participant_sids)
 
-        Records are appended when a response is finished, so sequence numbers of concurrent
-        requests interleave; filtering (not slicing) keeps ``since`` exact.
+    def iter_deletions(self) -> Iterator[DeletionRecord]:
+        """Every deletion in order, cascades expanded."""
+        for record in self.deletions:
+            if isinstance(record, CascadeRecord):
+                yield from record.expand()
+            else:
+                yield record
+
+    def requests_json(self, since: int = 0) -> list[dict[str, Any]]:
+        """Request records with ``seq > since``.
+
+        Records are appended when a response is finished, so the sequence numbers of concurrent
+        requests interleave; filtering (not bisecting) keeps ``since`` exact.
         """
         return [r._asdict() for r in self.requests if r.seq > since]
 
     def deletions_json(self) -> list[dict[str, Any]]:
-        return [d._asdict() for d in self.deletions]
+        return [d._asdict() for d in self.iter_deletions()]
 
     def replays_json(self) -> list[dict[str, Any]]:
         return [r._asdict() for r in self.replays]

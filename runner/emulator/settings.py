@@ -17,9 +17,9 @@ from typing import Any, Final, Literal
 
 DEFAULT_ACCOUNT_SID: Final = "AC" + "e3" * 16
 # Distinctive 32-character strings so a test can grep any artifact for a leaked secret.
-DEFAULT_AUTH_TOKEN: Final = "emu7a3f0c9d2b8e4f1a6c5d0e9b8a7f6c"
+DEFAULT_AUTH_TOKEN: Final = "emu7a3f0c9d2b8e4f1a6c5d0e9b8a7f6"
 DEFAULT_API_KEY: Final = "SK" + "e5" * 16
-DEFAULT_API_SECRET: Final = "emusec4b9d1e7f3a2c8b6d0e5f9a1c7b3"
+DEFAULT_API_SECRET: Final = "emusec4b9d1e7f3a2c8b6d0e5f9a1c7b"
 
 RetryAfterMode = Literal["seconds", "http-date", "absent"]
 PRODUCTS: Final = ("conversations", "memory")

@@ -9,6 +9,7 @@ Deleting is O(log n) for messages and a bisect + list delete elsewhere.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -118,6 +119,14 @@ class Store:
         author, body, created = self.dataset.message_content(conv.spec, index)
         return author, body, created, author_participant(conv.spec, author)
 
+    def message_date(self, conv: ConversationV1, index: int) -> float:
+        """date_created of a message without rendering its body."""
+        spec = conv.spec
+        if spec.messages is not None:
+            return spec.messages[index].date_created
+        span = spec.date_updated - spec.date_created
+        return spec.date_created + span * (index + 1) / (spec.message_count + 1)
+
     def participant(self, conv: ConversationV1, sid_or_identity: str) -> ParticipantSpec | None:
         """A live participant by SID or identity."""
         p = conv.participants.get(sid_or_identity)
@@ -144,7 +153,7 @@ class Store:
         self.participant_count -= 1
         return True
 
-    def delete_conversation(self, conv: ConversationV1) -> tuple[list[int], list[str]]:
+    def delete_conversation(self, conv: ConversationV1) -> tuple[array[int], tuple[str, ...]]:
         """Remove a conversation; returns the message positions and participant SIDs cascaded."""
         del self.conversations[conv.sid]
         self.by_number[conv.spec.no] = None
@@ -154,8 +163,12 @@ class Store:
             del keys[i]
         if conv.spec.unique_name:
             self.unique_names.pop((conv.service_sid, conv.spec.unique_name), None)
-        messages = list(self.iter_messages(conv))
-        participants = list(conv.participants)
+        alive = conv.messages
+        if alive.alive == alive.size:  # untouched: no tree to walk
+            messages = array("I", range(alive.size))
+        else:
+            messages = array("I", self.iter_messages(conv))
+        participants = tuple(conv.participants)
         conv.messages.clear()
         conv.participants.clear()
         self.message_count -= len(messages)
