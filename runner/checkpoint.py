@@ -126,6 +126,7 @@ class TargetRecord:
     code: int | None = None
     message: str | None = None
     ts: int | None = None
+    generation: int = 0  # deliberate retries of a failed target; part of its Idempotency-Key
 
 
 def target_record(
@@ -136,6 +137,7 @@ def target_record(
     operation: str | None = None,
     code: int | None = None,
     message: str | None = None,
+    generation: int = 0,
 ) -> dict[str, Any]:
     """The JSON object of one target's state line."""
     rec: dict[str, Any] = {"s": state.value, "k": CATALOG[target.resource].code, "id": target.id}
@@ -149,6 +151,8 @@ def target_record(
         rec["e"] = code
     if message:
         rec["m"] = message
+    if generation:
+        rec["g"] = generation
     return rec
 
 
@@ -201,9 +205,13 @@ class Replay:
         if rec.ts is not None and rec.ts > self.last_ts:
             self.last_ts = rec.ts
         previous = self.open.pop(digest, None)
-        if rec.operation is None and previous is not None:
-            rec.operation = previous.operation
-        self.failed.pop(digest, None)
+        if previous is not None:
+            if rec.operation is None:
+                rec.operation = previous.operation
+            rec.generation = max(rec.generation, previous.generation)
+        earlier_failure = self.failed.pop(digest, None)
+        if earlier_failure is not None:
+            rec.generation = max(rec.generation, earlier_failure.generation)
         if rec.state in (State.REQUESTED, State.ACCEPTED):
             self.open[digest] = rec
         elif rec.state is State.FAILED:
@@ -227,6 +235,7 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
         code=rec.get("e"),
         message=rec.get("m"),
         ts=rec.get("ts"),
+        generation=int(rec.get("g", 0)),
     )
 
 

@@ -24,7 +24,7 @@ from rich.console import Console
 
 from runner import __version__
 from runner.catalog import Product, Resource, Target
-from runner.checkpoint import CheckpointWriter, Header, Replay, State, open_log, read_checkpoint
+from runner.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
 from runner.client import TwilioClient
 from runner.config import Config
 from runner.discovery import Discovery
@@ -195,8 +195,7 @@ def _exit_code(engine: Engine, interrupted: bool) -> int:
         return ExitCode.AUTH
     if interrupted:
         return ExitCode.INTERRUPTED
-
-    if engine.progress.outcome(State.FAILED) or engine.discovery_errors:
+    if engine.failures() or engine.discovery_errors:
         return ExitCode.FAILURES
     return ExitCode.OK
 

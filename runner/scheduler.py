@@ -77,9 +77,13 @@ def preflight(sources: list[Source], max_deletions: int | None) -> None:
         )
 
 
-def idempotency_key(run_id: str, target: Target) -> str:
-    """The key sent with a target's v2 DELETE: the same for every attempt of every resume."""
-    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{run_id}:{target.key}"))
+def idempotency_key(run_id: str, target: Target, generation: int = 0) -> str:
+    """The key sent with a target's v2 DELETE: the same for every attempt and every resume, so
+    a re-send returns the original Operation. ``generation`` counts deliberate retries of a
+    failed target (``--retry-failed``): a failed Operation must not be replayed, so each retry
+    gets a new key — recorded in the log before it is sent, so a crash mid-retry reuses it."""
+    suffix = f"#{generation}" if generation else ""
+    return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{run_id}:{target.key}{suffix}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,13 @@ class Engine:
         if prior is not None:
             self._conversations = dict.fromkeys(prior.deleted_conversations, True)
 
+    def failures(self) -> int:
+        """Targets failed in this run, plus those of the resumed log that were not retried."""
+        carried = 0
+        if self._prior is not None and not self.settings.retry_failed:
+            carried = len(self._prior.failed)
+        return self.progress.outcome(State.FAILED) + carried
+
     def conversation_deleted(self, sid: str) -> bool:
         """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
         return self._conversations.get(sid, False)
@@ -199,10 +210,12 @@ class Engine:
             product = CATALOG[target.resource].product
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
             await self._start_tracking(target, accepted, tg)
+        elif rec.state is State.FAILED:
+            tg.start_soon(self._drive, target, tg, rec.generation + 1)
         else:
-            # Requested (or failed, with --retry-failed): send again. v2 deletes reuse the same
-            # Idempotency-Key, so Twilio answers with the original Operation; v1 answers 404.
-            tg.start_soon(self._drive, target, tg)
+            # Requested: send again with the same Idempotency-Key, so Twilio answers with the
+            # original Operation (v1 answers 404 if the first delete went through: gone).
+            tg.start_soon(self._drive, target, tg, rec.generation)
 
     async def _discover(self, send: anyio.abc.ObjectSendStream[Target]) -> None:
         async with send:
@@ -298,15 +311,15 @@ class Engine:
                     break
                 await self._drive(target, tg)
 
-    async def _drive(self, target: Target, tg: anyio.abc.TaskGroup) -> None:
+    async def _drive(self, target: Target, tg: anyio.abc.TaskGroup, generation: int = 0) -> None:
         info = CATALOG[target.resource]
         headers: dict[str, str] = {}
         if info.idempotent_header:
-            headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target)
+            headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
         if self.settings.webhooks is not None and not info.is_async:
             headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
         if info.is_async:
-            await self._writer.put(target_record(target, State.REQUESTED))
+            await self._writer.put(target_record(target, State.REQUESTED, generation=generation))
         try:
             reply = await self._req.send(
                 "DELETE",

@@ -11,10 +11,11 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, Emulator, json_response
 from .clock import iso
 from .ledger import KINDS
+from .responses import json_response
 from .settings import SettingsError
+from .state import EMULATOR_KEY, Emulator
 
 
 def register(router: web.UrlDispatcher) -> None:

@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, Emulator, base_url, json_response, seq_of
 from .clock import iso
 from .dataset import StoreSpec
 from .errors import bad_request, not_found
@@ -19,6 +18,8 @@ from .handlers_v2 import accepted, conflict_if_pending, page_size, token_meta, w
 from .ids import STORE_ID
 from .operations import OperationStatus
 from .paging import keyset_page
+from .responses import base_url, json_response
+from .state import EMULATOR_KEY, Emulator, seq_of
 
 DELETE_MESSAGE = "Memory Store deletion request accepted for processing."
 

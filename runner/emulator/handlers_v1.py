@@ -14,13 +14,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, Emulator, base_url, json_response, plan_of, seq_of
 from .clock import iso, parse_iso
 from .dataset import ParticipantSpec, ServiceSpec
 from .errors import TwilioError, bad_request, not_found
 from .ids import MESSAGE_SID, PARTICIPANT_SID, SERVICE_SID
 from .ledger import CascadeRecord, DeletionRecord
 from .paging import keyset_page
+from .responses import base_url, json_response
+from .state import EMULATOR_KEY, Emulator, plan_of, seq_of
 from .store import ConversationV1
 
 STATES = ("initializing", "inactive", "active", "closed")

@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from .app import EMULATOR_KEY, Emulator, base_url, json_response, seq_of
 from .clock import iso
 from .dataset import ConfigurationSpec, ConversationV2Spec
 from .errors import TwilioError, bad_request, not_found
@@ -23,6 +22,8 @@ from .ids import CONFIGURATION_ID, CONVERSATION_V2_ID, IDEMPOTENCY_KEY, STORE_ID
 from .ledger import ReplayRecord
 from .operations import Operation, OperationStatus
 from .paging import Walker, keyset_page
+from .responses import base_url, json_response
+from .state import EMULATOR_KEY, Emulator, seq_of
 from .store import SortedIds
 
 T = TypeVar("T")

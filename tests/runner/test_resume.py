@@ -1,0 +1,115 @@
+"""`bulkops resume`: changed specs, locks, moved checkpoints and retried failures."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
+from tests.runner.test_interrupt import deletions_logged
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
+
+V2_PURGE = (
+    "targets:\n  - {kind: conversations, api: v2, where: {all: true}}\n"
+    "operations: {poll_interval: 0.05}\n"
+)
+
+
+async def test_resume_refuses_a_changed_spec_unless_forced(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A spec edited since the run started is refused, naming the change; --force overrides."""
+    async with start_emulator(operation_failure_rate=1.0) as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, V2_PURGE)
+        assert await run_cli("run", spec) == 1
+        (log,) = checkpoints(workdir)
+        spec.write_text(spec.read_text().replace("poll_interval: 0.05", "poll_interval: 0.1"))
+        requests = len((await emu.ledger())["requests"])
+        capsys.readouterr()
+
+        assert await run_cli("resume", log, "--retry-failed") == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "operations.poll_interval: 0.05 -> 0.1" in err
+        assert len((await emu.ledger())["requests"]) == requests
+
+        await emu.configure(operation_failure_rate=0.0)
+        assert await run_cli("resume", log, "--retry-failed", "--force") == 0
+        assert await emu.resources("conversation_v2") == []
+
+
+async def test_retry_failed_from_another_directory_after_moving_the_checkpoint(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Paths in the log are relative to it: a moved job directory resumes from anywhere."""
+    async with start_emulator(operation_failure_rate=1.0) as emu:
+        point_at(monkeypatch, emu.url)
+        first = workdir / "first"
+        first.mkdir()
+        monkeypatch.chdir(first)
+        job(first, V2_PURGE)
+        assert await run_cli("run", first / "job.yaml") == 1
+        before = {c["id"] for c in await emu.resources("conversation_v2")}
+        moved = workdir / "elsewhere" / "moved"
+        shutil.move(first, moved)
+        monkeypatch.chdir(workdir)
+        (log,) = sorted(moved.glob("checkpoints/*.jsonl"))
+        await emu.configure(operation_failure_rate=0.0)
+
+        assert await run_cli("resume", log) == 1, "failed targets stay failed without the flag"
+        assert await run_cli("resume", log, "--retry-failed") == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger) == {("conversation_v2", i) for i in before}
+        assert {r["outcome"] for r in report_rows(moved)} == {"deleted"}
+
+
+async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """While a run holds its checkpoint, `resume` of it exits 2 and sends nothing."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            "  - {kind: messages, where: {conversations: all}}\n"
+            "limits: {per_conversation_rate: 3}\n",
+        )
+        process = await anyio.open_process(
+            [sys.executable, "-m", "runner", "run", str(spec), "--log-format", "json"],
+            env=dict(os.environ),
+            cwd=workdir,
+        )
+        async with process:
+            with anyio.fail_after(20):
+                while deletions_logged(workdir) < 1:  # noqa: ASYNC110 - another process writes it
+                    await anyio.sleep(0.05)
+            (log,) = checkpoints(workdir)
+            seen = len((await emu.ledger())["requests"])
+            capsys.readouterr()
+            code = await run_cli("resume", log)
+            err = capsys.readouterr().err
+            process.kill()
+            await process.wait()
+
+        assert code == 2
+        assert "in use by another bulkops process" in " ".join(err.split())
+        resumed_requests = [
+            r for r in (await emu.ledger())["requests"][seen:] if r["method"] == "DELETE"
+        ]
+        assert len(resumed_requests) <= 1 + 3 * 12, "only the first process kept deleting"
+        assert await run_cli("resume", log) == 0
+        assert max(successful_deletes(await emu.ledger()).values()) == 1
