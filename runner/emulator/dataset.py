@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from itertools import pairwise
@@ -21,7 +21,7 @@ from typing import Any, Final
 import yaml
 
 from . import pii
-from .clock import iso, parse_iso
+from .clock import parse_iso
 from .ids import STORE_ID, IdMinter, PositionalSids
 
 DAY: Final = 86_400.0
@@ -605,10 +605,4 @@ def _date(item: Mapping[str, Any], key: str, where: str, default: float) -> floa
     return parsed
 
 
-def iter_message_sids(dataset: Dataset, conversation: ConversationSpec) -> Iterator[str]:
-    """Every message SID of a conversation, in index order."""
-    for i in range(conversation.message_count):
-        yield dataset.message_sids.sid(conversation.no, i)
-
-
-__all__ = ["Dataset", "SeedError", "generate", "iso", "load_seed"]
+__all__ = ["Dataset", "SeedError", "dataset_from_mapping", "generate", "load_seed"]

@@ -16,13 +16,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]  # types-jsonschema is not installed
 import yaml
 from aiohttp import web
 from openapi_core import OpenAPI
 from openapi_core.testing import MockRequest, MockResponse
 
-from runner.emulator.app import PLAN_KEY
+from runner.emulator.state import PLAN_KEY
 
 OAI = Path("/work/shared/twilio-oai")
 CONVERSATIONS_HOST = "https://conversations.twilio.com"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
@@ -10,6 +11,16 @@ import pytest
 from runner.emulator import Dataset, EmulatorSettings
 
 from .conftest import Running, fast_settings
+
+
+async def _until_done(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    """Poll an Operation (as a client would) until it is terminal."""
+    for _ in range(500):
+        op: dict[str, Any] = await (await http.get(url)).json()
+        if op["status"] in ("FAILED", "COMPLETED"):
+            return op
+        await asyncio.sleep(0.02)
+    raise AssertionError("operation never finished")
 
 
 async def test_store_list_is_ids_with_order(http: aiohttp.ClientSession, dataset: Dataset
@@ -58,11 +69,7 @@ async def test_delete_store_to_completed(http: aiohttp.ClientSession, emu: Runni
     assert conflict.headers["X-Conflicting-Resource-Id"] == r.headers["Operation-Id"]
     pending = await http.get(body["statusUrl"])
     assert "Retry-After" in pending.headers
-    while True:
-        op = await (await http.get(body["statusUrl"])).json()
-        if op["status"] == "COMPLETED":
-            break
-        await asyncio.sleep(0.02)
+    op = await _until_done(http, body["statusUrl"])
     assert op["result"] == {"type": "RESOURCE_ID", "id": sid}
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 404
     assert sid not in (await (await http.get("/v1/ControlPlane/Stores")).json())["stores"]
@@ -75,8 +82,7 @@ async def test_failed_store_deletion(http: aiohttp.ClientSession, dataset: Datas
     sid = dataset.stores[1].id
     r = await http.delete(f"/v1/ControlPlane/Stores/{sid}")
     url = (await r.json())["statusUrl"]
-    while (op := await (await http.get(url)).json())["status"] not in ("FAILED", "COMPLETED"):
-        await asyncio.sleep(0.02)
+    op = await _until_done(http, url)
     assert op["status"] == "FAILED" and set(op["error"]) == {"type", "title", "code", "detail"}
     assert "result" not in op
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 200

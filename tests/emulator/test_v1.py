@@ -197,10 +197,10 @@ async def test_fetch_and_delete_each_kind(http: aiohttp.ClientSession, emu: Runn
     r = await http.delete(base)
     assert r.status == 204 and await r.read() == b""
     assert (await http.get(base)).status == 404
-    kinds = [(d.kind, d.via) for d in emu.emulator.ledger.deletions]
+    kinds = [(d.kind, d.via) for d in list(emu.emulator.ledger.iter_deletions())]
     assert kinds[:3] == [("participant", "request"), ("message", "request"),
                          ("conversation_v1", "request")]
-    cascaded = [d for d in emu.emulator.ledger.deletions if d.via == "cascade"]
+    cascaded = [d for d in list(emu.emulator.ledger.iter_deletions()) if d.via == "cascade"]
     assert len([d for d in cascaded if d.kind == "message"]) == conv.message_count - 1
     assert len([d for d in cascaded if d.kind == "participant"]) == len(conv.participants) - 1
 
@@ -223,8 +223,8 @@ async def test_service_scoping_and_malformed_sids(http: aiohttp.ClientSession,
 
 async def test_unique_name_addresses_a_conversation(emu: Running) -> None:
     """A conversation can be fetched by its unique_name (the spec's Sid description)."""
-    from runner.emulator.dataset import dataset_from_mapping
     from runner.emulator.app import build_app  # noqa: F401  (documented entry point)
+    from runner.emulator.dataset import dataset_from_mapping
 
     ds = dataset_from_mapping({"conversations": [{"unique_name": "order-4711", "messages": 1}]})
     from .conftest import auth_header, start

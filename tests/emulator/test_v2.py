@@ -90,7 +90,7 @@ async def test_async_delete_lifecycle(http: aiohttp.ClientSession, emu: Running,
     listed = await (await http.get("/v2/Conversations", params={"pageSize": "1000"})).json()
     assert cid not in {c["id"] for c in listed["conversations"]}
     assert (await http.delete(f"/v2/Conversations/{cid}")).status == 404
-    deletion = emu.emulator.ledger.deletions[-1]
+    deletion = list(emu.emulator.ledger.iter_deletions())[-1]
     assert (deletion.kind, deletion.id, deletion.via) == ("conversation_v2", cid, "operation")
 
 
@@ -121,7 +121,7 @@ async def test_failed_operation_keeps_resource(http: aiohttp.ClientSession, emu:
     assert set(done["error"]) == {"type", "title", "status", "detail", "instance"}
     listed = await (await http.get("/v2/Conversations", params={"pageSize": "1000"})).json()
     assert cid in {c["id"] for c in listed["conversations"]}
-    assert emu.emulator.ledger.deletions == []
+    assert list(emu.emulator.ledger.iter_deletions()) == []
     again = await http.delete(f"/v2/Conversations/{cid}")
     assert again.status == 202  # a failed deletion may be retried
 
