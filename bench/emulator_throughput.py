@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-import psutil  # type: ignore[import-untyped]  # types-psutil is not installed
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

@@ -40,7 +40,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
 from runner.errors import CheckpointError
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 
 
 class State(StrEnum):
@@ -150,7 +150,8 @@ def target_record(
     if code is not None:
         rec["e"] = code
     if message:
-        rec["m"] = message
+        # Remote text may hold lone surrogates (json.loads accepts them) or line breaks.
+        rec["m"] = message.encode("utf-8", "replace").decode("utf-8")
     if generation:
         rec["g"] = generation
     return rec
@@ -170,9 +171,10 @@ _STATES = list(State)
 class Replay:
     """What a checkpoint log says, replayed in order; compact enough for millions of targets.
 
-    Only the latest state of each target is kept, as a small int under the hash of its key;
-    full records are kept only for targets still open (requested, accepted) or failed, which are
-    the ones a resume has to drive again.
+    Only the latest state of each target is kept, as one small int (state, resource and the
+    ``ts`` of its last line) under the hash of its key; full records are kept only for targets
+    still open (requested, accepted) or failed — the ones a resume drives again — and the
+    Operation id of each async target.
     """
 
     header: Header
@@ -180,6 +182,7 @@ class Replay:
     states: dict[int, int] = field(default_factory=dict)
     open: dict[int, TargetRecord] = field(default_factory=dict)
     failed: dict[int, TargetRecord] = field(default_factory=dict)
+    operations: dict[int, str] = field(default_factory=dict)
     deleted_conversations: set[str] = field(default_factory=set)
     discovered: dict[int, int] = field(default_factory=dict)
     discovery_done: set[int] = field(default_factory=set)
@@ -193,17 +196,27 @@ class Replay:
         code = self.states.get(key_hash(target.key))
         return None if code is None else _STATES[code & 7]
 
+    def latest(self, digest: int) -> tuple[State, int] | None:
+        """(state, ts) of the last line about the target with key hash ``digest``."""
+        code = self.states.get(digest)
+        return None if code is None else (_STATES[code & 7], code >> 6)
+
     def counts(self) -> Counter[tuple[Resource, State]]:
         """Targets by resource and latest state."""
-        raw = Counter(self.states.values())
+        raw = Counter(c & 63 for c in self.states.values())
         return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in raw.items()})
 
     def _apply_target(self, rec: TargetRecord) -> None:
         target = rec.target
         digest = key_hash(target.key)
-        self.states[digest] = (_RESOURCES.index(target.resource) << 3) | _STATES.index(rec.state)
-        if rec.ts is not None and rec.ts > self.last_ts:
-            self.last_ts = rec.ts
+        ts = rec.ts or 0
+        self.states[digest] = (
+            (ts << 6) | (_RESOURCES.index(target.resource) << 3) | _STATES.index(rec.state)
+        )
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if rec.operation is not None:
+            self.operations[digest] = rec.operation
         previous = self.open.pop(digest, None)
         if previous is not None:
             if rec.operation is None:
@@ -221,6 +234,16 @@ class Replay:
                 self.deleted_conversations.add(target.id)
             else:
                 self.deleted_conversations.discard(target.id)
+
+
+def decode_targets(rec: dict[str, Any]) -> list[TargetRecord]:
+    """The TargetRecords of one state line (a grouped line holds several)."""
+    ids = rec.get("ids")
+    if ids is None:
+        return [decode_target(rec)]
+    if not isinstance(ids, list) or not ids:
+        raise ValueError("'ids' is not a non-empty list")
+    return [decode_target({**rec, "id": one}) for one in ids]
 
 
 def decode_target(rec: dict[str, Any]) -> TargetRecord:
@@ -302,7 +325,7 @@ def iter_target_lines(path: Path) -> Iterator[TargetRecord]:
         try:
             rec = orjson.loads(raw)
             if isinstance(rec, dict) and "s" in rec:
-                yield decode_target(rec)
+                yield from decode_targets(rec)
         except (ValueError, KeyError, TypeError):
             continue
 
@@ -321,7 +344,8 @@ def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
 def _apply(replay: Replay, rec: dict[str, Any]) -> None:
     kind = rec.get("t")
     if kind is None:
-        replay._apply_target(decode_target(rec))
+        for target_rec in decode_targets(rec):
+            replay._apply_target(target_rec)
     elif kind == "P":
         src = int(rec["src"])
         replay.discovered[src] = int(rec.get("n", 0))
@@ -335,16 +359,21 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         raise ValueError(f"unknown record type {kind!r}")
 
 
+Entry = tuple[dict[str, Any], anyio.Event | None]
+GROUPABLE = frozenset({"s", "k", "id", "c", "ts"})
+
+
 class CheckpointWriter:
     """The single owner of a checkpoint file: appends records and group-commits them."""
 
     def __init__(self, path: Path, started: datetime) -> None:
         self.path = path
         self._started = started
-        send, receive = anyio.create_memory_object_stream[dict[str, Any]](4096)
-        self._send: MemoryObjectSendStream[dict[str, Any]] = send
-        self._receive: MemoryObjectReceiveStream[dict[str, Any]] = receive
+        send, receive = anyio.create_memory_object_stream[Entry](4096)
+        self._send: MemoryObjectSendStream[Entry] = send
+        self._receive: MemoryObjectReceiveStream[Entry] = receive
         self.lines_written = 0
+        self.records_written = 0
         self.syncs = 0
 
     def seconds(self) -> int:
@@ -353,7 +382,18 @@ class CheckpointWriter:
 
     async def put(self, record: dict[str, Any]) -> None:
         """Queue one record; waits only when the writer is far behind (backpressure)."""
-        await self._send.send(record)
+        await self._send.send((record, None))
+
+    async def put_durable(self, record: dict[str, Any]) -> anyio.Event:
+        """Queue one record; the returned event is set once it is on disk (fsynced).
+
+        The caller hands the event to whoever must not act before the record is durable — a
+        worker waits for a target's *requested* line before sending its DELETE, so a crash can
+        never leave a deletion the log does not know was attempted.
+        """
+        done = anyio.Event()
+        await self._send.send((record, done))
+        return done
 
     async def close(self) -> None:
         """No more records: the writer drains, fsyncs and returns."""
@@ -371,17 +411,68 @@ class CheckpointWriter:
                 with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
                     while len(batch) < 10_000:
                         batch.append(self._receive.receive_nowait())
-                handle.write(b"".join(_encode(r) for r in batch))
+                lines = group_records([record for record, _ in batch])
+                handle.write(b"".join(_encode(r) for r in lines))
                 handle.flush()
-                self.lines_written += len(batch)
                 await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+                self.lines_written += len(lines)
+                self.records_written += len(batch)
                 self.syncs += 1
+                for _, done in batch:
+                    if done is not None:
+                        done.set()
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fold runs of plain records that differ only in ``id`` into one line with ``ids``.
+
+    A page of messages selected together, or a batch of deletions finished in the same second,
+    then costs one line and about 40 bytes per target instead of about 100.
+    """
+    lines: list[dict[str, Any]] = []
+    group_key: tuple[Any, ...] | None = None
+    for record in records:
+        key = (
+            (record["s"], record["k"], record.get("c"), record.get("ts"))
+            if record.keys() <= GROUPABLE and "s" in record and "id" in record
+            else None
+        )
+        if key is not None and key == group_key:
+            last = lines[-1]
+            if "ids" not in last:
+                last["ids"] = [last.pop("id")]
+            last["ids"].append(record["id"])
+            continue
+        lines.append(dict(record))
+        group_key = key
+    return lines
+
+
 def _encode(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + b"\n"
+
+
+def _drop_torn_tail(fd: int) -> None:
+    """Cut a torn last line (no newline) off before appending, so the next record does not fuse
+    with it; the reader has already reported it, and the targets it named are driven again."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    start = max(0, size - (1 << 20))
+    tail = os.pread(fd, size - start, start)
+    cut = tail.rfind(b"\n")
+    os.ftruncate(fd, start + cut + 1 if cut >= 0 else 0)
+
+
+def _headerless(path: Path) -> bool:
+    """Whether ``path`` holds not even one complete line (so no record at all)."""
+    try:
+        with path.open("rb") as f:
+            return b"\n" not in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -392,17 +483,25 @@ def open_log(path: Path, header: Header | None) -> Iterator[BinaryIO]:
     driving the same checkpoint would send every delete twice.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
     if header is not None:
         flags |= os.O_EXCL
     try:
-        fd = os.open(path, flags, 0o600)
+        try:
+            fd = os.open(path, flags, 0o600)
+        except FileExistsError:
+            if not _headerless(path):
+                raise
+            # A run killed before its header was complete left nothing to resume: start over.
+            fd = os.open(path, (flags & ~os.O_EXCL) | os.O_TRUNC, 0o600)
     except FileExistsError as exc:
         raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`") from exc
     except OSError as exc:
         raise CheckpointError(
             f"cannot write checkpoint {path}: {exc.strerror}; choose a writable checkpoint_dir"
         ) from exc
+    if header is None:
+        _drop_torn_tail(fd)
     handle = os.fdopen(fd, "ab")
     try:
         try:

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any
 
 from runner.catalog import CATALOG, Resource
-from runner.checkpoint import Replay, State, TargetRecord, iter_target_lines
+from runner.checkpoint import Replay, State, TargetRecord, iter_target_lines, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -67,15 +67,32 @@ def summarize(replay: Replay) -> Summary:
 
 
 def final_records(replay: Replay) -> Iterator[TargetRecord]:
-    """Each target's latest record: streamed from the log for finished targets (so a report of
-    millions holds none of them in memory), then the failed and still-open ones."""
+    """Each target's latest state, one record per target, streamed from the log.
+
+    Every target has exactly one first *requested* line (generation 0) or, if its conversation
+    took it along, one *covered* line; that line is where its row is made, with the outcome,
+    time, Operation and error that the replay knows — so a report of millions of targets holds
+    none of them in memory.
+    """
     for rec in iter_target_lines(replay.path):
-        if rec.state in (State.DELETED, State.GONE, State.COVERED) and (
-            replay.state_of(rec.target) is rec.state
+        if not (
+            (rec.state is State.REQUESTED and rec.generation == 0) or rec.state is State.COVERED
         ):
-            yield rec
-    yield from replay.failed.values()
-    yield from replay.open.values()
+            continue
+        digest = key_hash(rec.target.key)
+        latest = replay.latest(digest)
+        if latest is None:
+            continue
+        state, ts = latest
+        failure = replay.failed.get(digest) if state is State.FAILED else None
+        yield TargetRecord(
+            rec.target,
+            state,
+            operation=replay.operations.get(digest),
+            code=failure.code if failure else None,
+            message=failure.message if failure else None,
+            ts=ts if state.is_final else None,
+        )
 
 
 def rows(replay: Replay) -> Iterator[dict[str, Any]]:
@@ -98,7 +115,7 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
 def render_csv(replay: Replay) -> str:
     """The completion report as CSV with a header row."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS)
     writer.writeheader()
     writer.writerows(rows(replay))
     return buf.getvalue()

@@ -45,6 +45,8 @@ from runner.selection import Explicit, Manifest, Source, phase
 
 log = structlog.get_logger("bulkops.scheduler")
 
+Work = tuple[Target, anyio.Event | None]  # a target, and the event of its durable request line
+
 IDEMPOTENCY_NAMESPACE = uuid.UUID("4f1b3c2e-8d6a-5e7f-9a0b-1c2d3e4f5a6b")
 
 
@@ -188,7 +190,7 @@ class Engine:
 
     async def run(self) -> None:
         """Discover, delete and track until done, stopped or aborted."""
-        send, receive = anyio.create_memory_object_stream[Target](self.settings.workers * 2)
+        send, receive = anyio.create_memory_object_stream[Work](self.settings.workers * 2)
         with self._work_scope:
             async with anyio.create_task_group() as tg:
                 async with receive:
@@ -211,13 +213,17 @@ class Engine:
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
             await self._start_tracking(target, accepted, tg)
         elif rec.state is State.FAILED:
-            tg.start_soon(self._drive, target, tg, rec.generation + 1)
+            generation = rec.generation + 1
+            durable = await self._writer.put_durable(
+                target_record(target, State.REQUESTED, generation=generation)
+            )
+            tg.start_soon(self._drive, target, tg, generation, durable)
         else:
             # Requested: send again with the same Idempotency-Key, so Twilio answers with the
             # original Operation (v1 answers 404 if the first delete went through: gone).
             tg.start_soon(self._drive, target, tg, rec.generation)
 
-    async def _discover(self, send: anyio.abc.ObjectSendStream[Target]) -> None:
+    async def _discover(self, send: anyio.abc.ObjectSendStream[Work]) -> None:
         async with send:
             with self._discovery_scope:
                 phases = sorted({phase(s) for s in self._sources})
@@ -232,15 +238,16 @@ class Engine:
                 self.progress.discovery_done = True
 
     async def _discover_source(
-        self, index: int, source: Source, send: anyio.abc.ObjectSendStream[Target]
+        self, index: int, source: Source, send: anyio.abc.ObjectSendStream[Work]
     ) -> None:
         found = 0
 
         async def emit(target: Target) -> None:
             nonlocal found
-            if await self._admit(target):
+            durable = await self._admit(target)
+            if durable is not None:
                 found += 1
-                await send.send(target)
+                await send.send((target, durable))
 
         failure: RemoteError | OperationFailed | None = None
         # Discovery runs task groups of its own, so its errors arrive as exception groups.
@@ -271,23 +278,23 @@ class Engine:
             return
         await self._writer.put({"t": "P", "src": index, "n": found, "done": True})
 
-    async def _admit(self, target: Target) -> bool:
+    async def _admit(self, target: Target) -> anyio.Event | None:
         """Decide whether a found target goes to the workers (and count it)."""
         if self._stopping:
             await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
-            return False
+            return None
         digest = key_hash(target.key)
         if digest in self._seen:
-            return False
+            return None
         self._seen.add(digest)
         prior = self._prior.state_of(target) if self._prior is not None else None
         if prior is not None and prior.is_final:
             # Final in the log being resumed (failed ones were re-driven above when asked to).
             self.progress.skipped_done += 1
-            return False
+            return None
         if target.parent is not None and self._conversations.get(target.parent):
             await self._finish(target, State.COVERED)
-            return False
+            return None
         self._selected += 1
         limit = self.settings.max_deletions
         if limit is not None and self._selected > limit:
@@ -297,29 +304,37 @@ class Engine:
             )
             self.stop()
             await anyio.lowlevel.checkpoint()
-            return False
+            return None
         self.progress.found[target.resource] += 1
         if target.resource is Resource.CONVERSATION_V1:
             self._conversations[target.id] = False
             self._open_phase0 += 1
-        return True
+        # Write-ahead: the worker sends the DELETE only once this line is on disk, so after any
+        # crash the log names every target that may have been deleted.
+        return await self._writer.put_durable(target_record(target, State.REQUESTED))
 
-    async def _worker(self, receive: ObjectReceiveStream[Target], tg: anyio.abc.TaskGroup) -> None:
+    async def _worker(self, receive: ObjectReceiveStream[Work], tg: anyio.abc.TaskGroup) -> None:
         async with receive:
-            async for target in receive:
+            async for target, durable in receive:
                 if self._stopping:
                     break
-                await self._drive(target, tg)
+                await self._drive(target, tg, 0, durable)
 
-    async def _drive(self, target: Target, tg: anyio.abc.TaskGroup, generation: int = 0) -> None:
+    async def _drive(
+        self,
+        target: Target,
+        tg: anyio.abc.TaskGroup,
+        generation: int = 0,
+        durable: anyio.Event | None = None,
+    ) -> None:
+        if durable is not None:
+            await durable.wait()
         info = CATALOG[target.resource]
         headers: dict[str, str] = {}
         if info.idempotent_header:
             headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
         if self.settings.webhooks is not None and not info.is_async:
             headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
-        if info.is_async:
-            await self._writer.put(target_record(target, State.REQUESTED, generation=generation))
         try:
             reply = await self._req.send(
                 "DELETE",
@@ -382,7 +397,6 @@ class Engine:
                 State.FAILED,
                 code=exc.code,
                 message=f"operation {exc.status}: {exc.detail}",
-                operation=accepted.operation_id,
             )
         except AuthError as exc:
             self._fatal_auth(exc)
@@ -392,10 +406,9 @@ class Engine:
                 State.FAILED,
                 code=exc.code or exc.status,
                 message=f"polling failed: {exc.message}",
-                operation=accepted.operation_id,
             )
         else:
-            await self._finish(target, State.DELETED, operation=accepted.operation_id)
+            await self._finish(target, State.DELETED)
         finally:
             self.progress.pending_operations -= 1
             self._tracking.release()
@@ -407,7 +420,6 @@ class Engine:
         *,
         code: int | None = None,
         message: str | None = None,
-        operation: str | None = None,
     ) -> None:
         self.progress.outcomes[(target.resource, state)] += 1
         await self._writer.put(
@@ -417,7 +429,6 @@ class Engine:
                 ts=self._writer.seconds(),
                 code=code,
                 message=message,
-                operation=operation,
             )
         )
         log.debug(

@@ -16,7 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]  # types-jsonschema is not installed
+import jsonschema
 import yaml
 from aiohttp import web
 from openapi_core import OpenAPI

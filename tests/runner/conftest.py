@@ -66,9 +66,12 @@ def start_emulator() -> Callable[..., Any]:
 
     @asynccontextmanager
     async def start(
-        preset: str = "demo", dataset_seed: int = 0, **settings: Any
+        preset: str = "demo",
+        dataset_seed: int = 0,
+        dataset_args: dict[str, Any] | None = None,
+        **settings: Any,
     ) -> AsyncIterator[Emulator]:
-        dataset = generate(preset, seed=dataset_seed)
+        dataset = generate(preset, seed=dataset_seed, **(dataset_args or {}))
         config = EmulatorSettings(**{**FAST_OPERATIONS, **settings})
         async with (
             running_emulator(config, dataset) as url,
@@ -102,11 +105,13 @@ async def run_cli(*argv: str | os.PathLike[str]) -> int:
 
 
 def successful_deletes(ledger: dict[str, Any]) -> Counter[str]:
-    """How many times each path was answered 202/204 to a DELETE."""
+    """How many times each path was answered 202/204 to a DELETE that acted — an idempotent
+    replay (the same Idempotency-Key answered with the original Operation) does not count."""
+    replayed = {r["request_seq"] for r in ledger["replays"]}
     return Counter(
         r["path"]
         for r in ledger["requests"]
-        if r["method"] == "DELETE" and r["status"] in (202, 204)
+        if r["method"] == "DELETE" and r["status"] in (202, 204) and r["seq"] not in replayed
     )
 
 

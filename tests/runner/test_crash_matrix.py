@@ -1,0 +1,213 @@
+"""Crash anywhere, resume, and nothing is lost or done twice: the SIGKILL matrix.
+
+A job over every resource kind (≥ 2,000 targets; Operations with a delay; rate limits; ~5 %
+injected faults) runs as a real process and is SIGKILLed at seeded random moments, then resumed
+— sometimes killed again mid-resume — until a resume completes. The emulator lives in the test
+process, so its ledger sees every request of every attempt. After each seed: every selected
+target deleted exactly once, no Operation created twice for one target, nothing outside the
+selection touched, and the final report agreeing with the ledger.
+
+The default seed count keeps CI quick; the full matrix is
+``BULKOPS_CRASH_SEEDS=100 pytest tests/runner/test_crash_matrix.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import signal
+import sys
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from runner.checkpoint import read_checkpoint
+from runner.errors import CheckpointError
+from tests.runner.conftest import deleted, point_at, successful_deletes
+from tests.runner.test_run_faults import job
+
+SEEDS = int(os.environ.get("BULKOPS_CRASH_SEEDS", "12"))
+DATASET = {
+    "conversations": 120,
+    "messages_per_conversation": 20,
+    "participants_per_conversation": 2,
+    "conversations_v2": 30,
+    "configurations": 6,
+    "stores": 4,
+}
+EMULATOR = {
+    "operation_pending_s": 0.3,
+    "operation_running_s": 0.3,
+    "fault_500": 0.02,
+    "fault_503": 0.01,
+    "fault_reset": 0.01,
+    "fault_bad_body": 0.01,
+    "product_rate": {"conversations": (1500.0, 150)},
+}
+SPEC = """service: {service}
+targets:
+  - kind: conversations
+    where: {{state: closed, created_before: 180d}}
+  - kind: messages
+    where: {{conversations: all, created_before: 7d}}
+  - kind: participants
+    where: {{conversations: {{state: inactive}}}}
+  - kind: conversations
+    api: v2
+    where: {{status: [CLOSED, INACTIVE]}}
+  - kind: configurations
+    where: {{all: true}}
+  - kind: memory_stores
+    where: {{all: true}}
+limits: {{concurrency: 32}}
+retry: {{base_delay: 0.05, max_delay: 0.5, max_attempts: 20}}
+operations: {{poll_interval: 0.2}}
+"""
+
+
+async def selection(emu: Any, now: datetime) -> set[tuple[str, str]]:
+    """What SPEC selects, from the emulator's own view of its data."""
+    convs = await emu.resources("conversation_v1")
+    doomed = {
+        c["sid"]
+        for c in convs
+        if c["state"] == "closed"
+        and datetime.fromisoformat(c["date_created"]) < now - timedelta(days=180)
+    }
+    inactive = {c["sid"] for c in convs if c["state"] == "inactive"}
+    chosen = {("conversation_v1", sid) for sid in doomed}
+    chosen |= {
+        ("message", m["sid"])
+        for m in await emu.resources("message")
+        if m["conversation_sid"] not in doomed
+        and datetime.fromisoformat(m["date_created"]) < now - timedelta(days=7)
+    }
+    chosen |= {
+        ("participant", p["sid"])
+        for p in await emu.resources("participant")
+        if p["conversation_sid"] in inactive
+    }
+    chosen |= {
+        ("conversation_v2", c["id"])
+        for c in await emu.resources("conversation_v2")
+        if c["status"] in ("CLOSED", "INACTIVE")
+    }
+    chosen |= {("configuration", c["id"]) for c in await emu.resources("configuration")}
+    chosen |= {("memory_store", s["id"]) for s in await emu.resources("memory_store")}
+    return chosen
+
+
+def moment(log: Path, sources: int) -> str:
+    """What the run was doing when it was killed, judged from its log."""
+    try:
+        replay = read_checkpoint(log)
+    except CheckpointError:
+        return "before the header"
+    if replay.exit_code is not None:
+        return "writing the final report"
+    if len(replay.discovery_done) < sources:
+        return "during discovery"
+    if replay.open:
+        return "operations pending"
+    return "deleting"
+
+
+async def start(argv: list[str], workdir: Path) -> Any:
+    """`python -m runner ARGV` as a real process, its output to files (an unread pipe would
+    block it once full)."""
+    with (workdir / "stdout.log").open("ab") as out, (workdir / "stderr.log").open("ab") as err:
+        return await anyio.open_process(
+            [sys.executable, "-m", "runner", *argv, "--log-format", "json"],
+            env=dict(os.environ),
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+        )
+
+
+async def drive(process: Any, kill_after: float | None) -> int | None:
+    """Wait for the process, or SIGKILL it after ``kill_after`` s; its exit code if it ended."""
+    async with process:
+        if kill_after is None:
+            with anyio.fail_after(120):
+                code: int = await process.wait()
+            return code
+        with anyio.move_on_after(kill_after):
+            code = await process.wait()
+            return code
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        return None
+
+
+async def test_sigkill_anywhere_then_resume_is_exactly_once(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Across the seeded kill matrix, every selected target ends deleted exactly once."""
+    moments: Counter[str] = Counter()
+    kills = 0
+    for seed in range(SEEDS):
+        rng = random.Random(seed)
+        async with start_emulator(
+            preset="scale", dataset_seed=seed, dataset_args=DATASET, seed=seed, **EMULATOR
+        ) as emu:
+            point_at(monkeypatch, emu.url)
+            service = next(s["sid"] for s in await emu.resources("service") if not s["default"])
+            expected = await selection(emu, datetime.now(UTC))
+            assert len(expected) >= 2000
+            directory = workdir / f"seed-{seed}"
+            directory.mkdir()
+            spec = job(directory, SPEC.format(service=service), name="crash")
+            log = directory / "crash.jsonl"
+            for attempt in range(rng.choice([1, 1, 2, 3])):
+                fresh = moment(log, 6) == "before the header"
+                argv = (
+                    ["run", str(spec), "--checkpoint", str(log)] if fresh else ["resume", str(log)]
+                )
+                process = await start(argv, directory)
+                code = await drive(process, rng.uniform(0.6, 4.0) + 0.3 * attempt)
+                if code is not None:
+                    break  # it finished before the kill
+                kills += 1
+                moments[moment(log, 6)] += 1
+            if moment(log, 6) == "before the header":
+                code = await drive(
+                    await start(["run", str(spec), "--checkpoint", str(log)], directory), None
+                )
+            else:
+                code = await drive(await start(["resume", str(log)], directory), None)
+            assert code == 0, f"seed {seed}: final resume exit {code}"
+
+            ledger = await emu.ledger()
+            assert max(successful_deletes(ledger).values()) == 1, f"seed {seed}: double delete"
+            direct = deleted(ledger, "request", "operation")
+            assert direct == expected - {
+                ("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"
+            } - {("participant", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
+            doomed = {i for k, i in expected if k == "conversation_v1"}
+            assert all(
+                d["conversation_sid"] in doomed
+                for d in ledger["deletions"]
+                if d["via"] == "cascade"
+            ), f"seed {seed}: a cascade outside the selection"
+            per_target = Counter(o["resource_id"] for o in ledger["operations"])
+            assert not per_target or max(per_target.values()) == 1, f"seed {seed}: two Operations"
+            rows = report_rows_at(log)
+            assert {
+                (r["kind"], r["id"]) for r in rows if r["outcome"] in ("deleted", "gone")
+            } == direct
+    assert kills >= min(30, 2 * SEEDS), f"only {kills} kills"
+    if SEEDS >= 12:
+        for wanted in ("during discovery", "operations pending", "deleting"):
+            assert moments[wanted], f"no kill {wanted}: {dict(moments)}"
+
+
+def report_rows_at(log: Path) -> list[dict[str, str]]:
+    """The completion report written beside ``log``."""
+    with log.with_suffix(".report.csv").open() as f:
+        return list(csv.DictReader(f))
