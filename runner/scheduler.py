@@ -208,6 +208,10 @@ class Engine:
         target = rec.target
         self._seen.add(key_hash(target.key))
         self.progress.found[target.resource] += 1
+        if target.resource is Resource.CONVERSATION_V1:
+            # It must end before children are judged covered, like one found by discovery.
+            self._conversations[target.id] = False
+            self._open_phase0 += 1
         if rec.state is State.ACCEPTED and rec.operation:
             product = CATALOG[target.resource].product
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
