@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from runner.catalog import CATALOG, Resource
+from runner.catalog import Resource
 from runner.checkpoint import Replay, State, TargetRecord, iter_target_lines, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
@@ -132,8 +132,3 @@ def render_json(replay: Replay) -> str:
         "targets": list(rows(replay)),
     }
     return json.dumps(doc, indent=2)
-
-
-def label(resource: Resource) -> str:
-    """The plural name of a resource in tables."""
-    return CATALOG[resource].label

@@ -208,10 +208,7 @@ class Engine:
         target = rec.target
         self._seen.add(key_hash(target.key))
         self.progress.found[target.resource] += 1
-        if target.resource is Resource.CONVERSATION_V1:
-            # It must end before children are judged covered, like one found by discovery.
-            self._conversations[target.id] = False
-            self._open_phase0 += 1
+        self._hold_children(target)
         if rec.state is State.ACCEPTED and rec.operation:
             product = CATALOG[target.resource].product
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
@@ -310,12 +307,16 @@ class Engine:
             await anyio.lowlevel.checkpoint()
             return None
         self.progress.found[target.resource] += 1
-        if target.resource is Resource.CONVERSATION_V1:
-            self._conversations[target.id] = False
-            self._open_phase0 += 1
+        self._hold_children(target)
         # Write-ahead: the worker sends the DELETE only once this line is on disk, so after any
         # crash the log names every target that may have been deleted.
         return await self._writer.put_durable(target_record(target, State.REQUESTED))
+
+    def _hold_children(self, target: Target) -> None:
+        """A v1 conversation being driven: its children wait until it has an outcome."""
+        if target.resource is Resource.CONVERSATION_V1:
+            self._conversations[target.id] = False
+            self._open_phase0 += 1
 
     async def _worker(self, receive: ObjectReceiveStream[Work], tg: anyio.abc.TaskGroup) -> None:
         async with receive:

@@ -31,11 +31,6 @@ class TimeWindow:
             return False
         return self.after is None or when >= self.after
 
-    @property
-    def bounded(self) -> bool:
-        """Whether either side is set."""
-        return self.before is not None or self.after is not None
-
 
 @dataclass(frozen=True, slots=True)
 class ConversationQuery:

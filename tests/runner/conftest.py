@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -13,6 +14,7 @@ from typing import Any
 
 import aiohttp
 import anyio
+import anyio.abc
 import pytest
 
 from runner.cli import main
@@ -97,6 +99,19 @@ def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """Aim bulkops at the emulator, as a user would with the documented variables."""
     monkeypatch.setenv("BULKOPS_CONVERSATIONS_URL", url)
     monkeypatch.setenv("BULKOPS_MEMORY_URL", url)
+
+
+async def start_bulkops(argv: list[str], workdir: Path) -> anyio.abc.Process:
+    """`python -m runner ARGV` as a real process in ``workdir``, its output appended to files
+    there (an unread pipe would block the process once full)."""
+    with (workdir / "stdout.log").open("ab") as out, (workdir / "stderr.log").open("ab") as err:
+        return await anyio.open_process(
+            [sys.executable, "-m", "runner", *argv, "--log-format", "json"],
+            env=dict(os.environ),
+            cwd=workdir,
+            stdout=out,
+            stderr=err,
+        )
 
 
 async def run_cli(*argv: str | os.PathLike[str]) -> int:

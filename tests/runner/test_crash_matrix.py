@@ -17,7 +17,6 @@ import csv
 import os
 import random
 import signal
-import sys
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ import pytest
 
 from runner.checkpoint import State, read_checkpoint
 from runner.errors import CheckpointError
-from tests.runner.conftest import deleted, point_at, successful_deletes
+from tests.runner.conftest import deleted, point_at, start_bulkops, successful_deletes
 from tests.runner.test_run_faults import job
 
 SEEDS = int(os.environ.get("BULKOPS_CRASH_SEEDS", "8"))
@@ -119,17 +118,11 @@ def moment(log: Path, sources: int) -> str:
     return "between targets"
 
 
-async def start(argv: list[str], workdir: Path) -> Any:
-    """`python -m runner ARGV` as a real process, its output to files (an unread pipe would
-    block it once full)."""
-    with (workdir / "stdout.log").open("ab") as out, (workdir / "stderr.log").open("ab") as err:
-        return await anyio.open_process(
-            [sys.executable, "-m", "runner", *argv, "--log-format", "json"],
-            env=dict(os.environ),
-            cwd=workdir,
-            stdout=out,
-            stderr=err,
-        )
+def next_step(spec: Path, log: Path) -> list[str]:
+    """`run` again if the killed run left no header (nothing to resume), else `resume`."""
+    if moment(log, 6) == "before the header":
+        return ["run", str(spec), "--checkpoint", str(log)]
+    return ["resume", str(log)]
 
 
 async def drive(process: Any, kill_after: float | None) -> int | None:
@@ -167,22 +160,13 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             spec = job(directory, SPEC.format(service=service), name="crash")
             log = directory / "crash.jsonl"
             for attempt in range(rng.choice([3, 4, 5])):
-                fresh = moment(log, 6) == "before the header"
-                argv = (
-                    ["run", str(spec), "--checkpoint", str(log)] if fresh else ["resume", str(log)]
-                )
-                process = await start(argv, directory)
+                process = await start_bulkops(next_step(spec, log), directory)
                 code = await drive(process, rng.uniform(0.5, 3.0) + 0.2 * attempt)
                 if code is not None:
                     break  # it finished before the kill
                 kills += 1
                 moments[moment(log, 6)] += 1
-            if moment(log, 6) == "before the header":
-                code = await drive(
-                    await start(["run", str(spec), "--checkpoint", str(log)], directory), None
-                )
-            else:
-                code = await drive(await start(["resume", str(log)], directory), None)
+            code = await drive(await start_bulkops(next_step(spec, log), directory), None)
             assert code == 0, f"seed {seed}: final resume exit {code}"
 
             ledger = await emu.ledger()

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,14 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
+from tests.runner.conftest import (
+    checkpoints,
+    deleted,
+    point_at,
+    run_cli,
+    start_bulkops,
+    successful_deletes,
+)
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 
@@ -50,11 +55,7 @@ async def test_signal_stops_gracefully_and_resume_finishes(
             f"  - {{kind: messages, where: {{conversations: {conversations}}}}}\n"
             "limits: {per_conversation_rate: 6}\n",
         )
-        process = await anyio.open_process(
-            [sys.executable, "-m", "runner", "run", str(spec), "--log-format", "json"],
-            env=dict(os.environ),
-            cwd=workdir,
-        )
+        process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
             with anyio.fail_after(20):
                 # Another process writes the log: polling it is the only way to watch it.

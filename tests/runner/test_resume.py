@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
+from tests.runner.conftest import (
+    checkpoints,
+    deleted,
+    point_at,
+    run_cli,
+    start_bulkops,
+    successful_deletes,
+)
 from tests.runner.test_interrupt import deletions_logged
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
@@ -88,11 +93,7 @@ async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
             "  - {kind: messages, where: {conversations: all}}\n"
             "limits: {per_conversation_rate: 3}\n",
         )
-        process = await anyio.open_process(
-            [sys.executable, "-m", "runner", "run", str(spec), "--log-format", "json"],
-            env=dict(os.environ),
-            cwd=workdir,
-        )
+        process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
             with anyio.fail_after(20):
                 while deletions_logged(workdir) < 1:  # noqa: ASYNC110 - another process writes it
