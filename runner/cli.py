@@ -297,9 +297,22 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
         highlight=False,
     )
     if replay.exit_code is None:
-        discovering = len(replay.discovered) - len(replay.discovery_done)
-        console.print(f"sources still being listed: {max(discovering, 0)}", highlight=False)
+        console.print(eta_line(replay, rate), highlight=False)
     return ExitCode.OK
+
+
+def eta_line(replay: Replay, rate: float) -> str:
+    """How long the rest should take: known only once every source has been listed."""
+    sources = len(replay.header.canonical_spec.get("targets", []))
+    listing = sources - len(replay.discovery_done)
+    if listing > 0:
+        return f"ETA unknown: {listing} of {sources} sources still being listed"
+    remaining = len(replay.open)
+    if not remaining:
+        return "ETA: nothing left but the report"
+    if rate <= 0:
+        return f"ETA unknown: {remaining} targets left, no rate measured yet"
+    return f"ETA about {remaining / rate:.0f} s for the {remaining} targets left"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ class RequestRecord(NamedTuple):
     idempotency_key: str | None
     time: float
     throttled_by: str | None
+    webhook_enabled: str | None = None  # X-Twilio-Webhook-Enabled as sent, if it was
 
 
 class DeletionRecord(NamedTuple):

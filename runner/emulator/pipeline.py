@@ -138,6 +138,7 @@ def _record(emu: Emulator, request: web.Request, seq: int, status: int,
             throttled_by: str | None) -> None:
     emu.ledger.request(
         RequestRecord(seq, request.method, request.path, request.query_string, status,
-                      request.headers.get("Idempotency-Key"), emu.clock.now(), throttled_by),
+                      request.headers.get("Idempotency-Key"), emu.clock.now(), throttled_by,
+                      request.headers.get("X-Twilio-Webhook-Enabled")),
         emu.settings.record_requests,
     )

@@ -145,3 +145,29 @@ async def test_status_and_report_read_the_checkpoint(
         assert doc["exit_code"] == 0
         assert doc["summary"]["totals"] == {"deleted": len(doc["targets"])}
         assert {t["id"] for t in doc["targets"]} == stores
+
+
+async def test_status_of_an_interrupted_run_gives_an_eta(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`status` of a run without its footer reports what is left and an ETA."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            "  - {kind: participants, where: {conversations: all}}\n",
+        )
+        assert await run_cli("run", spec) == 0
+        (log,) = sorted(workdir.glob("checkpoints/*.jsonl"))
+        lines = log.read_bytes().splitlines(keepends=True)
+        log.write_bytes(b"".join(lines[:-1]))  # as if the run were still going: no footer
+        capsys.readouterr()
+
+        assert await run_cli("status", log) == 0
+
+        out = " ".join(capsys.readouterr().out.split())
+        assert "running or stopped" in out and "ETA" in out

@@ -154,3 +154,34 @@ async def test_operations_past_their_timeout_fail_without_hanging(
         rows = report_rows(workdir)
         assert rows and all(r["outcome"] == "failed" for r in rows)
         assert all("TIMEOUT" in r["error"] for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("setting", "sent"),
+    [
+        pytest.param("webhooks: true\n", "true", id="webhooks-true"),
+        pytest.param("webhooks: false\n", "false", id="webhooks-false"),
+        pytest.param("", None, id="webhooks-unset"),
+    ],
+)
+async def test_webhooks_setting_sets_the_header_on_v1_deletes(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: str,
+    sent: str | None,
+) -> None:
+    """`webhooks:` becomes X-Twilio-Webhook-Enabled on v1 deletes; unset, no header is sent."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\n{setting}targets:\n"
+            "  - {kind: participants, where: {conversations: all}}\n",
+        )
+
+        assert await run_cli("run", spec) == 0
+
+        deletes = [r for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
+        assert deletes
+        assert {r["webhook_enabled"] for r in deletes} == {sent}
