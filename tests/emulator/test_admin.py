@@ -26,7 +26,7 @@ async def test_ledger_shape_and_since(http: aiohttp.ClientSession, emu: Running,
                         "faults", "remaining"}
     first, second = led["requests"]
     assert set(first) == {"seq", "method", "path", "query", "status", "idempotency_key",
-                          "time", "throttled_by"}
+                          "time", "throttled_by", "webhook_enabled"}
     assert (first["method"], first["status"]) == ("DELETE", 204)
     assert second["idempotency_key"] == key
     assert {d["kind"] for d in led["deletions"]} == {"conversation_v1", "message", "participant"}
