@@ -23,7 +23,15 @@ from runner.catalog import CATALOG
 from runner.checkpoint import Header, Replay, State, read_checkpoint
 from runner.config import Config, load_config
 from runner.errors import CheckpointError, InputError, SafetyAbort
-from runner.job import ExitCode, RunResult, execute, new_run_id, plan_targets, start_header
+from runner.job import (
+    ExitCode,
+    RunResult,
+    execute,
+    new_run_id,
+    plan_targets,
+    start_header,
+    write_reports,
+)
 from runner.planner import JobPlan, build_plan, describe_changes
 from runner.report import OUTCOMES, render_csv, render_json, summarize
 from runner.scheduler import preflight
@@ -224,8 +232,10 @@ def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int
     config_path = args.config or (path.parent / header.config_path if header.config_path else None)
     spec, config = load_inputs(spec_path, config_path, args.log_format, args.log_level)
     if replay.exit_code == ExitCode.OK and not args.retry_failed:
+        # The run may have been killed after its last line but before its report was written.
+        write_reports(path, replay)
         console.print(f"run {header.run_id} already finished; nothing to do.")
-        return ExitCode.OK
+        return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
     plan = build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times)
     if plan.fingerprint != header.fingerprint and not args.force:
         changes = describe_changes(header.canonical_spec, plan.canonical)

@@ -171,7 +171,7 @@ async def execute(
                         await written.wait()
                     tg.cancel_scope.cancel()
     replay = read_checkpoint(log_path)
-    _write_reports(log_path, replay)
+    write_reports(log_path, replay)
     message = None
     if engine.abort is not None:
         message = str(engine.abort)
@@ -200,16 +200,21 @@ def _exit_code(engine: Engine, interrupted: bool) -> int:
     return ExitCode.OK
 
 
-def _write_reports(log_path: Path, replay: Replay) -> None:
-    """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs)."""
+def write_reports(log_path: Path, replay: Replay) -> None:
+    """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs).
+
+    Each file is written aside and renamed into place, so a crash leaves the old report or the
+    new one, never half of one."""
     for suffix, text in (
         (".report.csv", render_csv(replay)),
         (".report.json", render_json(replay)),
     ):
         path = log_path.with_suffix(suffix)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        partial = path.with_name(path.name + ".partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.replace(partial, path)
 
 
 @dataclass

@@ -101,37 +101,52 @@ async def selection(emu: Any, now: datetime) -> set[tuple[str, str]]:
     return chosen
 
 
-def moment(log: Path, sources: int) -> str:
-    """What the run was doing when it was killed, judged from its log."""
+def moments(log: Path, sources: int) -> set[str]:
+    """What the run was doing when it was killed, judged from its log (several at once)."""
     try:
         replay = read_checkpoint(log)
     except CheckpointError:
-        return "before the header"
+        return {"before the header"}
     if replay.exit_code is not None:
-        return "writing the final report"
-    if len(replay.discovery_done) < sources:
-        return "during discovery"
-    if any(rec.state is State.ACCEPTED for rec in replay.open.values()):
-        return "operations pending"
-    if replay.open:
-        return "deleting"
-    return "between targets"
+        return {"writing the final report"}
+    seen = {"during discovery" if len(replay.discovery_done) < sources else "after discovery"}
+    states = {rec.state for rec in replay.open.values()}
+    if State.ACCEPTED in states:
+        seen.add("operations pending")
+    if State.REQUESTED in states:
+        seen.add("requests in flight")
+    return seen
+
+
+def discovered(log: Path, sources: int) -> bool:
+    """Whether every source of the run in ``log`` has finished listing."""
+    try:
+        return len(read_checkpoint(log).discovery_done) >= sources
+    except CheckpointError:
+        return False
 
 
 def next_step(spec: Path, log: Path) -> list[str]:
     """`run` again if the killed run left no header (nothing to resume), else `resume`."""
-    if moment(log, 6) == "before the header":
+    if moments(log, 6) == {"before the header"}:
         return ["run", str(spec), "--checkpoint", str(log)]
     return ["resume", str(log)]
 
 
-async def drive(process: Any, kill_after: float | None) -> int | None:
-    """Wait for the process, or SIGKILL it after ``kill_after`` s; its exit code if it ended."""
+async def drive(process: Any, kill_after: float | None, after: Path | None = None) -> int | None:
+    """Wait for the process, or SIGKILL it ``kill_after`` s after it starts (or, with ``after``,
+    after that log shows discovery finished, so that moment is covered on any machine speed);
+    its exit code if it ended."""
     async with process:
         if kill_after is None:
             with anyio.fail_after(120):
                 code: int = await process.wait()
             return code
+        if after is not None:
+            with anyio.fail_after(120):
+                # Another process writes the log: there is no event to wait on, only polling.
+                while not discovered(after, 6) and process.returncode is None:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
         with anyio.move_on_after(kill_after):
             code = await process.wait()
             return code
@@ -144,7 +159,7 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Across the seeded kill matrix, every selected target ends deleted exactly once."""
-    moments: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
     kills = 0
     for seed in range(SEEDS):
         rng = random.Random(seed)
@@ -161,11 +176,14 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             log = directory / "crash.jsonl"
             for attempt in range(rng.choice([3, 4, 5])):
                 process = await start_bulkops(next_step(spec, log), directory)
-                code = await drive(process, rng.uniform(0.5, 3.0) + 0.2 * attempt)
+                # Every other seed waits for discovery to end once, so kills land mid-deletion too.
+                late = seed % 2 == 1 and attempt == 0
+                delay = rng.uniform(0.0, 0.6) if late else rng.uniform(0.5, 3.0) + 0.2 * attempt
+                code = await drive(process, delay, log if late else None)
                 if code is not None:
                     break  # it finished before the kill
                 kills += 1
-                moments[moment(log, 6)] += 1
+                seen.update(moments(log, 6))
             code = await drive(await start_bulkops(next_step(spec, log), directory), None)
             assert code == 0, f"seed {seed}: final resume exit {code}"
 
@@ -189,8 +207,13 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             } == direct
     assert kills >= min(30, 2 * SEEDS), f"only {kills} kills"
     if SEEDS >= 8:
-        for wanted in ("during discovery", "operations pending", "deleting"):
-            assert moments[wanted], f"no kill {wanted}: {dict(moments)}"
+        for wanted in (
+            "during discovery",
+            "after discovery",
+            "operations pending",
+            "requests in flight",
+        ):
+            assert seen[wanted], f"no kill {wanted}: {dict(seen)}"
 
 
 def report_rows_at(log: Path) -> list[dict[str, str]]:

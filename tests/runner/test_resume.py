@@ -114,3 +114,25 @@ async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
         assert len(resumed_requests) <= 1 + 3 * 12, "only the first process kept deleting"
         assert await run_cli("resume", log) == 0
         assert max(successful_deletes(await emu.ledger()).values()) == 1
+
+
+async def test_resuming_a_finished_run_rewrites_a_lost_report(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after its last log line but before its report: resume writes the report
+    from the log and sends nothing."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        job(workdir, V2_PURGE)
+        assert await run_cli("run", workdir / "job.yaml") == 0
+        (log,) = checkpoints(workdir)
+        before = report_rows(workdir)
+        assert before and {r["outcome"] for r in before} == {"deleted"}
+        for suffix in (".report.csv", ".report.json"):
+            log.with_suffix(suffix).unlink()
+        requests = len((await emu.ledger())["requests"])
+
+        assert await run_cli("resume", log) == 0
+        assert report_rows(workdir) == before
+        assert log.with_suffix(".report.json").stat().st_mode & 0o777 == 0o600
+        assert len((await emu.ledger())["requests"]) == requests
