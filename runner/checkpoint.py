@@ -138,10 +138,16 @@ def target_record(
     code: int | None = None,
     message: str | None = None,
     generation: int = 0,
+    with_parent: bool = True,
 ) -> dict[str, Any]:
-    """The JSON object of one target's state line."""
+    """The JSON object of one target's state line.
+
+    ``with_parent=False`` leaves the conversation out: for a target whose *requested* line,
+    which names it, is already in the log, the replay takes the parent from there. The later
+    lines of a target are then the same for every conversation and group into one line.
+    """
     rec: dict[str, Any] = {"s": state.value, "k": CATALOG[target.resource].code, "id": target.id}
-    if target.parent:
+    if target.parent and with_parent:
         rec["c"] = target.parent
     if ts is not None:
         rec["ts"] = ts
@@ -222,9 +228,13 @@ class Replay:
             if rec.operation is None:
                 rec.operation = previous.operation
             rec.generation = max(rec.generation, previous.generation)
+            if target.parent is None:
+                rec.target = previous.target  # later lines leave out what the first one named
         earlier_failure = self.failed.pop(digest, None)
         if earlier_failure is not None:
             rec.generation = max(rec.generation, earlier_failure.generation)
+            if target.parent is None:
+                rec.target = earlier_failure.target
         if rec.state in (State.REQUESTED, State.ACCEPTED):
             self.open[digest] = rec
         elif rec.state is State.FAILED:
@@ -426,28 +436,41 @@ class CheckpointWriter:
 
 
 def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fold runs of plain records that differ only in ``id`` into one line with ``ids``.
+    """Fold plain records that differ only in ``id`` into one line with ``ids``.
 
-    A page of messages selected together, or a batch of deletions finished in the same second,
-    then costs one line and about 40 bytes per target instead of about 100.
+    A page of messages selected together, or the deletions finished in the same second, then
+    cost one line and about 40 bytes per target instead of about 100. Records of one batch are
+    written together, so a record may join a line that began earlier in the batch — unless a
+    target appears twice in the batch, where moving its later line up could reorder its states.
     """
+    keys = [_target_key(r) for r in records]
+    named = [k for k in keys if k is not None]
+    anywhere = len(set(named)) == len(named)
     lines: list[dict[str, Any]] = []
-    group_key: tuple[Any, ...] | None = None
+    open_groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for record in records:
         key = (
             (record["s"], record["k"], record.get("c"), record.get("ts"))
             if record.keys() <= GROUPABLE and "s" in record and "id" in record
             else None
         )
-        if key is not None and key == group_key:
-            last = lines[-1]
-            if "ids" not in last:
-                last["ids"] = [last.pop("id")]
-            last["ids"].append(record["id"])
+        line = open_groups.get(key) if key is not None else None
+        if line is not None:
+            if "ids" not in line:
+                line["ids"] = [line.pop("id")]
+            line["ids"].append(record["id"])
             continue
-        lines.append(dict(record))
-        group_key = key
+        line = dict(record)
+        lines.append(line)
+        if not anywhere:
+            open_groups.clear()  # only the line just written may be extended
+        if key is not None:
+            open_groups[key] = line
     return lines
+
+
+def _target_key(record: dict[str, Any]) -> tuple[Any, Any] | None:
+    return (record["k"], record["id"]) if "s" in record and "id" in record else None
 
 
 def _encode(record: dict[str, Any]) -> bytes:
@@ -480,28 +503,27 @@ def open_log(path: Path, header: Header | None) -> Iterator[BinaryIO]:
     """Open (or create, writing ``header``) a log for appending, locked against other processes.
 
     The lock is an flock on the file itself, held for the life of the run: a second process
-    driving the same checkpoint would send every delete twice.
+    driving the same checkpoint would send every delete twice. It is taken before anything is
+    cut off the file, so a process that is refused never touches a log another one is writing.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
-    if header is not None:
-        flags |= os.O_EXCL
+    restart = False
     try:
         try:
-            fd = os.open(path, flags, 0o600)
+            fd = os.open(path, flags | (os.O_EXCL if header is not None else 0), 0o600)
         except FileExistsError:
-            if not _headerless(path):
+            if header is None or not _headerless(path):
                 raise
             # A run killed before its header was complete left nothing to resume: start over.
-            fd = os.open(path, (flags & ~os.O_EXCL) | os.O_TRUNC, 0o600)
+            fd = os.open(path, flags, 0o600)
+            restart = True
     except FileExistsError as exc:
         raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`") from exc
     except OSError as exc:
         raise CheckpointError(
             f"cannot write checkpoint {path}: {exc.strerror}; choose a writable checkpoint_dir"
         ) from exc
-    if header is None:
-        _drop_torn_tail(fd)
     handle = os.fdopen(fd, "ab")
     try:
         try:
@@ -511,6 +533,12 @@ def open_log(path: Path, header: Header | None) -> Iterator[BinaryIO]:
                 f"checkpoint {path} is in use by another bulkops process; "
                 "wait for it to finish (two processes must never drive one checkpoint)"
             ) from exc
+        if restart:
+            if not _headerless(path):  # another process wrote its header meanwhile
+                raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`")
+            os.ftruncate(fd, 0)
+        elif header is None:
+            _drop_torn_tail(fd)
         if header is not None:
             handle.write(_encode(header.to_record()))
             handle.flush()

@@ -1,7 +1,8 @@
 """Finding targets through the list endpoints, page by page, as a stream.
 
-Each source emits targets one at a time through ``emit`` (the scheduler's bounded stream), so
-listing waits whenever deletion falls behind and memory stays flat however much is selected.
+Each source emits targets a page at a time through ``emit`` (into the scheduler's bounded
+stream), so listing waits whenever deletion falls behind and memory stays flat however much is
+selected; a page admitted together is logged together, in one checkpoint line.
 Pages are requested at the APIs' maximum size. Listing while deleting is safe because each
 page is requested with the cursor the previous page gave (never by offset). Server-side date
 filters are not used: v1's StartDate/EndDate have day granularity and v2/Memory have none, so
@@ -10,7 +11,7 @@ every time bound is applied here, on the item's own timestamp.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -30,11 +31,24 @@ from runner.selection import (
     Source,
 )
 
-Emit = Callable[[Target], Awaitable[None]]
+Emit = Callable[[Sequence[Target]], Awaitable[None]]
 
 V1_PAGE = 100  # the v1 spec's maximum PageSize
 V2_PAGE = 1000  # the v2 spec's maximum pageSize
 MEMORY_PAGE = 100  # Memory's ControlPlanePageSize maximum
+CHUNK = 100  # targets per emit for sources read from the spec or a manifest
+
+
+def chunks(targets: Iterable[Target], size: int = CHUNK) -> Iterator[list[Target]]:
+    """``targets`` in lists of up to ``size``, streamed."""
+    chunk: list[Target] = []
+    for target in targets:
+        chunk.append(target)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -64,53 +78,64 @@ class Discovery:
         self._skip = skip_conversation
 
     async def run(self, source: Source, emit: Emit) -> None:
-        """Emit every target ``source`` selects."""
-        if isinstance(source, Explicit):
-            for target in source.targets:
-                await emit(target)
-        elif isinstance(source, Manifest):
-            for target in source.rows():
-                await emit(target)
+        """Emit every target ``source`` selects, a page at a time."""
+        if isinstance(source, Explicit | Manifest):
+            for chunk in chunks(source.targets if isinstance(source, Explicit) else source.rows()):
+                await emit(chunk)
         elif isinstance(source, ListConversations):
             resource = (
                 Resource.CONVERSATION_V1 if source.query.api == "v1" else Resource.CONVERSATION_V2
             )
-            async for sid in self.conversations(source.query):
-                await emit(Target(resource, sid))
+            async for sids in self.conversation_pages(source.query):
+                await emit([Target(resource, sid) for sid in sids])
         elif isinstance(source, ListChildren):
             await self._children(source, emit)
         elif isinstance(source, ListConfigurations):
-            async for item in self._token_pages(
+            async for items in self._token_pages(
                 Product.CONVERSATIONS, "/v2/ControlPlane/Configurations", [], V2_PAGE
             ):
-                if source.created.contains(parse_time(item.get("createdAt"))) and (
-                    source.updated.contains(parse_time(item.get("updatedAt")))
-                ):
-                    await emit(Target(Resource.CONFIGURATION, str(item["id"])))
+                await emit(
+                    [
+                        Target(Resource.CONFIGURATION, str(item["id"]))
+                        for item in items
+                        if source.created.contains(parse_time(item.get("createdAt")))
+                        and source.updated.contains(parse_time(item.get("updatedAt")))
+                    ]
+                )
         elif isinstance(source, ListStores):
-            async for store_id in self._token_pages(
+            async for store_ids in self._token_pages(
                 Product.MEMORY, "/v1/ControlPlane/Stores", [], MEMORY_PAGE
             ):
-                await emit(Target(Resource.MEMORY_STORE, str(store_id)))
+                await emit([Target(Resource.MEMORY_STORE, str(i)) for i in store_ids])
 
     async def conversations(self, query: ConversationQuery) -> AsyncIterator[str]:
         """IDs of the conversations matching ``query``."""
+        async for sids in self.conversation_pages(query):
+            for sid in sids:
+                yield sid
+
+    async def conversation_pages(self, query: ConversationQuery) -> AsyncIterator[list[str]]:
+        """IDs of the conversations matching ``query``, a listed page at a time."""
         if query.api == "v1":
             states: tuple[str | None, ...] = query.states or (None,)
             for state in states:
                 params = [("PageSize", str(V1_PAGE))]
                 if state:
                     params.append(("State", state))
-                async for item in self._v1_pages(conversations_prefix(self._service), params):
-                    if _matches(item, query, "date_created", "date_updated"):
-                        yield str(item["sid"])
+                async for page in self._v1_page_lists(
+                    conversations_prefix(self._service), params
+                ):
+                    yield [
+                        str(i["sid"])
+                        for i in page
+                        if _matches(i, query, "date_created", "date_updated")
+                    ]
         else:
             params = [("status", s) for s in query.states]
-            async for item in self._token_pages(
+            async for items in self._token_pages(
                 Product.CONVERSATIONS, "/v2/Conversations", params, V2_PAGE
             ):
-                if _matches(item, query, "createdAt", "updatedAt"):
-                    yield str(item["id"])
+                yield [str(i["id"]) for i in items if _matches(i, query, "createdAt", "updatedAt")]
 
     async def _children(self, source: ListChildren, emit: Emit) -> None:
         # Several conversations are drained at once so that deletes interleave across them:
@@ -148,27 +173,22 @@ class Discovery:
                     params.append(("Order", "asc"))
                 async for page in self._v1_page_lists(path, params):
                     newer = 0
+                    chosen: list[Target] = []
                     for item in page:
                         created = parse_time(item.get("date_created"))
                         if source.created.contains(created):
-                            await emit(Target(source.resource, str(item["sid"]), sid))
+                            chosen.append(Target(source.resource, str(item["sid"]), sid))
                         elif (
                             source.created.before is not None
                             and created is not None
                             and created >= source.created.before
                         ):
                             newer += 1
+                    await emit(chosen)
                     # Messages come oldest first: once a whole page is past the cutoff, so is
                     # everything after it.
                     if is_message and page and newer == len(page):
                         break
-
-    async def _v1_pages(
-        self, path: str, params: list[tuple[str, str]]
-    ) -> AsyncIterator[dict[str, Any]]:
-        async for page in self._v1_page_lists(path, params):
-            for item in page:
-                yield item
 
     async def _v1_page_lists(
         self, path: str, params: list[tuple[str, str]]
@@ -189,7 +209,7 @@ class Discovery:
 
     async def _token_pages(
         self, product: Product, path: str, params: list[tuple[str, str]], size: int
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncIterator[list[Any]]:
         token: str | None = None
         while True:
             query = [*params, ("pageSize", str(size))]
@@ -199,8 +219,8 @@ class Discovery:
             body = reply.body if isinstance(reply.body, dict) else {}
             meta = body.get("meta") or {}
             key = meta.get("key") or next((k for k in body if k != "meta"), None)
-            for item in body.get(key, []) if key else []:
-                yield item
+            items = body.get(key, []) if key else []
+            yield items if isinstance(items, list) else []
             token = meta.get("nextToken")
             if not token:
                 return

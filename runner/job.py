@@ -13,6 +13,7 @@ import secrets
 import signal
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -240,19 +241,20 @@ async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> Pla
             skip_conversation=conversations.__contains__,
         )
 
-        async def emit(target: Target) -> None:
-            if target.key in seen:
-                return
-            seen.add(target.key)
-            if target.parent is not None and target.parent in conversations:
-                result.covered[target.resource] += 1
-                return
-            if target.resource is Resource.CONVERSATION_V1:
-                conversations.add(target.id)
-            result.selected[target.resource] += 1
-            ids = result.samples.setdefault(target.resource, [])
-            if len(ids) < sample:
-                ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+        async def emit(targets: Sequence[Target]) -> None:
+            for target in targets:
+                if target.key in seen:
+                    continue
+                seen.add(target.key)
+                if target.parent is not None and target.parent in conversations:
+                    result.covered[target.resource] += 1
+                    continue
+                if target.resource is Resource.CONVERSATION_V1:
+                    conversations.add(target.id)
+                result.selected[target.resource] += 1
+                ids = result.samples.setdefault(target.resource, [])
+                if len(ids) < sample:
+                    ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
 
         for number in sorted({phase(s) for s in plan.sources}):
             for source in plan.sources:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -243,12 +243,18 @@ class Engine:
     ) -> None:
         found = 0
 
-        async def emit(target: Target) -> None:
+        async def emit(targets: Sequence[Target]) -> None:
             nonlocal found
-            durable = await self._admit(target)
-            if durable is not None:
-                found += 1
-                await send.send((target, durable))
+            # The whole page is admitted (its requested lines queued together, so they share a
+            # checkpoint line) before any of it waits for a worker.
+            admitted: list[Work] = []
+            for target in targets:
+                durable = await self._admit(target)
+                if durable is not None:
+                    admitted.append((target, durable))
+            found += len(admitted)
+            for work in admitted:
+                await send.send(work)
 
         failure: RemoteError | OperationFailed | None = None
         # Discovery runs task groups of its own, so its errors arrive as exception groups.
@@ -374,7 +380,11 @@ class Engine:
             return
         await self._writer.put(
             target_record(
-                target, State.ACCEPTED, ts=self._writer.seconds(), operation=accepted.operation_id
+                target,
+                State.ACCEPTED,
+                ts=self._writer.seconds(),
+                operation=accepted.operation_id,
+                with_parent=False,
             )
         )
         await self._start_tracking(target, accepted, tg)
@@ -434,6 +444,8 @@ class Engine:
                 ts=self._writer.seconds(),
                 code=code,
                 message=message,
+                # Only a covered target has no requested line naming its conversation.
+                with_parent=state is State.COVERED,
             )
         )
         log.debug(

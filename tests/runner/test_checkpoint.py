@@ -24,6 +24,7 @@ from runner.checkpoint import (
     CheckpointWriter,
     Header,
     State,
+    group_records,
     iter_target_lines,
     open_log,
     read_checkpoint,
@@ -696,3 +697,53 @@ def test_log_stays_within_the_size_budget(tmp_path: Path) -> None:
 
     assert per_target <= 150, f"{per_target:.1f} bytes per target"
     assert sum(read_checkpoint(path).counts().values()) == 11_000
+
+
+def test_a_batch_groups_lines_that_are_not_adjacent() -> None:
+    """Deletions finished in the same second group into one line even when requested lines of
+    other conversations sit between them."""
+    other = Target(Resource.MESSAGE, sid("IM", 9), sid("CH", 5))
+    records = [
+        target_record(M1, State.DELETED, ts=4, with_parent=False),
+        requested(other),
+        target_record(M2, State.DELETED, ts=4, with_parent=False),
+        target_record(PARTICIPANT, State.DELETED, ts=4, with_parent=False),
+        target_record(M3, State.DELETED, ts=4, with_parent=False),
+    ]
+    lines = group_records(records)
+    assert lines == [
+        {"s": "D", "k": "m", "ts": 4, "ids": [M1.id, M2.id, M3.id]},
+        requested(other),
+        target_record(PARTICIPANT, State.DELETED, ts=4, with_parent=False),
+    ]
+
+
+def test_a_batch_naming_one_target_twice_keeps_its_order() -> None:
+    """Moving a later line of a target ahead of an earlier one would change its last state."""
+    records = [
+        target_record(M1, State.FAILED, ts=2, with_parent=False),
+        requested(M2),
+        target_record(M3, State.FAILED, ts=2, with_parent=False),
+        target_record(M2, State.DELETED, ts=2, with_parent=False),
+        target_record(M1, State.DELETED, ts=2, with_parent=False),
+    ]
+    assert [len(r.get("ids", [r.get("id")])) for r in group_records(records)] == [1, 1, 1, 2]
+    assert group_records(records)[-1]["ids"] == [M2.id, M1.id]
+
+
+def test_later_lines_without_the_conversation_take_it_from_the_requested_line(
+    tmp_path: Path,
+) -> None:
+    """A failed message keeps its conversation (needed to build its DELETE path on a retry)."""
+    log = write_log(
+        tmp_path / "log.jsonl",
+        requested(M1),
+        requested(M2),
+        target_record(M1, State.FAILED, ts=3, code=20003, message="no", with_parent=False),
+        target_record(M2, State.ACCEPTED, ts=3, operation="op", with_parent=False),
+    )
+    replay = read_checkpoint(log)
+    (failed,) = replay.failed.values()
+    (pending,) = replay.open.values()
+    assert failed.target == M1 and failed.target.parent == M1.parent
+    assert pending.target == M2 and pending.operation == "op"

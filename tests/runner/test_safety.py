@@ -9,7 +9,7 @@ import pytest
 
 from runner.emulator import DEFAULT_AUTH_TOKEN
 from tests.runner.conftest import REPO, deleted, point_at, run_cli
-from tests.runner.test_run_faults import SUPPORT_SERVICE, job
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 
 async def test_explicit_targets_over_max_deletions_send_nothing(
@@ -43,7 +43,16 @@ async def test_discovery_beyond_max_deletions_is_a_hard_stop(
         )
 
         assert await run_cli("run", spec) == 3
-        assert 0 < len(deleted(await emu.ledger())) <= 10
+        # Pages are admitted whole before any of them is sent, so the brake trips on the page
+        # that crosses the limit: what earlier pages held may be deleted, never more than 10,
+        # and no more than 10 are even logged as requested.
+        ledger = await emu.ledger()
+        assert len(deleted(ledger)) <= 10
+        rows = report_rows(workdir)
+        assert {r["outcome"] for r in rows} <= {"pending", "deleted"}
+        assert 0 < len(rows) <= 10
+        gone = {i for _, i in deleted(ledger)}
+        assert {r["id"] for r in rows if r["outcome"] == "deleted"} == gone
 
 
 async def test_no_secret_or_pii_reaches_any_artifact(
