@@ -2,8 +2,9 @@
 
 Issue 4 asks that resuming a 1M-target log reach its first request in under 5 s and 150 MB, with
 at most ~150 bytes of log per target (issue 7 tightens that to 120). This script writes such a
-log — N message targets, all deleted, except the last 10, which are v2 conversations accepted
-with an Operation pending — next to a job spec that selects them, then measures in a fresh
+log — N message targets as the runner writes them (a requested line per conversation's page, the
+deletions grouped by writer batch), all deleted, except the last 10, which are v2 conversations
+accepted with an Operation pending — next to a job spec that selects them, then measures in a fresh
 subprocess (so the memory is that process's own) what a resume does before its first request:
 import the CLI, ``read_checkpoint``, load the spec and plan it.
 
@@ -44,7 +45,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from runner.catalog import Resource, Target  # noqa: E402  (after the sys.path fix-up)
-from runner.checkpoint import Header, State, target_record  # noqa: E402
+from runner.checkpoint import Header, State, group_records, target_record  # noqa: E402
 from runner.job import new_run_id  # noqa: E402
 from runner.planner import build_plan  # noqa: E402
 from runner.spec import load_spec  # noqa: E402
@@ -58,7 +59,8 @@ targets:
 """
 OPEN_V2 = 10  # the last targets of the log: v2 conversations with an Operation pending
 MESSAGES_PER_CONVERSATION = 100
-CHUNK = 50_000  # lines joined per write
+CHUNK = 50_000  # messages per write (a multiple of MESSAGES_PER_CONVERSATION)
+BATCH = 20  # records per writer batch, so per grouped deletion line
 
 # (figure, goal, source of the goal); every goal is an upper bound.
 GOALS: list[tuple[str, float, str]] = [
@@ -138,17 +140,20 @@ def make_header(spec_path: Path, log_path: Path) -> Header:
     )
 
 
-def message_line(n: int, ts: int) -> bytes:
-    """The deleted line of the ``n``-th message, built without the Target machinery (speed)."""
-    return orjson.dumps(
-        {
-            "s": "D",
-            "k": "m",
-            "id": f"IM{n:032x}",
-            "c": f"CH{n // MESSAGES_PER_CONVERSATION:032x}",
-            "ts": ts,
-        }
-    )
+def message_lines(start: int, stop: int, rate: int) -> bytes:
+    """The lines a run writes for messages ``start``..``stop`` (whole conversations): one
+    requested line per conversation's page, then the deletions grouped by the second they
+    finished in, a writer batch (~20 records) per line — as the writer groups them."""
+    out: list[bytes] = []
+    for first in range(start, stop, MESSAGES_PER_CONVERSATION):
+        last = min(first + MESSAGES_PER_CONVERSATION, stop)
+        ids = [f"IM{n:032x}" for n in range(first, last)]
+        parent = f"CH{first // MESSAGES_PER_CONVERSATION:032x}"
+        out.append(orjson.dumps({"s": "Q", "k": "m", "c": parent, "ids": ids}))
+        for at in range(0, len(ids), BATCH):
+            ts = (first + at) // rate
+            out.append(orjson.dumps({"s": "D", "k": "m", "ts": ts, "ids": ids[at : at + BATCH]}))
+    return b"\n".join(out) + b"\n"
 
 
 def generate_log(directory: Path, targets: int) -> Path:
@@ -157,29 +162,48 @@ def generate_log(directory: Path, targets: int) -> Path:
     log_path = directory / "scale.jsonl"
     header = make_header(spec_path, log_path)
     messages = max(targets - OPEN_V2, 0)
-    # The fast path must write exactly what the runner writes.
-    reference = target_record(
-        Target(Resource.MESSAGE, f"IM{7:032x}", f"CH{0:032x}"), State.DELETED, ts=3
-    )
-    assert orjson.loads(message_line(7, 3)) == reference
+    # The fast path must write what the runner's writer writes for the same records.
+    chunk = message_lines(0, MESSAGES_PER_CONVERSATION, 10**9)
+    records = [
+        target_record(message_target(n), State.REQUESTED) for n in range(MESSAGES_PER_CONVERSATION)
+    ] + [
+        target_record(message_target(n), State.DELETED, ts=0, with_parent=False)
+        for n in range(MESSAGES_PER_CONVERSATION)
+    ]
+    grouped = group_records(records[:MESSAGES_PER_CONVERSATION]) + [
+        line
+        for at in range(MESSAGES_PER_CONVERSATION, len(records), BATCH)
+        for line in group_records(records[at : at + BATCH])
+    ]
+    assert chunk == b"".join(orjson.dumps(r) + b"\n" for r in grouped), "writer format drifted"
     rate = 400  # targets per second of the recorded run, for realistic ts values
     fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(orjson.dumps(header.to_record()) + b"\n")
         for start in range(0, messages, CHUNK):
-            stop = min(start + CHUNK, messages)
-            out.write(b"\n".join(message_line(n, n // rate) for n in range(start, stop)) + b"\n")
+            out.write(message_lines(start, min(start + CHUNK, messages), rate))
         ts = messages // rate
         for n in range(targets - messages):
             target = Target(Resource.CONVERSATION_V2, f"conv_conversation_0{n:025d}")
             for record in (
                 target_record(target, State.REQUESTED),
                 target_record(
-                    target, State.ACCEPTED, ts=ts, operation=f"proc_job_0{n + 10**9:025d}"
+                    target,
+                    State.ACCEPTED,
+                    ts=ts,
+                    operation=f"proc_job_0{n + 10**9:025d}",
+                    with_parent=False,
                 ),
             ):
                 out.write(orjson.dumps(record) + b"\n")
     return log_path
+
+
+def message_target(n: int) -> Target:
+    """The ``n``-th message of the generated log."""
+    return Target(
+        Resource.MESSAGE, f"IM{n:032x}", f"CH{n // MESSAGES_PER_CONVERSATION:032x}"
+    )
 
 
 def measure_read(log_path: Path) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from runner.display import show_progress
 from runner.errors import SafetyAbort
 from runner.limits import Limits
 from runner.planner import JobPlan
-from runner.report import render_csv, render_json
+from runner.report import write_csv, write_json
 from runner.requester import Requester
 from runner.scheduler import Engine, EngineSettings
 from runner.selection import phase
@@ -124,7 +124,8 @@ async def execute(
         retry_failed=retry_failed,
     )
     interrupted = False
-    with open_log(log_path, header if prior is None else None) as handle:
+    replayed = None if prior is None else prior.size
+    with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         writer = CheckpointWriter(log_path, header.started_at)
         async with _session(plan) as session:
             requester = build_requester(build_client(session, config), plan, rng)
@@ -171,7 +172,8 @@ async def execute(
                         await writer.close()
                         await written.wait()
                     tg.cancel_scope.cancel()
-    replay = read_checkpoint(log_path)
+    # A resume brings its replay up to date rather than reading a second copy of a big log.
+    replay = read_checkpoint(log_path, into=prior)
     write_reports(log_path, replay)
     message = None
     if engine.abort is not None:
@@ -206,15 +208,12 @@ def write_reports(log_path: Path, replay: Replay) -> None:
 
     Each file is written aside and renamed into place, so a crash leaves the old report or the
     new one, never half of one."""
-    for suffix, text in (
-        (".report.csv", render_csv(replay)),
-        (".report.json", render_json(replay)),
-    ):
+    for suffix, write in ((".report.csv", write_csv), (".report.json", write_json)):
         path = log_path.with_suffix(suffix)
         partial = path.with_name(path.name + ".partial")
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(replay, f)
         os.replace(partial, path)
 
 

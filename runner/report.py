@@ -13,10 +13,10 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TextIO
 
-from runner.catalog import Resource
-from runner.checkpoint import Replay, State, TargetRecord, iter_target_lines, key_hash
+from runner.catalog import BY_CODE, CATALOG, Resource
+from runner.checkpoint import Replay, State, iter_target_objects, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -66,69 +66,82 @@ def summarize(replay: Replay) -> Summary:
     return Summary(dict(sorted(counts.items(), key=lambda kv: list(Resource).index(kv[0]))))
 
 
-def final_records(replay: Replay) -> Iterator[TargetRecord]:
-    """Each target's latest state, one record per target, streamed from the log.
+def rows(replay: Replay) -> Iterator[dict[str, Any]]:
+    """One completion-report row per target, streamed from the log.
 
     Every target has exactly one first *requested* line (generation 0) or, if its conversation
     took it along, one *covered* line; that line is where its row is made, with the outcome,
     time, Operation and error that the replay knows — so a report of millions of targets holds
-    none of them in memory.
+    none of them in memory. Lines are read raw (no record objects): this runs once per target.
     """
-    for rec in iter_target_lines(replay.path):
-        if not (
-            (rec.state is State.REQUESTED and rec.generation == 0) or rec.state is State.COVERED
-        ):
-            continue
-        digest = key_hash(rec.target.key)
-        latest = replay.latest(digest)
-        if latest is None:
-            continue
-        state, ts = latest
-        failure = replay.failed.get(digest) if state is State.FAILED else None
-        yield TargetRecord(
-            rec.target,
-            state,
-            operation=replay.operations.get(digest),
-            code=failure.code if failure else None,
-            message=failure.message if failure else None,
-            ts=ts if state.is_final else None,
-        )
-
-
-def rows(replay: Replay) -> Iterator[dict[str, Any]]:
-    """One completion-report row per target."""
     started = replay.header.started_at
-    for rec in final_records(replay):
-        when = started + timedelta(seconds=rec.ts) if rec.ts is not None else None
-        yield {
-            "id": rec.target.id,
-            "kind": rec.target.resource.value,
-            "conversation_sid": rec.target.parent or "",
-            "outcome": outcome_name(rec.state),
-            "operation_id": rec.operation or "",
-            "error_code": "" if rec.code is None else rec.code,
-            "error": rec.message or "",
-            "time": when.isoformat().replace("+00:00", "Z") if when else "",
-        }
+    times: dict[int, str] = {}
+    for rec in iter_target_objects(replay.path):
+        first = rec["s"] == State.REQUESTED.value and not rec.get("g")
+        if not (first or rec["s"] == State.COVERED.value):
+            continue
+        resource = BY_CODE[rec["k"]]
+        kind, prefix = resource.value, CATALOG[resource].code + ":"
+        parent = rec.get("c") or ""
+        for one in rec["ids"] if "ids" in rec else [rec["id"]]:
+            id_ = str(one)
+            digest = key_hash(prefix + id_)
+            latest = replay.latest(digest)
+            if latest is None:
+                continue
+            state, ts = latest
+            failure = replay.failed.get(digest) if state is State.FAILED else None
+            when = ""
+            if state.is_final:
+                when = times.get(ts) or times.setdefault(
+                    ts, (started + timedelta(seconds=ts)).isoformat().replace("+00:00", "Z")
+                )
+            yield {
+                "id": id_,
+                "kind": kind,
+                "conversation_sid": parent,
+                "outcome": outcome_name(state),
+                "operation_id": replay.operations.get(digest, ""),
+                "error_code": "" if failure is None or failure.code is None else failure.code,
+                "error": (failure.message or "") if failure else "",
+                "time": when,
+            }
 
 
-def render_csv(replay: Replay) -> str:
-    """The completion report as CSV with a header row."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=REPORT_FIELDS)
+def write_csv(replay: Replay, out: TextIO) -> None:
+    """The completion report as CSV with a header row, streamed to ``out``."""
+    writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS)
     writer.writeheader()
     writer.writerows(rows(replay))
-    return buf.getvalue()
 
 
-def render_json(replay: Replay) -> str:
-    """The completion report as one JSON document: the run, its summary and every target."""
-    doc = {
+def write_json(replay: Replay, out: TextIO) -> None:
+    """The completion report as one JSON document — the run, its summary and every target, one
+    per line — streamed to ``out``, so its size never has to fit in memory."""
+    head = {
         "run_id": replay.header.run_id,
         "job": replay.header.job,
         "started": replay.header.started,
         "exit_code": replay.exit_code,
         "summary": summarize(replay).to_json(),
-        "targets": list(rows(replay)),
     }
-    return json.dumps(doc, indent=2)
+    out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
+    separator = "\n    "
+    for row in rows(replay):
+        out.write(separator + json.dumps(row))
+        separator = ",\n    "
+    out.write("\n  ]\n}\n")
+
+
+def render_csv(replay: Replay) -> str:
+    """The completion report as CSV text."""
+    buf = io.StringIO()
+    write_csv(replay, buf)
+    return buf.getvalue()
+
+
+def render_json(replay: Replay) -> str:
+    """The completion report as JSON text."""
+    buf = io.StringIO()
+    write_json(replay, buf)
+    return buf.getvalue()

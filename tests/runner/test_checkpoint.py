@@ -529,6 +529,37 @@ async def test_resuming_after_a_torn_tail_leaves_a_readable_log(tmp_path: Path) 
     assert (replay.state_of(M2), replay.state_of(M3)) == (State.DELETED, State.DELETED)
 
 
+@pytest.mark.parametrize("tail", [b'{"s":"D","k":"m","id":"IM', b"\x00\xff garbage\n"])
+def test_a_resume_cuts_the_damaged_last_line_it_ignored(tmp_path: Path, tail: bytes) -> None:
+    """A damaged last line (torn, or whole but garbled) is cut before appending, so the log
+    replays afterwards, with the resumed run's records applied to the same replay."""
+    path = write_log(tmp_path / "run.jsonl", requested(M1), requested(M2), tail=tail)
+    replay = read_checkpoint(path)
+    assert replay.warnings and replay.size == len(log_bytes(requested(M1), requested(M2)))
+
+    with open_log(path, None, replayed=replay.size) as handle:
+        handle.write(line(target_record(M1, State.DELETED, ts=3, with_parent=False)))
+    caught_up = read_checkpoint(path, into=replay)
+    assert caught_up is replay and replay.state_of(M1) is State.DELETED
+    assert [r.target for r in replay.open.values()] == [M2]
+    fresh = read_checkpoint(path)
+    assert fresh.warnings == [] and fresh.states == replay.states
+
+
+def test_a_resume_refuses_a_log_that_grew_after_it_was_read(tmp_path: Path) -> None:
+    """Whole records beyond what the replay read are never cut off: the resume is refused."""
+    path = write_log(tmp_path / "run.jsonl", requested(M1))
+    replay = read_checkpoint(path)
+    with path.open("ab") as f:
+        f.write(line(target_record(M1, State.DELETED, ts=3)))
+    with (
+        pytest.raises(CheckpointError, match="grew after it was read"),
+        open_log(path, None, replayed=replay.size),
+    ):
+        pass
+    assert read_checkpoint(path).state_of(M1) is State.DELETED
+
+
 async def test_writer_survives_an_error_message_it_cannot_encode(tmp_path: Path) -> None:
     """A remote error message holding a lone surrogate is still logged, and so is what follows."""
     path = tmp_path / "run.jsonl"

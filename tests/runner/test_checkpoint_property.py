@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import os
 import tempfile
 from collections import Counter
@@ -26,7 +27,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.checkpoint import Replay, State, key_hash, read_checkpoint, target_record
+from runner.checkpoint import (
+    Replay,
+    State,
+    group_records,
+    key_hash,
+    read_checkpoint,
+    target_record,
+)
 from runner.errors import CheckpointError
 from runner.report import outcome_name, render_csv
 from tests.runner.test_checkpoint import HEADER, line, write_through_writer
@@ -148,12 +156,20 @@ class Scenario:
     histories: dict[Target, list[Step]]
     records: list[dict[str, Any]]
     footer: int | None
+    batches: list[int] | None = None
 
 
 @st.composite
-def scenarios(draw: st.DrawFn, max_targets: int = 25) -> Scenario:
-    """Targets of every kind, a legal history each, and any order that keeps each one's own."""
-    targets = draw(st.lists(ANY_TARGET, max_size=max_targets, unique_by=lambda t: t.key))
+def scenarios(draw: st.DrawFn, max_targets: int = 25, pages: bool = False) -> Scenario:
+    """Targets of every kind, a legal history each, and any order that keeps each one's own.
+
+    With ``pages``, as discovery admits them: targets of one or two kinds, whose first lines
+    come first in a block, so the writer can group them."""
+    pool = ANY_TARGET
+    if pages:
+        kinds = draw(st.lists(st.sampled_from(list(Resource)), min_size=1, max_size=2))
+        pool = st.sampled_from(kinds).flatmap(lambda r: TARGETS[r])
+    targets = draw(st.lists(pool, max_size=max_targets, unique_by=lambda t: t.key))
     histories = {t: draw(history(t)) for t in targets}
     progress = [
         [{"t": "P", "src": src, "n": n} for n in range(1, draw(st.integers(1, 3)) + 1)]
@@ -165,6 +181,12 @@ def scenarios(draw: st.DrawFn, max_targets: int = 25) -> Scenario:
     streams: list[list[dict[str, Any]] | list[Step]] = [*histories.values(), *progress]
     owners: list[Target | None] = [*histories, *(None for _ in progress)]
     order = draw(st.permutations([i for i, s in enumerate(streams) for _ in s]))
+    if pages:
+        # Each stream's first item where the stream first appears, the rest after all of those.
+        first_of = {i: n for n, i in reversed(list(enumerate(order)))}
+        order = sorted(first_of, key=first_of.__getitem__) + [
+            i for n, i in enumerate(order) if first_of[i] != n
+        ]
     cursors = [0] * len(streams)
     records: list[dict[str, Any]] = []
     for position, i in enumerate(order):
@@ -184,6 +206,8 @@ def scenarios(draw: st.DrawFn, max_targets: int = 25) -> Scenario:
             operation=item.operation,
             code=item.code,
             message=item.message,
+            # As the scheduler writes them: only the first line of an attempt names the parent.
+            with_parent=item.state in (State.REQUESTED, State.COVERED),
         )
         if item.generation:
             record["g"] = item.generation
@@ -191,7 +215,12 @@ def scenarios(draw: st.DrawFn, max_targets: int = 25) -> Scenario:
     footer = draw(st.none() | st.integers(0, 130))
     if footer is not None:
         records.append({"t": "E", "exit": footer, "ts": 2 + len(order) // 4})
-    return Scenario(histories, records, footer)
+    # Where the writer's batches end (None: leave it to the real writer's timing). Grouping
+    # within a batch is what the replay's quick path for grouped lines reads.
+    batches = draw(
+        st.none() | st.lists(st.integers(1, max(1, len(records))), max_size=8).map(sorted)
+    )
+    return Scenario(histories, records, footer, batches)
 
 
 @dataclass
@@ -223,8 +252,11 @@ class Model:
         return model
 
     def _apply_target(self, rec: dict[str, Any]) -> None:
-        target = Target(BY_CODE[rec["k"]], rec["id"], rec.get("c"))
-        previous = self.last.get(target.key)
+        key = Target(BY_CODE[rec["k"]], rec["id"]).key
+        previous = self.last.get(key)
+        # A line without the parent is about the target an earlier line named.
+        parent = rec.get("c") or (previous[0].parent if previous is not None else None)
+        target = Target(BY_CODE[rec["k"]], rec["id"], parent)
         # Within one attempt an Operation id, once known, stays known.
         carried = previous is not None and previous[1] in OPEN_STATES
         self.operation[target.key] = rec.get("op") or (
@@ -269,9 +301,19 @@ class Model:
 
 
 def write_scenario(directory: Path, scenario: Scenario) -> Path:
-    """Write the scenario's records through the real CheckpointWriter; return the log's path."""
+    """Write the scenario's records through the real CheckpointWriter, or grouped in the
+    scenario's batches as the writer groups them; return the log's path."""
     path = directory / "run.jsonl"
-    anyio.run(write_through_writer, path, scenario.records, HEADER, backend="asyncio")
+    if scenario.batches is None:
+        anyio.run(write_through_writer, path, scenario.records, HEADER, backend="asyncio")
+        return path
+    bounds = [0, *scenario.batches, len(scenario.records)]
+    grouped = [
+        rec
+        for start, stop in itertools.pairwise(bounds)
+        for rec in group_records(scenario.records[start:stop])
+    ]
+    path.write_bytes(line(HEADER.to_record()) + b"".join(line(r) for r in grouped))
     return path
 
 
@@ -392,3 +434,41 @@ def test_record_like_lines_only_ever_raise_checkpoint_error(
     """Lines that look like records, with any field values, replay or raise CheckpointError."""
     header = {**HEADER.to_record(), **header_changes}
     read_bytes(line(header) + b"".join(line(r) for r in records) + tail)
+
+
+def _replayed(replay: Replay) -> tuple[Any, ...]:
+    """Everything a replay says, in comparable form."""
+    return (
+        replay.states,
+        {h: (r.target, r.state, r.operation, r.generation) for h, r in replay.open.items()},
+        {
+            h: (r.target, r.operation, r.code, r.message, r.generation)
+            for h, r in replay.failed.items()
+        },
+        replay.operations,
+        replay.deleted_conversations,
+        replay.discovered,
+        replay.discovery_done,
+        replay.exit_code,
+        replay.last_ts,
+    )
+
+
+@examples(120)
+@given(scenario=scenarios(pages=True), size=st.integers(1, 12))
+def test_grouped_lines_replay_as_one_line_per_record(scenario: Scenario, size: int) -> None:
+    """However the writer's batches fall, the grouped log (read by the replay's quick path for
+    grouped lines) says exactly what one line per record says."""
+    records = scenario.records
+    grouped = [
+        rec
+        for start in range(0, len(records), size)
+        for rec in group_records(records[start : start + size])
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_path, grouped_path = Path(tmp) / "plain.jsonl", Path(tmp) / "grouped.jsonl"
+        plain_path.write_bytes(line(HEADER.to_record()) + b"".join(line(r) for r in records))
+        grouped_path.write_bytes(line(HEADER.to_record()) + b"".join(line(r) for r in grouped))
+        plain, batched = read_checkpoint(plain_path), read_checkpoint(grouped_path)
+    assert _replayed(batched) == _replayed(plain)
+    Model.of(records).check(batched)
