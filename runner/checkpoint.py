@@ -7,7 +7,8 @@ Layout (one JSON object per line)::
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
     {"s":"D"|"G"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}  deleted/gone/failed/covered
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
-    {"t":"E", "exit":0, "ts":20}                             footer: the run ended
+    {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
+                                                             (process) ended, with its traffic
 
 ``ts`` is whole seconds since the header's ``started``, which keeps lines short. A failed line also
 carries ``e`` (Twilio's code, or the HTTP status) and ``m`` (Twilio's message, truncated).
@@ -25,7 +26,7 @@ import contextlib
 import fcntl
 import os
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -95,7 +96,12 @@ class Header:
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:
-        """Rebuild a header from its line; KeyError/TypeError mean the line is not a header."""
+        """Rebuild a header from its line; KeyError/TypeError/ValueError mean the line is not a
+        (usable) header."""
+        for name in ("started", "now"):
+            if not isinstance(rec[name], str):
+                raise ValueError(f"header field {name!r} is not a timestamp")
+            datetime.fromisoformat(rec[name])  # ValueError names the bad value
         return cls(
             run_id=str(rec["run"]),
             job=str(rec["job"]),
@@ -210,6 +216,7 @@ class Replay:
     discovered: dict[int, int] = field(default_factory=dict)
     discovery_done: set[int] = field(default_factory=set)
     exit_code: int | None = None
+    traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
     lines: int = 0
     size: int = 0  # bytes of the log replayed: the end of its last whole, valid line
@@ -459,8 +466,10 @@ def iter_target_objects(path: Path) -> Iterator[dict[str, Any]]:
             continue
         if (
             isinstance(rec, dict)
-            and rec.get("s") in _STATE_BY_VALUE
-            and rec.get("k") in BY_CODE
+            and isinstance(rec.get("s"), str)
+            and isinstance(rec.get("k"), str)
+            and rec["s"] in _STATE_BY_VALUE
+            and rec["k"] in BY_CODE
             and (isinstance(rec.get("ids"), list) or "id" in rec)
         ):
             yield rec
@@ -491,11 +500,16 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
             replay.discovery_done.add(src)
     elif kind == "E":
         replay.exit_code = int(rec["exit"])
+        for name in TRAFFIC:  # each process that drove the log adds its own figures
+            replay.traffic[name] += int(rec.get(name, 0))
     elif kind == "H":
         raise ValueError("a second header line")
     else:
         raise ValueError(f"unknown record type {kind!r}")
 
+
+# Traffic figures a footer carries: requests sent, retries (after a fault or a 429), and 429s.
+TRAFFIC = ("requests", "retries", "throttled")
 
 Entry = tuple[dict[str, Any], anyio.Event | None]
 GROUPABLE = frozenset({"s", "k", "id", "c", "ts"})
@@ -513,6 +527,8 @@ class CheckpointWriter:
         self.lines_written = 0
         self.records_written = 0
         self.syncs = 0
+        self.error: OSError | None = None
+        self.on_error: Callable[[OSError], None] = lambda _exc: None
 
     def seconds(self) -> int:
         """Whole seconds since the run started, for the ``ts`` field."""
@@ -538,7 +554,12 @@ class CheckpointWriter:
         await self._send.aclose()
 
     async def run(self, handle: BinaryIO) -> None:
-        """Write records as they arrive; fsync once per batch, off the event loop."""
+        """Write records as they arrive; fsync once per batch, off the event loop.
+
+        If the file cannot be written (disk full, file too large, I/O error), the writer keeps
+        taking records but drops them, never marks one durable — so no DELETE waits on a line
+        that is not on disk — and calls ``on_error`` once, for the run to stop.
+        """
         async with self._receive:
             while True:
                 try:
@@ -549,18 +570,26 @@ class CheckpointWriter:
                 with contextlib.suppress(anyio.WouldBlock, anyio.EndOfStream):
                     while len(batch) < 10_000:
                         batch.append(self._receive.receive_nowait())
+                if self.error is not None:
+                    continue
                 lines = group_records([record for record, _ in batch])
-                handle.write(b"".join(_encode(r) for r in lines))
-                handle.flush()
-                await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+                try:
+                    handle.write(b"".join(_encode(r) for r in lines))
+                    handle.flush()
+                    await anyio.to_thread.run_sync(os.fsync, handle.fileno())
+                except OSError as exc:
+                    self.error = exc
+                    self.on_error(exc)
+                    continue
                 self.lines_written += len(lines)
                 self.records_written += len(batch)
                 self.syncs += 1
                 for _, done in batch:
                     if done is not None:
                         done.set()
-        handle.flush()
-        os.fsync(handle.fileno())
+        if self.error is None:
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -702,4 +731,7 @@ def open_log(
             os.fsync(fd)
         yield handle
     finally:
-        handle.close()
+        # After a failed write the buffer still holds the lines that did not fit, and closing
+        # would fail on them again; the writer has already reported that failure.
+        with contextlib.suppress(OSError):
+            handle.close()

@@ -261,6 +261,7 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
     if result.exit_code in (
         ExitCode.INTERRUPTED,
         ExitCode.AUTH,
+        ExitCode.CHECKPOINT,
         ExitCode.ABORTED,
         ExitCode.FAILURES,
     ):

@@ -51,6 +51,7 @@ class ExitCode:
     BAD_INPUT = 2
     ABORTED = 3
     AUTH = 4
+    CHECKPOINT = 6
     INTERRUPTED = 130
 
 
@@ -138,6 +139,9 @@ async def execute(
                 fanout=plan.fanout,
             )
             written = anyio.Event()
+            # A checkpoint that cannot be written stops everything at once: no request may be
+            # sent that the log could not record.
+            writer.on_error = lambda _exc: engine.hard_stop()
 
             async def write() -> None:
                 try:
@@ -167,16 +171,35 @@ async def execute(
                     await engine.run()
                 finally:
                     code = _exit_code(engine, interrupted)
+                    if writer.error is not None:
+                        code = ExitCode.CHECKPOINT
+                    tally = requester.tally
+                    footer = {
+                        "t": "E",
+                        "exit": code,
+                        "ts": writer.seconds(),
+                        "requests": sum(tally.requests.values()),
+                        "retries": tally.retries,
+                        "throttled": tally.throttled,
+                    }
                     with anyio.CancelScope(shield=True):
-                        await writer.put({"t": "E", "exit": code, "ts": writer.seconds()})
+                        await writer.put(footer)
                         await writer.close()
                         await written.wait()
                     tg.cancel_scope.cancel()
     # A resume brings its replay up to date rather than reading a second copy of a big log.
     replay = read_checkpoint(log_path, into=prior)
-    write_reports(log_path, replay)
     message = None
-    if engine.abort is not None:
+    try:
+        write_reports(log_path, replay)
+    except OSError as exc:
+        message = f"cannot write the report beside {log_path}: {exc.strerror}"
+    if writer.error is not None:
+        message = (
+            f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
+            f"that it does not record. Free space, then `bulkops resume {log_path}`"
+        )
+    elif engine.abort is not None:
         message = str(engine.abort)
     elif engine.auth_error is not None:
         message = (

@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 from runner.catalog import BY_CODE, CATALOG, Resource
-from runner.checkpoint import Replay, State, iter_target_objects, key_hash
+from runner.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -124,6 +124,7 @@ def write_json(replay: Replay, out: TextIO) -> None:
         "started": replay.header.started,
         "exit_code": replay.exit_code,
         "summary": summarize(replay).to_json(),
+        "traffic": {name: replay.traffic[name] for name in TRAFFIC},
     }
     out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
     separator = "\n    "
