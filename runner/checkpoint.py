@@ -76,6 +76,7 @@ class Header:
     version: str
     started: str
     canonical_spec: dict[str, Any] = field(default_factory=dict)
+    shard: str | None = None  # "i/n" when the run is one shard of a job
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
@@ -92,6 +93,7 @@ class Header:
             "bulkops": self.version,
             "started": self.started,
             "canon": self.canonical_spec,
+            "shard": self.shard,
         }
 
     @classmethod
@@ -113,6 +115,7 @@ class Header:
             version=str(rec["bulkops"]),
             started=str(rec["started"]),
             canonical_spec=dict(rec.get("canon") or {}),
+            shard=None if rec.get("shard") is None else str(rec["shard"]),
         )
 
     @property

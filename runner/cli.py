@@ -10,7 +10,8 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -20,11 +21,13 @@ from rich.table import Table
 
 from runner import __version__, logs
 from runner.catalog import CATALOG
-from runner.checkpoint import Header, Replay, State, read_checkpoint
+from runner.checkpoint import Replay, State, read_checkpoint
 from runner.config import Config, load_config
 from runner.errors import CheckpointError, InputError, SafetyAbort
 from runner.job import (
+    NO_OPTIONS,
     ExitCode,
+    RunOptions,
     RunResult,
     execute,
     new_run_id,
@@ -35,7 +38,10 @@ from runner.job import (
 from runner.planner import JobPlan, build_plan, describe_changes
 from runner.report import OUTCOMES, render_csv, render_json, summarize
 from runner.scheduler import preflight
+from runner.shard import parse_shard, resolve_shard, shard_plan
 from runner.spec import JobSpec, load_spec
+from runner.timespec import parse_bound
+from runner.unattended import Action, LockedOut, decide, job_lock, job_logs
 
 log = structlog.get_logger("bulkops.cli")
 
@@ -59,10 +65,51 @@ def _parser() -> argparse.ArgumentParser:
             help="override the config's",
         )
 
+    def driven(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--max-duration",
+            type=duration,
+            metavar="DURATION",
+            help="stop taking new work after this long (e.g. 6h), exit 7, resumable",
+        )
+        p.add_argument(
+            "--metrics-textfile",
+            type=Path,
+            metavar="PATH",
+            help="write Prometheus metrics here (node_exporter textfile format), every 15 s "
+            "and at the end",
+        )
+        p.add_argument(
+            "--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT"
+        )
+
     run = sub.add_parser("run", help="run a job spec")
     run.add_argument("job", type=Path, help="job spec (YAML)")
     run.add_argument("--checkpoint", type=Path, help="checkpoint log to create")
+    run.add_argument(
+        "--checkpoint-dir", type=Path, help="where checkpoints go (overrides the config's)"
+    )
     run.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    run.add_argument(
+        "--resume-or-start",
+        action="store_true",
+        help="for cron: continue this job's unfinished run if there is one, else start one",
+    )
+    run.add_argument(
+        "--min-interval",
+        type=duration,
+        default=0.0,
+        metavar="DURATION",
+        help="with --resume-or-start: do nothing if the last run finished well less than "
+        "this long ago (e.g. 20h)",
+    )
+    run.add_argument("--shard", help="run shard I of N (0-based), e.g. --shard 0/4")
+    run.add_argument(
+        "--shards",
+        type=int,
+        help="shard count; the index comes from JOB_COMPLETION_INDEX (Kubernetes Indexed Job)",
+    )
+    driven(run)
     common(run)
 
     plan = sub.add_parser("plan", help="show what a job would delete (no DELETE is sent)")
@@ -74,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--spec", type=Path, help="job spec, if it moved since the run started")
     resume.add_argument("--retry-failed", action="store_true", help="drive failed targets again")
     resume.add_argument("--force", action="store_true", help="resume although the spec changed")
+    driven(resume)
     common(resume)
 
     status = sub.add_parser("status", help="counts, pending operations, rate of a run")
@@ -129,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SafetyAbort as exc:
         err.print(f"[bold red]aborted:[/] {exc}", highlight=False)
         return ExitCode.ABORTED
+    except LockedOut as exc:
+        err.print(f"[bold yellow]locked:[/] {exc}", highlight=False)
+        return ExitCode.LOCKED
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     return ExitCode.BAD_INPUT
@@ -163,15 +214,64 @@ def load_inputs(
     return spec, config
 
 
+def duration(text: str) -> float:
+    """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
+    try:
+        bound = parse_bound(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if bound.ago is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 45m, 6h or 1d")
+    return bound.ago.total_seconds()
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The run options given on the command line."""
+    return RunOptions(
+        max_duration=args.max_duration,
+        metrics_textfile=args.metrics_textfile,
+        metrics_port=args.metrics_port,
+    )
+
+
 def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
     spec, config = load_inputs(args.job, args.config, args.log_format, args.log_level)
-    plan = build_plan(spec, datetime.now(UTC))
+    shard = resolve_shard(args.shard, args.shards, os.environ)
+    plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
     preflight(plan.sources, plan.max_deletions)
     if args.dry_run:
         return _dry_run(plan, config, console)
-    result = anyio.run(
-        start_run, plan, config, args.job, args.config, args.checkpoint, console, backend="asyncio"
-    )
+    directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
+    directory = directory or config.checkpoint_dir
+    label = None if shard is None else shard.suffix
+    with job_lock(directory, plan.name, label):
+        if args.resume_or_start:
+            found = job_logs(directory, plan.name, None if shard is None else str(shard))
+            decision = decide(found, datetime.now(UTC), timedelta(seconds=args.min_interval))
+            console.print(f"resume-or-start: {decision.action.value} ({decision.reason})")
+            if decision.action is Action.SKIP:
+                return ExitCode.OK
+            if decision.action is Action.BLOCKED:
+                return ExitCode.ABORTED
+            if decision.action is Action.RESUME:
+                assert decision.log is not None
+                args.checkpoint, args.spec = decision.log, args.job
+                args.retry_failed = args.force = False
+                return _resume(args, console, err, read_checkpoint(decision.log))
+        result = anyio.run(
+            partial(
+                start_run,
+                plan,
+                config,
+                args.job,
+                args.config,
+                args.checkpoint,
+                console,
+                directory=directory,
+                options=run_options(args),
+            ),
+            backend="asyncio",
+        )
     return finish(result, console, err)
 
 
@@ -182,24 +282,17 @@ async def start_run(
     config_path: Path | None,
     checkpoint: Path | None,
     console: Console,
+    *,
+    directory: Path | None = None,
+    options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
-    """Start a new run of ``plan`` with a new checkpoint log."""
+    """Start a new run of ``plan`` with a new checkpoint log (``checkpoint``, or a new file
+    named after the job, its shard and the run in ``directory``)."""
     run_id = new_run_id(datetime.now(UTC))
-    log_path = checkpoint or config.checkpoint_dir / f"{plan.name}-{run_id}.jsonl"
+    name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
+    log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
     header = start_header(plan, run_id, config_path, spec_path, log_path)
-    return await execute(plan, config, log_path, header, None, console)
-
-
-async def _execute(
-    plan: JobPlan,
-    config: Config,
-    log_path: Path,
-    header: Header,
-    prior: Replay | None,
-    console: Console,
-    retry_failed: bool,
-) -> RunResult:
-    return await execute(plan, config, log_path, header, prior, console, retry_failed=retry_failed)
+    return await execute(plan, config, log_path, header, None, console, options=options)
 
 
 def _dry_run(plan: JobPlan, config: Config, console: Console) -> int:
@@ -225,6 +318,14 @@ def _dry_run(plan: JobPlan, config: Config, console: Console) -> int:
 def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
     path: Path = args.checkpoint
     replay = read_checkpoint(path)
+    shard = parse_shard(replay.header.shard) if replay.header.shard else None
+    with job_lock(path.parent, replay.header.job, None if shard is None else shard.suffix):
+        return _resume(args, console, err, replay)
+
+
+def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Replay) -> int:
+    """Resume the run ``replay`` replays (the caller holds the job's lock)."""
+    path: Path = args.checkpoint
     for warning in replay.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     header = replay.header
@@ -236,7 +337,11 @@ def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int
         write_reports(path, replay)
         console.print(f"run {header.run_id} already finished; nothing to do.")
         return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
-    plan = build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times)
+    shard = parse_shard(header.shard) if header.shard else None
+    plan = shard_plan(
+        build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times),
+        shard,
+    )
     if plan.fingerprint != header.fingerprint and not args.force:
         changes = describe_changes(header.canonical_spec, plan.canonical)
         raise CheckpointError(
@@ -247,7 +352,18 @@ def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int
             ]
         )
     result = anyio.run(
-        _execute, plan, config, path, header, replay, console, args.retry_failed, backend="asyncio"
+        partial(
+            execute,
+            plan,
+            config,
+            path,
+            header,
+            replay,
+            console,
+            retry_failed=args.retry_failed,
+            options=run_options(args),
+        ),
+        backend="asyncio",
     )
     return finish(result, console, err)
 

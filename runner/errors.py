@@ -94,3 +94,8 @@ class OperationFailed(BulkopsError):
 
 class SafetyAbort(BulkopsError):
     """A safety limit (max_deletions, max_failure_rate) stopped the run."""
+
+
+class Stopped(BulkopsError):
+    """The run is stopping: a DELETE that has not left yet is not sent (the target stays
+    *requested* in the log, and a resume drives it)."""

@@ -13,14 +13,16 @@ import secrets
 import signal
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import aiohttp
 import anyio
 import structlog
+import structlog.contextvars
 from rich.console import Console
 
 from runner import __version__
@@ -30,10 +32,20 @@ from runner.client import TwilioClient
 from runner.config import Config
 from runner.discovery import Discovery
 from runner.display import show_progress
-from runner.errors import SafetyAbort
+from runner.errors import SafetyAbort, Stopped
 from runner.limits import Limits
+from runner.metrics import (
+    RunFigures,
+    RunLabels,
+    build_registry,
+    figures_from_progress,
+    figures_from_replay,
+    serve_metrics,
+    write_periodically,
+    write_textfile,
+)
 from runner.planner import JobPlan
-from runner.report import write_csv, write_json
+from runner.report import OUTCOMES, summarize, write_csv, write_json
 from runner.requester import Requester
 from runner.scheduler import Engine, EngineSettings
 from runner.selection import phase
@@ -51,7 +63,9 @@ class ExitCode:
     BAD_INPUT = 2
     ABORTED = 3
     AUTH = 4
+    LOCKED = 5
     CHECKPOINT = 6
+    OUT_OF_TIME = 7
     INTERRUPTED = 130
 
 
@@ -85,9 +99,37 @@ def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> 
     return Requester(client, limits, plan.retry, rng)
 
 
-def _session(plan: JobPlan) -> aiohttp.ClientSession:
+def _session(
+    plan: JobPlan, refuse_deletes: Callable[[], bool] = lambda: False
+) -> aiohttp.ClientSession:
     # One session, one connection pool sized to the in-flight cap: connections are reused.
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
+    trace = aiohttp.TraceConfig()
+
+    async def before_sending(
+        _session: aiohttp.ClientSession, _ctx: object, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        # The last moment before a request leaves, after any wait for a rate limit: once the run
+        # is stopping, a DELETE still waiting here is not sent (Ctrl-C, a brake, --max-duration).
+        if params.method == "DELETE" and refuse_deletes():
+            raise Stopped("the run is stopping")
+
+    trace.on_request_start.append(before_sending)
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=plan.concurrency + 8), trace_configs=[trace]
+    )
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run is driven, beyond its spec: a time budget and where metrics go."""
+
+    max_duration: float | None = None  # seconds; then stop like Ctrl-C, resumable
+    metrics_textfile: Path | None = None
+    metrics_port: int | None = None
+    metrics_interval: float = 15.0
+
+
+NO_OPTIONS = RunOptions()
 
 
 @dataclass
@@ -109,8 +151,13 @@ async def execute(
     console: Console,
     *,
     retry_failed: bool = False,
+    options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
     """Run (or resume) a job against the checkpoint at ``log_path``."""
+    structlog.contextvars.bind_contextvars(
+        run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
+    )
+    began = anyio.current_time()
     rng = random.Random()
     settings = EngineSettings(
         run_id=header.run_id,
@@ -123,12 +170,14 @@ async def execute(
         max_failure_rate=plan.max_failure_rate,
         failure_rate_min_count=plan.failure_rate_min_count,
         retry_failed=retry_failed,
+        owns=plan.shard.owns if plan.shard is not None else None,
     )
-    interrupted = False
+    labels = RunLabels(plan.name, plan.shard)
+    interrupted = out_of_time = False
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         writer = CheckpointWriter(log_path, header.started_at)
-        async with _session(plan) as session:
+        async with _session(plan, lambda: engine.stopping) as session:
             requester = build_requester(build_client(session, config), plan, rng)
             engine = Engine(
                 settings,
@@ -163,16 +212,50 @@ async def execute(
                         else:
                             engine.hard_stop()
 
+            async def budget(seconds: float) -> None:
+                nonlocal out_of_time
+                await anyio.sleep(seconds)
+                out_of_time = True
+                log.warning("max_duration_reached", seconds=seconds)
+                engine.stop()
+                tg.start_soon(_hard_stop_later, engine)
+
+            def live() -> RunFigures:
+                return figures_from_progress(
+                    engine.progress,
+                    requester.tally,
+                    duration_seconds=anyio.current_time() - began,
+                )
+
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write)
                 tg.start_soon(watch_signals)
                 tg.start_soon(show_progress, engine.progress, console)
+                if options.max_duration is not None:
+                    tg.start_soon(budget, options.max_duration)
+                if options.metrics_textfile is not None:
+                    tg.start_soon(
+                        partial(
+                            write_periodically,
+                            options.metrics_textfile,
+                            live,
+                            labels,
+                            interval=options.metrics_interval,
+                        )
+                    )
+                if options.metrics_port is not None:
+                    port = await tg.start(
+                        serve_metrics, build_registry(live, labels), options.metrics_port
+                    )
+                    log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
                 try:
                     await engine.run()
                 finally:
-                    code = _exit_code(engine, interrupted)
+                    code = _exit_code(engine, interrupted or out_of_time)
                     if writer.error is not None:
                         code = ExitCode.CHECKPOINT
+                    elif out_of_time and code == ExitCode.INTERRUPTED:
+                        code = ExitCode.OUT_OF_TIME
                     tally = requester.tally
                     footer = {
                         "t": "E",
@@ -194,6 +277,27 @@ async def execute(
         write_reports(log_path, replay)
     except OSError as exc:
         message = f"cannot write the report beside {log_path}: {exc.strerror}"
+    totals = summarize(replay).totals
+    log.info(
+        "run_finished",
+        exit_code=code,
+        seconds=round(anyio.current_time() - began, 1),
+        **{outcome: totals[outcome] for outcome in OUTCOMES},
+        requests=sum(requester.tally.requests.values()),
+        retries=requester.tally.retries,
+        throttled=requester.tally.throttled,
+    )
+    if options.metrics_textfile is not None:
+        final = figures_from_replay(
+            replay,
+            requester.tally,
+            duration_seconds=anyio.current_time() - began,
+            exit_code=code,
+        )
+        try:
+            write_textfile(options.metrics_textfile, final, labels)
+        except OSError as exc:
+            log.warning("metrics_write_failed", error=exc.strerror)
     if writer.error is not None:
         message = (
             f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
@@ -215,6 +319,7 @@ async def _hard_stop_later(engine: Engine) -> None:
 
 
 def _exit_code(engine: Engine, interrupted: bool) -> int:
+    # interrupted: by a signal or by --max-duration (which execute() then tells apart).
     if engine.abort is not None:
         return ExitCode.ABORTED
     if engine.auth_error is not None:
@@ -263,9 +368,11 @@ async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> Pla
             skip_conversation=conversations.__contains__,
         )
 
+        owns = plan.shard.owns if plan.shard is not None else None
+
         async def emit(targets: Sequence[Target]) -> None:
             for target in targets:
-                if target.key in seen:
+                if target.key in seen or (owns is not None and not owns(target)):
                     continue
                 seen.add(target.key)
                 if target.parent is not None and target.parent in conversations:
@@ -305,6 +412,7 @@ def start_header(
         version=__version__,
         started=datetime.now(UTC).isoformat(),
         canonical_spec=plan.canonical,
+        shard=None if plan.shard is None else str(plan.shard),
     )
 
 

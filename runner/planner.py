@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runner.catalog import Product, Resource, Target
 from runner.ids import Kind, TargetId
@@ -42,6 +42,9 @@ from runner.spec import (
 )
 from runner.timespec import ResolvedTimes
 
+if TYPE_CHECKING:
+    from runner.shard import Shard
+
 __all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of"]
 
 
@@ -68,6 +71,7 @@ class JobPlan:
     max_failure_rate: float
     failure_rate_min_count: int
     fanout: int
+    shard: Shard | None = None  # this process's part of the targets, when the job is sharded
 
 
 def resource_of(kind: Kind, api: str | None) -> Resource:

@@ -37,6 +37,7 @@ from runner.errors import (
     RateLimited,
     RemoteError,
     SafetyAbort,
+    Stopped,
     TransientError,
 )
 from runner.operations import Accepted, follow, operation_path, parse_accepted
@@ -103,6 +104,7 @@ class EngineSettings:
     failure_rate_min_count: int
     max_tracked_operations: int = 10_000
     retry_failed: bool = False
+    owns: Callable[[Target], bool] | None = None  # a sharded run's part of what is found
 
 
 @dataclass
@@ -175,6 +177,11 @@ class Engine:
         return self._conversations.get(sid, False)
 
     # -- control ---------------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """Whether the run is stopping (no new DELETE may be sent)."""
+        return self._stopping
 
     def stop(self) -> None:
         """Stop taking new work; requests in flight may finish (see :meth:`hard_stop`)."""
@@ -290,6 +297,9 @@ class Engine:
         if self._stopping:
             await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
             return None
+        owns = self.settings.owns
+        if owns is not None and not owns(target):
+            return None  # another shard's
         digest = key_hash(target.key)
         if digest in self._seen:
             return None
@@ -357,6 +367,8 @@ class Engine:
         except AuthError as exc:
             self._fatal_auth(exc)
             return
+        except Stopped:
+            return  # never sent: the target stays requested, for a resume
         except PermanentError as exc:
             if exc.status == 404:
                 await self._finish(target, State.GONE)

@@ -664,12 +664,6 @@ async def test_429_storm_is_waited_out(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner bug: RateController.reserve() (runner/adaptive.py) hands each waiting worker "
-    "a slot at the storm's pace (floor 1/s), so with 64 workers the run keeps ~1-2 deletes/s "
-    "for about a minute after the 429s stop, whatever the cubic increase says",
-)
 async def test_throughput_recovers_after_a_429_storm(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
