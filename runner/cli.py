@@ -46,7 +46,8 @@ from runner.unattended import Action, LockedOut, decide, job_lock, job_logs
 log = structlog.get_logger("bulkops.cli")
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `bulkops` (also read by the tests of the deployment manifests)."""
     parser = argparse.ArgumentParser(
         prog="bulkops",
         description="Delete Twilio Conversations, Orchestrator and Memory data in bulk, resumably.",
@@ -151,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runner.emulator import main as emulator_main
 
         return emulator_main(args_list[1:])
-    args = _parser().parse_args(args_list)
+    args = build_parser().parse_args(args_list)
     console = Console(soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
     try:

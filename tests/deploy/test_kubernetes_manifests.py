@@ -21,6 +21,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from runner.cli import build_parser
 from runner.config import load_config
 from runner.errors import InputError
 from runner.planner import build_plan
@@ -397,3 +398,20 @@ def test_the_job_specs_plan_as_of_today() -> None:
         "job.yaml": "retention-90d-messages",
         "purge.yaml": "closed-conversations-purge",
     }
+
+
+def test_every_container_command_is_one_the_cli_accepts() -> None:
+    """The workloads' command lines parse with bulkops's own argument parser, so a renamed or
+    misspelt flag breaks this test rather than the nightly job."""
+    commands = [
+        c["command"]
+        for doc in load_docs()
+        if doc.get("kind") in WORKLOADS
+        for c in containers(doc)
+    ]
+    assert commands
+    for command in commands:
+        assert command[0] == "bulkops"
+        args = build_parser().parse_args(command[1:])
+        assert args.command == "run"
+        assert args.resume_or_start or args.shards
