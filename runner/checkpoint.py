@@ -77,6 +77,8 @@ class Header:
     started: str
     canonical_spec: dict[str, Any] = field(default_factory=dict)
     shard: str | None = None  # "i/n" when the run is one shard of a job
+    plan: str | None = None  # the plan file an `apply` run deletes (relative to the log)
+    plan_sha256: str | None = None  # ... and its digest, checked again on resume
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
@@ -94,6 +96,8 @@ class Header:
             "started": self.started,
             "canon": self.canonical_spec,
             "shard": self.shard,
+            "plan": self.plan,
+            "plan_sha256": self.plan_sha256,
         }
 
     @classmethod
@@ -116,6 +120,8 @@ class Header:
             started=str(rec["started"]),
             canonical_spec=dict(rec.get("canon") or {}),
             shard=None if rec.get("shard") is None else str(rec["shard"]),
+            plan=None if rec.get("plan") is None else str(rec["plan"]),
+            plan_sha256=None if rec.get("plan_sha256") is None else str(rec["plan_sha256"]),
         )
 
     @property

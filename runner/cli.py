@@ -7,6 +7,7 @@ problem and exits 2. Exit codes are listed in :class:`runner.job.ExitCode` and t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -35,6 +36,8 @@ from runner.job import (
     start_header,
     write_reports,
 )
+from runner.planfile import PlanFile, PlanWriter, read_plan
+from runner.planfile import new_header as new_plan_header
 from runner.planner import JobPlan, build_plan, describe_changes
 from runner.report import OUTCOMES, render_csv, render_json, summarize
 from runner.scheduler import preflight
@@ -115,7 +118,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="show what a job would delete (no DELETE is sent)")
     plan.add_argument("job", type=Path)
+    plan.add_argument(
+        "--out", type=Path, metavar="PLAN", help="write the exact list of targets, for `apply`"
+    )
+    plan.add_argument("--shard", help="plan shard I of N only, e.g. --shard 0/4")
+    plan.add_argument("--shards", type=int, help="shard count; index from JOB_COMPLETION_INDEX")
     common(plan)
+
+    apply = sub.add_parser("apply", help="delete exactly the targets a reviewed plan lists")
+    apply.add_argument("plan", type=Path, help="a plan written by `bulkops plan JOB --out PLAN`")
+    apply.add_argument("--spec", type=Path, help="job spec, if it moved since the plan was made")
+    apply.add_argument(
+        "--max-age",
+        type=duration,
+        default=24 * 3600.0,
+        metavar="DURATION",
+        help="refuse a plan older than this (default 24h)",
+    )
+    apply.add_argument(
+        "--yes", action="store_true", help="do not ask for confirmation on a terminal"
+    )
+    apply.add_argument(
+        "--confirm-above",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="on a terminal, ask before deleting more than N targets (default 1000)",
+    )
+    apply.add_argument(
+        "--checkpoint-dir", type=Path, help="where checkpoints go (overrides the config's)"
+    )
+    driven(apply)
+    common(apply)
 
     resume = sub.add_parser("resume", help="continue a run from its checkpoint log")
     resume.add_argument("checkpoint", type=Path)
@@ -160,7 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args, console, err)
         if args.command == "plan":
             args.dry_run = True
+            args.checkpoint = args.checkpoint_dir = None
             return _cmd_run(args, console, err)
+        if args.command == "apply":
+            return _cmd_apply(args, console, err)
         if args.command == "resume":
             return _cmd_resume(args, console, err)
         if args.command == "status":
@@ -241,7 +278,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
     plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
     preflight(plan.sources, plan.max_deletions)
     if args.dry_run:
-        return _dry_run(plan, config, console)
+        return _dry_run(plan, config, console, args.job, getattr(args, "out", None))
     directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
     directory = directory or config.checkpoint_dir
     label = None if shard is None else shard.suffix
@@ -286,18 +323,32 @@ async def start_run(
     *,
     directory: Path | None = None,
     options: RunOptions = NO_OPTIONS,
+    plan_file: PlanFile | None = None,
 ) -> RunResult:
     """Start a new run of ``plan`` with a new checkpoint log (``checkpoint``, or a new file
     named after the job, its shard and the run in ``directory``)."""
     run_id = new_run_id(datetime.now(UTC))
     name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
     log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
-    header = start_header(plan, run_id, config_path, spec_path, log_path)
+    header = start_header(plan, run_id, config_path, spec_path, log_path, plan_file)
     return await execute(plan, config, log_path, header, None, console, options=options)
 
 
-def _dry_run(plan: JobPlan, config: Config, console: Console) -> int:
-    result = anyio.run(plan_targets, plan, config, backend="asyncio")
+def _dry_run(
+    plan: JobPlan, config: Config, console: Console, spec_path: Path, out: Path | None
+) -> int:
+    writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
+    try:
+        result = anyio.run(
+            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
+            backend="asyncio",
+        )
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
+    if writer is not None:
+        writer.commit()
     table = Table(
         title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
     )
@@ -313,7 +364,68 @@ def _dry_run(plan: JobPlan, config: Config, console: Console) -> int:
             )
     console.print(table)
     console.print(f"total selected: {sum(result.selected.values())}")
+    if writer is not None:
+        console.print(
+            f"plan written: {out} ({sum(writer.counts.values())} targets, IDs only); "
+            f"review it, then `bulkops apply {out}`",
+            highlight=False,
+        )
     return ExitCode.OK
+
+
+def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
+    plan_file = read_plan(args.plan)
+    header = plan_file.header
+    age = datetime.now(UTC) - header.created_at
+    if age.total_seconds() > args.max_age:
+        raise InputError(
+            f"plan {args.plan} is {age.total_seconds() / 3600:.1f} h old, older than --max-age "
+            f"({args.max_age / 3600:g} h): what it lists may have changed; plan again, or pass "
+            "a larger --max-age"
+        )
+    spec_path = args.spec or (args.plan.parent / header.spec_path)
+    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
+    shard = parse_shard(header.shard) if header.shard else None
+    plan = shard_plan(
+        build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times),
+        shard,
+    )
+    if plan.fingerprint != header.fingerprint:
+        changes = describe_changes(header.canonical_spec or {}, plan.canonical)
+        raise InputError(
+            [
+                f"the job spec changed since plan {args.plan} was made:",
+                *changes,
+                "plan again with this spec (the plan was reviewed against the old one)",
+            ]
+        )
+    plan = dataclasses.replace(plan, sources=plan_file.sources())
+    preflight(plan.sources, plan.max_deletions)
+    if plan_file.total > args.confirm_above and not args.yes and sys.stdin.isatty():
+        answer = console.input(
+            f"delete the {plan_file.total} targets plan {args.plan} lists? type yes: "
+        )
+        if answer.strip().lower() != "yes":
+            err.print("not confirmed; nothing was sent.", highlight=False)
+            return ExitCode.ABORTED
+    directory = args.checkpoint_dir or config.checkpoint_dir
+    with job_lock(directory, plan.name, None if shard is None else shard.suffix):
+        result = anyio.run(
+            partial(
+                start_run,
+                plan,
+                config,
+                spec_path,
+                args.config,
+                None,
+                console,
+                directory=directory,
+                options=run_options(args),
+                plan_file=plan_file,
+            ),
+            backend="asyncio",
+        )
+    return finish(result, console, err)
 
 
 def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -352,6 +464,15 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
                 "resume with the original spec, or pass --force to resume with this one",
             ]
         )
+    if header.plan is not None:
+        # An applied plan is resumed from the plan, never from the spec's queries.
+        plan_file = read_plan(path.parent / header.plan)
+        if plan_file.digest != header.plan_sha256:
+            raise CheckpointError(
+                f"plan {plan_file.path} is not the one run {header.run_id} applied "
+                "(its digest differs); restore that plan file to resume"
+            )
+        plan = dataclasses.replace(plan, sources=plan_file.sources())
     result = anyio.run(
         partial(
             execute,

@@ -44,6 +44,7 @@ from runner.metrics import (
     write_periodically,
     write_textfile,
 )
+from runner.planfile import PlanFile
 from runner.planner import JobPlan
 from runner.report import OUTCOMES, summarize, write_csv, write_json
 from runner.requester import Requester
@@ -354,8 +355,15 @@ class PlanResult:
     samples: dict[Resource, list[str]] = field(default_factory=dict)
 
 
-async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> PlanResult:
-    """List what the job selects without deleting anything (GET requests only)."""
+async def plan_targets(
+    plan: JobPlan,
+    config: Config,
+    *,
+    sample: int = 5,
+    sink: Callable[[Sequence[Target]], None] | None = None,
+) -> PlanResult:
+    """List what the job selects without deleting anything (GET requests only); ``sink`` gets
+    every selected target (covered ones included), a page at a time."""
     result = PlanResult()
     seen: set[str] = set()
     conversations: set[str] = set()
@@ -371,10 +379,12 @@ async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> Pla
         owns = plan.shard.owns if plan.shard is not None else None
 
         async def emit(targets: Sequence[Target]) -> None:
+            chosen: list[Target] = []
             for target in targets:
                 if target.key in seen or (owns is not None and not owns(target)):
                     continue
                 seen.add(target.key)
+                chosen.append(target)
                 if target.parent is not None and target.parent in conversations:
                     result.covered[target.resource] += 1
                     continue
@@ -384,6 +394,8 @@ async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> Pla
                 ids = result.samples.setdefault(target.resource, [])
                 if len(ids) < sample:
                     ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+            if sink is not None and chosen:
+                sink(chosen)
 
         for number in sorted({phase(s) for s in plan.sources}):
             for source in plan.sources:
@@ -393,7 +405,12 @@ async def plan_targets(plan: JobPlan, config: Config, *, sample: int = 5) -> Pla
 
 
 def start_header(
-    plan: JobPlan, run_id: str, config_path: Path | None, spec_path: Path, log_path: Path
+    plan: JobPlan,
+    run_id: str,
+    config_path: Path | None,
+    spec_path: Path,
+    log_path: Path,
+    plan_file: PlanFile | None = None,
 ) -> Header:
     """The header of a new run's log; paths are stored relative to the log's directory, so a
     checkpoint directory copied to another machine with the spec beside it still resumes."""
@@ -413,6 +430,8 @@ def start_header(
         started=datetime.now(UTC).isoformat(),
         canonical_spec=plan.canonical,
         shard=None if plan.shard is None else str(plan.shard),
+        plan=None if plan_file is None else rel(plan_file.path),
+        plan_sha256=None if plan_file is None else plan_file.digest,
     )
 
 

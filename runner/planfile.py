@@ -1,0 +1,246 @@
+"""Plan files: the exact list of targets a job selects, written for review and applied later.
+
+``bulkops plan JOB --out PLAN`` lists what the job selects (GET requests only) into a file of
+IDs — no content, so it can be reviewed, attached to a change ticket or diffed — and
+``bulkops apply PLAN`` deletes exactly that list: its sources are the plan's lines, never the
+spec's queries, so nothing found since the review is touched. Layout (JSON lines)::
+
+    {"t":"plan", "v":1, "job":…, "fp":…, "now":…, "times":{…}, "spec":…, "created":…}
+    {"k":"m", "c":"CH…", "ids":["IM…", …]}        targets, grouped by kind and conversation
+    {"t":"end", "targets":N, "counts":{kind: n}, "sha256":…}
+
+The footer's count and digest (of every target line's bytes) make a truncated or edited plan
+detectable; every ID is checked against its pattern again when the plan is read, so no plan can
+steer a request to another path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from runner.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.errors import InputError
+from runner.ids import validate_id
+from runner.planner import JobPlan
+from runner.selection import Manifest, Source
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class PlanHeader:
+    """Where a plan came from: the job, its fingerprint and frozen times, and when it was made."""
+
+    job: str
+    fingerprint: str
+    frozen_now: str
+    times: dict[str, str]
+    spec_path: str  # relative to the plan file's directory
+    created: str
+    shard: str | None = None
+    canonical_spec: dict[str, Any] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The first line's JSON object."""
+        return {
+            "t": "plan",
+            "v": PLAN_VERSION,
+            "job": self.job,
+            "fp": self.fingerprint,
+            "now": self.frozen_now,
+            "times": self.times,
+            "spec": self.spec_path,
+            "created": self.created,
+            "shard": self.shard,
+            "canon": self.canonical_spec,
+        }
+
+    @property
+    def created_at(self) -> datetime:
+        """When the plan was made (UTC)."""
+        return datetime.fromisoformat(self.created)
+
+
+class PlanWriter:
+    """Writes a plan aside and renames it into place once complete, so an interrupted listing
+    never leaves a plan that looks whole."""
+
+    def __init__(self, path: Path, header: PlanHeader) -> None:
+        self.path = path
+        self._partial = path.with_name(path.name + ".partial")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self._out: BinaryIO = os.fdopen(fd, "wb")
+        self._out.write(orjson.dumps(header.to_record()) + b"\n")
+        self._digest = hashlib.sha256()
+        self.counts: Counter[Resource] = Counter()
+
+    def add(self, targets: Sequence[Target]) -> None:
+        """Append targets (a page of them: grouped by kind and conversation)."""
+        groups: dict[tuple[Resource, str | None], list[str]] = {}
+        for target in targets:
+            groups.setdefault((target.resource, target.parent), []).append(target.id)
+            self.counts[target.resource] += 1
+        for (resource, parent), ids in groups.items():
+            line: dict[str, Any] = {"k": CATALOG[resource].code}
+            if parent is not None:
+                line["c"] = parent
+            line["ids"] = ids
+            raw = orjson.dumps(line) + b"\n"
+            self._digest.update(raw)
+            self._out.write(raw)
+
+    def commit(self) -> None:
+        """Write the footer, sync, and move the plan into place."""
+        footer = {
+            "t": "end",
+            "targets": sum(self.counts.values()),
+            "counts": {r.value: n for r, n in self.counts.items()},
+            "sha256": self._digest.hexdigest(),
+        }
+        self._out.write(orjson.dumps(footer) + b"\n")
+        self._out.flush()
+        os.fsync(self._out.fileno())
+        self._out.close()
+        os.replace(self._partial, self.path)
+
+    def discard(self) -> None:
+        """Drop an unfinished plan."""
+        self._out.close()
+        self._partial.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanFile:
+    """A verified plan: its header, its counts and its SHA-256 (which a checkpoint records)."""
+
+    path: Path
+    header: PlanHeader
+    counts: dict[Resource, int]
+    digest: str
+
+    def targets(self, resource: Resource) -> Iterator[Target]:
+        """The plan's targets of ``resource``, streamed (re-checked as they are read)."""
+        for _number, rec in _target_lines(self.path):
+            if BY_CODE[rec["k"]] is resource:
+                yield from _targets(rec)
+
+    def sources(self) -> list[Source]:
+        """The plan as the runner's sources: one per kind, nothing else."""
+        return [
+            Manifest(resource, partial(self.targets, resource), count)
+            for resource, count in self.counts.items()
+            if count
+        ]
+
+    @property
+    def total(self) -> int:
+        """How many targets the plan lists."""
+        return sum(self.counts.values())
+
+
+def read_plan(path: Path) -> PlanFile:
+    """Read and verify a plan: header, every line and ID, footer count and digest. Any damage
+    is an InputError naming the line, so nothing is deleted from a plan that is not whole."""
+
+    def refuse(problem: str) -> InputError:
+        return InputError(f"plan {path}: {problem}; make a new one with `bulkops plan --out`")
+
+    try:
+        with path.open("rb") as f:
+            first = f.readline()
+    except OSError as exc:
+        raise InputError(f"plan {path} cannot be read: {exc.strerror}") from exc
+    try:
+        rec = orjson.loads(first)
+        if rec.get("t") != "plan" or rec.get("v") != PLAN_VERSION:
+            raise ValueError("not a bulkops plan header")
+        header = PlanHeader(
+            job=str(rec["job"]),
+            fingerprint=str(rec["fp"]),
+            frozen_now=str(rec["now"]),
+            times=dict(rec["times"]),
+            spec_path=str(rec["spec"]),
+            created=str(rec["created"]),
+            shard=None if rec.get("shard") is None else str(rec["shard"]),
+            canonical_spec=dict(rec.get("canon") or {}),
+        )
+        header.created_at  # noqa: B018 (a bad timestamp raises here)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise refuse(f"line 1 is not a plan header ({exc})") from exc
+    digest = hashlib.sha256()
+    counts: Counter[Resource] = Counter()
+    footer: dict[str, Any] | None = None
+    for number, raw in _raw_lines(path):
+        if footer is not None:
+            raise refuse(f"line {number} follows the end line")
+        try:
+            rec = orjson.loads(raw)
+            if isinstance(rec, dict) and rec.get("t") == "end":
+                footer = rec
+                continue
+            if not isinstance(rec, dict):
+                raise ValueError("not a JSON object")
+            for target in _targets(rec):
+                counts[target.resource] += 1
+        except (ValueError, KeyError, TypeError) as exc:
+            raise refuse(f"line {number} is damaged ({exc})") from exc
+        digest.update(raw)
+    if footer is None:
+        raise refuse("the end line is missing (the plan is incomplete)")
+    if footer.get("targets") != sum(counts.values()) or footer.get("sha256") != digest.hexdigest():
+        raise refuse("its lines do not match its end line (the plan was cut or edited)")
+    return PlanFile(path, header, dict(counts), digest.hexdigest())
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    with path.open("rb") as f:
+        f.readline()
+        for number, raw in enumerate(f, start=2):
+            if raw.strip():
+                yield number, raw
+
+
+def _target_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, raw in _raw_lines(path):
+        rec = orjson.loads(raw)
+        if rec.get("t") != "end":
+            yield number, rec
+
+
+def _targets(rec: dict[str, Any]) -> Iterator[Target]:
+    resource = BY_CODE[rec["k"]]
+    parent = rec.get("c")
+    if parent is not None:
+        validate_id("conversation_v1", parent)
+    elif resource in (Resource.MESSAGE, Resource.PARTICIPANT):
+        raise ValueError(f"{resource.value} lines need their conversation ('c')")
+    ids = rec["ids"]
+    if not isinstance(ids, list) or not ids:
+        raise ValueError("'ids' is not a non-empty list")
+    for one in ids:
+        yield Target(resource, validate_id(resource.value, one), parent)
+
+
+def new_header(plan: JobPlan, spec_path: Path, plan_path: Path) -> PlanHeader:
+    """The header of a plan of ``plan`` about to be written at ``plan_path``."""
+    return PlanHeader(
+        job=plan.name,
+        fingerprint=plan.fingerprint,
+        frozen_now=plan.frozen_now,
+        times=plan.times_json,
+        spec_path=os.path.relpath(spec_path.resolve(), plan_path.parent.resolve()),
+        created=datetime.now(UTC).isoformat(),
+        shard=None if plan.shard is None else str(plan.shard),
+        canonical_spec=plan.canonical,
+    )

@@ -1,0 +1,183 @@
+"""Plan → review → apply (issue #6): `bulkops plan JOB --out PLAN` lists, `bulkops apply PLAN`
+deletes exactly that list — judged by the emulator's ledger — and refuses a plan that is old,
+damaged or whose spec changed, sending nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from runner.planfile import read_plan
+from tests.runner.conftest import (
+    checkpoints,
+    deleted,
+    point_at,
+    run_cli,
+    start_bulkops,
+    successful_deletes,
+)
+from tests.runner.test_interrupt import deletions_logged
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job
+
+SPEC = f"""service: {SUPPORT_SERVICE}
+targets:
+  - kind: conversations
+    where: {{state: closed}}
+  - kind: messages
+    where: {{conversations: all, created_before: 1d}}
+  - kind: conversations
+    api: v2
+    where: {{all: true}}
+limits: {{per_conversation_rate: 8}}
+operations: {{poll_interval: 0.05}}
+"""
+
+
+def listed(plan: Path) -> set[tuple[str, str]]:
+    """(kind, id) of every target the plan lists."""
+    found = read_plan(plan)
+    return {(t.resource.value, t.id) for r in found.counts for t in found.targets(r)}
+
+
+async def test_apply_deletes_exactly_what_the_plan_lists(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`plan --out` sends only GETs; `apply` deletes the listed targets (covered messages go
+    with their conversation), lists nothing itself, and touches nothing else."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, SPEC)
+        plan = workdir / "reviewed.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+        after_plan = (await emu.ledger())["requests"]
+        assert after_plan and {r["method"] for r in after_plan} == {"GET"}
+        chosen = listed(plan)
+        assert {k for k, _ in chosen} == {"conversation_v1", "message", "conversation_v2"}
+        text = plan.read_text()
+        assert "body" not in text and "author" not in text  # IDs only
+
+        assert await run_cli("apply", plan) == 0
+        ledger = await emu.ledger()
+        applied = ledger["requests"][len(after_plan) :]
+        lists = [r for r in applied if r["method"] == "GET" and "/Operations/" not in r["path"]]
+        assert lists == [], "apply lists nothing: its targets are the plan's"
+        cascaded = {("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
+        assert deleted(ledger, "request", "operation") | cascaded >= chosen
+        assert deleted(ledger, "request", "operation") <= chosen
+        assert max(successful_deletes(ledger).values()) == 1
+
+
+async def test_apply_refuses_a_changed_spec_an_old_plan_and_a_damaged_one(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each refusal exits 2 with its reason, and the emulator sees no request at all."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, SPEC)
+        plan = workdir / "reviewed.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+        requests = len((await emu.ledger())["requests"])
+        capsys.readouterr()
+
+        await anyio.sleep(1.1)
+        assert await run_cli("apply", plan, "--max-age", "1s") == 2
+        assert "older than --max-age" in capsys.readouterr().err
+
+        lines = plan.read_bytes().splitlines(keepends=True)
+        edited = workdir / "edited.plan"
+        target = orjson.loads(lines[1])
+        target["ids"] = target["ids"][:-1] if len(target["ids"]) > 1 else target["ids"] * 2
+        edited.write_bytes(lines[0] + orjson.dumps(target) + b"\n" + b"".join(lines[2:]))
+        assert await run_cli("apply", edited) == 2
+        assert "cut or edited" in capsys.readouterr().err
+        cut = workdir / "cut.plan"
+        cut.write_bytes(b"".join(lines[:-1]))
+        assert await run_cli("apply", cut) == 2
+        assert "end line is missing" in capsys.readouterr().err
+
+        spec.write_text(spec.read_text().replace("created_before: 1d", "created_before: 2d"))
+        assert await run_cli("apply", plan) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "changed since plan" in err and "created_before: '1d' -> '2d'" in err
+
+        assert len((await emu.ledger())["requests"]) == requests
+        assert checkpoints(workdir) == []
+
+
+async def test_a_killed_apply_resumes_from_its_plan(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An apply killed part-way resumes from the plan it recorded: the list is finished exactly
+    once, and nothing the plan does not list is deleted."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, SPEC.replace("per_conversation_rate: 8", "per_conversation_rate: 3"))
+        plan = workdir / "reviewed.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+        chosen = listed(plan)
+
+        process = await start_bulkops(["apply", str(plan)], workdir)
+        async with process:
+            with anyio.fail_after(30):
+                # Another process writes the log: polling it is the only way to watch it.
+                while deletions_logged(workdir) < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        (log,) = checkpoints(workdir)
+        assert await run_cli("resume", log) == 0
+
+        ledger = await emu.ledger()
+        cascaded = {("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
+        assert deleted(ledger, "request", "operation") | cascaded >= chosen
+        assert deleted(ledger, "request", "operation") <= chosen
+        assert max(successful_deletes(ledger).values()) == 1
+
+
+async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Above --confirm-above, apply on a terminal asks; anything but "yes" exits 3 with nothing
+    sent. (Off a terminal it never asks: the test above applies without --yes.)"""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, SPEC)
+        plan = workdir / "reviewed.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+        requests = len((await emu.ledger())["requests"])
+
+        primary, secondary = os.openpty()
+        with (
+            (workdir / "out.txt").open("wb") as out,
+            (workdir / "err.txt").open("wb") as err,
+        ):
+            try:
+                child = subprocess.Popen(  # noqa: ASYNC220 (a terminal needs a plain child)
+                    [sys.executable, "-m", "runner", "apply", str(plan), "--confirm-above", "1"],
+                    stdin=secondary,
+                    stdout=out,
+                    stderr=err,
+                    env=dict(os.environ),
+                    cwd=workdir,
+                )
+                os.write(primary, b"no\n")
+                with anyio.fail_after(30):
+                    while child.poll() is None:  # noqa: ASYNC110 (a plain child: poll it)
+                        await anyio.sleep(0.05)
+            finally:
+                os.close(primary)
+                os.close(secondary)
+        assert child.returncode == 3
+        assert "not confirmed" in (workdir / "err.txt").read_text()
+        assert len((await emu.ledger())["requests"]) == requests
