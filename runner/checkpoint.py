@@ -655,6 +655,26 @@ def _drop_torn_tail(fd: int) -> None:
     os.ftruncate(fd, start + cut + 1 if cut >= 0 else 0)
 
 
+def ensure_not_in_use(path: Path) -> None:
+    """Refuse (exit 2) a log another process holds, before anything else is tried."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # open_log reports what is wrong with the file
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        raise CheckpointError(_IN_USE.format(path=path)) from exc
+    finally:
+        os.close(fd)
+
+
+_IN_USE = (
+    "checkpoint {path} is in use by another bulkops process; "
+    "wait for it to finish (two processes must never drive one checkpoint)"
+)
+
+
 def _cut_damaged_tail(fd: int, replayed: int, path: Path) -> None:
     size = os.fstat(fd).st_size
     if size <= replayed:
@@ -722,10 +742,7 @@ def open_log(
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as exc:
-            raise CheckpointError(
-                f"checkpoint {path} is in use by another bulkops process; "
-                "wait for it to finish (two processes must never drive one checkpoint)"
-            ) from exc
+            raise CheckpointError(_IN_USE.format(path=path)) from exc
         if restart:
             if not _headerless(path):  # another process wrote its header meanwhile
                 raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`")

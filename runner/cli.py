@@ -22,7 +22,7 @@ from rich.table import Table
 
 from runner import __version__, logs
 from runner.catalog import CATALOG
-from runner.checkpoint import Replay, State, read_checkpoint
+from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.config import Config, load_config
 from runner.errors import CheckpointError, InputError, SafetyAbort
 from runner.job import (
@@ -430,6 +430,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
     path: Path = args.checkpoint
+    ensure_not_in_use(path)  # the checkpoint's own lock first: a second driver of it is exit 2
     replay = read_checkpoint(path)
     shard = parse_shard(replay.header.shard) if replay.header.shard else None
     with job_lock(path.parent, replay.header.job, None if shard is None else shard.suffix):
