@@ -171,7 +171,7 @@ def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:
     participant of a conversation belongs to one shard, which therefore has all of it.
     """
     if shard is None or shard.count == 1:
-        return plan if shard is None else dataclasses.replace(plan, shard=shard)
+        return plan  # one shard of one is the whole job: no suffix, no division
     concurrency = share_slots(plan.concurrency, shard.count)
     products: dict[Product, ProductLimit] = {
         product: _share_product(limit, shard.count) for product, limit in plan.products.items()
