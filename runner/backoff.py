@@ -36,7 +36,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     text = value.strip()
     if not text:
         return None
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit() is true, but int() refuses it
         return float(int(text))
     try:
         when = parsedate_to_datetime(text)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.backoff import parse_retry_after
@@ -161,19 +161,10 @@ def test_any_bytes_as_a_manifest_give_a_spec_or_a_spec_error(
 def test_any_retry_after_gives_a_finite_wait_or_none(value: str | None) -> None:
     """Whatever a server puts in Retry-After, the parsed wait is None or a finite number of
     seconds >= 0 — never an exception, a negative sleep, NaN or infinity."""
-    # Digits that are not decimal ("²") are a known crash, pinned by the xfail test below.
-    assume(value is None or all(c.isdecimal() or not c.isdigit() for c in value))
     wait = parse_retry_after(value, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert wait is None or (math.isfinite(wait) and wait >= 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="runner bug: parse_retry_after() tests str.isdigit(), which is true for '²' and "
-    "other non-decimal digits that int() refuses: the ValueError escapes "
-    "client._classify() (not a RemoteError), so one odd Retry-After on a 429 crashes the run",
-)
 @pytest.mark.parametrize("value", ["²", "1²", "³⁰"])
 def test_retry_after_with_superscript_digits_is_treated_as_absent(value: str) -> None:
     """A Retry-After of digits that are not decimal (a broken proxy's, or a hostile one's) is
