@@ -174,11 +174,11 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             directory.mkdir()
             spec = job(directory, SPEC.format(service=service), name="crash")
             log = directory / "crash.jsonl"
-            for attempt in range(rng.choice([3, 4, 5])):
+            for attempt in range(rng.choice([4, 5, 6])):
                 process = await start_bulkops(next_step(spec, log), directory)
                 # Every other seed waits for discovery to end once, so kills land mid-deletion too.
                 late = seed % 2 == 1 and attempt == 0
-                delay = rng.uniform(0.0, 0.6) if late else rng.uniform(0.5, 3.0) + 0.2 * attempt
+                delay = rng.uniform(0.0, 0.6) if late else rng.uniform(0.3, 1.5) + 0.1 * attempt
                 code = await drive(process, delay, log if late else None)
                 if code is not None:
                     break  # it finished before the kill
@@ -205,7 +205,10 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             assert {
                 (r["kind"], r["id"]) for r in rows if r["outcome"] in ("deleted", "gone")
             } == direct
-    assert kills >= min(30, 2 * SEEDS), f"only {kills} kills"
+    print(f"crash matrix: {SEEDS} seeds, {kills} kills, moments {dict(seen)}")
+    # Issue 4 asks for at least 30 kill moments: the full matrix gives hundreds, the default 8
+    # seeds about 34 here (fewer on a faster machine, where runs finish between kills).
+    assert kills >= min(30, 3 * SEEDS), f"only {kills} kills"
     if SEEDS >= 8:
         for wanted in (
             "during discovery",
