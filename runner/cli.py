@@ -44,7 +44,14 @@ from runner.scheduler import preflight
 from runner.shard import parse_shard, resolve_shard, shard_plan
 from runner.spec import JobSpec, load_spec
 from runner.timespec import parse_bound
-from runner.unattended import Action, LockedOut, decide, job_lock, job_logs
+from runner.unattended import (
+    Action,
+    LockedOut,
+    decide,
+    job_lock,
+    job_logs,
+    usable_directory,
+)
 
 log = structlog.get_logger("bulkops.cli")
 
@@ -280,7 +287,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
     if args.dry_run:
         return _dry_run(plan, config, console, args.job, getattr(args, "out", None))
     directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
-    directory = directory or config.checkpoint_dir
+    directory = usable_directory(directory or config.checkpoint_dir)
     label = None if shard is None else shard.suffix
     with job_lock(directory, plan.name, label):
         if args.resume_or_start:
@@ -408,7 +415,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
         if answer.strip().lower() != "yes":
             err.print("not confirmed; nothing was sent.", highlight=False)
             return ExitCode.ABORTED
-    directory = args.checkpoint_dir or config.checkpoint_dir
+    directory = usable_directory(args.checkpoint_dir or config.checkpoint_dir)
     with job_lock(directory, plan.name, None if shard is None else shard.suffix):
         result = anyio.run(
             partial(

@@ -14,6 +14,7 @@ token.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -346,14 +347,24 @@ def load_config(path: Path | None, env: Mapping[str, str], *, cwd: Path | None =
             problems.append(str(exc))
     credentials, credential_problems, warnings = _credentials(section.credentials, env)
     problems.extend(credential_problems)
+    checkpoint_dir = (base / section.checkpoint_dir).resolve()
     if not section.checkpoint_dir.strip():
         problems.append("checkpoint_dir: is empty: give a directory for checkpoint logs")
+    elif checkpoint_dir.exists() and not (
+        checkpoint_dir.is_dir() and os.access(checkpoint_dir, os.W_OK | os.X_OK)
+    ):
+        # Checked here so the run is refused before any request; a missing one is created.
+        what = "is not a directory" if not checkpoint_dir.is_dir() else "is not writable"
+        problems.append(
+            f"checkpoint_dir: {checkpoint_dir} {what}: give a writable directory for "
+            "checkpoint logs"
+        )
     if problems or credentials is None:
         raise ConfigError(problems)
     return Config(
         credentials=credentials,
         base_urls=BaseUrls(**urls),
-        checkpoint_dir=(base / section.checkpoint_dir).resolve(),
+        checkpoint_dir=checkpoint_dir,
         log_format=section.log_format,
         log_level=section.log_level,
         source=path,

@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 from runner.checkpoint import Header
-from runner.errors import BulkopsError
+from runner.errors import BulkopsError, ConfigError
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
 RESUMABLE = frozenset({4, 6, 7, 130})
@@ -33,6 +33,22 @@ BRAKED = 3  # a safety brake stopped it: a person must look before it goes on
 
 class LockedOut(BulkopsError):
     """Another process is running the same job; exit code 5."""
+
+
+def usable_directory(directory: Path) -> Path:
+    """``directory``, created if missing, once a file can be written in it; otherwise a
+    ConfigError naming it and the fix (exit 2, before any request)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".bulkops-write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"checkpoint directory {directory} cannot be written ({exc.strerror}); set "
+            "checkpoint_dir in the config (or --checkpoint-dir) to a writable directory"
+        ) from exc
+    return directory
 
 
 @contextlib.contextmanager
