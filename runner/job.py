@@ -272,6 +272,7 @@ async def execute(
                         await written.wait()
                     tg.cancel_scope.cancel()
     # A resume brings its replay up to date rather than reading a second copy of a big log.
+    engine.release()
     replay = read_checkpoint(log_path, into=prior)
     message = None
     try:

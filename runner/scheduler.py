@@ -178,6 +178,12 @@ class Engine:
 
     # -- control ---------------------------------------------------------------------------
 
+    def release(self) -> None:
+        """Drop what only a running engine needs (the set of admitted targets can be the size
+        of the job), before the final replay of the log is built beside it."""
+        self._seen = set()
+        self._conversations.clear()
+
     @property
     def stopping(self) -> bool:
         """Whether the run is stopping (no new DELETE may be sent)."""
