@@ -8,12 +8,12 @@ caller's; this module decides only what an answer *means*.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 from yarl import URL
 
 from runner.backoff import parse_retry_after
@@ -29,6 +29,22 @@ from runner.errors import (
 # Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.
 RETRYABLE_CODES = frozenset({20009})
 MAX_ERROR_MESSAGE = 200
+
+
+class Throttled(RateLimited):
+    """A 429 that also says how many requests the account had in flight, when Twilio told us
+    (``Twilio-Concurrent-Requests``): what tells a concurrency limit from a rate limit."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int | None,
+        message: str,
+        retry_after: float | None,
+        concurrent: int | None,
+    ) -> None:
+        super().__init__(status, code, message, retry_after)
+        self.concurrent = concurrent
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +106,7 @@ class TwilioClient:
     ) -> Reply:
         """Send one request; return its 2xx reply or raise the RemoteError that classifies it."""
         url = self.url_for(product, path_or_url)
-        merged = {**self._headers, **(headers or {})}
+        merged = {**self._headers, **headers} if headers else self._headers
         try:
             async with self._session.request(
                 method,
@@ -115,14 +131,21 @@ def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:
         if not raw.strip():
             return Reply(status, None, headers)
         try:
-            return Reply(status, json.loads(raw), headers)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return Reply(status, orjson.loads(raw), headers)
+        except orjson.JSONDecodeError as exc:
             # A 2xx whose body we cannot read may or may not have happened: retrying is safe
             # because every delete is idempotent (404 → gone, Idempotency-Key → same Operation).
             raise TransientError(status, None, "unreadable response body") from exc
     code, message = _error_fields(raw)
     if status == 429:
-        raise RateLimited(status, code, message, parse_retry_after(headers.get("Retry-After")))
+        count = headers.get("Twilio-Concurrent-Requests")
+        raise Throttled(
+            status,
+            code,
+            message,
+            parse_retry_after(headers.get("Retry-After")),
+            int(count) if count is not None and count.isdigit() else None,
+        )
     if status in (401, 403):
         raise AuthError(status, code, message)
     if status >= 500 or code in RETRYABLE_CODES or status == 409:
@@ -134,8 +157,8 @@ def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:
 
 def _error_fields(raw: bytes) -> tuple[int | None, str]:
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return None, "non-JSON error body"
     if not isinstance(body, dict):
         return None, "unexpected error body"

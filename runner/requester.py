@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import anyio
 import structlog
 
+from runner.adaptive import Verdict
 from runner.backoff import Backoff
 from runner.catalog import Product
-from runner.client import Reply, TwilioClient
-from runner.errors import RateLimited, TransientError
+from runner.client import Reply, Throttled, TwilioClient
+from runner.errors import PermanentError, RateLimited, TransientError
 from runner.limits import Limits
 
 log = structlog.get_logger("bulkops.requester")
@@ -78,20 +79,40 @@ class Requester:
         throttles = 0
         while True:
             error: RateLimited | TransientError
+            sent_at: float | None = None
             try:
-                async with self._limits.slot(product, key):
+                async with self._limits.slot(product, key) as sent_at:
                     self.tally.requests[method] += 1
-                    return await self._client.request(
+                    reply = await self._client.request(
                         method, product, path, params=params, headers=headers
                     )
+                self._limits.accepted(product, _concurrent(reply.headers))
+                return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
                 wait = exc.retry_after
                 if wait is None:
                     wait = self._backoff.delay(throttles, self._rng)
                 throttles += 1
-                self._limits.throttled(product, key, 0.0 if self._zero else wait)
+                verdict = self._limits.throttled(
+                    product,
+                    key,
+                    0.0 if self._zero else wait,
+                    sent_at=sent_at,
+                    concurrent=exc.concurrent if isinstance(exc, Throttled) else None,
+                )
+                if verdict is not None and verdict is not Verdict.ABSORBED:
+                    log.debug(
+                        "limit_lowered",
+                        product=product.value,
+                        cause=verdict.value,
+                        rate=_rounded(self._limits.controllers[product].rate()),
+                    )
                 error = exc
+            except PermanentError:
+                # A 404 (gone) or other refusal still got through the server's limits.
+                self._limits.accepted(product, None)
+                raise
             except TransientError as exc:
                 faults += 1
                 if faults >= self._policy.max_attempts:
@@ -112,3 +133,12 @@ class Requester:
                     wait_for=round(delay, 3),
                 )
                 await anyio.sleep(delay)
+
+
+def _concurrent(headers: Mapping[str, str]) -> int | None:
+    value = headers.get("Twilio-Concurrent-Requests")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _rounded(rate: float | None) -> float | None:
+    return None if rate is None else round(rate, 1)

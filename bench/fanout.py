@@ -1,0 +1,57 @@
+"""fanout: a message purge over many conversations, bounded by concurrency and latency.
+
+The emulator holds C conversations x 20 messages, allows 30 actions/s per conversation and 100
+requests in flight per account, and answers every request after 50 ms. bulkops (told
+``concurrency: 100``) lists and deletes them all. The bound is 100 / 50 ms = 2,000 requests/s;
+the ratio counts every accepted request (the message lists share the in-flight cap with the
+deletes) from the first request to the last delete. ``delete_ratio`` counts deletes only.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from bench import harness
+from bench.goals import Figures
+from bench.rate import _service
+from bench.timeline import deletes_ok
+
+LATENCY = 0.05
+IN_FLIGHT = 100
+
+
+def fanout(quick: bool) -> Figures:
+    """Accepted requests/s ÷ (in-flight cap / latency)."""
+    conversations = 1_000 if quick else 10_000
+    args = ["--generate", "scale", "--conversations", str(conversations),
+            "--messages-per-conversation", "20", "--account-concurrency", str(IN_FLIGHT),
+            "--latency-median", str(LATENCY), "--latency-p99", str(LATENCY)]
+    with harness.emulator(*args) as url, tempfile.TemporaryDirectory(prefix="fanout") as tmp:
+        spec = harness.write_spec(Path(tmp), "fanout", (
+            f"service: {_service(url)}\n"
+            "targets:\n  - {kind: messages, where: {conversations: all}}\n"
+            f"limits: {{concurrency: {IN_FLIGHT}}}\n"))
+        child = harness.bulkops(spec, url)
+        ledger = harness.get_json(f"{url}/_emulator/ledger")
+    requests = ledger["requests"]
+    if not requests:
+        return {"exit_code": child.exit_code, "requests": 0, "ratio": 0.0}
+    ok = deletes_ok(requests)
+    origin = min(r["time"] for r in requests)
+    span = ok[-1] - origin
+    accepted = sum(1 for r in requests if r["status"] not in (0, 429) and r["time"] <= ok[-1])
+    bound = IN_FLIGHT / LATENCY
+    return {
+        "targets": len(ok),
+        "exit_code": child.exit_code,
+        "remaining": ledger["remaining"]["messages"],
+        "requests": len(requests),
+        "throttled": sum(ledger["throttled"].values()),
+        "requests_per_s": accepted / span,
+        "deletes_per_s": len(ok) / span,
+        "ratio": accepted / span / bound,
+        "delete_ratio": len(ok) / span / bound,
+        "client_cpu_s": child.cpu_s,
+        "wall_s": child.wall_s,
+    }

@@ -1,0 +1,76 @@
+"""The figures issue 7 asks for, each with its goal, and how a run is printed and saved."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """``figure`` must be ``op`` ``bound`` (``>=``: at least, ``<=``: at most)."""
+
+    figure: str
+    op: Literal[">=", "<="]
+    bound: float
+
+    def met(self, value: float) -> bool:
+        """Whether ``value`` meets the goal."""
+        return value >= self.bound if self.op == ">=" else value <= self.bound
+
+    def __str__(self) -> str:
+        return f"{self.op} {self.bound:g}"
+
+
+GOALS: tuple[Goal, ...] = (
+    Goal("rate_known.ratio", ">=", 0.97),
+    Goal("rate_known.throttled_share", "<=", 0.01),
+    Goal("rate_unknown.ratio", ">=", 0.95),
+    Goal("rate_unknown.throttled_share", "<=", 0.03),
+    Goal("rate_shift.recover_after_drop_s", "<=", 1.0),
+    Goal("rate_shift.recover_after_raise_s", "<=", 3.0),
+    Goal("fanout.ratio", ">=", 0.9),
+    Goal("overhead.throughput_ratio", ">=", 0.7),
+    Goal("overhead.cpu_ratio", "<=", 1.5),
+    Goal("scale.peak_rss_mb", "<=", 150.0),
+    Goal("scale.checkpoint_bytes_per_target", "<=", 120.0),
+    Goal("scale.resume_s", "<=", 5.0),
+    Goal("peers.speedup_vs_sdk_sequential", ">=", 50.0),
+    Goal("peers.speedup_vs_sdk_gather", ">=", 2.0),
+    Goal("peers.lost_bulkops", "<=", 0.0),
+)
+GOAL_OF = {g.figure: g for g in GOALS}
+
+Figures = dict[str, Any]
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 1000 else f"{value:,.0f}"
+    return str(value)
+
+
+def table(figures: Figures) -> str:
+    """Every figure, with its goal and a verdict where it has one."""
+    width = max((len(k) for k in figures), default=10)
+    rows = [f"{'figure':<{width}}  {'value':>12}  goal"]
+    for name, value in figures.items():
+        goal = GOAL_OF.get(name)
+        verdict = ""
+        if goal is not None:
+            ok = isinstance(value, int | float) and goal.met(float(value))
+            verdict = f"{goal}  {'ok' if ok else 'MISSED'}"
+        rows.append(f"{name:<{width}}  {_shown(value):>12}  {verdict}")
+    return "\n".join(rows)
+
+
+def save(figures: Figures, path: Path) -> None:
+    """The figures as JSON, with the goals beside them."""
+    goals = {g.figure: {"op": g.op, "bound": g.bound} for g in GOALS if g.figure in figures}
+    path.write_text(json.dumps({"figures": figures, "goals": goals}, indent=2) + "\n")

@@ -1,0 +1,202 @@
+"""The adaptive rate controller: pure behaviour on a fake clock, and a run against a limit."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
+from runner.catalog import Product
+from runner.limits import Limits, ProductLimit
+from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
+
+
+class FakeClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Bucket:
+    """A server's token bucket (rate/s, burst), as Twilio-like limits behave."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, 0.0
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
+def drive(controller: RateController, clock: FakeClock, bucket: Bucket, seconds: float
+          ) -> tuple[int, int, list[float]]:
+    """Send as fast as the controller lets one client; return (accepted, 429s, paces seen)."""
+    accepted = throttled = 0
+    paces: list[float] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        ticket = controller.reserve()
+        while ticket is not None and (wait := controller.delay(ticket)) > 0:
+            clock.now += wait
+        if ticket is None and controller.ceiling is not None:
+            clock.now += 1 / controller.ceiling  # at the ceiling, the configured limiter paces
+        clock.now += 0.0005
+        pace = controller.rate()
+        if pace is not None:
+            paces.append(pace)
+        if bucket.take(clock.now):
+            controller.accepted()
+            accepted += 1
+        else:
+            controller.throttled(clock.now)
+            throttled += 1
+    return accepted, throttled, paces
+
+
+def test_finds_an_unknown_limit_with_few_429s() -> None:
+    """Against an unannounced 200/s limit the pace settles at it, with about 1 % 429s."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    drive(controller, clock, bucket := Bucket(200, 20), 5)  # start-up
+    accepted, throttled, _ = drive(controller, clock, bucket, 20)
+    assert accepted / 20 >= 0.97 * 200
+    assert throttled / (accepted + throttled) <= 0.015
+
+
+def test_backs_off_on_429_and_follows_a_lower_limit() -> None:
+    """A 429 lowers the pace at once; after a drop to 100/s it settles there within a second."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    drive(controller, clock, Bucket(200, 20), 5)
+    before = controller.rate() or float("inf")
+    assert controller.throttled(clock.now) is Verdict.RATE
+    after = controller.rate()
+    assert after is not None and after < before
+    drive(controller, clock, low := Bucket(100, 20), 1)
+    accepted, _throttled, paces = drive(controller, clock, low, 5)
+    assert accepted / 5 >= 0.97 * 100
+    assert max(paces) < 125  # probing above the last limit, as it must to find a raise
+
+
+def test_one_decrease_per_congestion_event() -> None:
+    """429s of requests sent before the last decrease (and its hold) do not decrease again."""
+    clock = FakeClock()
+    controller = RateController(clock, ceiling=200)
+    clock.now = 10.0
+    assert controller.throttled(9.99) is Verdict.RATE
+    paced = controller.rate()
+    assert controller.throttled(9.995) is Verdict.ABSORBED
+    assert controller.throttled(10.05) is Verdict.ABSORBED
+    assert controller.rate() == paced
+    clock.now = 11.0
+    assert controller.throttled(10.5) is Verdict.RATE
+    assert controller.decreases == 2
+
+
+@pytest.mark.parametrize("limit", [pytest.param(400.0, id="server-above-ceiling"),
+                                   pytest.param(10_000.0, id="server-unlimited")])
+def test_never_exceeds_the_configured_ceiling(limit: float) -> None:
+    """With a configured rate the controller only ever paces at or below it."""
+    clock = FakeClock()
+    controller = RateController(clock, ceiling=150)
+    controller.throttled(clock.now)  # even after a 429, cubic growth stops at the ceiling
+    _, _, paces = drive(controller, clock, Bucket(limit, 20), 10)
+    assert paces and max(paces) <= 150
+    assert controller.rate() is None  # back at the ceiling: the configured limiter paces
+
+
+def test_waiters_leave_one_by_one_in_ticket_order() -> None:
+    """Many callers waiting on one pace get distinct, increasing turns (no herd)."""
+    clock = FakeClock()
+    controller = RateController(clock, ceiling=100,
+                                settings=AdaptiveSettings(catch_up_s=0.0))
+    controller.throttled(0.0)
+    pace = controller.rate()
+    assert pace is not None
+    tickets = [controller.reserve() for _ in range(10)]
+    waits = [controller.delay(t) for t in tickets if t is not None]
+    assert waits == sorted(waits) and len(set(waits)) == len(waits)
+    assert waits[-1] - waits[0] == pytest.approx(9 / pace, rel=0.01)
+
+
+def test_concurrency_429_lowers_the_cap_not_the_pace() -> None:
+    """A 429 reporting more requests in flight than ever accepted shrinks the in-flight cap."""
+    clock = FakeClock()
+    control = ConcurrencyController(64, clock)
+    for n in range(1, 61):
+        control.accepted(n)
+    assert control.throttled(clock.now, 3) is None  # few in flight: a rate 429
+    assert control.throttled(clock.now, 63) is Verdict.CONCURRENCY
+    assert control.limit == 57
+    clock.now += 5.0
+    assert control.limit == 62  # grows back one per second
+
+
+async def test_throttle_pauses_the_scope_until_retry_after() -> None:
+    """After a 429 with Retry-After, nothing of that scope is granted before the hint."""
+    import anyio
+
+    limits = Limits(concurrency=4, per_conversation_rate=1000.0, per_service_rate=30.0,
+                    products={Product.CONVERSATIONS: ProductLimit()}, rng=random.Random(1))
+    key = "conversation:CH" + "1" * 32
+    async with limits.slot(Product.CONVERSATIONS, key) as sent_at:
+        pass
+    limits.throttled(Product.CONVERSATIONS, key, 0.3, sent_at=sent_at)
+    paused_at = anyio.current_time()
+    async with limits.slot(Product.CONVERSATIONS, key) as granted:
+        assert granted - paused_at >= 0.3
+
+
+SERVICE_PURGE = """service: {service}
+targets:
+  - kind: messages
+    from_file: manifest.csv
+retry: {{base_delay: 0.05, max_delay: 0.5}}
+"""
+
+
+async def _purge(start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch,
+                 name: str, limits: str) -> tuple[float, set[tuple[str, str]]]:
+    settings = {"product_rate": {"conversations": (200.0, 20)}}
+    async with start_emulator("scale", dataset_args={
+            "conversations": 80, "messages_per_conversation": 10}, **settings) as emu:
+        point_at(monkeypatch, emu.url)
+        messages = await emu.resources("message")
+        service = messages[0]["service_sid"]
+        rows = [f"{m['sid']},{m['conversation_sid']}" for m in messages]
+        random.Random(3).shuffle(rows)
+        (workdir / name).mkdir()
+        (workdir / name / "manifest.csv").write_text(
+            "id,conversation_sid\n" + "\n".join(rows) + "\n")
+        spec = workdir / name / "job.yaml"
+        spec.write_text(f"version: 1\nname: {name}\n"
+                        + SERVICE_PURGE.format(service=service) + limits)
+
+        assert await run_cli("run", spec, "--checkpoint", workdir / name / "log.jsonl") == 0
+
+        ledger = await emu.ledger()
+        assert max(successful_deletes(ledger).values()) == 1
+        assert deleted(ledger) == {("message", m["sid"]) for m in messages}
+        requests = ledger["requests"]
+        return sum(r["status"] == 429 for r in requests) / len(requests), deleted(ledger)
+
+
+async def test_run_without_a_rate_finds_the_limit(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Told no rate, a run against a 200/s server deletes every target once, and few of its
+    requests are 429d (a run that does not pace gets most of them 429d: 64 workers against an
+    instant server send thousands per second)."""
+    share, _ = await _purge(start_emulator, workdir, monkeypatch, "adaptive", "")
+    assert share < 0.12
