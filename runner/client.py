@@ -23,6 +23,7 @@ from runner.errors import (
     PermanentError,
     RateLimited,
     RemoteError,
+    Stopped,
     TransientError,
 )
 
@@ -78,6 +79,7 @@ class TwilioClient:
             "Accept": "application/json",
             "Authorization": f"Basic {token}",
         }
+        self.deletes_stopped = False  # set when the run stops: no DELETE leaves after that
 
     def url_for(self, product: Product, path_or_url: str) -> URL:
         """Resolve a path against the product's base; refuse absolute URLs on any other origin.
@@ -104,7 +106,13 @@ class TwilioClient:
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
-        """Send one request; return its 2xx reply or raise the RemoteError that classifies it."""
+        """Send one request; return its 2xx reply or raise the RemoteError that classifies it.
+
+        Raises Stopped for a DELETE once the run is stopping: this is the last moment before a
+        request leaves, after any wait for a rate limit (Ctrl-C, a brake, --max-duration).
+        """
+        if self.deletes_stopped and method == "DELETE":
+            raise Stopped("the run is stopping")
         url = self.url_for(product, path_or_url)
         merged = {**self._headers, **headers} if headers else self._headers
         try:

@@ -32,7 +32,7 @@ from runner.client import TwilioClient
 from runner.config import Config
 from runner.discovery import Discovery
 from runner.display import show_progress
-from runner.errors import SafetyAbort, Stopped
+from runner.errors import SafetyAbort
 from runner.limits import Limits
 from runner.metrics import (
     RunFigures,
@@ -100,24 +100,9 @@ def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> 
     return Requester(client, limits, plan.retry, rng)
 
 
-def _session(
-    plan: JobPlan, refuse_deletes: Callable[[], bool] = lambda: False
-) -> aiohttp.ClientSession:
+def _session(plan: JobPlan) -> aiohttp.ClientSession:
     # One session, one connection pool sized to the in-flight cap: connections are reused.
-    trace = aiohttp.TraceConfig()
-
-    async def before_sending(
-        _session: aiohttp.ClientSession, _ctx: object, params: aiohttp.TraceRequestStartParams
-    ) -> None:
-        # The last moment before a request leaves, after any wait for a rate limit: once the run
-        # is stopping, a DELETE still waiting here is not sent (Ctrl-C, a brake, --max-duration).
-        if params.method == "DELETE" and refuse_deletes():
-            raise Stopped("the run is stopping")
-
-    trace.on_request_start.append(before_sending)
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=plan.concurrency + 8), trace_configs=[trace]
-    )
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
 
 
 @dataclass(frozen=True)
@@ -178,7 +163,7 @@ async def execute(
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         writer = CheckpointWriter(log_path, header.started_at)
-        async with _session(plan, lambda: engine.stopping) as session:
+        async with _session(plan) as session:
             requester = build_requester(build_client(session, config), plan, rng)
             engine = Engine(
                 settings,

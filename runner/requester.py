@@ -63,6 +63,10 @@ class Requester:
         self._zero = zero_backoff
         self.tally = Tally()
 
+    def stop_deletes(self) -> None:
+        """Send no DELETE from now on (one waiting for a limit raises Stopped instead)."""
+        self._client.deletes_stopped = True
+
     async def send(
         self,
         method: str,

@@ -192,11 +192,13 @@ class Engine:
     def stop(self) -> None:
         """Stop taking new work; requests in flight may finish (see :meth:`hard_stop`)."""
         self._stopping = True
+        self._req.stop_deletes()
         self._discovery_scope.cancel()
 
     def hard_stop(self) -> None:
         """Cancel everything still running; the checkpoint keeps what finished."""
         self._stopping = True
+        self._req.stop_deletes()
         self._work_scope.cancel()
 
     # -- the run ---------------------------------------------------------------------------
