@@ -41,6 +41,15 @@ operations: {{poll_interval: 0.05}}
 """
 
 
+def assert_deleted_exactly(ledger: dict[str, Any], chosen: set[tuple[str, str]]) -> None:
+    """Every listed target went (itself, or with its conversation), once; nothing else did."""
+    cascaded = {("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
+    direct = deleted(ledger, "request", "operation")
+    assert direct | cascaded >= chosen
+    assert direct <= chosen
+    assert max(successful_deletes(ledger).values()) == 1
+
+
 def listed(plan: Path) -> set[tuple[str, str]]:
     """(kind, id) of every target the plan lists."""
     found = read_plan(plan)
@@ -69,10 +78,7 @@ async def test_apply_deletes_exactly_what_the_plan_lists(
         applied = ledger["requests"][len(after_plan) :]
         lists = [r for r in applied if r["method"] == "GET" and "/Operations/" not in r["path"]]
         assert lists == [], "apply lists nothing: its targets are the plan's"
-        cascaded = {("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
-        assert deleted(ledger, "request", "operation") | cascaded >= chosen
-        assert deleted(ledger, "request", "operation") <= chosen
-        assert max(successful_deletes(ledger).values()) == 1
+        assert_deleted_exactly(ledger, chosen)
 
 
 async def test_apply_refuses_a_changed_spec_an_old_plan_and_a_damaged_one(
@@ -139,10 +145,7 @@ async def test_a_killed_apply_resumes_from_its_plan(
         assert await run_cli("resume", log) == 0
 
         ledger = await emu.ledger()
-        cascaded = {("message", d["id"]) for d in ledger["deletions"] if d["via"] == "cascade"}
-        assert deleted(ledger, "request", "operation") | cascaded >= chosen
-        assert deleted(ledger, "request", "operation") <= chosen
-        assert max(successful_deletes(ledger).values()) == 1
+        assert_deleted_exactly(ledger, chosen)
 
 
 async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
