@@ -19,6 +19,13 @@ from bench.goals import Figures
 from bench.timeline import Schedule, count_between, deletes_ok, plot, recovery, throttled_times
 
 FIGURES = Path(__file__).resolve().parent / "figures"
+# A --quick run draws its timelines here (ignored by git), so the full run's stay as committed.
+QUICK_FIGURES = Path(__file__).resolve().parent / "out" / "figures"
+
+
+def figures_dir(quick: bool) -> Path:
+    """Where this run's timelines go."""
+    return QUICK_FIGURES if quick else FIGURES
 LIMIT = 200.0
 BURST = 20
 
@@ -76,8 +83,8 @@ def rate_known(quick: bool) -> Figures:
     figures, requests, origin, _ = _run(
         "rate-known", conversations, per, f"limits: {{conversations: {{rate: {LIMIT:g}}}}}\n")
     figures["ratio"] = figures["deletes_per_s"] / LIMIT
-    plot(FIGURES / "rate-known.png", "rate-known: 200/s told to bulkops", requests, origin,
-         Schedule(((0.0, LIMIT),)))
+    plot(figures_dir(quick) / "rate-known.png", "rate-known: 200/s told to bulkops", requests,
+         origin, Schedule(((0.0, LIMIT),)))
     return figures
 
 
@@ -86,8 +93,8 @@ def rate_unknown(quick: bool) -> Figures:
     conversations, per = (150, 20) if quick else (300, 20)
     figures, requests, origin, _ = _run("rate-unknown", conversations, per, "")
     figures["ratio"] = figures["deletes_per_s"] / LIMIT
-    plot(FIGURES / "rate-unknown.png", "rate-unknown: 200/s, bulkops told nothing", requests,
-         origin, Schedule(((0.0, LIMIT),)))
+    plot(figures_dir(quick) / "rate-unknown.png", "rate-unknown: 200/s, bulkops told nothing",
+         requests, origin, Schedule(((0.0, LIMIT),)))
     return figures
 
 
@@ -105,8 +112,8 @@ def rate_shift(quick: bool) -> Figures:
     figures["ratio_during_low"] = figures["rate_during_low"] / (LIMIT / 2)
     figures["drop_at_s"] = drop - origin
     figures["raise_at_s"] = rise - origin
-    plot(FIGURES / "rate-shift.png", "rate-shift: 200 → 100 → 200/s, bulkops told nothing",
-         requests, origin,
+    plot(figures_dir(quick) / "rate-shift.png",
+         "rate-shift: 200 → 100 → 200/s, bulkops told nothing", requests, origin,
          Schedule(((0.0, LIMIT), (drop - origin, LIMIT / 2), (rise - origin, LIMIT))),
          marks=(drop - origin, rise - origin))
     return figures
