@@ -44,7 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from runner.catalog import Resource, Target  # noqa: E402  (after the sys.path fix-up)
+from bench.harness import vm_hwm_mb  # noqa: E402  (after the sys.path fix-up)
+from runner.catalog import Resource, Target  # noqa: E402
 from runner.checkpoint import Header, State, group_records, target_record  # noqa: E402
 from runner.job import new_run_id  # noqa: E402
 from runner.planner import build_plan  # noqa: E402
@@ -223,18 +224,6 @@ def measure_read(log_path: Path) -> dict[str, Any]:
     return figures
 
 
-def _vm_hwm_mb(pid: int) -> float | None:
-    """The peak RSS of a live process so far (Linux ``VmHWM``), in MB."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    for row in status.splitlines():
-        if row.startswith("VmHWM:"):
-            return int(row.split()[1]) / 1024
-    return None
-
-
 async def measure_end_to_end(log_path: Path) -> dict[str, Any]:
     """Run `bulkops resume` on the log against an emulator; time and memory to its first request."""
     import aiohttp
@@ -278,11 +267,11 @@ async def measure_end_to_end(log_path: Path) -> dict[str, Any]:
             pid, status, _usage = os.wait4(child.pid, os.WNOHANG)  # noqa: ASYNC222
             if pid:
                 break
-            hwm_max = max(hwm_max, _vm_hwm_mb(child.pid) or 0.0)
+            hwm_max = max(hwm_max, vm_hwm_mb(child.pid) or 0.0)
             if hwm_at_first is None:
                 async with session.get(f"{url}/_emulator/ledger/summary") as resp:
                     if (await resp.json())["requests"]:
-                        hwm_at_first = _vm_hwm_mb(child.pid)
+                        hwm_at_first = vm_hwm_mb(child.pid)
             await anyio.sleep(0.01)
         child.returncode = os.waitstatus_to_exitcode(status)
         ended = time.time()
