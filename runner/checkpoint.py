@@ -643,18 +643,6 @@ def _encode(record: dict[str, Any]) -> bytes:
     return orjson.dumps(record) + b"\n"
 
 
-def _drop_torn_tail(fd: int) -> None:
-    """Cut a torn last line (no newline) off before appending, so the next record does not fuse
-    with it; the reader has already reported it, and the targets it named are driven again."""
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    start = max(0, size - (1 << 20))
-    tail = os.pread(fd, size - start, start)
-    cut = tail.rfind(b"\n")
-    os.ftruncate(fd, start + cut + 1 if cut >= 0 else 0)
-
-
 def ensure_not_in_use(path: Path) -> None:
     """Refuse (exit 2) a log another process holds, before anything else is tried."""
     try:
@@ -715,9 +703,9 @@ def open_log(
     driving the same checkpoint would send every delete twice. It is taken before anything is
     cut off the file, so a process that is refused never touches a log another one is writing.
 
-    A resume passes ``replayed``, the byte count its replay read: a damaged last line beyond it
-    is cut off (so appended records do not follow garbage), and whole records beyond it — the
-    log grew after it was read — are refused rather than ignored.
+    A resume passes ``replayed``, the byte count its replay read (else the log is read here): a
+    damaged last line beyond it is cut off (so appended records do not follow garbage), and
+    whole records beyond it — the log grew after it was read — are refused, not ignored.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
@@ -747,10 +735,10 @@ def open_log(
             if not _headerless(path):  # another process wrote its header meanwhile
                 raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`")
             os.ftruncate(fd, 0)
-        elif header is None and replayed is not None:
-            _cut_damaged_tail(fd, replayed, path)
         elif header is None:
-            _drop_torn_tail(fd)
+            # Read under the lock when the caller has no replay of its own (tests, tools).
+            size = read_checkpoint(path).size if replayed is None else replayed
+            _cut_damaged_tail(fd, size, path)
         if header is not None:
             handle.write(_encode(header.to_record()))
             handle.flush()
