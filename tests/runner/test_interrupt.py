@@ -10,6 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
+from runner.checkpoint import State, read_checkpoint
+from runner.errors import CheckpointError
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -22,9 +24,21 @@ from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 
 def deletions_logged(workdir: Path) -> int:
-    """How many deletions the run's checkpoint records so far."""
+    """How many deletions the run's checkpoint records so far (grouped lines counted per id)."""
     logs = checkpoints(workdir)
-    return logs[0].read_text().count('"s":"D"') if logs else 0
+    try:
+        counts = read_checkpoint(logs[0]).counts() if logs else {}
+    except CheckpointError:  # no header yet
+        return 0
+    return sum(n for (_, state), n in counts.items() if state is State.DELETED)
+
+
+async def wait_for_deletions(workdir: Path, count: int) -> None:
+    """Until the run in ``workdir`` has logged ``count`` deletions."""
+    with anyio.fail_after(30):
+        # Another process writes the log: polling it is the only way to watch it.
+        while deletions_logged(workdir) < count:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
 
 
 @pytest.mark.parametrize(
@@ -57,10 +71,7 @@ async def test_signal_stops_gracefully_and_resume_finishes(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            with anyio.fail_after(20):
-                # Another process writes the log: polling it is the only way to watch it.
-                while deletions_logged(workdir) < 5:  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
+            await wait_for_deletions(workdir, 5)
             process.send_signal(signum)
             sent = time.monotonic()
             with anyio.fail_after(10):

@@ -24,7 +24,7 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import deletions_logged
+from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 SPEC = f"""service: {SUPPORT_SERVICE}
@@ -135,10 +135,7 @@ async def test_a_killed_apply_resumes_from_its_plan(
 
         process = await start_bulkops(["apply", str(plan)], workdir)
         async with process:
-            with anyio.fail_after(30):
-                # Another process writes the log: polling it is the only way to watch it.
-                while deletions_logged(workdir) < 3:  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
+            await wait_for_deletions(workdir, 3)
             process.send_signal(signal.SIGKILL)
             await process.wait()
         (log,) = checkpoints(workdir)

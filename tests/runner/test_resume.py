@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.runner.conftest import (
@@ -17,7 +16,7 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import deletions_logged
+from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 V2_PURGE = (
@@ -95,9 +94,7 @@ async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            with anyio.fail_after(20):
-                while deletions_logged(workdir) < 1:  # noqa: ASYNC110 - another process writes it
-                    await anyio.sleep(0.05)
+            await wait_for_deletions(workdir, 1)
             (log,) = checkpoints(workdir)
             seen = len((await emu.ledger())["requests"])
             capsys.readouterr()

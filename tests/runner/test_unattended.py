@@ -26,7 +26,7 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import deletions_logged
+from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 SLOW = (
@@ -43,14 +43,6 @@ async def support_messages(emu: Any) -> set[tuple[str, str]]:
         for m in await emu.resources("message")
         if m["service_sid"] == SUPPORT_SERVICE
     }
-
-
-async def wait_for_deletions(workdir: Path, count: int) -> None:
-    """Until the run in ``workdir`` has logged ``count`` deletions."""
-    with anyio.fail_after(30):
-        # Another process writes the log: polling it is the only way to watch it.
-        while deletions_logged(workdir) < count:  # noqa: ASYNC110
-            await anyio.sleep(0.05)
 
 
 async def test_a_second_run_of_an_active_job_exits_5_at_once(
