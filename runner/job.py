@@ -237,11 +237,7 @@ async def execute(
                 try:
                     await engine.run()
                 finally:
-                    code = _exit_code(engine, interrupted or out_of_time)
-                    if writer.error is not None:
-                        code = ExitCode.CHECKPOINT
-                    elif out_of_time and code == ExitCode.INTERRUPTED:
-                        code = ExitCode.OUT_OF_TIME
+                    code = _exit_code(engine, writer, interrupted, out_of_time)
                     tally = requester.tally
                     footer = {
                         "t": "E",
@@ -259,11 +255,11 @@ async def execute(
     # A resume brings its replay up to date rather than reading a second copy of a big log.
     engine.release()
     replay = read_checkpoint(log_path, into=prior)
-    message = None
+    problems: list[str] = []
     try:
         write_reports(log_path, replay)
     except OSError as exc:
-        message = f"cannot write the report beside {log_path}: {exc.strerror}"
+        problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
     totals = summarize(replay).totals
     log.info(
         "run_finished",
@@ -286,18 +282,20 @@ async def execute(
         except OSError as exc:
             log.warning("metrics_write_failed", error=exc.strerror)
     if writer.error is not None:
-        message = (
+        problems.insert(
+            0,
             f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
-            f"that it does not record. Free space, then `bulkops resume {log_path}`"
+            f"that it does not record. Free space, then `bulkops resume {log_path}`",
         )
     elif engine.abort is not None:
-        message = str(engine.abort)
+        problems.insert(0, str(engine.abort))
     elif engine.auth_error is not None:
-        message = (
+        problems.insert(
+            0,
             f"credentials refused (HTTP {engine.auth_error.status}); fix them and run "
-            f"`bulkops resume {log_path}`"
+            f"`bulkops resume {log_path}`",
         )
-    return RunResult(code, log_path, replay, message)
+    return RunResult(code, log_path, replay, "\n".join(problems) or None)
 
 
 async def _hard_stop_later(engine: Engine) -> None:
@@ -305,14 +303,19 @@ async def _hard_stop_later(engine: Engine) -> None:
     engine.hard_stop()
 
 
-def _exit_code(engine: Engine, interrupted: bool) -> int:
-    # interrupted: by a signal or by --max-duration (which execute() then tells apart).
+def _exit_code(
+    engine: Engine, writer: CheckpointWriter, interrupted: bool, out_of_time: bool
+) -> int:
+    if writer.error is not None:
+        return ExitCode.CHECKPOINT
     if engine.abort is not None:
         return ExitCode.ABORTED
     if engine.auth_error is not None:
         return ExitCode.AUTH
     if interrupted:
         return ExitCode.INTERRUPTED
+    if out_of_time:
+        return ExitCode.OUT_OF_TIME
     if engine.failures() or engine.discovery_errors:
         return ExitCode.FAILURES
     return ExitCode.OK
