@@ -7,6 +7,7 @@ Layout (one JSON object per line)::
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
     {"s":"D"|"G"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}  deleted/gone/failed/covered
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
+    {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
 
@@ -224,6 +225,8 @@ class Replay:
     deleted_conversations: set[str] = field(default_factory=set)
     discovered: dict[int, int] = field(default_factory=dict)
     discovery_done: set[int] = field(default_factory=set)
+    # Conversations whose children each source listed in full, so a resume skips them.
+    children_listed: dict[int, set[str]] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -502,6 +505,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
             return
         for target_rec in decode_targets(rec):
             replay._apply_target(target_rec)
+    elif kind == "P" and "c" in rec:
+        replay.children_listed.setdefault(int(rec["src"]), set()).add(str(rec["c"]))
     elif kind == "P":
         src = int(rec["src"])
         replay.discovered[src] = int(rec.get("n", 0))

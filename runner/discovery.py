@@ -12,6 +12,7 @@ every time bound is applied here, on the item's own timestamp.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +33,16 @@ from runner.selection import (
 )
 
 Emit = Callable[[Sequence[Target]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ListedConversations:
+    """How a resume continues a children source from its recorded progress: conversations whose
+    children a run has listed in full are not listed again, and each newly finished one is
+    recorded (after its targets' lines, through the same log, so the record implies them)."""
+
+    done: Callable[[str], bool]
+    record: Callable[[str], Awaitable[None]]
 
 V1_PAGE = 100  # the v1 spec's maximum PageSize
 V2_PAGE = 1000  # the v2 spec's maximum pageSize
@@ -77,7 +88,9 @@ class Discovery:
         self._fanout = fanout
         self._skip = skip_conversation
 
-    async def run(self, source: Source, emit: Emit) -> None:
+    async def run(
+        self, source: Source, emit: Emit, listed: ListedConversations | None = None
+    ) -> None:
         """Emit every target ``source`` selects, a page at a time."""
         if isinstance(source, Explicit | Manifest):
             for chunk in chunks(source.targets if isinstance(source, Explicit) else source.rows()):
@@ -89,7 +102,7 @@ class Discovery:
             async for sids in self.conversation_pages(source.query):
                 await emit([Target(resource, sid) for sid in sids])
         elif isinstance(source, ListChildren):
-            await self._children(source, emit)
+            await self._children(source, emit, listed)
         elif isinstance(source, ListConfigurations):
             async for items in self._token_pages(
                 Product.CONVERSATIONS, "/v2/ControlPlane/Configurations", [], V2_PAGE
@@ -137,17 +150,19 @@ class Discovery:
             ):
                 yield [str(i["id"]) for i in items if _matches(i, query, "createdAt", "updatedAt")]
 
-    async def _children(self, source: ListChildren, emit: Emit) -> None:
+    async def _children(
+        self, source: ListChildren, emit: Emit, listed: ListedConversations | None
+    ) -> None:
         # Several conversations are drained at once so that deletes interleave across them:
         # one conversation alone is capped at 30 deletes/s, the account at far more.
         send, receive = anyio.create_memory_object_stream[str](self._fanout)
         async with anyio.create_task_group() as tg:
             for _ in range(self._fanout):
-                tg.start_soon(self._drain_children, source, receive.clone(), emit)
+                tg.start_soon(self._drain_children, source, receive.clone(), emit, listed)
             receive.close()
             async with send:
                 async for sid in self._parents(source):
-                    if not self._skip(sid):
+                    if not self._skip(sid) and not (listed is not None and listed.done(sid)):
                         await send.send(sid)
 
     async def _parents(self, source: ListChildren) -> AsyncIterator[str]:
@@ -161,7 +176,11 @@ class Discovery:
                 yield sid
 
     async def _drain_children(
-        self, source: ListChildren, parents: ObjectReceiveStream[str], emit: Emit
+        self,
+        source: ListChildren,
+        parents: ObjectReceiveStream[str],
+        emit: Emit,
+        listed: ListedConversations | None,
     ) -> None:
         is_message = source.resource is Resource.MESSAGE
         segment = "Messages" if is_message else "Participants"
@@ -189,6 +208,8 @@ class Discovery:
                     # everything after it.
                     if is_message and page and newer == len(page):
                         break
+                if listed is not None:
+                    await listed.record(sid)
 
     async def _v1_page_lists(
         self, path: str, params: list[tuple[str, str]]

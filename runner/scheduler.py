@@ -29,7 +29,7 @@ from runner.checkpoint import (
     key_hash,
     target_record,
 )
-from runner.discovery import Discovery
+from runner.discovery import Discovery, ListedConversations
 from runner.errors import (
     AuthError,
     OperationFailed,
@@ -274,7 +274,7 @@ class Engine:
         failure: RemoteError | OperationFailed | None = None
         # Discovery runs task groups of its own, so its errors arrive as exception groups.
         try:
-            await self._discovery.run(source, emit)
+            await self._discovery.run(source, emit, self._listed(index))
         except* AuthError as group:
             self._fatal_auth(_first(group, AuthError))
             return_early = True
@@ -299,6 +299,14 @@ class Engine:
             self.discovery_errors += 1
             return
         await self._writer.put({"t": "P", "src": index, "n": found, "done": True})
+
+    def _listed(self, index: int) -> ListedConversations:
+        done = self._prior.children_listed.get(index, set()) if self._prior else set()
+
+        async def record(sid: str) -> None:
+            await self._writer.put({"t": "P", "src": index, "c": sid})
+
+        return ListedConversations(done.__contains__, record)
 
     async def _admit(self, target: Target) -> anyio.Event | None:
         """Decide whether a found target goes to the workers (and count it)."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from runner.checkpoint import read_checkpoint
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -133,3 +135,43 @@ async def test_resuming_a_finished_run_rewrites_a_lost_report(
         assert report_rows(workdir) == before
         assert log.with_suffix(".report.json").stat().st_mode & 0o777 == 0o600
         assert len((await emu.ledger())["requests"]) == requests
+
+
+async def test_resume_does_not_list_again_the_conversations_it_listed(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discovery continues from its recorded progress: the messages of a conversation the
+    killed run listed in full are not listed again; every message is still deleted once."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        expected = {
+            ("message", m["sid"])
+            for m in await emu.resources("message")
+            if m["service_sid"] == SUPPORT_SERVICE
+        }
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            "  - {kind: messages, where: {conversations: all}}\n"
+            "limits: {per_conversation_rate: 4}\n",
+        )
+        process = await start_bulkops(["run", str(spec)], workdir)
+        async with process:
+            await wait_for_deletions(workdir, 5)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        (log,) = checkpoints(workdir)
+        listed = read_checkpoint(log).children_listed.get(0, set())
+        assert listed, "the killed run had listed some conversations in full"
+        before = len((await emu.ledger())["requests"])
+
+        assert await run_cli("resume", log) == 0
+        ledger = await emu.ledger()
+        relisted = [
+            r["path"]
+            for r in ledger["requests"][before:]
+            if r["method"] == "GET" and any(f"/{sid}/Messages" in r["path"] for sid in listed)
+        ]
+        assert relisted == []
+        assert deleted(ledger) == expected
+        assert max(successful_deletes(ledger).values()) == 1
