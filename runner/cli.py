@@ -15,12 +15,11 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-import anyio
 import structlog
 from rich.console import Console
 from rich.table import Table
 
-from runner import __version__, logs
+from runner import __version__, eventloop, logs
 from runner.catalog import CATALOG
 from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.config import Config, load_config
@@ -303,7 +302,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 args.checkpoint, args.spec = decision.log, args.job
                 args.retry_failed = args.force = False
                 return _resume(args, console, err, read_checkpoint(decision.log))
-        result = anyio.run(
+        result = eventloop.run(
             partial(
                 start_run,
                 plan,
@@ -314,8 +313,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 console,
                 directory=directory,
                 options=run_options(args),
-            ),
-            backend="asyncio",
+            )
         )
     return finish(result, console, err)
 
@@ -346,9 +344,8 @@ def _dry_run(
 ) -> int:
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
     try:
-        result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
-            backend="asyncio",
+        result = eventloop.run(
+            partial(plan_targets, plan, config, sink=None if writer is None else writer.add)
         )
     except BaseException:
         if writer is not None:
@@ -417,7 +414,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
             return ExitCode.ABORTED
     directory = usable_directory(args.checkpoint_dir or config.checkpoint_dir)
     with job_lock(directory, plan.name, None if shard is None else shard.suffix):
-        result = anyio.run(
+        result = eventloop.run(
             partial(
                 start_run,
                 plan,
@@ -429,8 +426,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
                 directory=directory,
                 options=run_options(args),
                 plan_file=plan_file,
-            ),
-            backend="asyncio",
+            )
         )
     return finish(result, console, err)
 
@@ -481,7 +477,7 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
                 "(its digest differs); restore that plan file to resume"
             )
         plan = dataclasses.replace(plan, sources=plan_file.sources())
-    result = anyio.run(
+    result = eventloop.run(
         partial(
             execute,
             plan,
@@ -492,8 +488,7 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
             console,
             retry_failed=args.retry_failed,
             options=run_options(args),
-        ),
-        backend="asyncio",
+        )
     )
     return finish(result, console, err)
 

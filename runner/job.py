@@ -248,8 +248,8 @@ async def execute(
                         "throttled": tally.throttled,
                     }
                     with anyio.CancelScope(shield=True):
-                        await writer.put(footer)
-                        await writer.close()
+                        writer.put(footer)
+                        writer.close()
                         await written.wait()
                     tg.cancel_scope.cancel()
     # A resume brings its replay up to date rather than reading a second copy of a big log.

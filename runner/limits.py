@@ -23,8 +23,8 @@ not itself busy: a conversation sending near its own 30/s was most likely thrott
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
@@ -33,6 +33,7 @@ from aiolimiter import AsyncLimiter
 from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.backoff import jittered
 from runner.catalog import Product
+from runner.slots import Slots
 
 Clock = Callable[[], float]
 
@@ -108,17 +109,19 @@ class Limits:
         clock: Clock | None = None,
         adaptive: AdaptiveSettings | None = None,
     ) -> None:
-        self._clock: Clock = clock or anyio.current_time
+        # The event loop's own clock (asyncio's loop.time() is time.monotonic()), read directly:
+        # anyio.current_time() costs a backend lookup on every call.
+        self._clock: Clock = clock or time.monotonic
         self._rng = rng
-        self._account = anyio.CapacityLimiter(concurrency)
+        self._account = Slots(concurrency)
         self._account_control = ConcurrencyController(concurrency, self._clock, settings=adaptive)
-        self._product_caps: dict[Product, anyio.CapacityLimiter] = {}
+        self._product_caps: dict[Product, Slots] = {}
         self._product_rates: dict[Product, AsyncLimiter] = {}
         self.controllers: dict[Product, RateController] = {}
         for product in Product:
             limit = products.get(product, ProductLimit())
             if limit.concurrency:
-                self._product_caps[product] = anyio.CapacityLimiter(limit.concurrency)
+                self._product_caps[product] = Slots(limit.concurrency)
             if limit.rate:
                 # A small bucket: bursts of `burst` (default a twentieth of a second's worth):
                 # half the tenth of a second a server's bucket commonly holds, so requests that
@@ -134,11 +137,16 @@ class Limits:
         }
         self._product_paused: dict[Product, float] = {}
 
-    @asynccontextmanager
-    async def slot(self, product: Product, key: str | None) -> AsyncIterator[float]:
-        """Hold the right to send one request of ``product`` in scope ``key``; yields the clock
-        time it was granted, which :meth:`throttled` wants back if the answer is a 429."""
-        await self._wait_product_pause(product)
+    async def acquire(self, product: Product, key: str | None) -> float:
+        """Wait for the right to send one request of ``product`` in scope ``key``; returns the
+        clock time it was granted, which :meth:`throttled` wants back if the answer is a 429.
+        The caller must :meth:`release` it once the answer is in.
+
+        Each step returns without yielding when it has nothing to wait for: at thousands of
+        requests a second, event-loop round trips were most of bulkops' own cost per request.
+        """
+        if self._product_paused.get(product, 0.0) > self._clock():
+            await self._wait_product_pause(product)
         if key is not None:
             await self._pacer(key).wait(key)
         rate = self._product_rates.get(product)
@@ -151,19 +159,28 @@ class Limits:
             # need someone to set it when a pace changes; the turn is a deadline, not a signal).
             while (delay := control.delay(ticket)) > 0:  # noqa: ASYNC110
                 await anyio.sleep(delay)
+        await self._account.acquire()
         cap = self._product_caps.get(product)
-        async with self._account:
-            if cap is None:
-                yield self._clock()
-            else:
-                async with cap:
-                    yield self._clock()
+        if cap is not None:
+            try:
+                await cap.acquire()
+            except BaseException:
+                self._account.release()
+                raise
+        return self._clock()
+
+    def release(self, product: Product) -> None:
+        """Give back what :meth:`acquire` granted."""
+        cap = self._product_caps.get(product)
+        if cap is not None:
+            cap.release()
+        self._account.release()
 
     def accepted(self, product: Product, concurrent: int | None) -> None:
         """Record an answer other than 429 (``concurrent``: Twilio-Concurrent-Requests)."""
         self.controllers[product].accepted()
         self._account_control.accepted(concurrent)
-        if self._account.total_tokens != self._account_control.limit:
+        if self._account.total != self._account_control.limit:
             self.regrow()
 
     def throttled(
@@ -190,8 +207,8 @@ class Limits:
         verdict = self._account_control.throttled(sent, concurrent)
         if verdict is not None:
             limit = self._account_control.limit
-            if limit != self._account.total_tokens:
-                self._account.total_tokens = limit
+            if limit != self._account.total:
+                self._account.total = limit
             return verdict
         if scope_busy:
             return None
@@ -200,8 +217,8 @@ class Limits:
     def regrow(self) -> None:
         """Let the account's in-flight cap grow back once concurrency 429s have stopped."""
         limit = self._account_control.limit
-        if limit != self._account.total_tokens:
-            self._account.total_tokens = limit
+        if limit != self._account.total:
+            self._account.total = limit
 
     async def _wait_product_pause(self, product: Product) -> None:
         # Sleeping to a deadline (which a later 429 may push back) is the point here; an Event

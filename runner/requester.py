@@ -7,6 +7,7 @@ Every request of a run — list pages, deletes, operation polls — goes through
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -78,18 +79,21 @@ class Requester:
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """Send until a 2xx or a permanent error; raise the last fault when retries run out."""
-        start = anyio.current_time()
+        start = time.monotonic()
         faults = 0
         throttles = 0
         while True:
             error: RateLimited | TransientError
             sent_at: float | None = None
             try:
-                async with self._limits.slot(product, key) as sent_at:
+                sent_at = await self._limits.acquire(product, key)
+                try:
                     self.tally.requests[method] += 1
                     reply = await self._client.request(
                         method, product, path, params=params, headers=headers
                     )
+                finally:
+                    self._limits.release(product)
                 self._limits.accepted(product, _concurrent(reply.headers))
                 return reply
             except RateLimited as exc:
@@ -123,7 +127,7 @@ class Requester:
                     raise
                 error = exc
                 delay = 0.0 if self._zero else self._backoff.delay(faults, self._rng)
-            elapsed = anyio.current_time() - start
+            elapsed = time.monotonic() - start
             if elapsed >= self._policy.max_elapsed:
                 raise error
             self.tally.retries += 1

@@ -18,7 +18,6 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import structlog
-from anyio.abc import ObjectReceiveStream
 
 from runner.catalog import CATALOG, Resource, Target, delete_path, limit_key
 from runner.checkpoint import (
@@ -43,6 +42,7 @@ from runner.errors import (
 from runner.operations import Accepted, follow, operation_path, parse_accepted
 from runner.requester import Requester
 from runner.selection import Explicit, Manifest, Source, phase
+from runner.workqueue import WorkQueue
 
 log = structlog.get_logger("bulkops.scheduler")
 
@@ -159,6 +159,16 @@ class Engine:
         self._work_scope = anyio.CancelScope()
         self._discovery_scope = anyio.CancelScope()
         self._tracking = anyio.Semaphore(settings.max_tracked_operations)
+        # Room for many conversations' pages at once (each is paced at 30/s), while a manifest
+        # chunk is topped up when the workers' next two rounds are all that is left of it.
+        self._queue: WorkQueue[Work] = WorkQueue(
+            capacity=max(1024, settings.workers * 16), low=settings.workers * 2
+        )
+        self._finished = 0  # outcomes of this run, for the failure-rate brake
+        self._failed = 0
+        # Bound once: the module's lazy proxy builds a logger on every call, which the
+        # per-target debug line would pay even when debug is off.
+        self._log = log.bind()
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
         self.discovery_errors = 0
@@ -205,19 +215,17 @@ class Engine:
 
     async def run(self) -> None:
         """Discover, delete and track until done, stopped or aborted."""
-        send, receive = anyio.create_memory_object_stream[Work](self.settings.workers * 2)
         with self._work_scope:
             async with anyio.create_task_group() as tg:
-                async with receive:
-                    for _ in range(self.settings.workers):
-                        tg.start_soon(self._worker, receive.clone(), tg)
+                for _ in range(self.settings.workers):
+                    tg.start_soon(self._worker, tg)
                 if self._prior is not None:
                     unfinished = list(self._prior.open.values())
                     if self.settings.retry_failed:
                         unfinished += list(self._prior.failed.values())
                     for rec in unfinished:
                         await self._resume_unfinished(rec, tg)
-                tg.start_soon(self._discover, send)
+                tg.start_soon(self._discover)
 
     async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
         target = rec.target
@@ -230,7 +238,7 @@ class Engine:
             await self._start_tracking(target, accepted, tg)
         elif rec.state is State.FAILED:
             generation = rec.generation + 1
-            durable = await self._writer.put_durable(
+            durable = self._writer.put_durable(
                 target_record(target, State.REQUESTED, generation=generation)
             )
             tg.start_soon(self._drive, target, tg, generation, durable)
@@ -239,8 +247,8 @@ class Engine:
             # original Operation (v1 answers 404 if the first delete went through: gone).
             tg.start_soon(self._drive, target, tg, rec.generation)
 
-    async def _discover(self, send: anyio.abc.ObjectSendStream[Work]) -> None:
-        async with send:
+    async def _discover(self) -> None:
+        try:
             with self._discovery_scope:
                 phases = sorted({phase(s) for s in self._sources})
                 for number in phases:
@@ -250,12 +258,12 @@ class Engine:
                     async with anyio.create_task_group() as tg:
                         for index, source in enumerate(self._sources):
                             if phase(source) == number:
-                                tg.start_soon(self._discover_source, index, source, send)
+                                tg.start_soon(self._discover_source, index, source)
                 self.progress.discovery_done = True
+        finally:
+            self._queue.close()
 
-    async def _discover_source(
-        self, index: int, source: Source, send: anyio.abc.ObjectSendStream[Work]
-    ) -> None:
+    async def _discover_source(self, index: int, source: Source) -> None:
         found = 0
 
         async def emit(targets: Sequence[Target]) -> None:
@@ -264,12 +272,16 @@ class Engine:
             # checkpoint line) before any of it waits for a worker.
             admitted: list[Work] = []
             for target in targets:
-                durable = await self._admit(target)
+                if self._stopping:
+                    break
+                durable = self._admit(target)
                 if durable is not None:
                     admitted.append((target, durable))
+            if self._stopping:
+                await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
+                return
             found += len(admitted)
-            for work in admitted:
-                await send.send(work)
+            await self._queue.put_many(admitted)
 
         failure: RemoteError | OperationFailed | None = None
         # Discovery runs task groups of its own, so its errors arrive as exception groups.
@@ -293,26 +305,22 @@ class Engine:
                 code=getattr(failure, "code", None),
                 error=str(failure)[:200],
             )
-            await self._writer.put(
-                {"t": "P", "src": index, "n": found, "error": str(failure)[:200]}
-            )
+            self._writer.put({"t": "P", "src": index, "n": found, "error": str(failure)[:200]})
             self.discovery_errors += 1
             return
-        await self._writer.put({"t": "P", "src": index, "n": found, "done": True})
+        self._writer.put({"t": "P", "src": index, "n": found, "done": True})
 
     def _listed(self, index: int) -> ListedConversations:
         done = self._prior.children_listed.get(index, set()) if self._prior else set()
 
         async def record(sid: str) -> None:
-            await self._writer.put({"t": "P", "src": index, "c": sid})
+            self._writer.put({"t": "P", "src": index, "c": sid})
 
         return ListedConversations(done.__contains__, record)
 
-    async def _admit(self, target: Target) -> anyio.Event | None:
-        """Decide whether a found target goes to the workers (and count it)."""
-        if self._stopping:
-            await anyio.lowlevel.checkpoint()  # raises: discovery's scope is cancelled
-            return None
+    def _admit(self, target: Target) -> anyio.Event | None:
+        """Decide whether a found target goes to the workers (and count it); returns the event
+        of its durable *requested* line, or None when it is not to be driven."""
         owns = self.settings.owns
         if owns is not None and not owns(target):
             return None  # another shard's
@@ -326,7 +334,7 @@ class Engine:
             self.progress.skipped_done += 1
             return None
         if target.parent is not None and self._conversations.get(target.parent):
-            await self._finish(target, State.COVERED)
+            self._finish(target, State.COVERED)
             return None
         self._selected += 1
         limit = self.settings.max_deletions
@@ -336,13 +344,12 @@ class Engine:
                 "stopped before deleting more. Raise the limit or narrow the selection."
             )
             self.stop()
-            await anyio.lowlevel.checkpoint()
             return None
         self.progress.found[target.resource] += 1
         self._hold_children(target)
         # Write-ahead: the worker sends the DELETE only once this line is on disk, so after any
         # crash the log names every target that may have been deleted.
-        return await self._writer.put_durable(target_record(target, State.REQUESTED))
+        return self._writer.put_durable(target_record(target, State.REQUESTED))
 
     def _hold_children(self, target: Target) -> None:
         """A v1 conversation being driven: its children wait until it has an outcome."""
@@ -350,12 +357,13 @@ class Engine:
             self._conversations[target.id] = False
             self._open_phase0 += 1
 
-    async def _worker(self, receive: ObjectReceiveStream[Work], tg: anyio.abc.TaskGroup) -> None:
-        async with receive:
-            async for target, durable in receive:
-                if self._stopping:
-                    break
-                await self._drive(target, tg, 0, durable)
+    async def _worker(self, tg: anyio.abc.TaskGroup) -> None:
+        while not self._stopping:
+            try:
+                target, durable = await self._queue.get()
+            except anyio.EndOfStream:
+                return
+            await self._drive(target, tg, 0, durable)
 
     async def _drive(
         self,
@@ -364,7 +372,7 @@ class Engine:
         generation: int = 0,
         durable: anyio.Event | None = None,
     ) -> None:
-        if durable is not None:
+        if durable is not None and not durable.is_set():
             await durable.wait()
         info = CATALOG[target.resource]
         headers: dict[str, str] = {}
@@ -387,26 +395,26 @@ class Engine:
             return  # never sent: the target stays requested, for a resume
         except PermanentError as exc:
             if exc.status == 404:
-                await self._finish(target, State.GONE)
+                self._finish(target, State.GONE)
             else:
-                await self._finish(
+                self._finish(
                     target, State.FAILED, code=exc.code or exc.status, message=exc.message
                 )
             return
         except (TransientError, RateLimited) as exc:
-            await self._finish(
+            self._finish(
                 target, State.FAILED, code=exc.code or exc.status, message=f"gave up: {exc.message}"
             )
             return
         if not info.is_async:
-            await self._finish(target, State.DELETED)
+            self._finish(target, State.DELETED)
             return
         try:
             accepted = parse_accepted(reply, info.product)
         except PermanentError as exc:
-            await self._finish(target, State.FAILED, message=exc.message)
+            self._finish(target, State.FAILED, message=exc.message)
             return
-        await self._writer.put(
+        self._writer.put(
             target_record(
                 target,
                 State.ACCEPTED,
@@ -435,7 +443,7 @@ class Engine:
                 give_up_after=self.settings.operation_timeout,
             )
         except OperationFailed as exc:
-            await self._finish(
+            self._finish(
                 target,
                 State.FAILED,
                 code=exc.code,
@@ -444,19 +452,19 @@ class Engine:
         except AuthError as exc:
             self._fatal_auth(exc)
         except RemoteError as exc:
-            await self._finish(
+            self._finish(
                 target,
                 State.FAILED,
                 code=exc.code or exc.status,
                 message=f"polling failed: {exc.message}",
             )
         else:
-            await self._finish(target, State.DELETED)
+            self._finish(target, State.DELETED)
         finally:
             self.progress.pending_operations -= 1
             self._tracking.release()
 
-    async def _finish(
+    def _finish(
         self,
         target: Target,
         state: State,
@@ -465,7 +473,10 @@ class Engine:
         message: str | None = None,
     ) -> None:
         self.progress.outcomes[(target.resource, state)] += 1
-        await self._writer.put(
+        self._finished += 1
+        if state is State.FAILED:
+            self._failed += 1
+        self._writer.put(
             target_record(
                 target,
                 state,
@@ -476,7 +487,7 @@ class Engine:
                 with_parent=state is State.COVERED,
             )
         )
-        log.debug(
+        self._log.debug(
             "target_finished", kind=target.resource.value, id=target.id, outcome=state.name.lower()
         )
         if target.resource is Resource.CONVERSATION_V1 and state is not State.COVERED:
@@ -487,8 +498,7 @@ class Engine:
         self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:
-        failed = self.progress.outcome(State.FAILED)
-        finished = sum(self.progress.outcomes.values())
+        failed, finished = self._failed, self._finished
         if (
             self.abort is None
             and finished >= self.settings.failure_rate_min_count

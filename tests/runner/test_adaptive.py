@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,17 +146,16 @@ def test_concurrency_429_lowers_the_cap_not_the_pace() -> None:
 
 async def test_throttle_pauses_the_scope_until_retry_after() -> None:
     """After a 429 with Retry-After, nothing of that scope is granted before the hint."""
-    import anyio
-
     limits = Limits(concurrency=4, per_conversation_rate=1000.0, per_service_rate=30.0,
                     products={Product.CONVERSATIONS: ProductLimit()}, rng=random.Random(1))
     key = "conversation:CH" + "1" * 32
-    async with limits.slot(Product.CONVERSATIONS, key) as sent_at:
-        pass
+    sent_at = await limits.acquire(Product.CONVERSATIONS, key)
+    limits.release(Product.CONVERSATIONS)
     limits.throttled(Product.CONVERSATIONS, key, 0.3, sent_at=sent_at)
-    paused_at = anyio.current_time()
-    async with limits.slot(Product.CONVERSATIONS, key) as granted:
-        assert granted - paused_at >= 0.3
+    paused_at = time.monotonic()
+    granted = await limits.acquire(Product.CONVERSATIONS, key)
+    limits.release(Product.CONVERSATIONS)
+    assert granted - paused_at >= 0.3
 
 
 SERVICE_PURGE = """service: {service}

@@ -115,10 +115,10 @@ async def write_through_writer(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(writer.run, handle)
                 for record in records:
-                    await writer.put(record)
-                await writer.close()
+                    writer.put(record)
+                writer.close()
         finally:
-            await writer.close()  # also when the writer failed: leave no stream unclosed
+            writer.close()  # also when the writer failed
     return writer
 
 

@@ -1,0 +1,109 @@
+"""The two hand-off primitives of the per-target path: the in-flight cap and the work queue."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from runner.slots import Slots
+from runner.workqueue import WorkQueue
+
+
+async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:
+    slots = Slots(2)
+    await slots.acquire()
+    await slots.acquire()
+    order: list[int] = []
+
+    async def wait(n: int) -> None:
+        await slots.acquire()
+        order.append(n)
+
+    async with anyio.create_task_group() as tg:
+        for n in range(3):
+            tg.start_soon(wait, n)
+            await anyio.sleep(0.01)  # queue them in a known order
+        assert order == [] and slots.used == 2
+        slots.release()
+        await anyio.sleep(0.01)
+        assert order == [0]
+        slots.release()
+        slots.release()
+        await anyio.sleep(0.01)
+        assert order == [0, 1, 2]
+    assert slots.used == 2
+
+
+async def test_slots_lowered_cap_applies_as_holders_finish_and_regrows() -> None:
+    slots = Slots(3)
+    for _ in range(3):
+        await slots.acquire()
+    slots.total = 1
+    got = anyio.Event()
+
+    async def wait() -> None:
+        await slots.acquire()
+        got.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(wait)
+        slots.release()
+        slots.release()
+        await anyio.sleep(0.01)
+        assert not got.is_set()  # one still held, and the cap is one
+        slots.total = 2
+        await got.wait()
+    assert slots.used == 2
+
+
+async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
+    slots = Slots(1)
+    await slots.acquire()
+    with anyio.move_on_after(0.02):
+        await slots.acquire()
+    slots.release()
+    assert slots.used == 0
+    await slots.acquire()  # the slot is free again, not leaked to the cancelled waiter
+    assert slots.used == 1
+
+
+async def test_queue_takes_from_every_queued_page_in_turn_and_ends() -> None:
+    queue: WorkQueue[str] = WorkQueue(capacity=100, low=10)
+    await queue.put_many(["a1", "a2", "a3"])
+    await queue.put_many(["b1", "b2"])
+    await queue.put_many(["c1"])
+    queue.close()
+    got = []
+    with pytest.raises(anyio.EndOfStream):
+        while True:
+            got.append(await queue.get())
+    # One conversation's page must not hold every worker behind its pace.
+    assert got == ["a1", "b1", "c1", "a2", "b2", "a3"]
+
+
+async def test_queue_waits_for_a_long_page_to_run_low_and_for_room() -> None:
+    queue: WorkQueue[int] = WorkQueue(capacity=4, low=2)
+    returned = anyio.Event()
+
+    async def produce() -> None:
+        await queue.put_many(range(5))
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await anyio.sleep(0.02)
+        assert len(queue) == 5 and not returned.is_set()  # queued whole, producer held
+        assert [await queue.get() for _ in range(2)] == [0, 1]
+        await anyio.sleep(0.02)
+        assert not returned.is_set()  # 3 left, more than low
+        assert await queue.get() == 2
+        with anyio.fail_after(1):
+            await returned.wait()  # 2 left: the producer may prepare its next page
+    await queue.put_many([5])
+    await queue.put_many([6])  # short pages return at once while there is room
+    assert len(queue) == 4
+    with anyio.move_on_after(0.05) as scope:
+        await queue.put_many([7])  # full
+    assert scope.cancelled_caught
+    assert [await queue.get() for _ in range(4)] == [3, 5, 6, 4]
+    assert len(queue) == 0
