@@ -15,11 +15,12 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
+import anyio
 import structlog
 from rich.console import Console
 from rich.table import Table
 
-from runner import __version__, eventloop, logs
+from runner import __version__, logs
 from runner.catalog import CATALOG
 from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.config import Config, load_config
@@ -302,7 +303,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 args.checkpoint, args.spec = decision.log, args.job
                 args.retry_failed = args.force = False
                 return _resume(args, console, err, read_checkpoint(decision.log))
-        result = eventloop.run(
+        result = anyio.run(
             partial(
                 start_run,
                 plan,
@@ -313,7 +314,8 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 console,
                 directory=directory,
                 options=run_options(args),
-            )
+            ),
+            backend="asyncio",
         )
     return finish(result, console, err)
 
@@ -344,8 +346,9 @@ def _dry_run(
 ) -> int:
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
     try:
-        result = eventloop.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add)
+        result = anyio.run(
+            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
+            backend="asyncio",
         )
     except BaseException:
         if writer is not None:
@@ -414,7 +417,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
             return ExitCode.ABORTED
     directory = usable_directory(args.checkpoint_dir or config.checkpoint_dir)
     with job_lock(directory, plan.name, None if shard is None else shard.suffix):
-        result = eventloop.run(
+        result = anyio.run(
             partial(
                 start_run,
                 plan,
@@ -426,7 +429,8 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
                 directory=directory,
                 options=run_options(args),
                 plan_file=plan_file,
-            )
+            ),
+            backend="asyncio",
         )
     return finish(result, console, err)
 
@@ -477,7 +481,7 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
                 "(its digest differs); restore that plan file to resume"
             )
         plan = dataclasses.replace(plan, sources=plan_file.sources())
-    result = eventloop.run(
+    result = anyio.run(
         partial(
             execute,
             plan,
@@ -488,7 +492,8 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
             console,
             retry_failed=args.retry_failed,
             options=run_options(args),
-        )
+        ),
+        backend="asyncio",
     )
     return finish(result, console, err)
 

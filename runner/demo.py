@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 
+import anyio
 from rich.console import Console
 
-from runner import eventloop, logs
+from runner import logs
 from runner.cli import finish, start_run
 from runner.config import load_config
 from runner.emulator import (
@@ -40,8 +40,8 @@ def run_demo(job: Path | None, checkpoint_dir: Path | None, console: Console, er
     logs.configure("auto", "info")
     settings = EmulatorSettings(operation_pending_s=0.5, operation_running_s=1.0)
     dataset = generate("demo", seed=0)
-    result = eventloop.run(
-        partial(_demo, spec_path, checkpoint_dir, settings, dataset, console)
+    result = anyio.run(
+        _demo, spec_path, checkpoint_dir, settings, dataset, console, backend="asyncio"
     )
     return finish(result, console, err)
 

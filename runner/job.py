@@ -7,6 +7,7 @@ exit code. ``plan`` does the discovery half only and sends no DELETE.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import secrets
@@ -46,7 +47,7 @@ from runner.metrics import (
 )
 from runner.planfile import PlanFile
 from runner.planner import JobPlan
-from runner.report import OUTCOMES, summarize, write_csv, write_json
+from runner.report import OUTCOMES, summarize, write_report
 from runner.requester import Requester
 from runner.scheduler import Engine, EngineSettings
 from runner.selection import phase
@@ -326,13 +327,23 @@ def write_reports(log_path: Path, replay: Replay) -> None:
 
     Each file is written aside and renamed into place, so a crash leaves the old report or the
     new one, never half of one."""
-    for suffix, write in ((".report.csv", write_csv), (".report.json", write_json)):
-        path = log_path.with_suffix(suffix)
-        partial = path.with_name(path.name + ".partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            write(replay, f)
-        os.replace(partial, path)
+    paths = [log_path.with_suffix(suffix) for suffix in (".report.csv", ".report.json")]
+    asides = [path.with_name(path.name + ".partial") for path in paths]
+    with contextlib.ExitStack() as stack:
+        csv_out, json_out = (
+            stack.enter_context(
+                os.fdopen(
+                    os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
+                    "w",
+                    encoding="utf-8",
+                    newline="",
+                )
+            )
+            for aside in asides
+        )
+        write_report(replay, csv_out=csv_out, json_out=json_out)
+    for aside, path in zip(asides, paths, strict=True):
+        os.replace(aside, path)
 
 
 @dataclass

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
+import orjson
+
 from runner.catalog import BY_CODE, CATALOG, Resource
 from runner.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
 
@@ -110,28 +112,43 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
 
 def write_csv(replay: Replay, out: TextIO) -> None:
     """The completion report as CSV with a header row, streamed to ``out``."""
-    writer = csv.DictWriter(out, fieldnames=REPORT_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows(replay))
+    write_report(replay, csv_out=out)
 
 
 def write_json(replay: Replay, out: TextIO) -> None:
     """The completion report as one JSON document — the run, its summary and every target, one
     per line — streamed to ``out``, so its size never has to fit in memory."""
-    head = {
-        "run_id": replay.header.run_id,
-        "job": replay.header.job,
-        "started": replay.header.started,
-        "exit_code": replay.exit_code,
-        "summary": summarize(replay).to_json(),
-        "traffic": {name: replay.traffic[name] for name in TRAFFIC},
-    }
-    out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
+    write_report(replay, json_out=out)
+
+
+def write_report(
+    replay: Replay, *, csv_out: TextIO | None = None, json_out: TextIO | None = None
+) -> None:
+    """The CSV and the JSON report in one pass over the log (a run writes both: reading a log
+    of millions of targets twice cost as much as making the rows)."""
+    table = None
+    if csv_out is not None:
+        table = csv.writer(csv_out)
+        table.writerow(REPORT_FIELDS)
+    if json_out is not None:
+        head = {
+            "run_id": replay.header.run_id,
+            "job": replay.header.job,
+            "started": replay.header.started,
+            "exit_code": replay.exit_code,
+            "summary": summarize(replay).to_json(),
+            "traffic": {name: replay.traffic[name] for name in TRAFFIC},
+        }
+        json_out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
     separator = "\n    "
     for row in rows(replay):
-        out.write(separator + json.dumps(row))
-        separator = ",\n    "
-    out.write("\n  ]\n}\n")
+        if table is not None:
+            table.writerow(row.values())
+        if json_out is not None:
+            json_out.write(separator + orjson.dumps(row).decode())
+            separator = ",\n    "
+    if json_out is not None:
+        json_out.write("\n  ]\n}\n")
 
 
 def render_csv(replay: Replay) -> str:
