@@ -58,6 +58,9 @@ class AdaptiveSettings:
     concurrency_regrow_s: float = 1.0
 
 
+_MAX_DOUBLINGS = 64.0  # initial * 2**64: past any rate, far from a float's range
+
+
 class Verdict(enum.Enum):
     """What a 429 did to the controller."""
 
@@ -134,7 +137,11 @@ class RateController:
                 return None
             if self._started is None:
                 self._started = now
-            pace = s.initial * math.pow(2.0, (now - self._started) / s.doubling_s)
+            # The exponent is capped: a run bounded by latency or concurrency (never throttled,
+            # never near `unbounded`) stays in slow start for its whole life, and 2.0**1024
+            # overflows a float after 205 s of it.
+            doublings = min((now - self._started) / s.doubling_s, _MAX_DOUBLINGS)
+            pace = s.initial * math.pow(2.0, doublings)
             # No further than twice what actually got through: a run still starting up (or
             # bounded by latency and concurrency) must not bank a pace it never tried.
             pace = min(pace, 2.0 * max(s.initial, self._delivered.rate(now)))

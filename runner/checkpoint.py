@@ -14,11 +14,13 @@ Layout (one JSON object per line)::
 ``ts`` is whole seconds since the header's ``started``, which keeps lines short. A failed line also
 carries ``e`` (Twilio's code, or the HTTP status) and ``m`` (Twilio's message, truncated).
 
-One task owns the file (STYLE habit 5): everyone else sends records through a bounded stream, and
-the writer group-commits — it writes what has arrived, then fsyncs once in a worker thread while
-more records queue up. Losing the unsynced tail in a crash is safe by construction: every delete
-is idempotent (v1: a repeat answers 404 → gone; v2: the same Idempotency-Key returns the original
-Operation), so a target whose line was lost is simply driven again.
+One task owns the file (STYLE habit 5): everyone else queues records with it (a list append, not
+a stream send: at thousands of targets a second the stream's event-loop round trip per record
+cost more than the record), and the writer group-commits — it writes what has arrived, then
+fsyncs once in a worker thread while more records queue up. Losing the unsynced tail in a crash
+is safe by construction: every delete is idempotent (v1: a repeat answers 404 → gone; v2: the
+same Idempotency-Key returns the original Operation), so a target whose line was lost is simply
+driven again.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The engine: discovery producers → bounded stream → deletion workers → Operation trackers.
+"""The engine: discovery producers → bounded work queue → deletion workers → Operation trackers.
 
 One task group owns every task (STYLE habit 4). Discovery runs source by source in phases
 (:func:`runner.selection.phase`); v1 conversations go first and the next phase waits until every

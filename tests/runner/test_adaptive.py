@@ -117,6 +117,21 @@ def test_never_exceeds_the_configured_ceiling(limit: float) -> None:
     assert controller.rate() is None  # back at the ceiling: the configured limiter paces
 
 
+def test_a_long_slow_start_neither_overflows_nor_outruns_what_gets_through() -> None:
+    """A run never throttled and bounded elsewhere (latency) stays in slow start for hours:
+    the pace keeps following twice the delivered rate, and its doubling never overflows."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    assert controller.reserve() is not None  # the first request starts the slow start
+    for _ in range(3 * 3600):  # three hours at 30 accepted/s, checked once a second
+        for _ in range(30):
+            clock.now += 1 / 30
+            controller.accepted()
+        # Twice the larger of the initial pace (100/s) and what got through (30/s).
+        assert controller.rate() == pytest.approx(200.0)
+    assert controller.reserve() is not None  # still pacing, still answering
+
+
 def test_waiters_leave_one_by_one_in_ticket_order() -> None:
     """Many callers waiting on one pace get distinct, increasing turns (no herd)."""
     clock = FakeClock()
