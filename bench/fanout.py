@@ -5,10 +5,15 @@ requests in flight per account, and answers every request after 50 ms. bulkops (
 ``concurrency: 100``) lists and deletes them all. The bound is 100 / 50 ms = 2,000 requests/s;
 the ratio counts every accepted request (the message lists share the in-flight cap with the
 deletes) from the first request to the last delete. ``delete_ratio`` counts deletes only.
+
+``raw_ratio`` is the same bound for ``raw_loop.py`` deleting the same messages from a manifest
+(no listing, no pacing, no checkpoint): what a client can reach on this machine at all, where
+the emulator takes one of the two cores.
 """
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from pathlib import Path
 
@@ -37,6 +42,7 @@ def fanout(quick: bool) -> Figures:
     requests = ledger["requests"]
     if not requests:
         return {"exit_code": child.exit_code, "requests": 0, "ratio": 0.0}
+    raw = _raw_reference(args)
     ok = deletes_ok(requests)
     origin = min(r["time"] for r in requests)
     span = ok[-1] - origin
@@ -53,5 +59,28 @@ def fanout(quick: bool) -> Figures:
         "ratio": accepted / span / bound,
         "delete_ratio": len(ok) / span / bound,
         "client_cpu_s": child.cpu_s,
+        "client_cpu_ms_per_request": child.cpu_s / len(requests) * 1000,
         "wall_s": child.wall_s,
+        **raw,
+    }
+
+
+def _raw_reference(args: list[str]) -> Figures:
+    """What this machine allows a client at all: ``raw_loop.py`` deleting the same messages
+    from a manifest (no listing, no pacing, no checkpoint) on a fresh emulator of the same
+    settings, its deletes/s ÷ the bound."""
+    with harness.emulator(*args) as url, tempfile.TemporaryDirectory(prefix="fanraw") as tmp:
+        manifest = Path(tmp) / "manifest.csv"
+        harness.message_manifest(url, manifest)
+        prefix = f"/v1/Services/{_service(url)}/Conversations"
+        child = harness.run_child(
+            [sys.executable, "-m", "bench.raw_loop", url, str(manifest), str(IN_FLIGHT), prefix],
+            cwd=Path(tmp), env=harness.clean_env(url))
+        ok = deletes_ok(harness.get_json(f"{url}/_emulator/ledger")["requests"])
+    if not ok:
+        return {"raw_ratio": 0.0}
+    span = ok[-1] - ok[0]
+    return {
+        "raw_ratio": len(ok) / span / (IN_FLIGHT / LATENCY) if span > 0 else 0.0,
+        "raw_cpu_ms_per_request": child.cpu_s / len(ok) * 1000,
     }

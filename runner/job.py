@@ -35,16 +35,6 @@ from runner.discovery import Discovery
 from runner.display import show_progress
 from runner.errors import SafetyAbort
 from runner.limits import Limits
-from runner.metrics import (
-    RunFigures,
-    RunLabels,
-    build_registry,
-    figures_from_progress,
-    figures_from_replay,
-    serve_metrics,
-    write_periodically,
-    write_textfile,
-)
 from runner.planfile import PlanFile
 from runner.planner import JobPlan
 from runner.report import OUTCOMES, summarize, write_report
@@ -159,7 +149,10 @@ async def execute(
         retry_failed=retry_failed,
         owns=plan.shard.owns if plan.shard is not None else None,
     )
-    labels = RunLabels(plan.name, plan.shard)
+    if options.metrics_textfile is not None or options.metrics_port is not None:
+        # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
+        # exports nothing about 10 MB of its memory budget.
+        from runner import metrics
     interrupted = out_of_time = False
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
@@ -207,8 +200,8 @@ async def execute(
                 engine.stop()
                 tg.start_soon(_hard_stop_later, engine)
 
-            def live() -> RunFigures:
-                return figures_from_progress(
+            def live() -> metrics.RunFigures:
+                return metrics.figures_from_progress(
                     engine.progress,
                     requester.tally,
                     duration_seconds=anyio.current_time() - began,
@@ -223,16 +216,18 @@ async def execute(
                 if options.metrics_textfile is not None:
                     tg.start_soon(
                         partial(
-                            write_periodically,
+                            metrics.write_periodically,
                             options.metrics_textfile,
                             live,
-                            labels,
+                            metrics.RunLabels(plan.name, plan.shard),
                             interval=options.metrics_interval,
                         )
                     )
                 if options.metrics_port is not None:
                     port = await tg.start(
-                        serve_metrics, build_registry(live, labels), options.metrics_port
+                        metrics.serve_metrics,
+                        metrics.build_registry(live, metrics.RunLabels(plan.name, plan.shard)),
+                        options.metrics_port,
                     )
                     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
                 try:
@@ -272,14 +267,15 @@ async def execute(
         throttled=requester.tally.throttled,
     )
     if options.metrics_textfile is not None:
-        final = figures_from_replay(
+        final = metrics.figures_from_replay(
             replay,
             requester.tally,
             duration_seconds=anyio.current_time() - began,
             exit_code=code,
         )
         try:
-            write_textfile(options.metrics_textfile, final, labels)
+            labels = metrics.RunLabels(plan.name, plan.shard)
+            metrics.write_textfile(options.metrics_textfile, final, labels)
         except OSError as exc:
             log.warning("metrics_write_failed", error=exc.strerror)
     if writer.error is not None:

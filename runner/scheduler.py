@@ -41,6 +41,7 @@ from runner.errors import (
 )
 from runner.operations import Accepted, follow, operation_path, parse_accepted
 from runner.requester import Requester
+from runner.seen import SeenSet
 from runner.selection import Explicit, Manifest, Source, phase
 from runner.workqueue import WorkQueue
 
@@ -150,7 +151,7 @@ class Engine:
         self._sources = sources
         self._writer = writer
         self._prior = prior
-        self._seen: set[int] = set()  # key hashes: a million targets must fit in little memory
+        self._seen = SeenSet()  # key hashes of admitted targets: 12 bytes a slot, not 70
         self._selected = 0
         self._conversations: dict[str, bool] = {}  # v1 conversation SID → deleted by this job
         self._open_phase0 = 0
@@ -191,7 +192,7 @@ class Engine:
     def release(self) -> None:
         """Drop what only a running engine needs (the set of admitted targets can be the size
         of the job), before the final replay of the log is built beside it."""
-        self._seen = set()
+        self._seen = SeenSet()
         self._conversations.clear()
 
     @property
@@ -325,9 +326,8 @@ class Engine:
         if owns is not None and not owns(target):
             return None  # another shard's
         digest = key_hash(target.key)
-        if digest in self._seen:
+        if not self._seen.add(digest):
             return None
-        self._seen.add(digest)
         prior = self._prior.state_of(target) if self._prior is not None else None
         if prior is not None and prior.is_final:
             # Final in the log being resumed (failed ones were re-driven above when asked to).

@@ -1,0 +1,41 @@
+"""The compact set of admitted targets behaves as a set of digests, through every resize."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runner.checkpoint import key_hash
+from runner.seen import SeenSet
+
+DIGESTS = st.integers(min_value=0, max_value=(1 << 90) - 1)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(DIGESTS, st.sampled_from([0, 1, 1 << 64, (1 << 64) + 5, 7, 7 << 64]))))
+def test_add_answers_as_a_set_would(digests: list[int]) -> None:
+    """add() is True exactly for a digest not added before (tiny capacity: many resizes)."""
+    seen, reference = SeenSet(capacity=2), set()
+    for digest in digests:
+        # 0 and 1 share the empty-slot stand-in: the one deliberate exception.
+        key = 1 if digest == 0 else digest
+        assert seen.add(digest) is (key not in reference)
+        reference.add(key)
+    assert len(seen) == len(reference)
+
+
+def test_digests_equal_in_their_low_64_bits_are_told_apart() -> None:
+    """Two digests that collide in the probe index and the low word are still two targets."""
+    seen = SeenSet(capacity=4)
+    assert seen.add(5) and seen.add(5 | (1 << 64)) and seen.add(5 | (2 << 64))
+    assert not seen.add(5 | (1 << 64))
+    assert len(seen) == 3
+
+
+def test_a_hundred_thousand_target_keys_all_recognised_after_growing() -> None:
+    """Real key digests, grown from the default size, are each admitted once."""
+    seen = SeenSet()
+    digests = [key_hash(f"im:IM{n:032x}") for n in range(100_000)]
+    assert all(seen.add(d) for d in digests)
+    assert not any(seen.add(d) for d in digests)
+    assert len(seen) == 100_000
