@@ -26,7 +26,7 @@ from bench.rate import _service
 
 def scale(quick: bool) -> Figures:
     """Peak RSS, checkpoint bytes per target and resume time."""
-    runs = 30_000 if quick else 200_000
+    runs = 30_000 if quick else 1_000_000
     resume_targets = 100_000 if quick else 1_000_000
     figures: Figures = {"run_targets": runs, "resume_targets": resume_targets}
     with tempfile.TemporaryDirectory(prefix="scale") as tmp:
