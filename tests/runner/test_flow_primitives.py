@@ -10,6 +10,7 @@ from runner.workqueue import WorkQueue
 
 
 async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:
+    """No more than the total are held at once, and freed slots go to waiters in order."""
     slots = Slots(2)
     await slots.acquire()
     await slots.acquire()
@@ -35,6 +36,7 @@ async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:
 
 
 async def test_slots_lowered_cap_applies_as_holders_finish_and_regrows() -> None:
+    """A lowered cap admits nobody until holders drop below it; raising it wakes a waiter."""
     slots = Slots(3)
     for _ in range(3):
         await slots.acquire()
@@ -57,6 +59,7 @@ async def test_slots_lowered_cap_applies_as_holders_finish_and_regrows() -> None
 
 
 async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
+    """A waiter cancelled in the queue leaves the count as it was: nothing leaked, nothing lost."""
     slots = Slots(1)
     await slots.acquire()
     with anyio.move_on_after(0.02):
@@ -68,6 +71,7 @@ async def test_a_cancelled_waiter_neither_keeps_nor_loses_a_slot() -> None:
 
 
 async def test_queue_takes_from_every_queued_page_in_turn_and_ends() -> None:
+    """Items come one from each queued page in turn, and get() ends once closed and empty."""
     queue: WorkQueue[str] = WorkQueue(capacity=100, low=10)
     await queue.put_many(["a1", "a2", "a3"])
     await queue.put_many(["b1", "b2"])
@@ -82,6 +86,7 @@ async def test_queue_takes_from_every_queued_page_in_turn_and_ends() -> None:
 
 
 async def test_queue_waits_for_a_long_page_to_run_low_and_for_room() -> None:
+    """A long page holds its producer until low is left; a full queue takes no new page."""
     queue: WorkQueue[int] = WorkQueue(capacity=4, low=2)
     returned = anyio.Event()
 
