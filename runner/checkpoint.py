@@ -41,6 +41,7 @@ import anyio
 import orjson
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.digestmap import DigestMap
 from runner.errors import CheckpointError
 
 RECORD_VERSION = 2
@@ -220,7 +221,7 @@ class Replay:
 
     header: Header
     path: Path
-    states: dict[int, int] = field(default_factory=dict)
+    states: dict[int, int] | DigestMap = field(default_factory=dict)
     open: dict[int, TargetRecord] = field(default_factory=dict)
     failed: dict[int, TargetRecord] = field(default_factory=dict)
     operations: dict[int, str] = field(default_factory=dict)
@@ -392,12 +393,18 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
     )
 
 
-def read_checkpoint(path: Path, *, into: Replay | None = None) -> Replay:
+def read_checkpoint(
+    path: Path, *, into: Replay | None = None, compact_for: int | None = None
+) -> Replay:
     """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
     is refused with its line number, because skipping it could lose a target's state.
 
     With ``into`` (a replay of this same log), only what was appended since is read and applied
     to it — how a resume brings its replay up to date without holding a second copy.
+
+    ``compact_for`` (about how many targets the log names) keeps the final states in a
+    :class:`DigestMap`, a fifth of a dict's memory but slower to fill: for the report at the end
+    of a run, where memory peaks, not for a resume racing to its first request.
     """
     replay = into
     number = before = 0 if into is None else into.lines
@@ -409,6 +416,8 @@ def read_checkpoint(path: Path, *, into: Replay | None = None) -> Replay:
                 raise ValueError("not a JSON object")
             if replay is None:
                 replay = _start_replay(rec, path)
+                if compact_for is not None:
+                    replay.states = DigestMap(compact_for)
             else:
                 _apply(replay, rec)
             end = end_of_line

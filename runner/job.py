@@ -96,6 +96,9 @@ def _session(plan: JobPlan) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
 
 
+COMPACT_REPLAY_FROM = 100_000  # targets: below, the final replay's dict costs under 10 MB
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """How a run is driven, beyond its spec: a time budget and where metrics go."""
@@ -248,9 +251,12 @@ async def execute(
                         writer.close()
                         await written.wait()
                     tg.cancel_scope.cancel()
-    # A resume brings its replay up to date rather than reading a second copy of a big log.
-    engine.release()
-    replay = read_checkpoint(log_path, into=prior)
+    # A resume brings its replay up to date rather than reading a second copy of a big log. A
+    # big fresh run's replay is built compact, as this is where its memory peaks (1M targets:
+    # 175 MB with a dict, 112 MB compact); a small one keeps the faster dict.
+    admitted = engine.release()
+    compact = prior is None and admitted >= COMPACT_REPLAY_FROM
+    replay = read_checkpoint(log_path, into=prior, compact_for=admitted if compact else None)
     problems: list[str] = []
     try:
         write_reports(log_path, replay)

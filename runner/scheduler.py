@@ -189,11 +189,14 @@ class Engine:
 
     # -- control ---------------------------------------------------------------------------
 
-    def release(self) -> None:
+    def release(self) -> int:
         """Drop what only a running engine needs (the set of admitted targets can be the size
-        of the job), before the final replay of the log is built beside it."""
+        of the job), before the final replay of the log is built beside it; returns how many
+        targets it had admitted, for sizing that replay."""
+        admitted = len(self._seen)
         self._seen = SeenSet()
         self._conversations.clear()
+        return admitted
 
     @property
     def stopping(self) -> bool:

@@ -778,3 +778,33 @@ def test_later_lines_without_the_conversation_take_it_from_the_requested_line(
     (pending,) = replay.open.values()
     assert failed.target == M1 and failed.target.parent == M1.parent
     assert pending.target == M2 and pending.operation == "op"
+
+
+def test_a_compact_replay_reports_exactly_what_a_dict_replay_does(tmp_path: Path) -> None:
+    """The big-run report's compact state map gives the same counts, states and report rows."""
+    from runner.report import render_json
+
+    records: list[dict[str, Any]] = []
+    outcomes = [State.DELETED, State.GONE, State.FAILED, State.DELETED]
+    for batch in range(6):  # pages of requested lines, then their outcomes grouped per second
+        page = [message(batch * 50 + n) for n in range(50)]
+        records += group_records([requested(t) for t in page])
+        finished = [
+            target_record(t, outcomes[(batch + n) % 4], ts=batch, with_parent=False,
+                          **({"code": 20404, "message": "gone"}
+                             if outcomes[(batch + n) % 4] is State.FAILED else {}))
+            for n, t in enumerate(page[:45])  # five of each page are left requested
+        ]
+        records += group_records(finished)
+    records.append(requested(V2_ACCEPTED))
+    records.append(target_record(V2_ACCEPTED, State.ACCEPTED, ts=7, operation=operation(2),
+                                 with_parent=False))
+    path = write_log(tmp_path / "big.jsonl", *records)
+    plain = read_checkpoint(path)
+    compact = read_checkpoint(path, compact_for=10)  # too small on purpose: it must grow
+    assert compact.counts() == plain.counts() and sum(plain.counts().values()) == 301
+    for target in [message(n) for n in range(300)] + [V2_ACCEPTED]:
+        assert compact.state_of(target) == plain.state_of(target)
+    assert render_csv(compact) == render_csv(plain)
+    assert render_json(compact) == render_json(plain)
+    assert len(plain.open) == len(compact.open) == 31 and len(plain.failed) == 67

@@ -1,4 +1,4 @@
-"""The compact set of admitted targets behaves as a set of digests, through every resize."""
+"""The compact set of admitted targets and map of final states behave as a set and a dict."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.checkpoint import key_hash
+from runner.digestmap import DigestMap
 from runner.seen import SeenSet
 
 DIGESTS = st.integers(min_value=0, max_value=(1 << 90) - 1)
@@ -39,3 +40,22 @@ def test_a_hundred_thousand_target_keys_all_recognised_after_growing() -> None:
     assert all(seen.add(d) for d in digests)
     assert not any(seen.add(d) for d in digests)
     assert len(seen) == 100_000
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(
+    st.one_of(DIGESTS, st.sampled_from([0, 1, 1 << 64, 9, 9 | (3 << 64)])),
+    st.integers(min_value=0, max_value=(1 << 64) - 1),
+)), st.integers(min_value=0, max_value=50))
+def test_digest_map_answers_as_a_dict_would(pairs: list[tuple[int, int]], expected: int) -> None:
+    """get, assignment, values and len agree with a dict through resizes (0 stands for 1)."""
+    mapping, reference = DigestMap(expected), {}
+    for digest, value in pairs:
+        key = 1 if digest == 0 else digest
+        mapping[digest] = value
+        reference[key] = value
+        assert mapping.get(digest) == value
+    assert len(mapping) == len(reference)
+    assert sorted(mapping.values()) == sorted(reference.values())
+    assert all(mapping.get(k) == v for k, v in reference.items())
+    assert mapping.get(12345 << 70) is None or (12345 << 70) in reference
