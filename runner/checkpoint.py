@@ -41,7 +41,7 @@ import anyio
 import orjson
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.digestmap import DigestMap
+from runner.digests import DigestMap
 from runner.errors import CheckpointError
 
 RECORD_VERSION = 2

@@ -28,6 +28,7 @@ from runner.checkpoint import (
     key_hash,
     target_record,
 )
+from runner.digests import SeenSet
 from runner.discovery import Discovery, ListedConversations
 from runner.errors import (
     AuthError,
@@ -41,7 +42,6 @@ from runner.errors import (
 )
 from runner.operations import Accepted, follow, operation_path, parse_accepted
 from runner.requester import Requester
-from runner.seen import SeenSet
 from runner.selection import Explicit, Manifest, Source, phase
 from runner.workqueue import WorkQueue
 

@@ -789,12 +789,13 @@ def test_a_compact_replay_reports_exactly_what_a_dict_replay_does(tmp_path: Path
     for batch in range(6):  # pages of requested lines, then their outcomes grouped per second
         page = [message(batch * 50 + n) for n in range(50)]
         records += group_records([requested(t) for t in page])
-        finished = [
-            target_record(t, outcomes[(batch + n) % 4], ts=batch, with_parent=False,
-                          **({"code": 20404, "message": "gone"}
-                             if outcomes[(batch + n) % 4] is State.FAILED else {}))
-            for n, t in enumerate(page[:45])  # five of each page are left requested
-        ]
+        finished = []
+        for n, t in enumerate(page[:45]):  # five of each page are left requested
+            state = outcomes[(batch + n) % 4]
+            failed = state is State.FAILED
+            finished.append(target_record(
+                t, state, ts=batch, with_parent=False,
+                code=20404 if failed else None, message="refused" if failed else None))
         records += group_records(finished)
     records.append(requested(V2_ACCEPTED))
     records.append(target_record(V2_ACCEPTED, State.ACCEPTED, ts=7, operation=operation(2),

@@ -6,8 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runner.checkpoint import key_hash
-from runner.digestmap import DigestMap
-from runner.seen import SeenSet
+from runner.digests import DigestMap, SeenSet
 
 DIGESTS = st.integers(min_value=0, max_value=(1 << 90) - 1)
 
@@ -15,8 +14,8 @@ DIGESTS = st.integers(min_value=0, max_value=(1 << 90) - 1)
 @settings(max_examples=200)
 @given(st.lists(st.one_of(DIGESTS, st.sampled_from([0, 1, 1 << 64, (1 << 64) + 5, 7, 7 << 64]))))
 def test_add_answers_as_a_set_would(digests: list[int]) -> None:
-    """add() is True exactly for a digest not added before (tiny capacity: many resizes)."""
-    seen, reference = SeenSet(capacity=2), set()
+    """add() is True exactly for a digest not added before (from 8 slots: many resizes)."""
+    seen, reference = SeenSet(), set()
     for digest in digests:
         # 0 and 1 share the empty-slot stand-in: the one deliberate exception.
         key = 1 if digest == 0 else digest
@@ -27,7 +26,7 @@ def test_add_answers_as_a_set_would(digests: list[int]) -> None:
 
 def test_digests_equal_in_their_low_64_bits_are_told_apart() -> None:
     """Two digests that collide in the probe index and the low word are still two targets."""
-    seen = SeenSet(capacity=4)
+    seen = SeenSet()
     assert seen.add(5) and seen.add(5 | (1 << 64)) and seen.add(5 | (2 << 64))
     assert not seen.add(5 | (1 << 64))
     assert len(seen) == 3
