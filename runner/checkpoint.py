@@ -249,9 +249,10 @@ class Replay:
         return None if code is None else (_STATES[code & 7], code >> 6)
 
     def counts(self) -> Counter[tuple[Resource, State]]:
-        """Targets by resource and latest state."""
+        """Targets by resource and latest state, in the catalog's order of resources and states
+        (the same log gives the same report, whatever map its replay used)."""
         raw = Counter(c & 63 for c in self.states.values())
-        return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in raw.items()})
+        return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in sorted(raw.items())})
 
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)

@@ -58,13 +58,14 @@ class _Table:
         old_low, old_high, old_values = self._low, self._high, self._values
         self._allocate(2 * (self._mask + 1))
         lows, highs, values, mask = self._low, self._high, self._values, self._mask
+        carry = self._with_values
         for old_slot, (low, high) in enumerate(zip(old_low, old_high, strict=True)):
             if low or high:
                 slot = low & mask
                 while lows[slot] or highs[slot]:
                     slot = (slot + 1) & mask
                 lows[slot], highs[slot] = low, high
-                if self._with_values:
+                if carry:
                     values[slot] = old_values[old_slot]
 
 

@@ -156,6 +156,8 @@ async def execute(
         # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
         # exports nothing about 10 MB of its memory budget.
         from runner import metrics
+
+        labels = metrics.RunLabels(plan.name, plan.shard)
     interrupted = out_of_time = False
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
@@ -222,14 +224,14 @@ async def execute(
                             metrics.write_periodically,
                             options.metrics_textfile,
                             live,
-                            metrics.RunLabels(plan.name, plan.shard),
+                            labels,
                             interval=options.metrics_interval,
                         )
                     )
                 if options.metrics_port is not None:
                     port = await tg.start(
                         metrics.serve_metrics,
-                        metrics.build_registry(live, metrics.RunLabels(plan.name, plan.shard)),
+                        metrics.build_registry(live, labels),
                         options.metrics_port,
                     )
                     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
@@ -280,7 +282,6 @@ async def execute(
             exit_code=code,
         )
         try:
-            labels = metrics.RunLabels(plan.name, plan.shard)
             metrics.write_textfile(options.metrics_textfile, final, labels)
         except OSError as exc:
             log.warning("metrics_write_failed", error=exc.strerror)

@@ -63,13 +63,7 @@ class Summary:
 def summarize(replay: Replay) -> Summary:
     """Count the replayed targets by resource and outcome."""
     counts: dict[Resource, Counter[str]] = {}
-    resources, states = list(Resource), list(State)
-    # In a fixed order: the same log gives the same report, whatever map its replay used.
-    ordered = sorted(
-        replay.counts().items(),
-        key=lambda item: (resources.index(item[0][0]), states.index(item[0][1])),
-    )
-    for (resource, state), n in ordered:
+    for (resource, state), n in replay.counts().items():
         counts.setdefault(resource, Counter())[outcome_name(state)] += n
     return Summary(dict(sorted(counts.items(), key=lambda kv: list(Resource).index(kv[0]))))
 
