@@ -58,6 +58,8 @@ class ExitCode:
     LOCKED = 5
     CHECKPOINT = 6
     OUT_OF_TIME = 7
+    INTERNAL = 8  # an unexpected fault inside bulkops: the log is intact, resume goes on
+    PAUSED = 9  # the server asked for a pause longer than retry.max_pause: resumable
     INTERRUPTED = 130
 
 

@@ -27,7 +27,7 @@ from runner.checkpoint import Header
 from runner.errors import BulkopsError, ConfigError
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
-RESUMABLE = frozenset({4, 6, 7, 130})
+RESUMABLE = frozenset({4, 6, 7, 8, 9, 130})
 BRAKED = 3  # a safety brake stopped it: a person must look before it goes on
 
 
