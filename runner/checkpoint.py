@@ -42,7 +42,14 @@ import orjson
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
 from runner.digests import DigestMap
-from runner.errors import CheckpointError
+from runner.errors import CheckpointError, UntrustedFile
+from runner.files import (
+    create_new,
+    make_private_directory,
+    open_own,
+    open_own_for_append,
+    open_regular,
+)
 
 RECORD_VERSION = 2
 
@@ -83,6 +90,9 @@ class Header:
     shard: str | None = None  # "i/n" when the run is one shard of a job
     plan: str | None = None  # the plan file an `apply` run deletes (relative to the log)
     plan_sha256: str | None = None  # ... and its digest, checked again on resume
+    # The API origin of each product the run began with ({"conversations": url, ...}): a resume
+    # must name the same ones. None in logs written before it was recorded.
+    hosts: dict[str, str] | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
@@ -102,6 +112,7 @@ class Header:
             "shard": self.shard,
             "plan": self.plan,
             "plan_sha256": self.plan_sha256,
+            "hosts": self.hosts,
         }
 
     @classmethod
@@ -126,12 +137,23 @@ class Header:
             shard=None if rec.get("shard") is None else str(rec["shard"]),
             plan=None if rec.get("plan") is None else str(rec["plan"]),
             plan_sha256=None if rec.get("plan_sha256") is None else str(rec["plan_sha256"]),
+            hosts=_hosts(rec.get("hosts")),
         )
 
     @property
     def started_at(self) -> datetime:
         """When the run began (UTC)."""
         return datetime.fromisoformat(self.started)
+
+
+def _hosts(value: object) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ValueError("header field 'hosts' is not a mapping of product to URL")
+    return dict(value)
 
 
 @dataclass(slots=True)
@@ -450,7 +472,10 @@ def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, 
     """(line number, bytes, is-last, offset after it) of every non-blank line from byte
     ``offset`` on (where line ``before`` ended), streamed."""
     try:
-        handle = path.open("rb")
+        # Never through a link, never a FIFO or device (a FIFO would block the read forever).
+        handle = os.fdopen(open_regular(path, follow=False), "rb")
+    except UntrustedFile as exc:
+        raise _untrusted(exc) from exc
     except FileNotFoundError as exc:
         raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except OSError as exc:
@@ -671,11 +696,14 @@ def _encode(record: dict[str, Any]) -> bytes:
 
 
 def ensure_not_in_use(path: Path) -> None:
-    """Refuse (exit 2) a log another process holds, before anything else is tried."""
+    """Refuse (exit 2) a log another process holds, or one that is not this user's own regular
+    file (a link, a FIFO, another user's file), before anything else is tried."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = open_own(path, os.O_RDONLY)
+    except UntrustedFile as exc:
+        raise _untrusted(exc) from exc
     except OSError:
-        return  # open_log reports what is wrong with the file
+        return  # read_checkpoint reports what is wrong with the file
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError as exc:
@@ -690,7 +718,13 @@ _IN_USE = (
 )
 
 
+def _untrusted(exc: UntrustedFile) -> CheckpointError:
+    return CheckpointError(f"checkpoint {exc.path} {exc.reason}; {exc.fix}")
+
+
 def _cut_damaged_tail(fd: int, replayed: int, path: Path) -> None:
+    """Cut a damaged last line beyond ``replayed`` bytes off the log open at ``fd`` (a file of
+    this user's, opened by :func:`open_log`: nothing else is ever truncated)."""
     size = os.fstat(fd).st_size
     if size <= replayed:
         return
@@ -711,13 +745,38 @@ def _is_record(raw: bytes) -> bool:
         return False
 
 
-def _headerless(path: Path) -> bool:
-    """Whether ``path`` holds not even one complete line (so no record at all)."""
-    try:
-        with path.open("rb") as f:
-            return b"\n" not in f.read(1 << 20)
-    except OSError:
-        return False
+class _Found(StrEnum):
+    """What an existing file at a new log's path holds."""
+
+    NOTHING = "nothing"  # no byte, or a header torn before its newline: a run died starting
+    LOG = "log"  # a header line: a run to resume, never to overwrite
+    FOREIGN = "foreign"  # anything else: not ours to touch
+
+
+_HEADER_START = b'{"t":"H"'
+
+
+def _headerless(fd: int) -> _Found:
+    """What the file open at ``fd`` holds (read through the descriptor: a file swapped after
+    the open is not the one judged)."""
+    head = os.pread(fd, 1 << 20, 0)
+    if not head:
+        return _Found.NOTHING
+    if not head.startswith(_HEADER_START[: len(head)]):
+        return _Found.FOREIGN
+    if b"\n" in head:
+        return _Found.LOG if head.startswith(_HEADER_START) else _Found.FOREIGN
+    # A header torn before its newline (the size check: a header is kilobytes, not a megabyte).
+    return _Found.NOTHING if os.fstat(fd).st_size < (1 << 20) else _Found.FOREIGN
+
+
+def _exists_refusal(path: Path, found: _Found) -> CheckpointError:
+    if found is _Found.LOG:
+        return CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`")
+    return CheckpointError(
+        f"checkpoint {path} exists and is not a bulkops checkpoint; choose another path "
+        "(bulkops never overwrites a file it did not create)"
+    )
 
 
 @contextlib.contextmanager
@@ -730,24 +789,35 @@ def open_log(
     driving the same checkpoint would send every delete twice. It is taken before anything is
     cut off the file, so a process that is refused never touches a log another one is writing.
 
+    A new log is created exclusively (mode 0600, never through a link). An existing file is
+    reused only if it is this user's own regular file holding nothing but a torn header (a run
+    killed while starting); any other file is refused, never truncated. A resume opens only an
+    existing log of this user's, never through a link, never creating one.
+
     A resume passes ``replayed``, the byte count its replay read (else the log is read here): a
     damaged last line beyond it is cut off (so appended records do not follow garbage), and
     whole records beyond it — the log grew after it was read — are refused, not ignored.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT
+    flags = os.O_RDWR | os.O_APPEND
     restart = False
     try:
-        try:
-            fd = os.open(path, flags | (os.O_EXCL if header is not None else 0), 0o600)
-        except FileExistsError:
-            if header is None or not _headerless(path):
-                raise
-            # A run killed before its header was complete left nothing to resume: start over.
-            fd = os.open(path, flags, 0o600)
-            restart = True
-    except FileExistsError as exc:
-        raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`") from exc
+        make_private_directory(path.parent)
+        if header is None:
+            fd = open_own_for_append(path)
+        else:
+            try:
+                fd = create_new(path, flags)
+            except FileExistsError:
+                fd = open_own(path, flags)
+                found = _headerless(fd)
+                if found is not _Found.NOTHING:
+                    os.close(fd)
+                    raise _exists_refusal(path, found) from None
+                restart = True
+    except UntrustedFile as exc:
+        raise _untrusted(exc) from exc
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
     except OSError as exc:
         raise CheckpointError(
             f"cannot write checkpoint {path}: {exc.strerror}; choose a writable checkpoint_dir"
@@ -759,8 +829,9 @@ def open_log(
         except BlockingIOError as exc:
             raise CheckpointError(_IN_USE.format(path=path)) from exc
         if restart:
-            if not _headerless(path):  # another process wrote its header meanwhile
-                raise CheckpointError(f"checkpoint {path} already exists; use `bulkops resume`")
+            found = _headerless(fd)
+            if found is not _Found.NOTHING:  # another process wrote its header meanwhile
+                raise _exists_refusal(path, found)
             os.ftruncate(fd, 0)
         elif header is None:
             # Read under the lock when the caller has no replay of its own (tests, tools).

@@ -25,6 +25,7 @@ from runner.catalog import CATALOG
 from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.config import Config, load_config
 from runner.errors import CheckpointError, InputError, SafetyAbort
+from runner.files import create_aside
 from runner.job import (
     NO_OPTIONS,
     ExitCode,
@@ -47,6 +48,8 @@ from runner.timespec import parse_bound
 from runner.unattended import (
     Action,
     LockedOut,
+    api_hosts,
+    check_same_hosts,
     decide,
     job_lock,
     job_logs,
@@ -337,7 +340,9 @@ async def start_run(
     run_id = new_run_id(datetime.now(UTC))
     name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
     log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
-    header = start_header(plan, run_id, config_path, spec_path, log_path, plan_file)
+    header = start_header(
+        plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
+    )
     return await execute(plan, config, log_path, header, None, console, options=options)
 
 
@@ -451,8 +456,10 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     header = replay.header
     spec_path = args.spec or (path.parent / header.spec_path)
-    config_path = args.config or (path.parent / header.config_path if header.config_path else None)
-    spec, config = load_inputs(spec_path, config_path, args.log_format, args.log_level)
+    # The invocation's config, never the one the log names: a log anyone could have planted
+    # must not choose where the credentials go (issue 11).
+    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
+    check_same_hosts(header, api_hosts(config), args.config is not None)
     if replay.exit_code == ExitCode.OK and not args.retry_failed:
         # The run may have been killed after its last line but before its report was written.
         write_reports(path, replay)
@@ -576,9 +583,14 @@ def _cmd_report(args: argparse.Namespace) -> int:
     replay = read_checkpoint(args.checkpoint)
     text = render_csv(replay) if args.format == "csv" else render_json(replay)
     if args.out:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        # Written aside (new, 0600, never through a link) and renamed over --out.
+        try:
+            aside, fd = create_aside(args.out)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(aside, args.out)
+        except OSError as exc:
+            raise InputError(f"cannot write report {args.out}: {exc.strerror}") from exc
     else:
         sys.stdout.write(text)
     return ExitCode.OK

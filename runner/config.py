@@ -24,7 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
-from runner.errors import ConfigError
+from runner.errors import ConfigError, UntrustedFile
+from runner.files import read_regular_bounded, size_words
 from runner.ids import ID_PATTERNS
 from runner.spec import describe_validation_error, load_yaml
 
@@ -201,7 +202,40 @@ def check_base_url(value: str, where: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+_DEFAULT_ENV = {
+    "account_sid": "TWILIO_ACCOUNT_SID",
+    "auth_token": "TWILIO_AUTH_TOKEN",
+    "api_key": "TWILIO_API_KEY",
+    "api_secret": "TWILIO_API_SECRET",
+}
+
+
+def looks_like_variable_name(value: str) -> bool:
+    """Whether ``value`` may be shown as the name of an environment variable.
+
+    A pasted secret must never be echoed, so a value of the shape of one — no underscore, 24
+    characters or more, with a digit or mixed case (an auth token is 32 hex digits, an API
+    secret 32 letters and digits) — is not taken for a name, even where it would be a legal one.
+    """
+    if not _ENV_NAME.fullmatch(value):
+        return False
+    secret_shaped = (
+        "_" not in value
+        and len(value) >= 24
+        and (
+            any(c.isdigit() for c in value)
+            or (any(c.islower() for c in value) and any(c.isupper() for c in value))
+        )
+    )
+    return not secret_shaped
+
+
+def _not_a_name(name: str) -> str:
+    return (
+        f"credentials.{name}_env must name an environment variable (like "
+        f"{_DEFAULT_ENV[name]}); the value given is not shown"
+    )
 
 
 def _credentials(
@@ -213,10 +247,9 @@ def _credentials(
     values: dict[str, str | None] = {}
     for name in ("account_sid", "auth_token", "api_key", "api_secret"):
         variable: str = getattr(section, f"{name}_env")
-        if not _ENV_NAME.fullmatch(variable):
-            problems.append(
-                f"credentials.{name}_env: {variable!r} is not an environment variable name"
-            )
+        if not looks_like_variable_name(variable):
+            # Never echoed: a value that is not a name is most likely the secret itself.
+            problems.append(_not_a_name(name))
         inline: str | None = getattr(section, name)
         if inline is not None:
             warnings.append(
@@ -280,13 +313,23 @@ def _credentials(
     return Credentials(sid, sid, Secret(token), "auth_token"), problems, warnings
 
 
+# A config is a few lines; the bound keeps a FIFO-free but huge file (or a mistake like
+# `--config /var/log/syslog`) from being read whole.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
     try:
-        raw = path.read_bytes()
+        raw = read_regular_bounded(path, MAX_CONFIG_BYTES)
+    except UntrustedFile as exc:
+        if exc.reason.startswith("is a directory"):
+            raise ConfigError(f"{path}: is a directory, not a config file") from None
+        raise ConfigError(
+            f"{path}: {exc.reason}: a config file is a YAML file of at most "
+            f"{size_words(MAX_CONFIG_BYTES)}"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a config file") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
     try:
@@ -311,8 +354,11 @@ def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
 
 
 def _without_secret(problem: str) -> str:
-    """The problem, unless it is about an inline secret: then a message without its value."""
+    """The problem, unless it is about an inline secret or a variable name (where a secret may
+    have been pasted): then a message without its value."""
     for name in ("account_sid", "auth_token", "api_key", "api_secret"):
+        if problem.startswith(f"credentials.{name}_env:"):
+            return _not_a_name(name)
         if problem.startswith(f"credentials.{name}:"):
             return (
                 f"credentials.{name}: must be text (and belongs in the environment variable "

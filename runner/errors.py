@@ -6,7 +6,10 @@
     ├── InputError                 bad input from the user; exit code 2, nothing sent
     │   ├── SpecError              the job spec (YAML, manifests) is invalid
     │   ├── ConfigError            the config or environment is invalid
-    │   └── CheckpointError        a checkpoint cannot be read, locked or resumed
+    │   ├── CheckpointError        a checkpoint cannot be read, locked or resumed
+    │   └── UntrustedFile          a file or directory bulkops must not read or write (a link,
+    │                              a FIFO or device, another user's file, a directory others
+    │                              can write, a file beyond its size bound)
     ├── RemoteError                Twilio (or the emulator) answered with an error
     │   ├── RateLimited            HTTP 429: retry after Retry-After
     │   ├── TransientError         5xx, timeouts, resets, bad bodies, 20009: retry with backoff
@@ -45,6 +48,18 @@ class ConfigError(InputError):
 
 class CheckpointError(InputError):
     """A checkpoint log cannot be used: locked, corrupt, or for another job."""
+
+
+class UntrustedFile(InputError):
+    """A path that fails a trust check; ``reason`` completes a sentence about the path
+    ("is a symbolic link") and ``fix`` says what to do. Callers usually re-raise it as their own
+    InputError, naming the field the path came from."""
+
+    def __init__(self, path: object, reason: str, fix: str) -> None:
+        self.path = path
+        self.reason = reason
+        self.fix = fix
+        super().__init__(f"{path} {reason}; {fix}")
 
 
 class RemoteError(BulkopsError):

@@ -34,6 +34,7 @@ from runner.config import Config
 from runner.discovery import Discovery
 from runner.display import show_progress
 from runner.errors import SafetyAbort
+from runner.files import create_aside
 from runner.limits import Limits
 from runner.planfile import PlanFile
 from runner.planner import JobPlan
@@ -330,23 +331,18 @@ def _exit_code(
 def write_reports(log_path: Path, replay: Replay) -> None:
     """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs).
 
-    Each file is written aside and renamed into place, so a crash leaves the old report or the
-    new one, never half of one."""
+    Each file is written aside — a new file, created exclusively, never through a link — and
+    renamed into place, so a crash leaves the old report or the new one, never half of one, and
+    a link planted at either name redirects nothing."""
     paths = [log_path.with_suffix(suffix) for suffix in (".report.csv", ".report.json")]
-    asides = [path.with_name(path.name + ".partial") for path in paths]
+    asides: list[Path] = []
     with contextlib.ExitStack() as stack:
-        csv_out, json_out = (
-            stack.enter_context(
-                os.fdopen(
-                    os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-                    "w",
-                    encoding="utf-8",
-                    newline="",
-                )
-            )
-            for aside in asides
-        )
-        write_report(replay, csv_out=csv_out, json_out=json_out)
+        outs = []
+        for path in paths:
+            aside, fd = create_aside(path)
+            asides.append(aside)
+            outs.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="")))
+        write_report(replay, csv_out=outs[0], json_out=outs[1])
     for aside, path in zip(asides, paths, strict=True):
         os.replace(aside, path)
 
@@ -416,9 +412,12 @@ def start_header(
     spec_path: Path,
     log_path: Path,
     plan_file: PlanFile | None = None,
+    *,
+    hosts: dict[str, str] | None = None,
 ) -> Header:
     """The header of a new run's log; paths are stored relative to the log's directory, so a
-    checkpoint directory copied to another machine with the spec beside it still resumes."""
+    checkpoint directory copied to another machine with the spec beside it still resumes.
+    ``hosts`` (product → API origin) lets a resume refuse other hosts than the run's."""
 
     def rel(path: Path) -> str:
         return os.path.relpath(path.resolve(), log_path.parent.resolve())
@@ -437,6 +436,7 @@ def start_header(
         shard=None if plan.shard is None else str(plan.shard),
         plan=None if plan_file is None else rel(plan_file.path),
         plan_sha256=None if plan_file is None else plan_file.digest,
+        hosts=hosts,
     )
 
 

@@ -11,8 +11,10 @@ Two formats, chosen by the file's extension:
   conversation, a bare JSON string.
 
 Blank lines are skipped everywhere. Files are read as a stream, a line at a time, so a manifest of
-millions of rows costs constant memory. Duplicate rows are not detected here: that needs memory in
-proportion to the file, and the runner's checkpoint already deletes each target once.
+millions of rows costs constant memory; for that reason a manifest has no size bound, but it must
+be a regular file (a link to one is fine): a FIFO, ``/dev/zero`` or a socket is refused at once.
+Duplicate rows are not detected here: that needs memory in proportion to the file, and the
+runner's checkpoint already deletes each target once.
 
 :func:`validate_manifest` reads the whole file before anything is deleted and reports every bad
 row (the first :data:`MAX_PROBLEMS`, then a count). :func:`iter_manifest` streams it again for the
@@ -29,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from runner.errors import SpecError
+from runner.errors import SpecError, UntrustedFile
+from runner.files import open_regular_stream
 from runner.ids import Api, Kind, TargetId, show_value, target_id
 
 __all__ = [
@@ -181,7 +184,16 @@ def _open(path: Path, where: str, display: str) -> BinaryIO:
             "(the extension sets the format)"
         )
     try:
-        return path.open("rb")
+        # A regular file only (links followed): a FIFO or device would never end, and is
+        # refused at the open, which O_NONBLOCK keeps from waiting for a FIFO's writer.
+        return open_regular_stream(path)
+    except UntrustedFile as exc:
+        if exc.reason.startswith("is a directory"):
+            raise SpecError(f"{where}: {display} is a directory, not a manifest file") from None
+        raise SpecError(
+            f"{where}: {display} {exc.reason}: give a .csv or .jsonl file (a pipe or device "
+            "would never end)"
+        ) from None
     except FileNotFoundError:
         raise SpecError(
             f"{where}: {display} does not exist "

@@ -29,7 +29,8 @@ from typing import Any, BinaryIO
 import orjson
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.errors import InputError
+from runner.errors import InputError, UntrustedFile
+from runner.files import create_aside, open_regular_stream
 from runner.ids import validate_id
 from runner.planner import JobPlan
 from runner.selection import Manifest, Source
@@ -77,9 +78,14 @@ class PlanWriter:
 
     def __init__(self, path: Path, header: PlanHeader) -> None:
         self.path = path
-        self._partial = path.with_name(path.name + ".partial")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # A new file, mode 0600, never through a link planted at the aside's name.
+            self._partial, fd = create_aside(path)
+        except OSError as exc:
+            raise InputError(
+                f"cannot write plan {path}: {exc.strerror}; choose another --out path"
+            ) from exc
         self._out: BinaryIO = os.fdopen(fd, "wb")
         self._out.write(orjson.dumps(header.to_record()) + b"\n")
         self._digest = hashlib.sha256()
@@ -157,8 +163,10 @@ def read_plan(path: Path) -> PlanFile:
         return InputError(f"plan {path}: {problem}; make a new one with `bulkops plan --out`")
 
     try:
-        with path.open("rb") as f:
+        with open_regular_stream(path) as f:  # a FIFO or device is refused, not read forever
             first = f.readline()
+    except UntrustedFile as exc:
+        raise refuse(f"{exc.reason}") from exc
     except OSError as exc:
         raise InputError(f"plan {path} cannot be read: {exc.strerror}") from exc
     try:
@@ -204,7 +212,7 @@ def read_plan(path: Path) -> PlanFile:
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    with path.open("rb") as f:
+    with open_regular_stream(path) as f:
         f.readline()
         for number, raw in enumerate(f, start=2):
             if raw.strip():

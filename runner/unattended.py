@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +25,9 @@ from pathlib import Path
 import orjson
 
 from runner.checkpoint import Header
-from runner.errors import BulkopsError, ConfigError
+from runner.config import Config
+from runner.errors import BulkopsError, CheckpointError, ConfigError, UntrustedFile
+from runner.files import check_directory_trust, create_new, make_private_directory, open_own
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
 RESUMABLE = frozenset({4, 6, 7, 8, 9, 130})
@@ -36,28 +39,56 @@ class LockedOut(BulkopsError):
 
 
 def usable_directory(directory: Path) -> Path:
-    """``directory``, created if missing, once a file can be written in it; otherwise a
-    ConfigError naming it and the fix (exit 2, before any request)."""
+    """``directory``, created if missing (0700), once it is trusted (:func:`trusted_directory`)
+    and a file can be written in it; otherwise an InputError naming it and the fix (exit 2,
+    before any request)."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".bulkops-write-test-{os.getpid()}"
-        probe.write_bytes(b"")
+        make_private_directory(directory)
+    except OSError as exc:
+        raise ConfigError(_unwritable(directory, exc)) from exc
+    trusted_directory(directory)
+    try:
+        # A new file of a random name, created exclusively: the probe never opens (let alone
+        # truncates) anything already there, a planted link included.
+        probe = directory / f".bulkops-write-test-{os.getpid()}-{secrets.token_hex(4)}"
+        os.close(create_new(probe))
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(
-            f"checkpoint directory {directory} cannot be written ({exc.strerror}); set "
-            "checkpoint_dir in the config (or --checkpoint-dir) to a writable directory"
-        ) from exc
+        raise ConfigError(_unwritable(directory, exc)) from exc
     return directory
+
+
+def _unwritable(directory: Path, exc: OSError) -> str:
+    return (
+        f"checkpoint directory {directory} cannot be written ({exc.strerror}); set "
+        "checkpoint_dir in the config (or --checkpoint-dir) to a writable directory"
+    )
+
+
+def trusted_directory(directory: Path) -> None:
+    """Refuse (exit 2) a checkpoint directory others could plant a checkpoint or a link in."""
+    try:
+        check_directory_trust(directory)
+    except UntrustedFile as exc:
+        raise CheckpointError(f"checkpoint directory {exc.path} {exc.reason}; {exc.fix}") from exc
 
 
 @contextlib.contextmanager
 def job_lock(directory: Path, job: str, shard: str | None) -> Iterator[Path]:
-    """Hold the lock of ``job`` (and ``shard``) in ``directory`` for the life of the block."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Hold the lock of ``job`` (and ``shard``) in ``directory`` for the life of the block.
+
+    The lock file is opened without following a link and only if it is this user's own regular
+    file, since its content (the holder's pid) is rewritten."""
+    make_private_directory(directory)
+    trusted_directory(directory)
     name = f".{job}.{shard}.lock" if shard else f".{job}.lock"
     path = directory / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = open_own(path, os.O_RDWR, create=True)
+    except UntrustedFile as exc:
+        raise CheckpointError(
+            f"job lock {path} {exc.reason}; bulkops only locks a file of its own: remove it"
+        ) from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -85,14 +116,26 @@ class LogSummary:
 
 
 def summarize_log(path: Path) -> LogSummary | None:
-    """Header and exit code of the log at ``path``; None if it is not a readable bulkops log."""
+    """Header and exit code of the log at ``path``; None if it is not a readable bulkops log.
+
+    A link, a FIFO or device, or another user's file is refused (CheckpointError), never read:
+    whoever could plant it must not choose what a scheduled run resumes."""
     try:
-        with path.open("rb") as f:
-            first = f.readline()
+        fd = open_own(path, os.O_RDONLY)
+    except UntrustedFile as exc:
+        raise CheckpointError(
+            f"{exc.path} in the checkpoint directory {exc.reason}; bulkops resumes only "
+            "checkpoints of its own: remove it (or run bulkops as the user who wrote it)"
+        ) from exc
+    except OSError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            first = f.readline(_HEADER_BOUND)
             header = Header.from_record(orjson.loads(first))
             size = os.fstat(f.fileno()).st_size
             f.seek(max(len(first), size - 4096))
-            tail = f.read().splitlines()
+            tail = f.read(4096).splitlines()
     except (OSError, ValueError, KeyError, TypeError):
         return None
     exit_code = None
@@ -105,14 +148,61 @@ def summarize_log(path: Path) -> LogSummary | None:
     return LogSummary(path, header, exit_code)
 
 
+# A header line holds the canonical spec: kilobytes, not megabytes.
+_HEADER_BOUND = 4 << 20
+
+
 def job_logs(directory: Path, job: str, shard: str | None) -> list[LogSummary]:
-    """The checkpoints of ``job`` (and ``shard``) in ``directory``, oldest first."""
+    """The checkpoints of ``job`` (and ``shard``) in ``directory``, oldest first (CheckpointError
+    if the directory, or any ``*.jsonl`` in it, is not to be trusted)."""
+    trusted_directory(directory)
     found = []
-    for path in directory.glob("*.jsonl"):
+    for path in sorted(directory.glob("*.jsonl")):
         summary = summarize_log(path)
         if summary is not None and summary.header.job == job and summary.header.shard == shard:
             found.append(summary)
     return sorted(found, key=lambda s: s.header.started)
+
+
+def api_hosts(config: Config) -> dict[str, str]:
+    """The API origin of each product ``config`` sends to, as a run's header records them."""
+    return {
+        "conversations": config.base_urls.conversations,
+        "memory": config.base_urls.memory,
+    }
+
+
+def check_same_hosts(header: Header, urls: dict[str, str], config_given: bool) -> None:
+    """Refuse to resume a run against other hosts than the ones it was started against.
+
+    The config (credentials, hosts) always comes from the invocation, never from the
+    checkpoint: a log anyone could have planted must not choose where the Authorization header
+    goes. The hosts the run recorded must equal the invocation's, so a resume never deletes
+    through another API than the run began with. A log from before hosts were recorded that
+    names a config is resumed only with an explicit ``--config``.
+    """
+    if header.hosts is None:
+        if header.config_path is not None and not config_given:
+            raise CheckpointError(
+                f"run {header.run_id} was started with a config file ({header.config_path}); "
+                "bulkops never takes the config from a checkpoint: pass --config with the "
+                "config to use"
+            )
+        return
+    differ = [
+        f"{product}: the run used {header.hosts.get(product)!r}, this invocation {url!r}"
+        for product, url in urls.items()
+        if header.hosts.get(product) != url
+    ]
+    if differ:
+        raise CheckpointError(
+            [
+                f"run {header.run_id} was started against other API hosts than this "
+                "invocation's config names:",
+                *differ,
+                "resume with the config (or BULKOPS_*_URL variables) the run was started with",
+            ]
+        )
 
 
 class Action(Enum):

@@ -214,7 +214,8 @@ def test_bad_base_urls_name_the_field_and_fix(url: str, fragment: str) -> None:
         pytest.param("checkpoint_dir: ''\n", "checkpoint_dir: is empty", id="empty-dir"),
         pytest.param(
             "credentials: {auth_token_env: 'MY TOKEN'}\n",
-            "'MY TOKEN' is not an environment variable name",
+            "auth_token_env must name an environment variable (like TWILIO_AUTH_TOKEN); "
+            "the value given is not shown",
             id="env-name",
         ),
     ],
