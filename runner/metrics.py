@@ -16,6 +16,7 @@ it listens on 127.0.0.1 unless told otherwise, because the page shows job names 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -42,6 +43,8 @@ from prometheus_client.registry import Collector
 
 from runner.catalog import Resource
 from runner.checkpoint import Replay, State
+from runner.errors import UntrustedFile
+from runner.files import create_new, read_regular_bounded
 from runner.report import OUTCOMES, outcome_name, summarize
 from runner.requester import Tally
 from runner.scheduler import Progress
@@ -276,8 +279,9 @@ def render(figures: RunFigures, labels: RunLabels) -> bytes:
 def previous_success(path: Path, labels: RunLabels) -> float | None:
     """The last-success time a textfile already holds for these labels, if it is readable."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        # A regular file of a textfile's size only: a FIFO or device there would never end.
+        text = read_regular_bounded(path, 1 << 20).decode("utf-8")
+    except (OSError, UnicodeDecodeError, UntrustedFile):
         return None
     wanted = dict(zip(labels.names(), labels.values(), strict=True))
     try:
@@ -313,8 +317,11 @@ def write_textfile(
     path.parent.mkdir(parents=True, exist_ok=True)
     # Per process and thread, so the periodic writer and a final write never share a file.
     aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    # A new file, never through a link planted at the aside's (predictable) name.
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(aside)
     try:
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = create_new(aside, mode=0o644)
         with os.fdopen(fd, "wb") as f:
             os.fchmod(f.fileno(), 0o644)
             f.write(data)

@@ -13,6 +13,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
@@ -28,10 +29,12 @@ from runner.config import load_config
 from runner.errors import CheckpointError, ConfigError, UntrustedFile
 from runner.files import check_directory_trust, create_aside, create_new, open_own
 from runner.job import new_run_id, start_header
+from runner.metrics import RunLabels, write_textfile
 from runner.planner import build_plan
 from runner.spec import load_spec
 from runner.unattended import job_lock, job_logs, usable_directory
 from tests.runner.conftest import point_at
+from tests.runner.test_metrics import figures
 from tests.runner.test_run_faults import job
 
 STORES = (
@@ -676,3 +679,20 @@ def test_a_secret_pasted_as_a_variable_name_is_never_echoed(name: str, pasted: s
     assert "_env must name an environment variable" in str(info.value)
     assert "the value given is not shown" in str(info.value)
     assert pasted not in str(info.value)
+
+
+def test_the_metrics_textfile_never_writes_through_a_link_or_reads_a_fifo(tmp_path: Path) -> None:
+    """A link planted at the textfile's (predictable) aside name is replaced, not written
+    through, and a FIFO where the previous textfile was is not read (it would never end)."""
+    out = tmp_path / "bulkops.prom"
+    make_fifo(out)
+    target = victim(tmp_path)
+    aside = tmp_path / f".bulkops.prom.{os.getpid()}.{threading.get_ident()}.tmp"
+    aside.symlink_to(target)
+
+    write_textfile(out, figures(exit_code=1), RunLabels("job"))
+
+    assert untouched(target)
+    assert not aside.exists()
+    st = out.lstat()
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o644
