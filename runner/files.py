@@ -87,7 +87,9 @@ def _open_refused(path: object, exc: OSError) -> UntrustedFile | None:
     if exc.errno == errno.EISDIR:
         return UntrustedFile(path, "is a directory", "give the path of a file")
     if exc.errno == errno.ENXIO:  # O_WRONLY|O_NONBLOCK on a FIFO with no reader
-        return UntrustedFile(path, "is a FIFO (named pipe), not a regular file", _LINK_FIX)
+        return UntrustedFile(
+            path, "is a FIFO (named pipe), not a regular file", "give the path of a regular file"
+        )
     return None
 
 

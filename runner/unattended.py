@@ -27,7 +27,13 @@ import orjson
 from runner.checkpoint import Header
 from runner.config import Config
 from runner.errors import BulkopsError, CheckpointError, ConfigError, UntrustedFile
-from runner.files import check_directory_trust, create_new, make_private_directory, open_own
+from runner.files import (
+    check_directory_trust,
+    create_new,
+    make_private_directory,
+    open_own,
+    open_regular,
+)
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
 RESUMABLE = frozenset({4, 6, 7, 8, 9, 130})
@@ -113,20 +119,25 @@ class LogSummary:
     path: Path
     header: Header
     exit_code: int | None  # None: the last process died without a footer (or is running)
+    # Why the file is not to be trusted (a link, another user's file), if it is not.
+    untrusted: UntrustedFile | None = None
 
 
 def summarize_log(path: Path) -> LogSummary | None:
     """Header and exit code of the log at ``path``; None if it is not a readable bulkops log.
 
-    A link, a FIFO or device, or another user's file is refused (CheckpointError), never read:
-    whoever could plant it must not choose what a scheduled run resumes."""
+    A link or another user's file is summarized with ``untrusted`` set: it may be read (as a
+    regular file, bounded) to learn which job it claims, but never resumed. A FIFO or device is
+    not read at all."""
+    untrusted = None
     try:
         fd = open_own(path, os.O_RDONLY)
     except UntrustedFile as exc:
-        raise CheckpointError(
-            f"{exc.path} in the checkpoint directory {exc.reason}; bulkops resumes only "
-            "checkpoints of its own: remove it (or run bulkops as the user who wrote it)"
-        ) from exc
+        untrusted = exc
+        try:
+            fd = open_regular(path)
+        except (UntrustedFile, OSError):
+            return None
     except OSError:
         return None
     try:
@@ -145,7 +156,7 @@ def summarize_log(path: Path) -> LogSummary | None:
             last = orjson.loads(tail[-1])
             if isinstance(last, dict) and last.get("t") == "E":
                 exit_code = int(last["exit"])
-    return LogSummary(path, header, exit_code)
+    return LogSummary(path, header, exit_code, untrusted)
 
 
 # A header line holds the canonical spec: kilobytes, not megabytes.
@@ -153,14 +164,24 @@ _HEADER_BOUND = 4 << 20
 
 
 def job_logs(directory: Path, job: str, shard: str | None) -> list[LogSummary]:
-    """The checkpoints of ``job`` (and ``shard``) in ``directory``, oldest first (CheckpointError
-    if the directory, or any ``*.jsonl`` in it, is not to be trusted)."""
+    """The checkpoints of ``job`` (and ``shard``) in ``directory``, oldest first.
+
+    CheckpointError if the directory is not to be trusted, or if a checkpoint of this job in it
+    is a link or another user's file: whoever could plant it must not choose what a scheduled
+    run resumes. Other jobs' logs, whoever owns them, are none of this run's business."""
     trusted_directory(directory)
     found = []
     for path in sorted(directory.glob("*.jsonl")):
         summary = summarize_log(path)
-        if summary is not None and summary.header.job == job and summary.header.shard == shard:
-            found.append(summary)
+        if summary is None or summary.header.job != job or summary.header.shard != shard:
+            continue
+        if summary.untrusted is not None:
+            raise CheckpointError(
+                f"{path}, a checkpoint of job {job!r} in the checkpoint directory, "
+                f"{summary.untrusted.reason}; bulkops resumes only checkpoints of its own: "
+                "remove it (or run bulkops as the user who wrote it)"
+            )
+        found.append(summary)
     return sorted(found, key=lambda s: s.header.started)
 
 

@@ -353,33 +353,68 @@ async def test_a_checkpoint_directory_others_can_write_is_refused(
         assert (await emu.ledger())["requests"] == []
 
 
-@needs_root
 @pytest.mark.parametrize("command", ["resume-or-start", "resume"])
-async def test_a_checkpoint_of_another_user_is_refused(
-    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, command: str
+@pytest.mark.parametrize(
+    "plant",
+    [
+        pytest.param("other-user", id="other-user", marks=needs_root),
+        pytest.param("link", id="link"),
+    ],
+)
+async def test_a_checkpoint_of_another_user_or_a_link_is_refused(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, command: str, plant: str
 ) -> None:
-    """An unfinished checkpoint owned by another user is neither resumed by `--resume-or-start`
-    nor by `resume` (exit 2 naming it); nothing is sent and the file is unchanged."""
+    """An unfinished checkpoint of this job owned by another user, or a link to one, is neither
+    resumed by `--resume-or-start` nor by `resume` (exit 2 naming it); nothing is sent and the
+    file is unchanged."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         spec = job(workdir, STORES)
         directory = workdir / "checkpoints"
         log = plant_log(spec, directory, hosts=hosts_of(emu.url))
-        os.chown(log, OTHER_UID, OTHER_UID)
+        if plant == "other-user":
+            os.chown(log, OTHER_UID, OTHER_UID)
+            reason = f"belongs to another user (uid {OTHER_UID})"
+            named = log
+        else:
+            real = workdir / log.name
+            log.rename(real)
+            log.symlink_to(real)
+            reason, named, log = "is a symbolic link", log, real
         before = log.read_bytes()
 
         argv: list[str | Path] = (
             ["run", spec, "--resume-or-start", "--checkpoint-dir", directory]
             if command == "resume-or-start"
-            else ["resume", log]
+            else ["resume", named]
         )
         code, err = await bulkops(workdir, *argv)
 
         assert code == 2
-        assert f"{log} " in refusal(err)
-        assert f"belongs to another user (uid {OTHER_UID})" in refusal(err)
+        assert f"{named}" in refusal(err)
+        assert reason in refusal(err)
         assert log.read_bytes() == before
         assert (await emu.ledger())["requests"] == []
+
+
+@needs_root
+async def test_another_jobs_checkpoint_of_another_user_does_not_block_a_run(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint of another job owned by another user (a shared volume) is ignored by
+    `--resume-or-start`, which starts this job and finishes it."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        other = plant_log(job(workdir, STORES, name="other"), workdir / "checkpoints", hosts=None)
+        os.chown(other, OTHER_UID, OTHER_UID)
+        spec = job(workdir, STORES)
+
+        code, err = await bulkops(
+            workdir, "run", spec, "--resume-or-start", "--checkpoint-dir", workdir / "checkpoints"
+        )
+
+        assert code == 0, err
+        assert len((await emu.ledger())["deletions"]) == len(emu.dataset.stores)
 
 
 def hosts_of(url: str) -> dict[str, str]:
@@ -527,7 +562,7 @@ def test_a_kubernetes_fsgroup_volume_keeps_working(public_tmp: Path) -> None:
     with pytest.raises(CheckpointError, match="writable by group 10001, which this process"):
         job_logs(directory, "job", None)  # root is not in the pod's group
     directory.chmod(0o2755)
-    with pytest.raises(CheckpointError, match=r"job-1.jsonl in the checkpoint directory belongs"):
+    with pytest.raises(CheckpointError, match=r"a checkpoint of job 'job' in the checkpoint d"):
         job_logs(directory, "job", None)  # nor is the checkpoint root's
 
 
