@@ -38,7 +38,7 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 
 from runner.catalog import Product, Resource, Target, conversations_prefix
-from runner.errors import BadListing
+from runner.errors import BadListing, PermanentError
 from runner.ids import ID_PATTERNS
 from runner.pagination import AscendingCheck, PageGuard, next_page_url, read_envelope
 from runner.requester import Requester
@@ -143,15 +143,15 @@ class Rejections:
         if self.first_failure is not None and self.total() == self.failed_listings == 1:
             return self.first_failure
         parts = [
-            f"{count} {what}"
+            f"{count} {'item' if count == 1 else 'items'} {what}"
             for count, what in (
-                (self.invalid_id, "items with an invalid id"),
-                (self.foreign, "items of another conversation or Service"),
-                (self.unreadable, "items with a missing or unreadable state or date"),
+                (self.invalid_id, "with an invalid id"),
+                (self.foreign, "of another conversation or Service"),
+                (self.unreadable, "with a missing or unreadable state or date"),
             )
             if count
         ]
-        text = ", ".join(parts) + " were not selected" if parts else ""
+        text = ", ".join(parts) + " not selected" if parts else ""
         if self.failed_listings:
             first = self.first_failure.message if self.first_failure is not None else ""
             more = f"{self.failed_listings} listings stopped (first: {first})"
@@ -439,9 +439,15 @@ class Discovery:
         first = True
         while True:
             guard.page()
-            reply = await self._req.send(
-                "GET", Product.CONVERSATIONS, url, params=params if first else None
-            )
+            try:
+                reply = await self._req.send(
+                    "GET", Product.CONVERSATIONS, url, params=params if first else None
+                )
+            except PermanentError as exc:
+                if first or exc.status != 0:
+                    raise
+                # Refused before sending (the client's origin check): name the listing.
+                raise BadListing(path, f"next page: {exc.message}") from exc
             first = False
             page = read_envelope(path, reply.body, key, "next_page_url")
             yield page.items

@@ -87,9 +87,9 @@ class PageGuard:
     error, never silently).
     """
 
-    def __init__(self, path: str, max_pages: int = MAX_PAGES) -> None:
+    def __init__(self, path: str, max_pages: int | None = None) -> None:
         self._path = path
-        self._max = max_pages
+        self._max = MAX_PAGES if max_pages is None else max_pages
         self._seen: set[int] = set()
         self.pages = 0
 
