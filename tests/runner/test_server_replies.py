@@ -276,7 +276,9 @@ MESSAGES_OF_CH1 = (
     f"created_before: {CUTOFF}}}\n"
 )
 PARTICIPANTS_OF_CH1 = f"targets:\n  - kind: participants\n    where: {{conversations: [{CH1}]}}\n"
-CONFIGURATIONS_OLD = f"targets:\n  - kind: configurations\n    where: {{created_before: {CUTOFF}}}\n"
+CONFIGURATIONS_OLD = (
+    f"targets:\n  - kind: configurations\n    where: {{created_before: {CUTOFF}}}\n"
+)
 V2_CLOSED = "targets:\n  - kind: conversations\n    api: v2\n    where: {status: CLOSED}\n"
 STORES_ALL = "targets:\n  - kind: memory_stores\n    where: {all: true}\n"
 SERVICE = sid("IS", 1)
@@ -382,7 +384,8 @@ CASES = [
     ),
     pytest.param(
         case(MESSAGES_OF_CH1,
-             {MSGS: v1_pages("messages", [[msg(1), {**msg(2), "date_created": "2020-01-01T00:00:00"}]])},
+             {MSGS: v1_pages("messages",
+                             [[msg(1), {**msg(2), "date_created": "2020-01-01T00:00:00"}]])},
              {msg_path(1)}, 1, "1 item with a missing or unreadable state or date"),
         id="naive-timestamp",
     ),
@@ -417,7 +420,8 @@ CASES = [
     ),
     pytest.param(
         case(V2_CLOSED,
-             {"/v2/Conversations": token_pages("conversations", [[v2conv(1), v2conv(2, "ACTIVE")]])},
+             {"/v2/Conversations": token_pages("conversations",
+                                               [[v2conv(1), v2conv(2, "ACTIVE")]])},
              {f"/v2/Conversations/{ttid('conv_conversation_', 1)}"}, 0),
         id="v2-server-ignores-status",
     ),
@@ -425,7 +429,8 @@ CASES = [
         case(V2_CLOSED,
              {"/v2/Conversations": token_pages("conversations", [[
                  v2conv(1), {**v2conv(2), "id": "conv_conversation_/../../x"}]])},
-             {f"/v2/Conversations/{ttid('conv_conversation_', 1)}"}, 1, "1 item with an invalid id"),
+             {f"/v2/Conversations/{ttid('conv_conversation_', 1)}"}, 1,
+             "1 item with an invalid id"),
         id="v2-id-invalid",
     ),
     pytest.param(
@@ -827,9 +832,10 @@ def test_read_envelope_refuses_every_other_shape() -> None:
     page = read_envelope("/p", {"k": [1], "meta": {"key": "k", "nextToken": "t"}}, "k", "nextToken")
     assert page.items == [1] and page.next == "t"
     assert read_envelope("/p", {"k": [], "meta": {}}, "k", "nextToken").next is None
-    for body in (None, [], "x", {"k": []}, {"k": [], "meta": []}, {"k": {}, "meta": {}},
-                 {"meta": {"key": "k"}}, {"k": [], "meta": {"key": "other"}},
-                 {"k": [], "meta": {"nextToken": 7}}):
+    bodies: list[Any] = [None, [], "x", {"k": []}, {"k": [], "meta": []}, {"k": {}, "meta": {}},
+                         {"meta": {"key": "k"}}, {"k": [], "meta": {"key": "other"}},
+                         {"k": [], "meta": {"nextToken": 7}}]
+    for body in bodies:
         with pytest.raises(BadListing):
             read_envelope("/p", body, "k", "nextToken")
 
