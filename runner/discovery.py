@@ -154,7 +154,10 @@ class Rejections:
         text = ", ".join(parts) + " not selected" if parts else ""
         if self.failed_listings:
             first = self.first_failure.message if self.first_failure is not None else ""
-            more = f"{self.failed_listings} listings stopped (first: {first})"
+            if self.failed_listings == 1:
+                more = f"and the listing stopped: {first}"
+            else:
+                more = f"{self.failed_listings} listings stopped (the first: {first})"
             text = f"{text}; {more}" if text else more
         return BadListing(self.path or default_path, text)
 
@@ -239,11 +242,40 @@ class Discovery:
     ) -> None:
         """Emit every target ``source`` selects, a page at a time.
 
-        Raises BadListing at the end when any listed item was left out (the rest was emitted),
-        or at once when a listing cannot be followed.
+        Raises BadListing at the end when any listed item was left out (the rest was emitted)
+        or a listing could not be followed to its end, with the counts of each.
         """
         rejected = Rejections()
-        path = conversations_prefix(self._service)
+        try:
+            await self._emit_all(source, emit, listed, rejected)
+        except BadListing as exc:
+            rejected.failed(exc)
+        failure = rejected.error(self._listing_path(source))
+        if failure is not None:
+            raise failure
+
+    def _listing_path(self, source: Source) -> str:
+        """The collection a source lists, as its discovery error names it."""
+        prefix = conversations_prefix(self._service)
+        if isinstance(source, ListConversations) and source.query.api == "v2":
+            return "/v2/Conversations"
+        if isinstance(source, ListChildren):
+            return f"{prefix}/*/" + (
+                "Messages" if source.resource is Resource.MESSAGE else "Participants"
+            )
+        if isinstance(source, ListConfigurations):
+            return CONFIGURATIONS_PATH
+        if isinstance(source, ListStores):
+            return STORES_PATH
+        return prefix
+
+    async def _emit_all(
+        self,
+        source: Source,
+        emit: Emit,
+        listed: ListedConversations | None,
+        rejected: Rejections,
+    ) -> None:
         if isinstance(source, Explicit | Manifest):
             for chunk in chunks(source.targets if isinstance(source, Explicit) else source.rows()):
                 await emit(chunk)
@@ -251,11 +283,9 @@ class Discovery:
             resource = (
                 Resource.CONVERSATION_V1 if source.query.api == "v1" else Resource.CONVERSATION_V2
             )
-            path = path if source.query.api == "v1" else "/v2/Conversations"
             async for sids in self.conversation_pages(source.query, rejected):
                 await emit([Target(resource, sid) for sid in sids])
         elif isinstance(source, ListChildren):
-            path += "/*/" + ("Messages" if source.resource is Resource.MESSAGE else "Participants")
             await self._children(source, emit, listed, rejected)
         elif isinstance(source, ListConfigurations):
             path = CONFIGURATIONS_PATH
@@ -278,9 +308,6 @@ class Discovery:
                 stores = [_listed_id(i, "memory_store", rejected) for i in items]
                 rejected.note(path, before)
                 await emit([Target(Resource.MEMORY_STORE, i) for i in stores if i is not None])
-        failure = rejected.error(path)
-        if failure is not None:
-            raise failure
 
     async def conversations(
         self, query: ConversationQuery, rejected: Rejections | None = None
@@ -353,9 +380,15 @@ class Discovery:
                 )
             receive.close()
             async with send:
-                async for sid in self._parents(source, rejected):
-                    if not self._skip(sid) and not (listed is not None and listed.done(sid)):
-                        await send.send(sid)
+                try:
+                    async for sid in self._parents(source, rejected):
+                        if not self._skip(sid) and not (listed is not None and listed.done(sid)):
+                            await send.send(sid)
+                except BadListing as exc:
+                    # Raised here, in the group's own body, it would reach the caller wrapped
+                    # in an exception group: counted instead, and the conversations already
+                    # sent are still drained.
+                    rejected.failed(exc)
 
     async def _parents(self, source: ListChildren, rejected: Rejections) -> AsyncIterator[str]:
         within = source.within

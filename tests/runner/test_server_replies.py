@@ -10,7 +10,6 @@ bounded time.
 from __future__ import annotations
 
 import json
-import math
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -51,7 +50,7 @@ from runner.selection import (
     Source,
     TimeWindow,
 )
-from tests.runner.conftest import checkpoints, point_at, run_cli
+from tests.runner.conftest import checkpoints, point_at, run_cli, start_bulkops
 
 NOW = datetime.now(UTC)
 OLD = NOW - timedelta(days=400)
@@ -419,6 +418,23 @@ CASES = [
         id="children-of-conversations-the-server-did-not-filter",
     ),
     pytest.param(
+        case("targets:\n  - kind: participants\n    where: {conversations: {state: closed}}\n",
+             {CONVS: v1_next(lambda s: f"{s.url}/v1/Conversations?PageSize=100&Page=1"),
+              f"{CONVS}/{CH1}/Participants": v1_pages("participants", [[{"sid": sid("MB", 1)}]])},
+             {f"{CONVS}/{CH1}/Participants/{sid('MB', 1)}"}, 1, "same next page twice",
+             max_gets=2),
+        id="children-whose-conversation-listing-loops",
+    ),
+    pytest.param(
+        case(f"targets:\n  - kind: messages\n    where: {{conversations: [{CH1}, {CH2}], "
+             f"created_before: {CUTOFF}}}\n",
+             {MSGS: fixed({"messages": [msg(1)], "meta": {
+                 "key": "messages", "next_page_url": f"http://127.0.0.1:1{MSGS}?Page=1"}}),
+              f"{CONVS}/{CH2}/Messages": v1_pages("messages", [[msg(2, parent=CH2)]])},
+             {msg_path(1), msg_path(2, CH2)}, 1, "refusing to follow a URL outside", max_gets=1),
+        id="one-conversation-of-two-cannot-be-followed",
+    ),
+    pytest.param(
         case(V2_CLOSED,
              {"/v2/Conversations": token_pages("conversations",
                                                [[v2conv(1), v2conv(2, "ACTIVE")]])},
@@ -602,6 +618,38 @@ async def test_a_hostile_list_reply_selects_nothing_outside_the_spec(
         assert errors == []
     if hostile.max_gets is not None:
         assert server.gets(next(iter(hostile.lists))) <= hostile.max_gets
+
+
+@pytest.mark.timeout(60)
+async def test_a_real_process_meets_a_traversal_id_and_a_userinfo_next_page_without_a_traceback(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m runner run` as its own process: the traversal ID is never DELETEd, the next
+    page with credentials in it is not followed, stderr holds no traceback and no password, and
+    the exit code is 1."""
+
+    async def respond(request: web.Request, server: ListServer) -> Any:
+        url = server.url.replace("http://", "http://user:hunter2@") + "/v1/Conversations?Page=1"
+        return {"conversations": [conv(1), {**conv(2), "sid": TRAVERSAL}],
+                "meta": {"key": "conversations", "next_page_url": url}}
+
+    async with list_server({CONVS: respond}) as server:
+        point_at(monkeypatch, server.url)
+        process = await start_bulkops(["run", str(spec_file(workdir, CONVERSATIONS_CLOSED))],
+                                      workdir)
+        async with process:
+            code = await process.wait()
+
+    err = (workdir / "stderr.log").read_text()
+    assert code == 1
+    assert server.deletes() == {conv_path(1)}
+    assert server.gets(CONVS) == 1
+    assert "Traceback" not in err and "hunter2" not in err
+    assert "discovery_failed" in err
+    (error,) = discovery_errors(workdir)
+    assert error.startswith("listing /v1/Conversations: 1 item with an invalid id not selected")
+    assert error.endswith("and the listing stopped: listing /v1/Conversations: the next page URL "
+                          "carries credentials; refused")
 
 
 @pytest.mark.timeout(60)
@@ -932,4 +980,3 @@ def test_the_cap_is_documented() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert f"{client_module.MAX_BODY // 2**20} MiB" in readme
     assert f"{pagination.MAX_PAGES:,}" in readme
-    assert math.isfinite(client_module.MAX_BODY)
