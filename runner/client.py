@@ -170,6 +170,10 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
     length = resp.content_length
     if length is not None and length > cap:
         return None
+    if length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
+        # The parser stops at the declared length, so a plain read is bounded by it. Not so
+        # for a compressed body: its length is before decompression (a gzip bomb).
+        return await resp.read()
     parts: list[bytes] = []
     size = 0
     while True:

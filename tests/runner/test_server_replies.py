@@ -9,6 +9,7 @@ bounded time.
 
 from __future__ import annotations
 
+import gzip
 import json
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -678,6 +679,31 @@ async def test_a_body_past_the_cap_is_not_read_into_memory(
     per_attempt = server.streamed / 2
     limit = 0 if declared is not None else client_module.MAX_BODY
     assert per_attempt <= limit + 16 * 2**20
+    (error,) = discovery_errors(workdir)
+    assert "larger than" in error
+
+
+@pytest.mark.timeout(60)
+async def test_a_compressed_body_is_capped_after_decompression(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gzip body of 64 KB that inflates to 64 MiB (its Content-Length is the small size) is
+    dropped at the cap, not inflated whole."""
+    bomb = gzip.compress(b" " * (64 * 2**20), compresslevel=9)
+
+    async def respond(request: web.Request, server: ListServer) -> Any:
+        return web.Response(
+            body=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
+
+    async with list_server({CONVS: respond}) as server:
+        point_at(monkeypatch, server.url)
+
+        code = await run_cli("run", spec_file(workdir, CONVERSATIONS_CLOSED))
+
+    assert len(bomb) < 2**20
+    assert code == 1
+    assert server.gets(CONVS) == 2
     (error,) = discovery_errors(workdir)
     assert "larger than" in error
 
