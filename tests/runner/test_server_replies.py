@@ -224,6 +224,15 @@ def v1_next(make_url: Callable[[ListServer], Any], items: list[Any] | None = Non
     return respond
 
 
+def error_reply(status: int, size: int) -> Responder:
+    """An error status with a body of ``size`` bytes (past the error-body cap)."""
+
+    async def respond(request: web.Request, server: ListServer) -> Any:
+        return web.Response(status=status, body=b"{" * size, content_type="application/json")
+
+    return respond
+
+
 def v1_cycle() -> Responder:
     """Page 0 → A → B → A → …: a loop of two URLs."""
 
@@ -247,12 +256,12 @@ def endless_tokens() -> Responder:
     return respond
 
 
-def streamed_body(declared: int | None) -> Responder:
-    """A 200 that streams spaces until the client hangs up (up to 256 MiB), declaring
+def streamed_body(declared: int | None, status: int = 200) -> Responder:
+    """A reply that streams spaces until the client hangs up (up to 256 MiB), declaring
     ``declared`` bytes in Content-Length or none (chunked)."""
 
     async def respond(request: web.Request, server: ListServer) -> Any:
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp = web.StreamResponse(status=status, headers={"Content-Type": "application/json"})
         if declared is not None:
             resp.content_length = declared
         await resp.prepare(request)
@@ -563,6 +572,16 @@ CASES = [
         case(CONVERSATIONS_CLOSED, {CONVS: fixed(None)}, set(), 1, "not a JSON object"),
         id="body-json-null",
     ),
+    pytest.param(
+        case(CONVERSATIONS_CLOSED, {CONVS: error_reply(404, 2 * 2**20)}, set(), 1,
+             "HTTP 404", max_gets=1),
+        id="error-body-past-its-cap",
+    ),
+    pytest.param(
+        case(CONVERSATIONS_CLOSED, {CONVS: error_reply(503, 2 * 2**20)}, set(), 1,
+             "HTTP 503", max_gets=2),
+        id="fault-body-past-its-cap-is-retried",
+    ),
 ]
 
 RETRY_FAST = "retry: {max_attempts: 2, base_delay: 0.01, max_delay: 0.02}\n"
@@ -613,8 +632,9 @@ async def test_a_hostile_list_reply_selects_nothing_outside_the_spec(
     errors = discovery_errors(workdir)
     if hostile.code:
         assert len(errors) == 1 and hostile.error in errors[0], errors
-        first_path = next(iter(hostile.lists))
-        assert first_path in errors[0] or "/v1/Conversations/" in errors[0]
+        if not hostile.error.startswith("HTTP"):  # an error status is the client's to word
+            first_path = next(iter(hostile.lists))
+            assert first_path in errors[0] or "/v1/Conversations/" in errors[0]
     else:
         assert errors == []
     if hostile.max_gets is not None:
@@ -655,18 +675,26 @@ async def test_a_real_process_meets_a_traversal_id_and_a_userinfo_next_page_with
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
-    "declared",
-    [pytest.param(None, id="chunked-without-length"), pytest.param(300 * 2**20, id="300-MB")],
+    ("declared", "status", "cap", "error"),
+    [
+        pytest.param(None, 200, client_module.MAX_BODY, "larger than", id="chunked"),
+        pytest.param(300 * 2**20, 200, 0, "larger than", id="300-MB-declared"),
+        pytest.param(None, 503, client_module.MAX_ERROR_BODY, "HTTP 503", id="503-chunked"),
+    ],
 )
 async def test_a_body_past_the_cap_is_not_read_into_memory(
     declared: int | None,
+    status: int,
+    cap: int,
+    error: str,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
-    """A list reply larger than the 16 MiB cap is dropped after at most the cap (with or without
-    a Content-Length), retried within the policy, then the source fails with exit 1."""
-    async with list_server({CONVS: streamed_body(declared)}) as server:
+    """A list reply larger than the 16 MiB cap (an error reply: 64 KiB) is dropped after at most
+    the cap, with or without a Content-Length, retried within the policy, then the source fails
+    with exit 1."""
+    async with list_server({CONVS: streamed_body(declared, status)}) as server:
         point_at(monkeypatch, server.url)
 
         code = await run_cli("run", spec_file(workdir, CONVERSATIONS_CLOSED))
@@ -676,11 +704,9 @@ async def test_a_body_past_the_cap_is_not_read_into_memory(
     assert server.deletes() == set()
     assert server.gets(CONVS) == 2  # max_attempts: 2
     # Each attempt stops at the cap plus what the sockets buffered, far from the 256 MiB offered.
-    per_attempt = server.streamed / 2
-    limit = 0 if declared is not None else client_module.MAX_BODY
-    assert per_attempt <= limit + 16 * 2**20
-    (error,) = discovery_errors(workdir)
-    assert "larger than" in error
+    assert server.streamed / 2 <= cap + 16 * 2**20
+    (recorded,) = discovery_errors(workdir)
+    assert error in recorded
 
 
 @pytest.mark.timeout(60)
