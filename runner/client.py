@@ -30,6 +30,13 @@ from runner.errors import (
 # Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.
 RETRYABLE_CODES = frozenset({20009})
 MAX_ERROR_MESSAGE = 200
+# The most of a reply body read into memory. The largest real replies are list pages (100 v1
+# items, about 100 KB; 1,000 v2 items, about 1 MB), so 16 MiB leaves room for long attributes
+# while a runaway or hostile body costs at most this much, with or without a Content-Length.
+MAX_BODY = 16 * 1024 * 1024
+# An error reply needs only its code and message: anything longer is not read.
+MAX_ERROR_BODY = 64 * 1024
+_READ_CHUNK = 256 * 1024
 
 
 class Throttled(RateLimited):
@@ -85,17 +92,28 @@ class TwilioClient:
         """Resolve a path against the product's base; refuse absolute URLs on any other origin.
 
         Pagination and status URLs come from the server. Following one to another origin would
-        hand our credentials to it, so only same-origin URLs are followed.
+        hand our credentials to it, so only URLs on exactly the configured origin (scheme, host
+        and port) with no user or password in them are followed. A URL yarl cannot read (a port
+        out of range, a broken IPv6 host) is refused the same way: a PermanentError, never a
+        ValueError escaping the run.
         """
         base = self._bases[product]
-        if path_or_url.startswith(("http://", "https://")):
-            url = URL(path_or_url)
-            if url.origin() != base.origin():
-                raise PermanentError(
-                    0, None, f"refusing to follow a URL outside {base.origin()}: {url.origin()}"
-                )
-            return url
-        return base.with_path(path_or_url, encoded=False)
+        try:
+            if path_or_url.startswith(("http://", "https://")):
+                url = URL(path_or_url)
+                if url.user is not None or url.password is not None:
+                    # Not echoed: the text holds credentials.
+                    raise PermanentError(0, None, "refusing a URL with a user or password in it")
+                if url.origin() != base.origin():
+                    raise PermanentError(
+                        0,
+                        None,
+                        f"refusing to follow a URL outside {base.origin()}: {url.origin()}",
+                    )
+                return url
+            return base.with_path(path_or_url, encoded=False)
+        except (ValueError, TypeError) as exc:
+            raise PermanentError(0, None, "refusing a URL that cannot be read") from exc
 
     async def request(
         self,
@@ -124,7 +142,16 @@ class TwilioClient:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as resp:
-                raw = await resp.read()
+                ok = 200 <= resp.status < 300
+                raw = await _read_capped(resp, MAX_BODY if ok else MAX_ERROR_BODY)
+                if raw is None:
+                    if ok:
+                        # Retried like an unreadable body (every request is idempotent), within
+                        # the retry policy's attempts; each try reads at most MAX_BODY.
+                        raise TransientError(
+                            resp.status, None, f"response body larger than {MAX_BODY} bytes"
+                        )
+                    raw = b""  # an error is classified by its status and headers alone
                 return _classify(resp.status, raw, resp.headers)
         except RemoteError:
             raise
@@ -132,6 +159,31 @@ class TwilioClient:
             raise TransientError(0, None, "request timed out") from exc
         except aiohttp.ClientError as exc:
             raise TransientError(0, None, f"connection failed: {type(exc).__name__}") from exc
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The body, or None once it is known to be longer than ``cap`` bytes.
+
+    Read in chunks so that memory stays bounded whatever the server says (or does not say) in
+    Content-Length; the unread rest is dropped with the connection.
+    """
+    length = resp.content_length
+    if length is not None and length > cap:
+        return None
+    if length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
+        # The parser stops at the declared length, so a plain read is bounded by it. Not so
+        # for a compressed body: its length is before decompression (a gzip bomb).
+        return await resp.read()
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await resp.content.read(_READ_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > cap:
+            return None
+        parts.append(chunk)
 
 
 def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:

@@ -14,7 +14,8 @@
     │   ├── RateLimited            HTTP 429: retry after Retry-After
     │   ├── TransientError         5xx, timeouts, resets, bad bodies, 20009: retry with backoff
     │   ├── AuthError              401/403: credentials are wrong; the run stops
-    │   └── PermanentError         other 4xx: the target fails, the run goes on
+    │   ├── PermanentError         other 4xx: the target fails, the run goes on
+    │   └── BadListing             a list reply it will not trust or follow; the source fails
     ├── OperationFailed            an async Operation ended FAILED or CANCELLED
     └── SafetyAbort                a safety limit stopped the run; exit code 3
 """
@@ -92,6 +93,22 @@ class AuthError(RemoteError):
 
 class PermanentError(RemoteError):
     """A 4xx that retrying cannot fix; the target is recorded as failed."""
+
+
+class BadListing(RemoteError):
+    """A list reply bulkops will not trust or follow: a malformed envelope, a page loop, a next
+    page elsewhere, or items it had to leave out (an invalid ID, an unreadable timestamp).
+
+    The source it came from is recorded as a discovery error (exit 1), so a run that could not
+    read all of its selection never ends as a success; ``path`` names the listing.
+    """
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        super().__init__(0, None, f"listing {path}: {message}")
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class OperationFailed(BulkopsError):

@@ -22,10 +22,13 @@ class TimeWindow:
     after: datetime | None = None
 
     def contains(self, when: datetime | None) -> bool:
-        """Whether ``when`` lies in the window (an unknown time never matches a bounded one)."""
+        """Whether ``when`` lies in the window (an unknown time never matches a bounded one).
+
+        A naive ``when`` is unknown too: without an offset it could be any instant of a day.
+        """
         if self.before is None and self.after is None:
             return True
-        if when is None:
+        if when is None or when.utcoffset() is None:
             return False
         if self.before is not None and not when < self.before:
             return False
