@@ -7,6 +7,7 @@
     │   ├── SpecError              the job spec (YAML, manifests) is invalid
     │   ├── ConfigError            the config or environment is invalid
     │   └── CheckpointError        a checkpoint cannot be read, locked or resumed
+    │       └── UntrustedLine      a whole line no bulkops run writes (an edited log)
     ├── RemoteError                Twilio (or the emulator) answered with an error
     │   ├── RateLimited            HTTP 429: retry after Retry-After
     │   ├── TransientError         5xx, timeouts, resets, bad bodies, 20009: retry with backoff
@@ -45,6 +46,11 @@ class ConfigError(InputError):
 
 class CheckpointError(InputError):
     """A checkpoint log cannot be used: locked, corrupt, or for another job."""
+
+
+class UntrustedLine(CheckpointError):
+    """A whole, well-formed checkpoint line that names something no bulkops run writes (an ID
+    not of its kind's shape, a message without its conversation): an edited or foreign log."""
 
 
 class RemoteError(BulkopsError):
