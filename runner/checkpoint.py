@@ -256,6 +256,13 @@ class Replay:
         raw = Counter(c & 63 for c in self.states.values())
         return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in sorted(raw.items())})
 
+    def admitted(self) -> int:
+        """Targets the log records as driven — every one but those covered by their
+        conversation: a DELETE was sent for each, or may have been (what safety.max_deletions
+        counts)."""
+        covered = _STATE_INDEX[State.COVERED]
+        return sum(1 for code in self.states.values() if code & 7 != covered)
+
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
         if lazy is not None:
@@ -549,6 +556,26 @@ def iter_target_lines(path: Path) -> Iterator[TargetRecord]:
             yield from decode_targets(rec)
         except (ValueError, KeyError, TypeError, CheckpointError):
             continue
+
+
+def lines_naming(path: Path, keys: set[str]) -> dict[str, int]:
+    """The number of the last line naming each of the target ``keys`` (for an error message
+    that points at the line to look at); a key no line names is left out."""
+    found: dict[str, int] = {}
+    for number, raw, _last, _end in _lines(path):
+        try:
+            rec = orjson.loads(raw)
+            if not isinstance(rec, dict) or "s" not in rec:
+                continue
+            code = rec["k"]
+            ids = rec["ids"] if "ids" in rec else [rec["id"]]
+            for one in ids:
+                key = f"{code}:{one}"
+                if key in keys:
+                    found[key] = number
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def iter_target_objects(path: Path) -> Iterator[dict[str, Any]]:
