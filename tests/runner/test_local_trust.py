@@ -20,7 +20,7 @@ from runner.checkpoint import State, read_checkpoint
 from runner.emulator import EmulatorSettings, running_emulator
 from runner.emulator.dataset import dataset_from_mapping
 from runner.errors import CheckpointError
-from runner.shard import Shard, share_deletions, shard_of
+from runner.shard import Shard, shard_of, share_deletions
 from tests.runner.conftest import (
     REPO,
     Emulator,
@@ -145,15 +145,15 @@ async def test_resume_refuses_a_line_with_a_traversal_id(
         traversal = f"../../v2/ControlPlane/Configurations/{victim}"
         good = next(iter(read_checkpoint(log).open.values())).target
         assert good.parent is not None
-        record: dict[str, Any] = {
+        records: dict[str, dict[str, Any]] = {
             "id": {"s": "Q", "k": "m", "c": good.parent, "id": traversal},
             "ids": {"s": "Q", "k": "m", "c": good.parent, "ids": [good.id, traversal]},
             "c": {"s": "Q", "k": "m", "c": f"../../v2/ControlPlane/Configurations/{victim}#",
                   "id": good.id},
             "op": {"s": "A", "k": "c2", "id": f"conv_conversation_{'0' * 26}",
                    "op": f"../Configurations/{victim}"},
-        }[where]
-        append(log, record)
+        }
+        append(log, records[where])
         number = len(log.read_bytes().splitlines())
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
@@ -311,9 +311,9 @@ async def test_max_deletions_holds_across_a_run_and_two_resumes(
 @pytest.mark.parametrize(("limit", "count"), [(3, 2), (4, 4), (2, 3), (10, 3), (1, 1)])
 def test_shards_split_max_deletions_exactly(limit: int, count: int) -> None:
     """The shards' parts of max_deletions add up to the limit, and differ by at most one."""
-    parts = [share_deletions(limit, Shard(i, count)) for i in range(count)]
-    assert sum(p for p in parts if p is not None) == limit
-    assert max(parts) - min(parts) <= 1  # type: ignore[operator]
+    parts = [share_deletions(limit, Shard(i, count)) or 0 for i in range(count)]
+    assert sum(parts) == limit
+    assert max(parts) - min(parts) <= 1
 
 
 async def test_shards_together_delete_at_most_max_deletions(
@@ -327,16 +327,17 @@ async def test_shards_together_delete_at_most_max_deletions(
         parents = {m["sid"]: m["conversation_sid"] for m in await emu.resources("message")}
         for index in (0, 1):
             assert await run_cli("run", spec, "--shard", f"{index}/2") in (0, 3)
-            assert await run_cli("run", spec, "--shard", f"{index}/2", "--resume-or-start") in (
-                0,
-                3,
-            )
+        logs = checkpoints(workdir)
+        for log in logs:
+            assert await run_cli("resume", log) in (0, 3)
         ledger = await emu.ledger()
         gone = [i for kind, i in deleted(ledger) if kind == "message"]
         assert len(gone) <= 3
         for index, part in ((0, 2), (1, 1)):
             mine = [i for i in gone if shard_of(parents[i], 2) == index]
             assert len(mine) <= part, (index, mine)
+            (log,) = [p for p in logs if f"shard-{index}-of-2" in p.name]
+            assert read_checkpoint(log).admitted() <= part, "nothing beyond its part was logged"
         assert len(checkpoints(workdir)) == 2
 
 
