@@ -31,7 +31,7 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -433,19 +433,33 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
 # cover every form seen (proc_job_…, mem_op_…) and none can change the path of a poll.
 _OPERATION_ID = re.compile(r"[A-Za-z0-9_-]{1,512}")
 _ID_MATCH = {r: ID_PATTERNS[r.value].regex.fullmatch for r in Resource}
+# A grouped line's ids are checked in one regex call over the ids joined by newlines (no valid
+# ID holds one, which the count of newlines proves): a replay of a million targets checks them
+# at a fraction of the cost of a call per ID.
+_IDS_MATCH = {
+    r: re.compile(
+        f"(?:{ID_PATTERNS[r.value].regex.pattern}\n)*{ID_PATTERNS[r.value].regex.pattern}"
+    ).fullmatch
+    for r in Resource
+}
 _CONVERSATION_MATCH = ID_PATTERNS["conversation_v1"].regex.fullmatch
 _CHILDREN = frozenset({Resource.MESSAGE, Resource.PARTICIPANT})
 _DRIVEN = frozenset({State.REQUESTED, State.ACCEPTED, State.FAILED})  # what a resume may send
 
 
-def _check_ids(resource: Resource, ids: Iterable[object]) -> None:
+def _check_ids(resource: Resource, ids: list[object] | tuple[object, ...]) -> None:
+    try:
+        joined = "\n".join(ids)  # type: ignore[arg-type]  # a TypeError is a non-text ID
+        if joined.count("\n") == len(ids) - 1 and _IDS_MATCH[resource](joined) is not None:
+            return
+    except TypeError:
+        pass
     match = _ID_MATCH[resource]
     for one in ids:
         if type(one) is not str or match(one) is None:
             pattern = ID_PATTERNS[resource.value]
-            raise UntrustedLine(
-                f"{show_value(one)} is not a {pattern.name} ({pattern.shape})"
-            )
+            raise UntrustedLine(f"{show_value(one)} is not a {pattern.name} ({pattern.shape})")
+    raise UntrustedLine("an ID holds a line break")
 
 
 def _checked_parent(resource: Resource, parent: object, state: State) -> str | None:

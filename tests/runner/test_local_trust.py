@@ -366,6 +366,10 @@ def sid(prefix: str, n: int) -> str:
         pytest.param(
             {"s": "D", "k": "m", "c": sid("CH", 1), "ids": [sid("IM", 1), "x/y"]}, id="grouped"
         ),
+        pytest.param(
+            {"s": "D", "k": "m", "c": sid("CH", 1), "ids": [sid("IM", 1) + "\n" + sid("IM", 2)]},
+            id="two-ids-in-one",
+        ),
         pytest.param({"s": "Q", "k": "m", "id": sid("IM", 1)}, id="requested-child-no-parent"),
         pytest.param({"s": "Q", "k": "c1", "c": sid("CH", 2), "id": sid("CH", 1)}, id="c-on-v1"),
         pytest.param({"s": "Q", "k": "m", "c": sid("IS", 1), "id": sid("IM", 1)}, id="c-not-ch"),
