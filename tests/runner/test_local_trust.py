@@ -33,7 +33,7 @@ from tests.runner.conftest import (
 )
 from tests.runner.test_checkpoint import HEADER, line, log_bytes
 from tests.runner.test_interrupt import deletions_logged
-from tests.runner.test_run_faults import SUPPORT_SERVICE, job
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 # A messages-only purge that the brake stops on its first page: the page's admitted targets
 # are logged as requested and never sent, so the log is unfinished and has open lines.
@@ -275,6 +275,8 @@ async def test_forced_resume_after_90d_to_120d_spares_the_messages_between(
         ledger = await emu.ledger()
         assert deleted(ledger) == {("message", by_age[age]) for age in (150, 140, 130)}
         assert max(successful_deletes(ledger).values()) == 1
+        outcomes = {r["id"]: r["outcome"] for r in report_rows(workdir)}
+        assert outcomes[by_age[110]] == outcomes[by_age[105]] == "pending", "not sent, not lost"
 
 
 @pytest.mark.parametrize("first", [pytest.param("braked", id="braked"), pytest.param("killed")])
