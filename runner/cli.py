@@ -463,6 +463,7 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
     shard = parse_shard(header.shard) if header.shard else None
     plan, changed = resume_plan(spec, header, shard, force=args.force)
     spec_sources = plan.sources
+    plan_file: PlanFile | None = None
     if header.plan is not None:
         # An applied plan is resumed from the plan, never from the spec's queries.
         plan_file = read_plan(path.parent / header.plan)
@@ -474,7 +475,13 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
         plan = dataclasses.replace(plan, sources=plan_file.sources())
     # Nothing the spec does not select is driven, whatever the log says (runner.scope).
     confine_resume(
-        replay, plan, spec_sources, config, changed=changed, retry_failed=args.retry_failed
+        replay,
+        plan,
+        spec_sources,
+        config,
+        changed=changed,
+        retry_failed=args.retry_failed,
+        plan_file=plan_file,
     )
     result = anyio.run(
         partial(

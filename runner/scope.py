@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 import anyio
@@ -57,6 +57,7 @@ __all__ = [
 log = structlog.get_logger("bulkops.scope")
 
 SHOWN = 5  # offending targets named in a refusal; the rest are counted
+CLOCK_SLACK = timedelta(minutes=5)  # clocks of two machines sharing a checkpoint directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,8 +174,22 @@ def resume_plan(
     deleting what 120d spares).
     """
     began = datetime.fromisoformat(header.frozen_now)
+    if began.tzinfo is None or began > datetime.now(UTC) + CLOCK_SLACK:
+        # A relative bound counts back from this moment: a later one would select more.
+        raise CheckpointError(
+            f"the checkpoint of run {header.run_id}: its run began at {header.frozen_now!r}, which "
+            "is not a past moment with a time zone; an edited log is not resumed"
+        )
     plan = shard_plan(build_plan(spec, began, frozen_times=header.times), shard)
     if plan.fingerprint == header.fingerprint:
+        if plan.times_json != build_plan(spec, began).times_json:
+            # The frozen times are the spec's bounds at that moment, nothing else: any other
+            # value was written by hand, and could move a cutoff to select more.
+            raise CheckpointError(
+                f"the checkpoint of run {header.run_id}: its frozen times are not the spec's "
+                f"bounds at the moment the run began ({header.frozen_now}); an edited log is "
+                "not resumed"
+            )
         return plan, False
     changes = describe_changes(header.canonical_spec, plan.canonical)
     if not force:
@@ -200,6 +215,7 @@ def confine_resume(
     *,
     changed: bool,
     retry_failed: bool,
+    plan_file: PlanFile | None = None,
 ) -> None:
     """Keep a resume to what the spec selects; ``plan`` is what the resume will run (an applied
     plan's sources, or the spec's), ``spec_sources`` the current spec's own.
@@ -213,12 +229,15 @@ def confine_resume(
     own timestamp, which only a listing gives. Operations already accepted are still followed
     (polling deletes nothing).
     """
+    header = replay.header
+    if plan_file is not None:
+        # The plan named in the log's header is driven in full: every entry is the spec's too.
+        confine_plan(plan_file, spec_sources, plan.shard)
     records = list(replay.open.values())
     if retry_failed:
         records += replay.failed.values()
     if not records and not changed:
         return
-    header = replay.header
     scopes = [Scope(plan.sources, plan.shard)]
     if header.plan is not None:
         # An applied plan is the list, checked by kind against the spec that made it.

@@ -412,3 +412,76 @@ def test_valid_lines_still_replay(tmp_path: Path) -> None:
     assert [r.target.parent for r in replay.failed.values()] == [sid("CH", 1)]
     assert [r.state for r in replay.open.values()] == [State.ACCEPTED]
 
+
+
+def rewrite_header(log: Path, **changes: Any) -> None:
+    """The log's header line with ``changes``, the rest as it was."""
+    first, rest = log.read_bytes().split(b"\n", 1)
+    header = orjson.loads(first)
+    header.update(changes)
+    log.write_bytes(orjson.dumps(header) + b"\n" + rest)
+
+
+@pytest.mark.parametrize("field", [pytest.param("times"), pytest.param("now")])
+async def test_resume_refuses_a_header_whose_times_select_more(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    field: str,
+) -> None:
+    """A header whose frozen cutoff was moved (or whose start was moved into the future, which
+    moves every relative cutoff) is refused with exit 2, and nothing is sent."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        body = BRAKED_MESSAGES.replace("all}", "all, created_before: 30d}")
+        log = await braked_run(emu, workdir, body)
+        future = (datetime.now(UTC) + timedelta(days=3650)).isoformat()
+        if field == "times":
+            rewrite_header(log, times={"targets[0].where.created_before": future})
+        else:
+            rewrite_header(log, now=future)
+        seen = len((await emu.ledger())["requests"])
+        capsys.readouterr()
+
+        assert await run_cli("resume", log) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "an edited log is not resumed" in err, err
+        assert (await emu.ledger())["requests"][seen:] == []
+
+
+async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A killed apply whose plan was swapped for a resealed one with a configuration added (and
+    the log's digest edited to match): `resume` exits 2 naming the plan's line; the
+    configuration survives."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, BRAKED_MESSAGES.replace("safety: {max_deletions: 3}\n", ""))
+        plan = workdir / "reviewed.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+        process = await start_bulkops(["apply", str(plan)], workdir)
+        async with process:
+            with anyio.fail_after(30):
+                while deletions_logged(workdir) < 1:  # noqa: ASYNC110 (another process's log)
+                    await anyio.sleep(0.02)
+            process.send_signal(signal.SIGKILL)
+            await process.wait()
+        (log,) = checkpoints(workdir)
+        victim = (await emu.resources("configuration"))[0]["id"]
+        lines = plan.read_bytes().splitlines(keepends=True)[:-1]
+        lines.insert(2, orjson.dumps({"k": "cf", "ids": [victim]}) + b"\n")
+        reseal(plan, lines)
+        rewrite_header(log, plan_sha256=hashlib.sha256(b"".join(lines[1:])).hexdigest())
+        seen = len((await emu.ledger())["requests"])
+        capsys.readouterr()
+
+        assert await run_cli("resume", log) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert f"line 3: configuration {victim} the job selects no configurations" in err, err
+        assert (await emu.ledger())["requests"][seen:] == []
+        assert victim in {c["id"] for c in await emu.resources("configuration")}
