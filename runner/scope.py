@@ -220,14 +220,14 @@ def confine_resume(
     """Keep a resume to what the spec selects; ``plan`` is what the resume will run (an applied
     plan's sources, or the spec's), ``spec_sources`` the current spec's own.
 
-    With the spec unchanged, a target the log would have the resume drive that the spec does
-    not select is refused (CheckpointError naming its line): only an edited or foreign log
-    holds one, and an operator should see it rather than have it quietly skipped. With a
-    changed spec (``--force``) such targets are dropped — narrowing the spec is what --force
-    is for — and when the selection itself changed, the new spec is listed again (GETs only)
-    and only the open targets that listing finds are driven: a time filter needs each item's
-    own timestamp, which only a listing gives. Operations already accepted are still followed
-    (polling deletes nothing).
+    With the selection unchanged (the spec, or only its limits with ``--force``), a target the
+    log would have the resume drive that the spec does not select is refused (CheckpointError
+    naming its line): only an edited or foreign log holds one, and an operator should see it
+    rather than have it quietly skipped. With a changed selection (``--force``) such targets
+    are dropped — narrowing the spec is what --force is for — and the new spec is listed again
+    (GETs only): only the open targets that listing finds are driven, as a time filter needs
+    each item's own timestamp, which only a listing gives. Operations already accepted are
+    still followed (polling deletes nothing).
     """
     header = replay.header
     if plan_file is not None:
@@ -247,11 +247,13 @@ def confine_resume(
     for scope in scopes:
         for one in scope.outside(targets):
             outside.setdefault(one.target.key, one)
-    if outside and not changed:
-        raise CheckpointError(_refusal(replay, list(outside.values())))
     selection_changed = changed and _selection(header.canonical_spec, header.times) != _selection(
         plan.canonical, plan.times_json
     )
+    if outside and not selection_changed:
+        # The selection is the one the run began with (a --force for limits alone changes
+        # nothing here): a line outside it was not written by this job.
+        raise CheckpointError(_refusal(replay, list(outside.values())))
     if selection_changed and header.plan is not None:
         raise CheckpointError(
             [

@@ -485,3 +485,67 @@ async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
         assert f"line 3: configuration {victim} the job selects no configurations" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
         assert victim in {c["id"] for c in await emu.resources("configuration")}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param("kind", id="messages-became-participants"),
+        pytest.param("conversations", id="conversation-list-narrowed"),
+    ],
+)
+async def test_forced_resume_never_sends_an_open_target_the_new_spec_drops(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, change: str
+) -> None:
+    """A braked run's requested messages, then `resume --force` with a spec that no longer
+    selects them (another kind, or fewer conversations): none of them is deleted; what the
+    new spec selects is."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        log = await braked_run(emu, workdir)
+        requested = {r.target.id: r.target.parent for r in read_checkpoint(log).open.values()}
+        spared = next(iter(set(requested.values())))
+        spec = workdir / "job.yaml"
+        text = spec.read_text().replace("safety: {max_deletions: 3}\n", "")
+        if change == "kind":
+            text = text.replace("kind: messages", "kind: participants")
+        else:
+            others = sorted(
+                c["sid"]
+                for c in await emu.resources("conversation_v1")
+                if c["service_sid"] == SUPPORT_SERVICE and c["sid"] != spared
+            )
+            text = text.replace("conversations: all", f"conversations: {others[:2]}")
+        spec.write_text(text)
+
+        assert await run_cli("resume", log, "--force") == 0
+        ledger = await emu.ledger()
+        gone = deleted(ledger)
+        assert gone, "the new spec's targets were deleted"
+        if change == "kind":
+            assert {kind for kind, _ in gone} == {"participant"}
+        else:
+            kept = {("message", i) for i, parent in requested.items() if parent == spared}
+            assert not kept & gone
+
+
+async def test_force_for_limits_alone_still_refuses_an_edited_line(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`--force` after a change of limits only does not make a line outside the (same)
+    selection acceptable: exit 2, nothing sent."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        log = await braked_run(emu, workdir)
+        victim = (await emu.resources("configuration"))[0]["id"]
+        append(log, {"s": "Q", "k": "cf", "id": victim})
+        spec = workdir / "job.yaml"
+        spec.write_text(spec.read_text().replace("rate: 3", "rate: 4"))
+        seen = len((await emu.ledger())["requests"])
+
+        assert await run_cli("resume", log, "--force") == 2
+        assert "does not select" in " ".join(capsys.readouterr().err.split())
+        assert (await emu.ledger())["requests"][seen:] == []
