@@ -218,8 +218,17 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _target_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    # read_plan verified every line; one that no longer parses means the file changed since.
     for number, raw in _raw_lines(path):
-        rec = orjson.loads(raw)
+        try:
+            rec = orjson.loads(raw)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):
+            raise InputError(
+                f"plan {path} line {number} changed after the plan was verified; "
+                "nothing more is taken from it"
+            )
         if rec.get("t") != "end":
             yield number, rec
 
