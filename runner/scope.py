@@ -118,20 +118,20 @@ class Scope:
         if self.shard is not None and self.shard.count > 1:
             owner = shard_of(target.parent or target.id, self.shard.count)
             if owner != self.shard.index:
-                return f"is shard {owner}'s of {self.shard.count}, not this shard {self.shard}'s"
+                return f"belongs to shard {owner}/{self.shard.count}, not to {self.shard}"
         kind = self._kinds.get(target.resource)
         if kind is None:
             selected = ", ".join(sorted(CATALOG[r].label for r in self._kinds)) or "nothing"
             return f"the job selects no {CATALOG[target.resource].label} (it selects {selected})"
         if target.resource in (Resource.MESSAGE, Resource.PARTICIPANT) and target.parent is None:
-            return "names no conversation"
+            return "no conversation is named"
         if _listed(kind, target):
             return None
         if kind.manifests:
             return None  # decided by the manifests' rows
         if kind.parents and not kind.ids:
             return f"its conversation {target.parent} is not one the job lists"
-        return "is not among the ids the job lists"
+        return "not among the ids the job lists"
 
     def outside(self, targets: Iterable[Target]) -> list[Outside]:
         """Every target of ``targets`` the selection does not hold, with the reason.
@@ -157,7 +157,7 @@ class Scope:
                 if not wanted:
                     break
             found.extend(
-                Outside(t, "is not a row of the job's manifest (from_file) or plan")
+                Outside(t, "not a row of the job's manifest (from_file) or plan")
                 for t in wanted.values()
             )
         return found
@@ -325,7 +325,7 @@ def _refusal(replay: Replay, outside: list[Outside]) -> list[str]:
     for one in outside[:SHOWN]:
         where = f"line {lines[one.target.key]}" if one.target.key in lines else "a line"
         name = f"{one.target.parent}/{one.target.id}" if one.target.parent else one.target.id
-        problems.append(f"{where}: {one.target.resource.value} {name} {one.reason}")
+        problems.append(f"{where}: {one.target.resource.value} {name}: {one.reason}")
     if len(outside) > SHOWN:
         problems.append(f"and {len(outside) - SHOWN} more")
     problems.append(
@@ -349,7 +349,7 @@ def confine_plan(plan_file: PlanFile, sources: Sequence[Source], shard: Shard | 
             name = f"{target.parent}/{target.id}" if target.parent else target.id
             raise InputError(
                 [
-                    f"plan {plan_file.path} line {number}: {target.resource.value} {name} {why}; "
+                    f"plan {plan_file.path} line {number}: {target.resource.value} {name}: {why}; "
                     "nothing was sent",
                     "make the plan again from this spec with `bulkops plan --out` (its digest "
                     "catches accidents, not edits by someone who can write it)",

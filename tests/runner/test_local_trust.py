@@ -206,7 +206,7 @@ async def test_apply_refuses_a_plan_entry_of_a_kind_the_spec_does_not_select(
 
         assert await run_cli("apply", plan) == 2
         err = " ".join(capsys.readouterr().err.split())
-        assert f"line 3: configuration {victim} the job selects no configurations" in err, err
+        assert f"line 3: configuration {victim}: the job selects no configurations" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
         assert checkpoints(workdir) == []
 
@@ -482,7 +482,7 @@ async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
 
         assert await run_cli("resume", log) == 2
         err = " ".join(capsys.readouterr().err.split())
-        assert f"line 3: configuration {victim} the job selects no configurations" in err, err
+        assert f"line 3: configuration {victim}: the job selects no configurations" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
         assert victim in {c["id"] for c in await emu.resources("configuration")}
 
