@@ -320,7 +320,7 @@ def _refusal(replay: Replay, outside: list[Outside]) -> list[str]:
     lines = lines_naming(replay.path, {o.target.key for o in outside[:SHOWN]})
     problems = [
         f"checkpoint {replay.path} names targets the job spec does not select; a log edited "
-        "(or another job's) is not resumed, and nothing was sent:"
+        "(or another job's) is not resumed:"
     ]
     for one in outside[:SHOWN]:
         where = f"line {lines[one.target.key]}" if one.target.key in lines else "a line"
