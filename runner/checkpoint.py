@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,7 +43,7 @@ import orjson
 
 from runner.catalog import BY_CODE, CATALOG, Resource, Target
 from runner.digests import DigestMap
-from runner.errors import CheckpointError, UntrustedFile
+from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
 from runner.files import (
     create_new,
     make_private_directory,
@@ -50,6 +51,7 @@ from runner.files import (
     open_own_for_append,
     open_regular,
 )
+from runner.ids import ID_PATTERNS, show_value
 
 RECORD_VERSION = 2
 
@@ -276,6 +278,13 @@ class Replay:
         raw = Counter(c & 63 for c in self.states.values())
         return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in sorted(raw.items())})
 
+    def admitted(self) -> int:
+        """Targets the log records as driven — every one but those covered by their
+        conversation: a DELETE was sent for each, or may have been (what safety.max_deletions
+        counts)."""
+        covered = _STATE_INDEX[State.COVERED]
+        return sum(1 for code in self.states.values() if code & 7 != covered)
+
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
         if lazy is not None:
@@ -302,10 +311,11 @@ class Replay:
         ):
             return False
         resource = BY_CODE[rec["k"]]
-        parent = rec.get("c")
+        parent = _checked_parent(resource, rec.get("c"), state)
         ts = rec.get("ts") or 0
-        if not isinstance(ts, int) or not (parent is None or isinstance(parent, str)):
+        if not isinstance(ts, int):
             raise ValueError("malformed grouped line")
+        _check_ids(resource, ids)
         code = (ts << 6) | (_RESOURCE_INDEX[resource] << 3) | _STATE_INDEX[state]
         if ts > self.last_ts:
             self.last_ts = ts
@@ -379,6 +389,15 @@ class Replay:
             rec.generation = max(rec.generation, earlier_failure.generation)
             if target.parent is None:
                 rec.target = earlier_failure.target
+        if (
+            rec.state in _DRIVEN
+            and rec.target.parent is None
+            and target.resource in _CHILDREN
+        ):
+            raise UntrustedLine(
+                f"{target.resource.value} {target.id} is left to drive, but no line names its "
+                "conversation"
+            )
         if rec.state in (State.REQUESTED, State.ACCEPTED):
             self.open[digest] = rec
         elif rec.state is State.FAILED:
@@ -401,19 +420,87 @@ def decode_targets(rec: dict[str, Any]) -> list[TargetRecord]:
 
 
 def decode_target(rec: dict[str, Any]) -> TargetRecord:
-    """A state line's object as a TargetRecord (KeyError/ValueError on a malformed one)."""
+    """A state line's object as a TargetRecord (KeyError/ValueError on a malformed one).
+
+    Every ID is checked against its kind's pattern here, as it is read: a log is a file anyone
+    with write access can edit, and what it names goes into a DELETE's path on resume. An ID
+    that is not one (``../../v2/ControlPlane/…``) raises :class:`UntrustedLine`, which no torn
+    tail can produce, so the log is refused wherever the line is.
+    """
     resource = BY_CODE[rec["k"]]
-    parent = rec.get("c")
-    target = Target(resource, str(rec["id"]), None if parent is None else str(parent))
+    state = State(rec["s"])
+    parent = _checked_parent(resource, rec.get("c"), state)
+    _check_ids(resource, (rec["id"],))
+    operation = rec.get("op")
+    if operation is not None and (
+        not isinstance(operation, str) or _OPERATION_ID.fullmatch(operation) is None
+    ):
+        raise UntrustedLine(
+            f"operation id {show_value(operation)} is not an Operation id (letters, digits, "
+            "'_' and '-', at most 512)"
+        )
+    target = Target(resource, rec["id"], parent)
     return TargetRecord(
         target=target,
-        state=State(rec["s"]),
-        operation=rec.get("op"),
+        state=state,
+        operation=operation,
         code=rec.get("e"),
         message=rec.get("m"),
         ts=rec.get("ts"),
         generation=int(rec.get("g", 0)),
     )
+
+
+# Operation ids have no published pattern (Memory: a string of at most 512); these characters
+# cover every form seen (proc_job_…, mem_op_…) and none can change the path of a poll.
+_OPERATION_ID = re.compile(r"[A-Za-z0-9_-]{1,512}")
+_ID_MATCH = {r: ID_PATTERNS[r.value].regex.fullmatch for r in Resource}
+# A grouped line's ids are checked in one regex call over the ids joined by newlines (no valid
+# ID holds one, which the count of newlines proves): a replay of a million targets checks them
+# at a fraction of the cost of a call per ID.
+_IDS_MATCH = {
+    r: re.compile(
+        f"(?:{ID_PATTERNS[r.value].regex.pattern}\n)*{ID_PATTERNS[r.value].regex.pattern}"
+    ).fullmatch
+    for r in Resource
+}
+_CONVERSATION_MATCH = ID_PATTERNS["conversation_v1"].regex.fullmatch
+_CHILDREN = frozenset({Resource.MESSAGE, Resource.PARTICIPANT})
+_DRIVEN = frozenset({State.REQUESTED, State.ACCEPTED, State.FAILED})  # what a resume may send
+
+
+def _check_ids(resource: Resource, ids: list[object] | tuple[object, ...]) -> None:
+    try:
+        joined = "\n".join(ids)  # type: ignore[arg-type]  # a TypeError is a non-text ID
+        if joined.count("\n") == len(ids) - 1 and _IDS_MATCH[resource](joined) is not None:
+            return
+    except TypeError:
+        pass
+    match = _ID_MATCH[resource]
+    for one in ids:
+        if type(one) is not str or match(one) is None:
+            pattern = ID_PATTERNS[resource.value]
+            raise UntrustedLine(f"{show_value(one)} is not a {pattern.name} ({pattern.shape})")
+    raise UntrustedLine("an ID holds a line break")
+
+
+def _checked_parent(resource: Resource, parent: object, state: State) -> str | None:
+    """The conversation a line names: a Conversation SID on message and participant lines
+    (required on their *requested* lines, which every later line relies on), nothing on others
+    (a parent would move a target to another shard)."""
+    if resource not in _CHILDREN:
+        if parent is not None:
+            raise UntrustedLine(f"a {resource.value} line names a conversation ('c')")
+        return None
+    if parent is None:
+        if state is State.REQUESTED:
+            raise UntrustedLine(f"a requested {resource.value} line names no conversation")
+        return None
+    if type(parent) is not str or _CONVERSATION_MATCH(parent) is None:
+        raise UntrustedLine(
+            f"{show_value(parent)} is not a Conversation SID (CH followed by 32 hex digits)"
+        )
+    return parent
 
 
 def read_checkpoint(
@@ -444,6 +531,11 @@ def read_checkpoint(
             else:
                 _apply(replay, rec)
             end = end_of_line
+        except UntrustedLine as exc:
+            raise CheckpointError(
+                f"checkpoint {path} line {number} was not written by bulkops: {exc}; it cannot "
+                "be resumed (restore the log, or start the job again with `bulkops run`)"
+            ) from exc
         except (ValueError, KeyError, TypeError) as exc:
             if last:
                 if replay is None:
@@ -501,8 +593,28 @@ def iter_target_lines(path: Path) -> Iterator[TargetRecord]:
     for rec in iter_target_objects(path):
         try:
             yield from decode_targets(rec)
+        except (ValueError, KeyError, TypeError, CheckpointError):
+            continue
+
+
+def lines_naming(path: Path, keys: set[str]) -> dict[str, int]:
+    """The number of the last line naming each of the target ``keys`` (for an error message
+    that points at the line to look at); a key no line names is left out."""
+    found: dict[str, int] = {}
+    for number, raw, _last, _end in _lines(path):
+        try:
+            rec = orjson.loads(raw)
+            if not isinstance(rec, dict) or "s" not in rec:
+                continue
+            code = rec["k"]
+            ids = rec["ids"] if "ids" in rec else [rec["id"]]
+            for one in ids:
+                key = f"{code}:{one}"
+                if key in keys:
+                    found[key] = number
         except (ValueError, KeyError, TypeError):
             continue
+    return found
 
 
 def iter_target_objects(path: Path) -> Iterator[dict[str, Any]]:

@@ -42,6 +42,7 @@ from runner.planfile import new_header as new_plan_header
 from runner.planner import JobPlan, build_plan, describe_changes
 from runner.report import OUTCOMES, render_csv, render_json, summarize
 from runner.scheduler import preflight
+from runner.scope import confine_plan, confine_resume, resume_plan
 from runner.shard import parse_shard, resolve_shard, shard_plan
 from runner.spec import JobSpec, load_spec
 from runner.timespec import parse_bound
@@ -411,6 +412,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
                 "plan again with this spec (the plan was reviewed against the old one)",
             ]
         )
+    confine_plan(plan_file, plan.sources, plan.shard)  # each entry's kind (and id) is the spec's
     plan = dataclasses.replace(plan, sources=plan_file.sources())
     preflight(plan.sources, plan.max_deletions)
     if plan_file.total > args.confirm_above and not args.yes and sys.stdin.isatty():
@@ -466,19 +468,9 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
         console.print(f"run {header.run_id} already finished; nothing to do.")
         return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
     shard = parse_shard(header.shard) if header.shard else None
-    plan = shard_plan(
-        build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times),
-        shard,
-    )
-    if plan.fingerprint != header.fingerprint and not args.force:
-        changes = describe_changes(header.canonical_spec, plan.canonical)
-        raise CheckpointError(
-            [
-                f"the job spec changed since run {header.run_id} started:",
-                *changes,
-                "resume with the original spec, or pass --force to resume with this one",
-            ]
-        )
+    plan, changed = resume_plan(spec, header, shard, force=args.force)
+    spec_sources = plan.sources
+    plan_file: PlanFile | None = None
     if header.plan is not None:
         # An applied plan is resumed from the plan, never from the spec's queries.
         plan_file = read_plan(path.parent / header.plan)
@@ -488,6 +480,16 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
                 "(its digest differs); restore that plan file to resume"
             )
         plan = dataclasses.replace(plan, sources=plan_file.sources())
+    # Nothing the spec does not select is driven, whatever the log says (runner.scope).
+    confine_resume(
+        replay,
+        plan,
+        spec_sources,
+        config,
+        changed=changed,
+        retry_failed=args.retry_failed,
+        plan_file=plan_file,
+    )
     result = anyio.run(
         partial(
             execute,

@@ -7,6 +7,7 @@
     │   ├── SpecError              the job spec (YAML, manifests) is invalid
     │   ├── ConfigError            the config or environment is invalid
     │   ├── CheckpointError        a checkpoint cannot be read, locked or resumed
+    │   │   └── UntrustedLine      a whole line no bulkops run writes (an edited log)
     │   └── UntrustedFile          a file or directory bulkops must not read or write (a link,
     │                              a FIFO or device, another user's file, a directory others
     │                              can write, a file beyond its size bound)
@@ -61,6 +62,9 @@ class UntrustedFile(InputError):
         self.reason = reason
         self.fix = fix
         super().__init__(f"{path} {reason}; {fix}")
+class UntrustedLine(CheckpointError):
+    """A whole, well-formed checkpoint line that names something no bulkops run writes (an ID
+    not of its kind's shape, a message without its conversation): an edited or foreign log."""
 
 
 class RemoteError(BulkopsError):

@@ -141,6 +141,12 @@ class PlanFile:
             if BY_CODE[rec["k"]] is resource:
                 yield from _targets(rec)
 
+    def entries(self) -> Iterator[tuple[int, Target]]:
+        """Every target of the plan with the number of the line that lists it, streamed."""
+        for number, rec in _target_lines(self.path):
+            for target in _targets(rec):
+                yield number, target
+
     def sources(self) -> list[Source]:
         """The plan as the runner's sources: one per kind, nothing else."""
         return [
@@ -220,8 +226,17 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 
 
 def _target_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    # read_plan verified every line; one that no longer parses means the file changed since.
     for number, raw in _raw_lines(path):
-        rec = orjson.loads(raw)
+        try:
+            rec = orjson.loads(raw)
+        except ValueError:
+            rec = None
+        if not isinstance(rec, dict):
+            raise InputError(
+                f"plan {path} line {number} changed after the plan was verified; "
+                "nothing more is taken from it"
+            )
         if rec.get("t") != "end":
             yield number, rec
 
@@ -229,10 +244,14 @@ def _target_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _targets(rec: dict[str, Any]) -> Iterator[Target]:
     resource = BY_CODE[rec["k"]]
     parent = rec.get("c")
-    if parent is not None:
-        validate_id("conversation_v1", parent)
-    elif resource in (Resource.MESSAGE, Resource.PARTICIPANT):
+    if resource not in (Resource.MESSAGE, Resource.PARTICIPANT):
+        if parent is not None:
+            # No plan writes one; it would move the target to another shard.
+            raise ValueError(f"{resource.value} lines name no conversation ('c')")
+    elif parent is None:
         raise ValueError(f"{resource.value} lines need their conversation ('c')")
+    else:
+        validate_id("conversation_v1", parent)
     ids = rec["ids"]
     if not isinstance(ids, list) or not ids:
         raise ValueError("'ids' is not a non-empty list")

@@ -175,6 +175,8 @@ class Engine:
         self.discovery_errors = 0
         if prior is not None:
             self._conversations = dict.fromkeys(prior.deleted_conversations, True)
+        # safety.max_deletions holds for the run, not for each process that drives its log.
+        self._spent = 0 if prior is None or settings.max_deletions is None else prior.admitted()
 
     def failures(self) -> int:
         """Targets failed in this run, plus those of the resumed log that were not retried."""
@@ -341,10 +343,14 @@ class Engine:
             return None
         self._selected += 1
         limit = self.settings.max_deletions
-        if limit is not None and self._selected > limit:
+        # Targets an earlier process of this run admitted count too (the log's every target but
+        # the covered ones: a DELETE was sent for each, or could have been); re-driving those
+        # costs nothing more.
+        if limit is not None and self._spent + self._selected > limit:
+            earlier = f" ({self._spent} of them before this resume)" if self._spent else ""
             self.abort = SafetyAbort(
-                f"discovery selected more than safety.max_deletions = {limit} targets; "
-                "stopped before deleting more. Raise the limit or narrow the selection."
+                f"discovery selected more than safety.max_deletions = {limit} targets"
+                f"{earlier}; stopped before deleting more. Raise the limit or narrow the selection."
             )
             self.stop()
             return None

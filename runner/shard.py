@@ -16,13 +16,14 @@ import dataclasses
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from runner.catalog import Product, Target
 from runner.errors import InputError
 from runner.limits import ProductLimit
 from runner.planner import JobPlan
+from runner.selection import Explicit, Manifest, Source
 
 __all__ = [
     "INDEX_ENV",
@@ -32,6 +33,7 @@ __all__ = [
     "shard_key",
     "shard_of",
     "shard_plan",
+    "share_deletions",
     "share_rate",
     "share_slots",
 ]
@@ -166,9 +168,10 @@ def _share_product(limit: ProductLimit, count: int) -> ProductLimit:
 def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:
     """``plan`` with the account-wide budgets cut to this shard's share.
 
-    The account cap, the per-Service rate and the per-product limits are spent by every shard
-    at once, so each gets 1/n. The per-conversation rate is not divided: every message and
-    participant of a conversation belongs to one shard, which therefore has all of it.
+    The account cap, the per-Service rate, the per-product limits and safety.max_deletions are
+    spent by every shard at once, so each gets 1/n. The per-conversation rate is not divided:
+    every message and participant of a conversation belongs to one shard, which therefore has
+    all of it.
     """
     if shard is None or shard.count == 1:
         return plan  # one shard of one is the whole job: no suffix, no division
@@ -184,4 +187,30 @@ def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:
         # As the planner does: enough conversations drained at once to fill the (smaller) cap.
         fanout=max(8, concurrency),
         shard=shard,
+        max_deletions=share_deletions(plan.max_deletions, shard),
+        sources=[_own_part(s, shard, plan.max_deletions is not None) for s in plan.sources],
     )
+
+
+def share_deletions(limit: int | None, shard: Shard) -> int | None:
+    """One shard's part of ``safety.max_deletions``: the shards' parts add up to the limit
+    exactly (the first ``limit % n`` shards take one more), so the job as a whole never
+    deletes more than it; with fewer deletions allowed than shards, some shards get none."""
+    if limit is None:
+        return None
+    return limit // shard.count + (1 if shard.index < limit % shard.count else 0)
+
+
+def _own_part(source: Source, shard: Shard, count_rows: bool) -> Source:
+    """``source`` as far as it is this shard's: listed ids and (when the count matters, for
+    the max_deletions check before the run) manifest rows of other shards are left out."""
+    if isinstance(source, Explicit):
+        return Explicit(source.resource, tuple(t for t in source.targets if shard.owns(t)))
+    if isinstance(source, Manifest) and count_rows:
+        everything = source.rows
+
+        def rows() -> Iterator[Target]:
+            return (t for t in everything() if shard.owns(t))
+
+        return Manifest(source.resource, rows, sum(1 for _ in rows()))
+    return source

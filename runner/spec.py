@@ -110,24 +110,33 @@ class _Loader(yaml.SafeLoader):
         for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
     }
 
+    # YAML path of each mapping node, set by load_yaml before construction, so a duplicate key
+    # is named where it is (``targets[0].where``) as well as by its line.
+    paths: dict[int, str] = {}  # noqa: RUF012 (replaced per instance by load_yaml)
+
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
+        # Keyed by the key's value, whatever line it is on: a flow mapping
+        # (`{created_before: 365d, created_before: 1d}`) holds both on one line.
+        seen: dict[Any, tuple[int, yaml.Mark]] = {}
+        for index, (key_node, _) in enumerate(node.value):
             if key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line)
+                first_index, first = seen.setdefault(key, (index, key_node.start_mark))
             except TypeError:
                 raise yaml.constructor.ConstructorError(
                     None, None, "a mapping key must be plain text", key_node.start_mark
                 ) from None
-            if first != key_node.start_mark.line:
+            if first_index != index:
+                where = self.paths.get(id(node))
                 raise yaml.constructor.ConstructorError(
                     None,
                     None,
+                    f"{_join(where, str(key)) + ': ' if where is not None else ''}"
                     f"key {show_value(key)} appears twice in one mapping "
-                    f"(first on line {first + 1})",
+                    f"(first on line {first.line + 1}, column {first.column + 1}); "
+                    "keep one of them",
                     key_node.start_mark,
                 )
         return super().construct_mapping(node, deep=deep)
@@ -195,6 +204,26 @@ def _line_map(root: yaml.Node) -> dict[str, int]:
     return lines
 
 
+def _mapping_paths(root: yaml.Node) -> dict[int, str]:
+    """id of each mapping node → its YAML path (the root is ``""``), for error messages."""
+    paths: dict[int, str] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if id(node) in paths:
+            return  # an alias of a node already named
+        if isinstance(node, yaml.MappingNode):
+            paths[id(node)] = path
+            for key_node, value_node in node.value:
+                if isinstance(key_node, yaml.ScalarNode):
+                    walk(value_node, _join(path, str(key_node.value)))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{path}[{index}]")
+
+    walk(root, "")
+    return paths
+
+
 def load_yaml(text: str, what: str) -> tuple[object, dict[str, int]]:
     """Parse one YAML document with bulkops' dialect; returns (data, line map).
 
@@ -209,6 +238,7 @@ def load_yaml(text: str, what: str) -> tuple[object, dict[str, int]]:
         if node is None:
             return None, {}
         _count_values(node)
+        loader.paths = _mapping_paths(node)
         data = loader.construct_document(node)
         return data, _line_map(node)
     except yaml.MarkedYAMLError as exc:
