@@ -218,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
     """Run the subcommand; every way it can fail becomes a message and an exit code."""
+    # Until a command reads its config: log lines go to stderr, never into a report on stdout.
+    logs.configure(getattr(args, "log_format", None) or "auto", "info")
     try:
         if args.command == "run":
             return _cmd_run(args, console, err)

@@ -10,11 +10,10 @@ an exception's text may quote a response body, an identity or a URL with credent
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import CodeType, TracebackType
-from typing import Any
 
 import structlog
 
@@ -72,7 +71,10 @@ def diagnose(
     function of ``stages`` the traceback passes through, else ``default``."""
     found = leaves(exc)
     first = found[0]
-    frames = list(_walk(first.__traceback__))
+    # A leaf raised in a task carries only that task's frames; the groups around it carry the
+    # frames of the task groups' owners, outermost first.
+    chain = _chain(exc)
+    frames = [frame for level in chain for frame in _walk(level.__traceback__)]
     stage = default
     for code, _line in frames:
         stage = stages.get(code, stage)
@@ -85,7 +87,7 @@ def diagnose(
     error_type = kind.__qualname__
     if kind.__module__ != "builtins":
         error_type = f"{kind.__module__}.{error_type}"
-    summary = traceback.extract_tb(first.__traceback__)
+    summary = [entry for level in chain for entry in traceback.extract_tb(level.__traceback__)]
     return InternalFault(
         stage=stage,
         error_type=error_type,
@@ -95,10 +97,12 @@ def diagnose(
     )
 
 
-def code_of(*functions: Callable[..., Any]) -> Iterable[CodeType]:
-    """The code objects of ``functions`` (methods and plain functions alike)."""
-    for function in functions:
-        yield function.__code__
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and the groups inside it down to its first leaf, outermost first."""
+    chain = [exc]
+    while isinstance(chain[-1], BaseExceptionGroup):
+        chain.append(chain[-1].exceptions[0])
+    return chain
 
 
 def _walk(tb: TracebackType | None) -> Iterable[tuple[CodeType, int]]:

@@ -191,17 +191,19 @@ async def execute(
             # sent that the log could not record.
             writer.on_error = lambda _exc: engine.hard_stop()
 
-            def internal(exc: BaseException) -> None:
-                engine.fail_internal(diagnose(exc, stages))
+            def internal(exc: BaseException, stage: str = "the run") -> None:
+                engine.fail_internal(diagnose(exc, stages, default=stage))
 
-            async def guarded(function: Callable[..., Awaitable[None]], *args: Any) -> None:
+            async def guarded(
+                stage: str, function: Callable[..., Awaitable[None]], *args: Any
+            ) -> None:
                 # The tasks around the engine report a fault of theirs to the engine (which stops
                 # hard) instead of raising it: a raise would cancel the run from under the footer,
                 # which must say how the run ended.
                 try:
                     await function(*args)
                 except Exception as exc:
-                    internal(exc)
+                    internal(exc, stage)
 
             async def write() -> None:
                 nonlocal writer_crashed
@@ -209,7 +211,7 @@ async def execute(
                     await writer.run(handle)
                 except Exception as exc:
                     writer_crashed = True
-                    internal(exc)
+                    internal(exc, "the checkpoint writer")
                 finally:
                     written.set()
 
@@ -244,13 +246,16 @@ async def execute(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write)
-                tg.start_soon(guarded, watch_signals)
-                tg.start_soon(guarded, show_progress, engine.progress, console)
+                tg.start_soon(guarded, "the signal watcher", watch_signals)
+                tg.start_soon(
+                    guarded, "the progress display", show_progress, engine.progress, console
+                )
                 if options.max_duration is not None:
-                    tg.start_soon(guarded, budget, options.max_duration)
+                    tg.start_soon(guarded, "the --max-duration timer", budget, options.max_duration)
                 if options.metrics_textfile is not None:
                     tg.start_soon(
                         guarded,
+                        "the metrics exporter",
                         partial(
                             metrics.write_periodically,
                             options.metrics_textfile,
