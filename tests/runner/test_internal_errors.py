@@ -22,6 +22,7 @@ import runner.cli
 import runner.client
 import runner.job
 import runner.metrics
+import runner.operations
 import runner.scheduler
 from runner.catalog import Target
 from runner.checkpoint import read_checkpoint
@@ -86,7 +87,7 @@ def in_discovery(mp: pytest.MonkeyPatch) -> None:
 
 def in_admission(mp: pytest.MonkeyPatch) -> None:
     """The tenth found target raises as it is admitted (hashing its key)."""
-    original = runner.scheduler.key_hash
+    original = runner.checkpoint.key_hash
     tenth = on_call(10)
 
     def key_hash(key: str) -> int:
@@ -113,7 +114,7 @@ def in_send(mp: pytest.MonkeyPatch) -> None:
 
 def in_outcome(mp: pytest.MonkeyPatch) -> None:
     """Reading the second 202 of an async DELETE raises (the Operation has started)."""
-    original = runner.scheduler.parse_accepted
+    original = runner.operations.parse_accepted
     second = on_call(2)
 
     def parse_accepted(*args: Any) -> Any:
@@ -126,7 +127,7 @@ def in_outcome(mp: pytest.MonkeyPatch) -> None:
 
 def in_poll(mp: pytest.MonkeyPatch) -> None:
     """The third Operation tracker raises after its first poll was answered."""
-    original = runner.scheduler.follow
+    original = runner.operations.follow
     third = on_call(3)
 
     async def follow(requester: Any, product: Any, accepted: Any, **kwargs: Any) -> None:
