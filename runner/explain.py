@@ -26,9 +26,14 @@ def remote_problem(failure: RemoteError | OperationFailed) -> str:
             "and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY / TWILIO_API_SECRET) and the account's "
             "access to this product"
         )
+    if failure.status == 0 and "timed out" in failure.message:
+        return (
+            f"no answer from {where} within the request timeout (after retries): the server "
+            "or the network is slow or down; try again later, or check the base URL"
+        )
     if failure.status == 0:
         return (
-            f"cannot reach {where} ({failure.message}, after retries): check the base URL "
+            f"cannot reach {where} ({_reason(failure.message)}, after retries): check the base URL "
             "(base_urls in the config, BULKOPS_CONVERSATIONS_URL / BULKOPS_MEMORY_URL) and the "
             "network; Twilio may also be down"
         )
@@ -46,3 +51,10 @@ def remote_problem(failure: RemoteError | OperationFailed) -> str:
             "try again later"
         )
     return f"HTTP {failure.status} on {where}: {failure.message}"
+
+
+def _reason(message: str) -> str:
+    """'connection refused' rather than the client's class name, when the client said so."""
+    if "(" in message and message.endswith(")"):
+        return message[message.rindex("(") + 1 : -1]
+    return message

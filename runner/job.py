@@ -359,8 +359,11 @@ def _stop_reasons(engine: Engine, writer: CheckpointWriter, log_path: Path) -> l
             f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
             f"that it does not record. Free space, then `bulkops resume {log_path}`"
         ]
+    last = [] if engine.last_failure is None else [
+        f"the last DELETE that failed: {remote_problem(engine.last_failure)}"
+    ]
     if engine.abort is not None:
-        return [str(engine.abort)]
+        return [str(engine.abort), *last]
     if engine.auth_error is not None:
         url = f" by {engine.auth_error.url}" if engine.auth_error.url else ""
         return [
@@ -370,7 +373,7 @@ def _stop_reasons(engine: Engine, writer: CheckpointWriter, log_path: Path) -> l
     return [
         f"listing source {index} failed: {remote_problem(failure)}"
         for index, failure in engine.discovery_failures
-    ]
+    ] + last
 
 
 def internal_error_line(fault: InternalFault, log_path: Path) -> str:

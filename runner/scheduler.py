@@ -175,6 +175,7 @@ class Engine:
         self.auth_error: AuthError | None = None
         self.discovery_errors = 0
         self.discovery_failures: list[tuple[int, RemoteError | OperationFailed]] = []
+        self.last_failure: RemoteError | None = None  # of a DELETE, for the closing message
         # The first unexpected exception of the run (exit 8): set by whoever meets one at the top
         # of a task group, never by the code that raised it.
         self.internal_error: InternalFault | None = None
@@ -415,11 +416,13 @@ class Engine:
             if exc.status == 404:
                 self._finish(target, State.GONE)
             else:
+                self.last_failure = exc
                 self._finish(
                     target, State.FAILED, code=exc.code or exc.status, message=exc.message
                 )
             return
         except (TransientError, RateLimited) as exc:
+            self.last_failure = exc
             self._finish(
                 target, State.FAILED, code=exc.code or exc.status, message=f"gave up: {exc.message}"
             )
