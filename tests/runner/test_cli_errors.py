@@ -299,3 +299,37 @@ async def test_a_closed_stdout_changes_no_exit_code(
         assert code == 0
         assert "Traceback" not in stderr and "BrokenPipe" not in stderr
         assert "Exception ignored" not in stderr
+
+
+async def test_apply_against_a_closed_port_names_the_url_of_the_failed_deletes(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`apply` whose DELETEs cannot connect records them failed, exits 1, and says in one line
+    which URL refused and what to check."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\ntargets:\n"
+            "  - {kind: messages, where: {conversations: [CHd54c322fe69868c382f734b19fd64d9e]}}\n"
+            + QUICK_RETRY,
+        )
+        plan = workdir / "p.plan"
+        assert await run_cli("plan", spec, "--out", plan) == 0
+    url = f"http://127.0.0.1:{closed_port()}"
+    point_at(monkeypatch, url)
+    capsys.readouterr()
+
+    code = await run_cli("apply", plan, "--log-format", "json")
+
+    err = capsys.readouterr().err
+    (log,) = checkpoints(workdir)
+    assert code == 1
+    assert "Traceback" not in err
+    first, hint = human_lines(err)
+    assert first.startswith(f"the last DELETE that failed: cannot reach {url}/v1/Services/")
+    assert "(connection refused, after retries)" in first
+    assert hint == f"to continue: bulkops resume --retry-failed {log}"
