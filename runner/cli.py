@@ -252,6 +252,11 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
     except Exception as exc:
+        bad_input = [e for e in leaves(exc) if isinstance(e, InputError)]
+        if bad_input and len(bad_input) == len(leaves(exc)):
+            # Bad input met inside a task group (a manifest edited while it was read).
+            _print_problems(err, InputError([p for e in bad_input for p in e.problems]))
+            return ExitCode.BAD_INPUT
         # A bug, or an answer nothing classified: one line and exit 8, never a traceback (its
         # text may carry a response body); the frames go to the log. A run meets its own
         # faults in runner.job and records them in its checkpoint; this is for the rest.

@@ -17,6 +17,8 @@ from types import CodeType, TracebackType
 
 import structlog
 
+from runner.errors import InputError
+
 log = structlog.get_logger("bulkops.internal")
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -40,10 +42,14 @@ class InternalFault:
     place: str  # "runner.scheduler:412": the innermost line of bulkops that it went through
     frames: tuple[Frame, ...]
     others: int = 0  # further unexpected exceptions raised with it (a group), not described
+    # The text of a deliberate input error raised where nothing expected it (a manifest edited
+    # mid-run): bulkops composes those to be shown, from the user's own input.
+    detail: str | None = None
 
     def describe(self) -> str:
         """What failed, in one clause: '<type> in <stage> at <place>'."""
-        return f"{self.error_type} in {self.stage} at {self.place}"
+        said = f" ({self.detail})" if self.detail else ""
+        return f"{self.error_type} in {self.stage} at {self.place}{said}"
 
     def log(self) -> None:
         """The ``internal_error`` event: the full traceback as frames (file, line, function)."""
@@ -94,6 +100,7 @@ def diagnose(
         place=place,
         frames=tuple(Frame(_shown(s.filename), s.lineno or 0, s.name) for s in summary),
         others=len(found) - 1,
+        detail="; ".join(first.problems) if isinstance(first, InputError) else None,
     )
 
 

@@ -351,29 +351,34 @@ def _log_finished(replay: Replay, code: int, began: float, requester: Requester)
 
 
 def _stop_reasons(engine: Engine, writer: CheckpointWriter, log_path: Path) -> list[str]:
-    """Why the run stopped before its end, one line each, with the way to go on."""
-    if engine.internal_error is not None:
-        return [internal_error_line(engine.internal_error, log_path)]
-    if writer.error is not None:
-        return [
-            f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
-            f"that it does not record. Free space, then `bulkops resume {log_path}`"
-        ]
+    """Why the run stopped before its end, one line each with the way to go on, in the order
+    of :func:`_exit_code` (the first names the exit code)."""
     last = [] if engine.last_failure is None else [
         f"the last DELETE that failed: {remote_problem(engine.last_failure)}"
     ]
-    if engine.abort is not None:
-        return [str(engine.abort), *last]
+    reasons: list[str] = []
+    if writer.error is not None:
+        reasons.append(
+            f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
+            f"that it does not record. Free space, then `bulkops resume {log_path}`"
+        )
+    elif engine.abort is not None:
+        reasons += [str(engine.abort), *last]
+    if engine.internal_error is not None:
+        reasons.append(internal_error_line(engine.internal_error, log_path))
+    if reasons:
+        return reasons
     if engine.auth_error is not None:
         url = f" by {engine.auth_error.url}" if engine.auth_error.url else ""
         return [
             f"credentials refused (HTTP {engine.auth_error.status}){url}; fix them and run "
             f"`bulkops resume {log_path}`"
         ]
-    return [
+    listing = [
         f"listing source {index} failed: {remote_problem(failure)}"
         for index, failure in engine.discovery_failures
-    ] + last
+    ]
+    return listing + last
 
 
 def internal_error_line(fault: InternalFault, log_path: Path) -> str:
