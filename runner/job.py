@@ -332,7 +332,8 @@ async def execute(
             engine.fail_internal(diagnose(exc, stages, default="writing the report"))
             if code != ExitCode.INTERNAL:
                 code = ExitCode.INTERNAL
-                await _rescue_footer(handle, log_path, header, {"t": "E", "exit": code})
+                footer = {"t": "E", "exit": code, "ts": writer.seconds()}  # traffic counted once
+                await _rescue_footer(handle, log_path, header, footer)
     problems[:0] = _stop_reasons(engine, writer, log_path)
     return RunResult(code, log_path, replay, "\n".join(problems) or None, engine.discovery_errors)
 
