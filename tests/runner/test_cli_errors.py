@@ -142,7 +142,7 @@ async def test_plan_against_a_server_that_never_answers_is_one_line_and_exit_1(
         )
 
     monkeypatch.setattr(runner.job, "build_client", client_with_short_timeout)
-    async with start_emulator(fault_slow=1.0, slow_delay_s=30.0) as emu:
+    async with start_emulator(fault_slow=1.0, slow_delay_s=2.0) as emu:
         point_at(monkeypatch, emu.url)
         spec = job(workdir, MESSAGES + QUICK_RETRY)
 
