@@ -35,7 +35,7 @@ from runner.client import TwilioClient
 from runner.config import Config
 from runner.discovery import Discovery
 from runner.display import show_progress
-from runner.errors import SafetyAbort
+from runner.errors import ConfigError, SafetyAbort
 from runner.explain import remote_problem
 from runner.internal import InternalFault, diagnose
 from runner.limits import Limits
@@ -265,11 +265,17 @@ async def execute(
                         ),
                     )
                 if options.metrics_port is not None:
-                    port = await tg.start(
-                        metrics.serve_metrics,
-                        metrics.build_registry(live, labels),
-                        options.metrics_port,
-                    )
+                    try:
+                        port = await tg.start(
+                            metrics.serve_metrics,
+                            metrics.build_registry(live, labels),
+                            options.metrics_port,
+                        )
+                    except OSError as exc:  # before the first request: bad input, exit 2
+                        raise ConfigError(
+                            f"--metrics-port {options.metrics_port}: cannot listen on 127.0.0.1 "
+                            f"({exc.strerror}); choose a free port"
+                        ) from exc
                     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
                 try:
                     await engine.run()

@@ -333,3 +333,28 @@ async def test_apply_against_a_closed_port_names_the_url_of_the_failed_deletes(
     assert first.startswith(f"the last DELETE that failed: cannot reach {url}/v1/Services/")
     assert "(connection refused, after retries)" in first
     assert hint == f"to continue: bulkops resume --retry-failed {log}"
+
+
+async def test_a_metrics_port_in_use_is_one_line_and_exit_2(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`run --metrics-port` on a port another process holds stops before any request with one
+    line naming the port; exit 2."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, MESSAGES)
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            port = taken.getsockname()[1]
+
+            code = await run_cli("run", spec, "--metrics-port", port, "--log-format", "json")
+
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "Traceback" not in err
+        assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in " ".join(err.split())
+        assert (await emu.ledger())["requests"] == []
