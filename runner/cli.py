@@ -7,13 +7,16 @@ problem and exits 2. Exit codes are listed in :class:`runner.job.ExitCode` and t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from typing import TextIO, cast
 
 import anyio
 import structlog
@@ -24,8 +27,17 @@ from runner import __version__, logs
 from runner.catalog import CATALOG
 from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.config import Config, load_config
-from runner.errors import CheckpointError, InputError, SafetyAbort
+from runner.errors import (
+    AuthError,
+    CheckpointError,
+    InputError,
+    OperationFailed,
+    RemoteError,
+    SafetyAbort,
+)
+from runner.explain import remote_problem
 from runner.files import create_aside
+from runner.internal import diagnose, leaves
 from runner.job import (
     NO_OPTIONS,
     ExitCode,
@@ -198,8 +210,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return emulator_main(args_list[1:])
     args = build_parser().parse_args(args_list)
-    console = Console(soft_wrap=True)
+    # io.TextIOBase has every method a TextIO has; typeshed does not say so.
+    out = cast(TextIO, ClosedPipeSafe(sys.stdout))
+    console = Console(file=out, soft_wrap=True)
     err = Console(stderr=True, soft_wrap=True)
+    try:
+        return _dispatch(args, console, err, out)
+    finally:
+        out.flush()
+
+
+def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
+    """Run the subcommand; every way it can fail becomes a message and an exit code."""
+    # Until a command reads its config: log lines go to stderr, never into a report on stdout.
+    logs.configure(getattr(args, "log_format", None) or "auto", "info")
     try:
         if args.command == "run":
             return _cmd_run(args, console, err)
@@ -214,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return _cmd_status(args, console)
         if args.command == "report":
-            return _cmd_report(args)
+            return _cmd_report(args, out)
         if args.command == "demo":
             from runner.demo import run_demo
 
@@ -231,7 +255,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.LOCKED
     except KeyboardInterrupt:
         return ExitCode.INTERRUPTED
+    except Exception as exc:
+        bad_input = [e for e in leaves(exc) if isinstance(e, InputError)]
+        if bad_input and len(bad_input) == len(leaves(exc)):
+            # Bad input met inside a task group (a manifest edited while it was read).
+            _print_problems(err, InputError([p for e in bad_input for p in e.problems]))
+            return ExitCode.BAD_INPUT
+        # A bug, or an answer nothing classified: one line and exit 8, never a traceback (its
+        # text may carry a response body); the frames go to the log. A run meets its own
+        # faults in runner.job and records them in its checkpoint; this is for the rest.
+        fault = diagnose(exc, {}, default=f"`bulkops {args.command}`")
+        fault.log()
+        err.print(
+            f"[bold red]internal error:[/] {fault.describe()} (details: the internal_error log "
+            "event); please report it. Nothing unfinished is recorded as done.",
+            highlight=False,
+        )
+        return ExitCode.INTERNAL
     return ExitCode.BAD_INPUT
+
+
+class ClosedPipeSafe(io.TextIOBase):
+    """Standard output that a closed reader (``bulkops plan … | head -1``) cannot crash: once a
+    write meets a closed pipe, the rest goes to /dev/null (the fd too, so Python's own flush at
+    exit finds nothing to complain about) and the command ends with the code it would have."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.lost = False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]  # io.TextIOBase declares it read-only
+        """The underlying stream's encoding (rich reads it)."""
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        """Whether the underlying stream is a terminal."""
+        return self._stream.isatty()
+
+    def fileno(self) -> int:
+        """The underlying stream's file descriptor."""
+        return self._stream.fileno()
+
+    def write(self, text: str) -> int:
+        """Write ``text``, or drop it once the reader has gone."""
+        if not self.lost:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._reader_gone()
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush, unless the reader has gone."""
+        if not self.lost:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._reader_gone()
+
+    def _reader_gone(self) -> None:
+        self.lost = True
+        with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
 
 
 def _print_problems(err: Console, exc: InputError) -> None:
@@ -289,7 +377,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
     plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
     preflight(plan.sources, plan.max_deletions)
     if args.dry_run:
-        return _dry_run(plan, config, console, args.job, getattr(args, "out", None))
+        return _dry_run(plan, config, console, err, args.job, getattr(args, "out", None))
     directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
     directory = usable_directory(directory or config.checkpoint_dir)
     label = None if shard is None else shard.suffix
@@ -348,7 +436,12 @@ async def start_run(
 
 
 def _dry_run(
-    plan: JobPlan, config: Config, console: Console, spec_path: Path, out: Path | None
+    plan: JobPlan,
+    config: Config,
+    console: Console,
+    err: Console,
+    spec_path: Path,
+    out: Path | None,
 ) -> int:
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
     try:
@@ -356,10 +449,19 @@ def _dry_run(
             partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
             backend="asyncio",
         )
-    except BaseException:
+    except BaseException as exc:
         if writer is not None:
             writer.discard()
-        raise
+        failure = remote_failure(exc)
+        if failure is None:
+            raise
+        # One line naming the URL and the fix; a plan is all or nothing, so none is written.
+        err.print(
+            f"[bold red]plan failed:[/] {remote_problem(failure)}; nothing was deleted"
+            + ("" if out is None else f" and no plan was written to {out}"),
+            highlight=False,
+        )
+        return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
     if writer is not None:
         writer.commit()
     table = Table(
@@ -384,6 +486,18 @@ def _dry_run(
             highlight=False,
         )
     return ExitCode.OK
+
+
+def remote_failure(exc: BaseException) -> RemoteError | OperationFailed | None:
+    """The remote failure ``exc`` (or a group of them) amounts to — credentials refused first —
+    or None when anything else is among them."""
+    found = leaves(exc)
+    if not all(isinstance(e, RemoteError | OperationFailed) for e in found):
+        return None
+    auth = [e for e in found if isinstance(e, AuthError)]
+    first = (auth or found)[0]
+    assert isinstance(first, RemoteError | OperationFailed)
+    return first
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -511,8 +625,15 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
     """Print the report of a finished run and say how to go on."""
     if result.replay is not None:
         print_summary(result.replay, console)
+    if result.discovery_errors:
+        console.print(
+            f"listing: {result.discovery_errors} source(s) could not be listed in full; what "
+            "they would have selected was not deleted",
+            highlight=False,
+        )
     if result.message:
         err.print(f"[bold red]{result.message}[/]", highlight=False)
+    # An internal error's message already ends with the way to go on.
     if result.exit_code in (
         ExitCode.INTERRUPTED,
         ExitCode.AUTH,
@@ -521,8 +642,11 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
         ExitCode.FAILURES,
     ):
         hint = "bulkops resume"
-        if result.exit_code == ExitCode.FAILURES:
+        failed = result.replay is None or bool(result.replay.failed)
+        if result.exit_code == ExitCode.FAILURES and failed:
             hint += " --retry-failed"
+        elif result.exit_code == ExitCode.FAILURES:
+            hint = "once the listing problem is fixed, " + hint
         err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
     console.print(f"checkpoint: {result.checkpoint}", highlight=False)
     console.print(
@@ -564,7 +688,32 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     )
     if replay.exit_code is None:
         console.print(eta_line(replay, rate), highlight=False)
+    else:
+        console.print(ending_line(replay.exit_code, args.checkpoint), highlight=False)
     return ExitCode.OK
+
+
+# How the last process that drove a log ended, in words, and what goes on from there.
+_ENDINGS = {
+    ExitCode.OK: ("finished: every selected target is done", None),
+    ExitCode.FAILURES: ("finished with failures", "bulkops resume --retry-failed"),
+    ExitCode.ABORTED: ("stopped by a safety brake (exit 3); look before going on", None),
+    ExitCode.AUTH: ("stopped: credentials refused (exit 4)", "bulkops resume"),
+    ExitCode.CHECKPOINT: (
+        "stopped: the checkpoint could not be written (exit 6)",
+        "bulkops resume",
+    ),
+    ExitCode.OUT_OF_TIME: ("stopped at --max-duration (exit 7)", "bulkops resume"),
+    ExitCode.INTERNAL: ("stopped by an internal error (exit 8)", "bulkops resume"),
+    ExitCode.PAUSED: ("paused: the server asked for a long pause (exit 9)", "bulkops resume"),
+    ExitCode.INTERRUPTED: ("interrupted (exit 130)", "bulkops resume"),
+}
+
+
+def ending_line(exit_code: int, checkpoint: Path) -> str:
+    """How a run ended, by its footer's exit code, with the command that continues it."""
+    words, command = _ENDINGS.get(exit_code, (f"ended with exit code {exit_code}", None))
+    return words if command is None else f"{words} — continue with: {command} {checkpoint}"
 
 
 def eta_line(replay: Replay, rate: float) -> str:
@@ -581,7 +730,7 @@ def eta_line(replay: Replay, rate: float) -> str:
     return f"ETA about {remaining / rate:.0f} s for the {remaining} targets left"
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     replay = read_checkpoint(args.checkpoint)
     text = render_csv(replay) if args.format == "csv" else render_json(replay)
     if args.out:
@@ -594,7 +743,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(f"cannot write report {args.out}: {exc.strerror}") from exc
     else:
-        sys.stdout.write(text)
+        out.write(text)
     return ExitCode.OK
 
 

@@ -8,6 +8,7 @@ caller's; this module decides only what an answer *means*.
 from __future__ import annotations
 
 import base64
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -153,12 +154,26 @@ class TwilioClient:
                         )
                     raw = b""  # an error is classified by its status and headers alone
                 return _classify(resp.status, raw, resp.headers)
-        except RemoteError:
+        except RemoteError as exc:
+            exc.url = shown_url(url)
             raise
         except TimeoutError as exc:
-            raise TransientError(0, None, "request timed out") from exc
+            raise _at(TransientError(0, None, "request timed out"), url) from exc
         except aiohttp.ClientError as exc:
-            raise TransientError(0, None, f"connection failed: {type(exc).__name__}") from exc
+            reason = f"connection failed: {type(exc).__name__}"
+            if isinstance(exc, aiohttp.ClientConnectorError) and exc.errno:
+                reason += f" ({os.strerror(exc.errno).lower()})"  # e.g. "(connection refused)"
+            raise _at(TransientError(0, None, reason), url) from exc
+
+
+def shown_url(url: URL) -> str:
+    """``url`` as an error may show it: scheme, host, port and path — no credentials, no query."""
+    return str(url.with_user(None).with_query(None).with_fragment(None))
+
+
+def _at(error: RemoteError, url: URL) -> RemoteError:
+    error.url = shown_url(url)
+    return error
 
 
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:

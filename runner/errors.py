@@ -70,6 +70,10 @@ class UntrustedLine(CheckpointError):
 class RemoteError(BulkopsError):
     """An error answer from the remote API, with Twilio's code when it gave one."""
 
+    # Where it came from, for the person reading the error: scheme, host and path only (no
+    # credentials, no query). Set by the client, which alone knows the URL.
+    url: str | None = None
+
     def __init__(self, status: int, code: int | None, message: str) -> None:
         self.status = status
         self.code = code

@@ -14,11 +14,13 @@ import secrets
 import signal
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from types import CodeType
+from typing import Any, BinaryIO
 
 import aiohttp
 import anyio
@@ -33,19 +35,24 @@ from runner.client import TwilioClient
 from runner.config import Config
 from runner.discovery import Discovery
 from runner.display import show_progress
-from runner.errors import SafetyAbort
+from runner.errors import ConfigError, SafetyAbort
+from runner.explain import remote_problem
 from runner.files import create_aside
+from runner.internal import InternalFault, diagnose
 from runner.limits import Limits
 from runner.planfile import PlanFile
 from runner.planner import JobPlan
 from runner.report import OUTCOMES, summarize, write_report
 from runner.requester import Requester
-from runner.scheduler import Engine, EngineSettings
+from runner.scheduler import STAGES, Engine, EngineSettings
 from runner.selection import phase
 
 log = structlog.get_logger("bulkops.job")
 
 GRACE_SECONDS = 4.0  # requests in flight get this long after Ctrl-C before being cancelled
+# Ctrl-C, a service manager's stop, and a closed terminal (or a hang-up sent by tools that
+# treat it as "stop"): each stops the run the same way, resumably (exit 130).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class ExitCode:
@@ -123,6 +130,7 @@ class RunResult:
     checkpoint: Path
     replay: Replay | None = None
     message: str | None = None
+    discovery_errors: int = 0  # sources that could not be listed in full
 
 
 async def execute(
@@ -141,6 +149,7 @@ async def execute(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
     began = anyio.current_time()
+    stages = {**STAGES, **_SHELL_STAGES}
     rng = random.Random()
     settings = EngineSettings(
         run_id=header.run_id,
@@ -161,7 +170,10 @@ async def execute(
         from runner import metrics
 
         labels = metrics.RunLabels(plan.name, plan.shard)
-    interrupted = out_of_time = False
+        stages[metrics.write_periodically.__code__] = "the metrics exporter"
+        stages[metrics.serve_metrics.__code__] = "the metrics server"
+        stages[metrics.write_textfile.__code__] = "writing the metrics"
+    interrupted = out_of_time = writer_crashed = False
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         writer = CheckpointWriter(log_path, header.started_at)
@@ -180,9 +192,27 @@ async def execute(
             # sent that the log could not record.
             writer.on_error = lambda _exc: engine.hard_stop()
 
+            def internal(exc: BaseException, stage: str = "the run") -> None:
+                engine.fail_internal(diagnose(exc, stages, default=stage))
+
+            async def guarded(
+                stage: str, function: Callable[..., Awaitable[None]], *args: Any
+            ) -> None:
+                # The tasks around the engine report a fault of theirs to the engine (which stops
+                # hard) instead of raising it: a raise would cancel the run from under the footer,
+                # which must say how the run ended.
+                try:
+                    await function(*args)
+                except Exception as exc:
+                    internal(exc, stage)
+
             async def write() -> None:
+                nonlocal writer_crashed
                 try:
                     await writer.run(handle)
+                except Exception as exc:
+                    writer_crashed = True
+                    internal(exc, "the checkpoint writer")
                 finally:
                     written.set()
 
@@ -190,7 +220,7 @@ async def execute(
                 nonlocal interrupted
                 if threading.current_thread() is not threading.main_thread():
                     return  # signal handlers can only be installed by the main thread
-                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
                     async for signum in signals:
                         if not interrupted:
                             interrupted = True
@@ -217,29 +247,43 @@ async def execute(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write)
-                tg.start_soon(watch_signals)
-                tg.start_soon(show_progress, engine.progress, console)
+                tg.start_soon(guarded, "the signal watcher", watch_signals)
+                tg.start_soon(
+                    guarded, "the progress display", show_progress, engine.progress, console
+                )
                 if options.max_duration is not None:
-                    tg.start_soon(budget, options.max_duration)
+                    tg.start_soon(guarded, "the --max-duration timer", budget, options.max_duration)
                 if options.metrics_textfile is not None:
                     tg.start_soon(
+                        guarded,
+                        "the metrics exporter",
                         partial(
                             metrics.write_periodically,
                             options.metrics_textfile,
                             live,
                             labels,
                             interval=options.metrics_interval,
-                        )
+                        ),
                     )
                 if options.metrics_port is not None:
-                    port = await tg.start(
-                        metrics.serve_metrics,
-                        metrics.build_registry(live, labels),
-                        options.metrics_port,
-                    )
+                    try:
+                        port = await tg.start(
+                            metrics.serve_metrics,
+                            metrics.build_registry(live, labels),
+                            options.metrics_port,
+                        )
+                    except OSError as exc:  # before the first request: bad input, exit 2
+                        raise ConfigError(
+                            f"--metrics-port {options.metrics_port}: cannot listen on 127.0.0.1 "
+                            f"({exc.strerror}); choose a free port"
+                        ) from exc
                     log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
                 try:
                     await engine.run()
+                except* Exception as group:
+                    # The engine's task group has cancelled its other tasks: what they had in
+                    # hand stays requested (or accepted) in the log, for a resume to drive.
+                    internal(group)
                 finally:
                     code = _exit_code(engine, writer, interrupted, out_of_time)
                     tally = requester.tally
@@ -255,18 +299,53 @@ async def execute(
                         writer.put(footer)
                         writer.close()
                         await written.wait()
+                        if writer_crashed:
+                            # The writer died (before or while writing the footer): the footer
+                            # goes through a new one, and says 8. Records it dropped are only
+                            # driven again by the resume (every delete is idempotent).
+                            code = _exit_code(engine, writer, interrupted, out_of_time)
+                            await _rescue_footer(handle, log_path, header, {**footer, "exit": code})
                     tg.cancel_scope.cancel()
-    # A resume brings its replay up to date rather than reading a second copy of a big log. A
-    # big fresh run's replay is built compact, as this is where its memory peaks (1M targets:
-    # 175 MB with a dict, 112 MB compact); a small one keeps the faster dict.
-    admitted = engine.release()
-    compact = prior is None and admitted >= COMPACT_REPLAY_FROM
-    replay = read_checkpoint(log_path, into=prior, compact_for=admitted if compact else None)
-    problems: list[str] = []
-    try:
-        write_reports(log_path, replay)
-    except OSError as exc:
-        problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
+        # A resume brings its replay up to date rather than reading a second copy of a big log.
+        # A big fresh run's replay is built compact, as this is where its memory peaks (1M
+        # targets: 175 MB with a dict, 112 MB compact); a small one keeps the faster dict.
+        problems: list[str] = []
+        replay: Replay | None = None
+        try:
+            admitted = engine.release()
+            compact = prior is None and admitted >= COMPACT_REPLAY_FROM
+            replay = read_checkpoint(
+                log_path, into=prior, compact_for=admitted if compact else None
+            )
+            try:
+                write_reports(log_path, replay)
+            except OSError as exc:
+                problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
+            _log_finished(replay, code, began, requester)
+            if options.metrics_textfile is not None:
+                final = metrics.figures_from_replay(
+                    replay,
+                    requester.tally,
+                    duration_seconds=anyio.current_time() - began,
+                    exit_code=code,
+                )
+                try:
+                    metrics.write_textfile(options.metrics_textfile, final, labels)
+                except OSError as exc:
+                    log.warning("metrics_write_failed", error=exc.strerror)
+        except Exception as exc:
+            # The footer is written and may say the run went well: a second footer (a process
+            # ending) records the fault, so `resume` writes the report again.
+            engine.fail_internal(diagnose(exc, stages, default="writing the report"))
+            if code != ExitCode.INTERNAL:
+                code = ExitCode.INTERNAL
+                footer = {"t": "E", "exit": code, "ts": writer.seconds()}  # traffic counted once
+                await _rescue_footer(handle, log_path, header, footer)
+    problems[:0] = _stop_reasons(engine, writer, log_path)
+    return RunResult(code, log_path, replay, "\n".join(problems) or None, engine.discovery_errors)
+
+
+def _log_finished(replay: Replay, code: int, began: float, requester: Requester) -> None:
     totals = summarize(replay).totals
     log.info(
         "run_finished",
@@ -277,32 +356,61 @@ async def execute(
         retries=requester.tally.retries,
         throttled=requester.tally.throttled,
     )
-    if options.metrics_textfile is not None:
-        final = metrics.figures_from_replay(
-            replay,
-            requester.tally,
-            duration_seconds=anyio.current_time() - began,
-            exit_code=code,
-        )
-        try:
-            metrics.write_textfile(options.metrics_textfile, final, labels)
-        except OSError as exc:
-            log.warning("metrics_write_failed", error=exc.strerror)
+
+
+def _stop_reasons(engine: Engine, writer: CheckpointWriter, log_path: Path) -> list[str]:
+    """Why the run stopped before its end, one line each with the way to go on, in the order
+    of :func:`_exit_code` (the first names the exit code)."""
+    last = [] if engine.last_failure is None else [
+        f"the last DELETE that failed: {remote_problem(engine.last_failure)}"
+    ]
+    reasons: list[str] = []
     if writer.error is not None:
-        problems.insert(
-            0,
+        reasons.append(
             f"cannot write checkpoint {log_path}: {writer.error.strerror}; nothing was sent "
-            f"that it does not record. Free space, then `bulkops resume {log_path}`",
+            f"that it does not record. Free space, then `bulkops resume {log_path}`"
         )
     elif engine.abort is not None:
-        problems.insert(0, str(engine.abort))
-    elif engine.auth_error is not None:
-        problems.insert(
-            0,
-            f"credentials refused (HTTP {engine.auth_error.status}); fix them and run "
-            f"`bulkops resume {log_path}`",
-        )
-    return RunResult(code, log_path, replay, "\n".join(problems) or None)
+        reasons += [str(engine.abort), *last]
+    if engine.internal_error is not None:
+        reasons.append(internal_error_line(engine.internal_error, log_path))
+    if reasons:
+        return reasons
+    if engine.auth_error is not None:
+        url = f" by {engine.auth_error.url}" if engine.auth_error.url else ""
+        return [
+            f"credentials refused (HTTP {engine.auth_error.status}){url}; fix them and run "
+            f"`bulkops resume {log_path}`"
+        ]
+    listing = [
+        f"listing source {index} failed: {remote_problem(failure)}"
+        for index, failure in engine.discovery_failures
+    ]
+    return listing + last
+
+
+def internal_error_line(fault: InternalFault, log_path: Path) -> str:
+    """The one line a person reads about an internal error: what, where, and how to go on."""
+    return (
+        f"internal error: {fault.describe()}; the run stopped, nothing unfinished is recorded "
+        f"as done (details: the internal_error log event). Continue with: "
+        f"bulkops resume {log_path}"
+    )
+
+
+async def _rescue_footer(
+    handle: BinaryIO, log_path: Path, header: Header, footer: dict[str, Any]
+) -> None:
+    """Append ``footer`` through a writer of its own (the run's has died or closed)."""
+    rescue = CheckpointWriter(log_path, header.started_at)
+    rescue.put(footer)
+    rescue.close()
+    try:
+        with anyio.CancelScope(shield=True):
+            await rescue.run(handle)
+    except Exception:
+        # No footer at all still reads as unfinished: `resume` and --resume-or-start go on.
+        log.error("footer_not_written", exit_code=footer["exit"])
 
 
 async def _hard_stop_later(engine: Engine) -> None:
@@ -317,6 +425,8 @@ def _exit_code(
         return ExitCode.CHECKPOINT
     if engine.abort is not None:
         return ExitCode.ABORTED
+    if engine.internal_error is not None:
+        return ExitCode.INTERNAL
     if engine.auth_error is not None:
         return ExitCode.AUTH
     if interrupted:
@@ -345,6 +455,15 @@ def write_reports(log_path: Path, replay: Replay) -> None:
         write_report(replay, csv_out=outs[0], json_out=outs[1])
     for aside, path in zip(asides, paths, strict=True):
         os.replace(aside, path)
+
+
+# Where an unexpected exception met around the engine happened, in words (see runner.internal).
+_SHELL_STAGES: dict[CodeType, str] = {
+    CheckpointWriter.run.__code__: "the checkpoint writer",
+    show_progress.__code__: "the progress display",
+    read_checkpoint.__code__: "reading the log back for the report",
+    write_reports.__code__: "writing the report",
+}
 
 
 @dataclass

@@ -40,6 +40,7 @@ from runner.errors import (
     Stopped,
     TransientError,
 )
+from runner.internal import InternalFault
 from runner.operations import Accepted, follow, operation_path, parse_accepted
 from runner.requester import Requester
 from runner.selection import Explicit, Manifest, Source, phase
@@ -173,6 +174,11 @@ class Engine:
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
         self.discovery_errors = 0
+        self.discovery_failures: list[tuple[int, RemoteError | OperationFailed]] = []
+        self.last_failure: RemoteError | None = None  # of a DELETE, for the closing message
+        # The first unexpected exception of the run (exit 8): set by whoever meets one at the top
+        # of a task group, never by the code that raised it.
+        self.internal_error: InternalFault | None = None
         if prior is not None:
             self._conversations = dict.fromkeys(prior.deleted_conversations, True)
         # safety.max_deletions holds for the run, not for each process that drives its log.
@@ -216,6 +222,15 @@ class Engine:
         self._stopping = True
         self._req.stop_deletes()
         self._work_scope.cancel()
+
+    def fail_internal(self, fault: InternalFault) -> None:
+        """An unexpected exception stopped part of the run: record the first one and stop hard.
+        The target in hand is left as the log last recorded it (requested or accepted), so a
+        resume drives it again with the same Idempotency-Key; nothing is recorded as done."""
+        if self.internal_error is None:
+            self.internal_error = fault
+        fault.log()
+        self.hard_stop()
 
     # -- the run ---------------------------------------------------------------------------
 
@@ -313,6 +328,7 @@ class Engine:
             )
             self._writer.put({"t": "P", "src": index, "n": found, "error": str(failure)[:200]})
             self.discovery_errors += 1
+            self.discovery_failures.append((index, failure))
             return
         self._writer.put({"t": "P", "src": index, "n": found, "done": True})
 
@@ -406,11 +422,13 @@ class Engine:
             if exc.status == 404:
                 self._finish(target, State.GONE)
             else:
+                self.last_failure = exc
                 self._finish(
                     target, State.FAILED, code=exc.code or exc.status, message=exc.message
                 )
             return
         except (TransientError, RateLimited) as exc:
+            self.last_failure = exc
             self._finish(
                 target, State.FAILED, code=exc.code or exc.status, message=f"gave up: {exc.message}"
             )
@@ -524,3 +542,19 @@ class Engine:
             self.auth_error = exc
             log.error("credentials_refused", status=exc.status, code=exc.code)
         self.hard_stop()
+
+
+# Where an unexpected exception met in the engine happened, in words (runner.internal.diagnose
+# names the innermost of these that its traceback passes through).
+STAGES = {
+    Engine.run.__code__: "the engine",
+    Engine._resume_unfinished.__code__: "re-driving the targets a resumed run left open",
+    Engine._discover.__code__: "discovery",
+    Engine._discover_source.__code__: "discovery (listing a source)",
+    Engine._admit.__code__: "admitting a found target",
+    Engine._worker.__code__: "a deletion worker",
+    Engine._drive.__code__: "a deletion worker (sending a DELETE, reading its answer)",
+    Engine._start_tracking.__code__: "an Operation tracker",
+    Engine._track.__code__: "an Operation tracker (polling)",
+    Engine._finish.__code__: "recording an outcome",
+}
