@@ -413,7 +413,7 @@ def _human(
 ) -> None:
     default = b.service("Default Conversations Service", now - 400 * DAY, default=True)
     named = [b.service(f"Support Service {i + 1}", now - 390 * DAY) for i in range(services)]
-    # Regulars write in conversations of every Service, as a real customer base does; the other
+    # Regulars write in conversations of several Services, as returning customers do; the other
     # chat identities appear once. A person-centred purge needs both kinds.
     b.regular_people(regulars)
     for i in range(service_conversations * len(named)):

@@ -4,6 +4,9 @@ Both exist under /v1 (the account's default Conversation Service) and /v1/Servic
 every v1 route. A User is addressed by its US... SID or its identity; deleting one answers 204
 and removes the User only: its participants keep their identity and messages (see
 :meth:`~.store.Store.delete_user`). The spec caps PageSize at 50 on both lists, not 100.
+
+The list envelope, paging parameters and Service lookup come from :mod:`.handlers_v1`: they are
+one contract for every v1 list, and sharing them keeps these lists from drifting from the others.
 """
 
 from __future__ import annotations

@@ -67,6 +67,7 @@ def test_same_seed_same_dataset() -> None:
     b = generate("demo", seed=4, now=1_700_000_000)
     c = generate("demo", seed=5, now=1_700_000_000)
     assert a.conversations == b.conversations and a.conversations != c.conversations
+    assert a.users == b.users and a.users != c.users
     assert a.pii_samples() == b.pii_samples()
 
 
