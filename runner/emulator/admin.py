@@ -48,6 +48,7 @@ def remaining(emu: Emulator) -> dict[str, int]:
         "conversations_v2": len(s.conversations_v2),
         "configurations": len(s.configurations),
         "memory_stores": len(s.stores),
+        "users": len(s.users),
     }
 
 
@@ -132,6 +133,9 @@ async def resources(request: web.Request) -> web.Response:
                  for c in s.configurations.values()]
     elif kind == "memory_store":
         items = [{"id": st.id} for st in s.stores.values()]
+    elif kind == "user":
+        items = [{"sid": u.sid, "service_sid": u.service_sid, "date_created": iso(u.date_created)}
+                 for u in s.users.values()]
     elif kind == "service":
         items = [{"sid": sv.sid, "default": sv.is_default} for sv in s.services.values()]
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import admin, handlers_memory, handlers_v1, handlers_v2
+from . import admin, handlers_memory, handlers_users, handlers_v1, handlers_v2
 from .dataset import Dataset
 from .pipeline import twilio_pipeline
 from .settings import EmulatorSettings
@@ -19,6 +19,7 @@ def build_app(settings: EmulatorSettings, dataset: Dataset) -> web.Application:
     handlers_memory.register(app.router)
     handlers_v2.register(app.router)
     handlers_v1.register(app.router)
+    handlers_users.register(app.router)
     return app
 
 

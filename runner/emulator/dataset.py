@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -54,6 +55,22 @@ class ParticipantSpec:
     identity: str | None
     address: str | None
     proxy_address: str | None
+    date_created: float
+
+
+@dataclass(frozen=True, slots=True)
+class UserSpec:
+    """A Conversation User (US...): the chat identity behind participants of one Service.
+
+    Twilio backs every participant who connects through a Chat SDK with a User, unique by
+    identity within its Conversation Service; SMS participants have none.
+    """
+
+    sid: str
+    service_sid: str
+    identity: str
+    friendly_name: str
+    attributes: str
     date_created: float
 
 
@@ -126,6 +143,7 @@ class Dataset:
     conversations_v2: tuple[ConversationV2Spec, ...] = ()
     configurations: tuple[ConfigurationSpec, ...] = ()
     stores: tuple[StoreSpec, ...] = ()
+    users: tuple[UserSpec, ...] = ()
 
     @cached_property
     def message_sids(self) -> PositionalSids:
@@ -168,6 +186,8 @@ class Dataset:
                     for i in range(conversation.message_count):
                         values.add(self.message_content(conversation, i)[1])
         values.update(c.name for c in self.conversations_v2 if c.name)
+        for user in self.users:
+            values.update((user.identity, user.friendly_name, user.attributes))
         return sorted(values)
 
 
@@ -204,6 +224,10 @@ class _Builder:
         self.v2: list[ConversationV2Spec] = []
         self.configs: list[ConfigurationSpec] = []
         self.stores: list[StoreSpec] = []
+        # Identities shared by many conversations (the presets' regulars); empty: all one-off.
+        self.regulars: tuple[str, ...] = ()
+        # The pii key each generated identity was drawn from, so its User's name matches it.
+        self.identity_keys: dict[str, tuple[int, ...]] = {}
 
     def service(self, name: str, created: float, *, default: bool = False) -> ServiceSpec:
         spec = ServiceSpec(self.ids.sid("IS"), name, created, default)
@@ -213,8 +237,12 @@ class _Builder:
     def participants(self, no: int, count: int, created: float) -> tuple[ParticipantSpec, ...]:
         out = []
         for k in range(count):
-            if k % 2 == 0:
-                ident, addr, proxy = pii.email(self.tag, no, k), None, None
+            if k == 0 and self.regulars:
+                ident, addr, proxy = self.regulars[no % len(self.regulars)], None, None
+            elif k % 2 == 0:
+                key = (no, k) if pii.email(self.tag, no, k) not in self.regulars else (no, k, 1)
+                ident, addr, proxy = pii.email(self.tag, *key), None, None
+                self.identity_keys[ident] = key
             else:
                 ident, addr, proxy = None, pii.phone(self.tag, no, k), "+15005550006"
             out.append(ParticipantSpec(self.ids.sid("MB"), ident, addr, proxy, created + k))
@@ -298,6 +326,35 @@ class _Builder:
         self.v2.append(spec)
         return spec
 
+    def regular_people(self, count: int) -> None:
+        """Make the first participant of every later conversation one of ``count`` people."""
+        keys = [(2_000_000 + r,) for r in range(count)]
+        self.regulars = tuple(pii.email(self.tag, *key) for key in keys)
+        self.identity_keys.update(zip(self.regulars, keys, strict=True))
+
+    def users(self) -> tuple[UserSpec, ...]:
+        """One User per (Service, chat identity), created with the identity's first participant.
+
+        Minted after everything else, so adding Users changed no other ID of a seed.
+        """
+        users: dict[tuple[str, str], UserSpec] = {}
+        for conversation in self.conversations:
+            for p in conversation.participants:
+                if p.identity is None or (conversation.service_sid, p.identity) in users:
+                    continue
+                key = self.identity_keys.get(p.identity) or (zlib.crc32(p.identity.encode()),)
+                first, last = pii.person(self.tag, *key)
+                attributes = json.dumps({
+                    "display_name": f"{first} {last}",
+                    "phone": pii.phone(self.tag, *key, 5),
+                    "city": pii.CITIES[key[0] % len(pii.CITIES)],
+                })
+                users[conversation.service_sid, p.identity] = UserSpec(
+                    self.ids.sid("US"), conversation.service_sid, p.identity,
+                    f"{first} {last}", attributes, p.date_created,
+                )
+        return tuple(users.values())
+
     def build(self) -> Dataset:
         return Dataset(
             tag=self.tag,
@@ -306,23 +363,25 @@ class _Builder:
             conversations_v2=tuple(sorted(self.v2, key=lambda c: c.id)),
             configurations=tuple(sorted(self.configs, key=lambda c: c.id)),
             stores=tuple(sorted(self.stores, key=lambda s: s.id)),
+            users=self.users(),
         )
 
 
 def generate(preset: str, seed: int = 0, **overrides: Any) -> Dataset:
     """Build a preset: "demo", "small", "tiny", "empty" or "scale" (conversations=,
     messages_per_conversation=, participants_per_conversation=, services=, conversations_v2=,
-    configurations=, stores=, now=)."""
+    configurations=, stores=, now=; demo/small/tiny also take regulars=, the people shared by
+    many conversations)."""
     now = float(overrides.pop("now", time.time()))
     b = _Builder(seed, now)
     if preset in ("demo", "small", "tiny"):
         sizes = {
             "demo": dict(services=1, service_conversations=12, plain=3, v2=6, configs=4, stores=3,
-                         min_messages=5, max_messages=30),
+                         min_messages=5, max_messages=30, regulars=3),
             "small": dict(services=2, service_conversations=6, plain=2, v2=4, configs=2, stores=2,
-                          min_messages=3, max_messages=8),
+                          min_messages=3, max_messages=8, regulars=2),
             "tiny": dict(services=1, service_conversations=2, plain=1, v2=2, configs=1, stores=1,
-                         min_messages=2, max_messages=3),
+                         min_messages=2, max_messages=3, regulars=1),
         }[preset]
         sizes.update(overrides)
         _unknown(overrides, sizes)
@@ -350,10 +409,13 @@ def _unknown(given: Mapping[str, Any], known: Mapping[str, Any]) -> None:
 
 def _human(
     b: _Builder, now: float, *, services: int, service_conversations: int, plain: int, v2: int,
-    configs: int, stores: int, min_messages: int, max_messages: int,
+    configs: int, stores: int, min_messages: int, max_messages: int, regulars: int,
 ) -> None:
     default = b.service("Default Conversations Service", now - 400 * DAY, default=True)
     named = [b.service(f"Support Service {i + 1}", now - 390 * DAY) for i in range(services)]
+    # Regulars write in conversations of several Services, as returning customers do; the other
+    # chat identities appear once. A person-centred purge needs both kinds.
+    b.regular_people(regulars)
     for i in range(service_conversations * len(named)):
         svc = named[i % len(named)]
         age = b.rng.uniform(0, 365) * DAY
@@ -605,4 +667,4 @@ def _date(item: Mapping[str, Any], key: str, where: str, default: float) -> floa
     return parsed
 
 
-__all__ = ["Dataset", "SeedError", "dataset_from_mapping", "generate", "load_seed"]
+__all__ = ["Dataset", "SeedError", "UserSpec", "dataset_from_mapping", "generate", "load_seed"]

@@ -77,14 +77,14 @@ def _check_webhook_header(request: web.Request) -> None:
         raise bad_request("X-Twilio-Webhook-Enabled must be true or false")
 
 
-def _page_size(request: web.Request) -> int:
+def _page_size(request: web.Request, maximum: int = 100) -> int:
     raw = request.query.get("PageSize", "50")
     try:
         size = int(raw)
     except ValueError:
         raise bad_request(f"PageSize must be an integer, not {raw!r}") from None
-    if not 1 <= size <= 100:
-        raise bad_request("PageSize must be between 1 and 100")
+    if not 1 <= size <= maximum:
+        raise bad_request(f"PageSize must be between 1 and {maximum}")
     return size
 
 

@@ -27,6 +27,7 @@ CONVERSATION_SID: Final = re.compile(r"^CH[0-9a-fA-F]{32}$")
 MESSAGE_SID: Final = re.compile(r"^IM[0-9a-fA-F]{32}$")
 PARTICIPANT_SID: Final = re.compile(r"^MB[0-9a-fA-F]{32}$")
 SERVICE_SID: Final = re.compile(r"^IS[0-9a-fA-F]{32}$")
+USER_SID: Final = re.compile(r"^US[0-9a-fA-F]{32}$")
 STORE_ID: Final = re.compile(r"^mem_(store|service)_[0-7][0-9a-z]{25}$")
 CONVERSATION_V2_ID: Final = re.compile(r"^conv_conversation_[0-7][0-9a-z]{25}$")
 # No pattern in the v2 spec for these two; the emulator's own minted shape is the contract.

@@ -16,7 +16,7 @@ from .settings import FAULT_KINDS
 
 KINDS: Final = (
     "message", "participant", "conversation_v1", "conversation_v2", "configuration",
-    "memory_store",
+    "memory_store", "user",
 )
 
 

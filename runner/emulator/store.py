@@ -4,6 +4,10 @@ Ordering structures exist for keyset paging: v1 conversations per Service in a s
 (date_created, sid); messages as positions in an :class:`~.alive.AliveSet` (index order is creation
 order); v2 conversations, configurations and stores as sorted TTID lists (TTIDs sort by creation).
 Deleting is O(log n) for messages and a bisect + list delete elsewhere.
+
+Users are kept per Service like conversations. Which conversations a person is in (by identity
+or address) is indexed once at start; entries whose participant or conversation has gone are
+skipped when read, so deletes never have to maintain that index.
 """
 
 from __future__ import annotations
@@ -22,8 +26,13 @@ from .dataset import (
     ParticipantSpec,
     ServiceSpec,
     StoreSpec,
+    UserSpec,
     author_participant,
 )
+
+# A participant's place in the membership index: (conversation date_created, conversation SID,
+# participant SID), which is also the keyset order of ParticipantConversations.
+Membership = tuple[float, str, str]
 
 
 @dataclass(slots=True)
@@ -90,6 +99,25 @@ class Store:
         self.configuration_order = SortedIds(sorted(self.configurations))
         self.stores: dict[str, StoreSpec] = {s.id: s for s in dataset.stores}
         self.store_order = SortedIds(sorted(self.stores))
+        self.users: dict[str, UserSpec] = {u.sid: u for u in dataset.users}
+        # per Service: sorted (date_created, sid) keys; (Service, identity) -> User SID
+        self.user_index: dict[str, list[tuple[float, str]]] = {s: [] for s in self.services}
+        self.user_identities: dict[tuple[str, str], str] = {}
+        for user in dataset.users:
+            self.user_index[user.service_sid].append((user.date_created, user.sid))
+            self.user_identities[(user.service_sid, user.identity)] = user.sid
+        for user_keys in self.user_index.values():
+            user_keys.sort()
+        # (Service, "identity" | "address", value) -> memberships in keyset order
+        self.memberships: dict[tuple[str, str, str], list[Membership]] = {}
+        for spec in dataset.conversations:
+            for p in spec.participants:
+                for field_name, value in (("identity", p.identity), ("address", p.address)):
+                    if value:
+                        self.memberships.setdefault((spec.service_sid, field_name, value), []
+                                                    ).append((spec.date_created, spec.sid, p.sid))
+        for rows in self.memberships.values():
+            rows.sort()
 
     # ------------------------------------------------------------------ v1 lookups
 
@@ -137,7 +165,38 @@ class Store:
                 return candidate
         return None
 
+    def user(self, service_sid: str, sid_or_identity: str) -> UserSpec | None:
+        """A live User of ``service_sid`` by SID or identity (the spec allows either)."""
+        user = self.users.get(sid_or_identity)
+        if user is None:
+            sid = self.user_identities.get((service_sid, sid_or_identity))
+            user = self.users.get(sid) if sid else None
+        return user if user is not None and user.service_sid == service_sid else None
+
+    def memberships_of(self, service_sid: str, field_name: str, value: str
+                       ) -> list[tuple[Membership, ConversationV1, ParticipantSpec]]:
+        """The live participants whose ``field_name`` (identity or address) is ``value``."""
+        out = []
+        for row in self.memberships.get((service_sid, field_name, value), ()):
+            conv = self.conversations.get(row[1])
+            p = conv.participants.get(row[2]) if conv is not None else None
+            if conv is not None and p is not None:
+                out.append((row, conv, p))
+        return out
+
     # ------------------------------------------------------------------ v1 deletes
+
+    def delete_user(self, user: UserSpec) -> bool:
+        """Remove a User. Its participants and their messages stay: nothing documents a cascade,
+        and a participant's identity is its own field, not a link to the User."""
+        if self.users.pop(user.sid, None) is None:
+            return False
+        keys = self.user_index[user.service_sid]
+        i = bisect.bisect_left(keys, (user.date_created, user.sid))
+        if i < len(keys) and keys[i] == (user.date_created, user.sid):
+            del keys[i]
+        self.user_identities.pop((user.service_sid, user.identity), None)
+        return True
 
     def delete_message(self, conv: ConversationV1, index: int) -> bool:
         """Remove one message; ``False`` if it was already gone."""

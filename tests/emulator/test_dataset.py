@@ -12,6 +12,7 @@ import pytest
 
 from runner.emulator import SeedError, generate, load_seed
 from runner.emulator.alive import AliveSet
+from runner.emulator.dataset import dataset_from_mapping
 from runner.emulator.ids import (
     CONFIGURATION_ID,
     CONVERSATION_SID,
@@ -20,6 +21,7 @@ from runner.emulator.ids import (
     PARTICIPANT_SID,
     SERVICE_SID,
     STORE_ID,
+    USER_SID,
     IdMinter,
     PositionalSids,
     decode_ttid,
@@ -65,6 +67,7 @@ def test_same_seed_same_dataset() -> None:
     b = generate("demo", seed=4, now=1_700_000_000)
     c = generate("demo", seed=5, now=1_700_000_000)
     assert a.conversations == b.conversations and a.conversations != c.conversations
+    assert a.users == b.users and a.users != c.users
     assert a.pii_samples() == b.pii_samples()
 
 
@@ -73,6 +76,63 @@ def test_pii_samples_look_personal() -> None:
     samples = generate("demo").pii_samples()
     assert any("@" in s for s in samples) and any(s.startswith("+1") for s in samples)
     assert len(samples) > 100
+
+
+@pytest.mark.parametrize("preset", ["demo", "small", "tiny", "scale"])
+def test_users_back_every_chat_identity(preset: str) -> None:
+    """Each Service has exactly one User per chat identity of its participants (SMS addresses
+    have none), and a User's name and attributes are PII samples."""
+    overrides: dict[str, Any] = {"conversations": 30, "messages_per_conversation": 2} \
+        if preset == "scale" else {}
+    d = generate(preset, seed=2, **overrides)
+    samples = set(d.pii_samples())
+    for service in d.services:
+        identities = {p.identity for c in d.conversations if c.service_sid == service.sid
+                      for p in c.participants if p.identity}
+        users = [u for u in d.users if u.service_sid == service.sid]
+        assert sorted(u.identity for u in users) == sorted(identities)
+    assert d.users and len({u.sid for u in d.users}) == len(d.users)
+    for u in d.users:
+        assert USER_SID.match(u.sid)
+        assert isinstance(json.loads(u.attributes), dict)
+        assert {u.identity, u.friendly_name, u.attributes} <= samples
+
+
+def test_regulars_author_across_services() -> None:
+    """In demo and small some people are in many conversations of two Services and authored
+    messages in several of them; the other identities appear once."""
+    for preset, least in (("demo", 5), ("small", 7)):
+        d = generate(preset, seed=3)
+        where: dict[str, set[tuple[str, str]]] = {}
+        authored: dict[str, set[tuple[str, str]]] = {}
+        for c in d.conversations:
+            for p in c.participants:
+                if p.identity:
+                    where.setdefault(p.identity, set()).add((c.service_sid, c.sid))
+            for i in range(c.message_count):
+                authored.setdefault(d.message_content(c, i)[0], set()).add((c.service_sid, c.sid))
+        regulars = [i for i, convs in where.items() if len(convs) > 1]
+        assert len(regulars) == {"demo": 3, "small": 2}[preset]
+        for identity in regulars:
+            assert len(where[identity]) >= least
+            assert len({s for s, _ in where[identity]}) == 2
+            assert len(authored[identity]) >= 3 and len({s for s, _ in authored[identity]}) == 2
+        assert len(where) - len(regulars) >= 4
+
+
+def test_seed_identities_get_users() -> None:
+    """A seed file's chat identities become Users of their Service, one per identity."""
+    d = dataset_from_mapping({
+        "services": [{"name": "support"}],
+        "conversations": [
+            {"participants": [{"identity": "ann@example.com"}, {"address": "+14155550100"}]},
+            {"participants": [{"identity": "ann@example.com"}]},
+            {"service": "support", "participants": [{"identity": "ann@example.com"}]},
+        ],
+    })
+    assert sorted((u.service_sid == d.default_service.sid, u.identity) for u in d.users) == [
+        (False, "ann@example.com"), (True, "ann@example.com")]
+    assert len({u.friendly_name for u in d.users}) == 1
 
 
 def test_ttid_and_positional_sids_round_trip() -> None:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 import pytest
+from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
 from runner.emulator import Dataset, EmulatorSettings
@@ -129,3 +130,46 @@ async def test_sdk_with_api_key(emu: Running, monkeypatch: pytest.MonkeyPatch) -
     for var in ("TWILIO_REGION", "TWILIO_EDGE"):
         monkeypatch.delenv(var, raising=False)
     assert (await asyncio.to_thread(_api_key_client, emu)).startswith("mem_store_")
+
+
+def _users_and_participant_conversations(client: Client, dataset: Dataset) -> None:
+    v1 = client.conversations.v1
+    default = dataset.default_service.sid
+    named = next(s.sid for s in dataset.services if not s.is_default)
+    by_service = {s.sid: sorted((u for u in dataset.users if u.service_sid == s.sid),
+                                key=lambda u: (u.date_created, u.sid)) for s in dataset.services}
+    assert [u.sid for u in v1.users.list(page_size=2)] == [u.sid for u in by_service[default]]
+    scoped = v1.services(named).users
+    assert [u.sid for u in scoped.list(page_size=3)] == [u.sid for u in by_service[named]]
+    regular = next(u.identity for u in by_service[named]
+                   if any(d.identity == u.identity for d in by_service[default]))
+    fetched = scoped(regular).fetch()
+    assert fetched.identity == regular and fetched.chat_service_sid == named
+    assert v1.users(regular).fetch().sid != fetched.sid  # one User per Service
+    assert scoped(fetched.sid).delete() is True
+    with pytest.raises(TwilioRestException) as missing:
+        scoped(fetched.sid).fetch()
+    assert missing.value.status == 404 and missing.value.code == 20404
+    default_user = by_service[default][-1]
+    assert v1.users(default_user.sid).delete() is True
+    with pytest.raises(TwilioRestException):
+        v1.users(default_user.identity).fetch()
+    in_default = v1.participant_conversations.list(identity=regular, page_size=1)
+    in_named = v1.services(named).participant_conversations.list(identity=regular)
+    expected = {c.sid for c in dataset.conversations
+                if any(p.identity == regular for p in c.participants)}
+    assert {c.conversation_sid for c in in_default + in_named} == expected
+    assert {c.chat_service_sid for c in in_default} == {default}
+    assert {c.participant_user_sid for c in in_named} == {None}  # its User is gone
+    sms = next(p for c in dataset.conversations if c.service_sid == named
+               for p in c.participants if p.address)
+    by_address = v1.services(named).participant_conversations.list(address=sms.address)
+    assert by_address[0].participant_messaging_binding["address"] == sms.address
+
+
+async def test_sdk_users_and_participant_conversations(client: Client, dataset: Dataset,
+                                                       emu: Running) -> None:
+    """The SDK lists, fetches (by identity too) and deletes Users in both URL forms, and lists
+    a person's conversations by identity or address; the deletes are in the ledger."""
+    await asyncio.to_thread(_users_and_participant_conversations, client, dataset)
+    assert [d.kind for d in emu.emulator.ledger.iter_deletions()] == ["user", "user"]
