@@ -15,7 +15,6 @@ import anyio
 from rich.console import Console
 
 from runner import logs
-from runner.cli import finish, start_run
 from runner.config import load_config
 from runner.emulator import (
     DEFAULT_ACCOUNT_SID,
@@ -25,7 +24,8 @@ from runner.emulator import (
     generate,
     running_emulator,
 )
-from runner.job import RunResult
+from runner.job import RunResult, start_run
+from runner.outcome import finish
 from runner.planner import build_plan
 from runner.scheduler import preflight
 from runner.spec import load_spec

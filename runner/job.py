@@ -46,6 +46,7 @@ from runner.report import OUTCOMES, summarize, write_report
 from runner.requester import Requester
 from runner.scheduler import STAGES, Engine, EngineSettings
 from runner.selection import phase
+from runner.unattended import api_hosts
 
 log = structlog.get_logger("bulkops.job")
 
@@ -560,3 +561,26 @@ def start_header(
 
 
 __all__ = ["ExitCode", "RunResult", "SafetyAbort", "execute", "plan_targets"]
+
+
+async def start_run(
+    plan: JobPlan,
+    config: Config,
+    spec_path: Path,
+    config_path: Path | None,
+    checkpoint: Path | None,
+    console: Console,
+    *,
+    directory: Path | None = None,
+    options: RunOptions = NO_OPTIONS,
+    plan_file: PlanFile | None = None,
+) -> RunResult:
+    """Start a new run of ``plan`` with a new checkpoint log (``checkpoint``, or a new file
+    named after the job, its shard and the run in ``directory``)."""
+    run_id = new_run_id(datetime.now(UTC))
+    name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
+    log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
+    header = start_header(
+        plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
+    )
+    return await execute(plan, config, log_path, header, None, console, options=options)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import anyio
 from aiolimiter import AsyncLimiter
@@ -34,17 +33,9 @@ from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateControl
 from runner.backoff import jittered
 from runner.catalog import Product
 from runner.slots import Slots
+from runner.values import ProductLimit
 
 Clock = Callable[[], float]
-
-
-@dataclass(frozen=True, slots=True)
-class ProductLimit:
-    """An optional request rate (req/s), burst and in-flight cap for one product host."""
-
-    rate: float | None = None
-    burst: int | None = None
-    concurrency: int | None = None
 
 
 class KeyedPacer:

@@ -46,9 +46,9 @@ from runner.checkpoint import Replay, State
 from runner.errors import UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.report import OUTCOMES, outcome_name, summarize
-from runner.requester import Tally
 from runner.scheduler import Progress
 from runner.shard import Shard
+from runner.values import Tally
 
 __all__ = [
     "CONTENT_TYPE",

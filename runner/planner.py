@@ -7,15 +7,14 @@ so the same targets are selected a day later.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runner.catalog import Product, Resource, Target
 from runner.ids import Kind, TargetId
-from runner.limits import ProductLimit
-from runner.requester import RetryPolicy
 from runner.selection import (
     ConversationQuery,
     Explicit,
@@ -27,6 +26,7 @@ from runner.selection import (
     Source,
     TimeWindow,
 )
+from runner.shard import Shard, own_part, share_deletions, share_product, share_rate, share_slots
 from runner.spec import (
     ConfigurationsWhere,
     ConversationFilter,
@@ -41,11 +41,9 @@ from runner.spec import (
     Target as SpecTarget,
 )
 from runner.timespec import ResolvedTimes
+from runner.values import ProductLimit, RetryPolicy
 
-if TYPE_CHECKING:
-    from runner.shard import Shard
-
-__all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of"]
+__all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of", "shard_plan"]
 
 
 @dataclass(frozen=True)
@@ -195,3 +193,30 @@ def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
             _window(times, index, "where.", "created"), _window(times, index, "where.", "updated")
         )
     return ListStores()
+
+
+def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:
+    """``plan`` with the account-wide budgets cut to this shard's share.
+
+    The account cap, the per-Service rate, the per-product limits and safety.max_deletions are
+    spent by every shard at once, so each gets 1/n. The per-conversation rate is not divided:
+    every message and participant of a conversation belongs to one shard, which therefore has
+    all of it.
+    """
+    if shard is None or shard.count == 1:
+        return plan  # one shard of one is the whole job: no suffix, no division
+    concurrency = share_slots(plan.concurrency, shard.count)
+    products: dict[Product, ProductLimit] = {
+        product: share_product(limit, shard.count) for product, limit in plan.products.items()
+    }
+    return dataclasses.replace(
+        plan,
+        concurrency=concurrency,
+        per_service_rate=share_rate(plan.per_service_rate, shard.count),
+        products=products,
+        # As the planner does: enough conversations drained at once to fill the (smaller) cap.
+        fanout=max(8, concurrency),
+        shard=shard,
+        max_deletions=share_deletions(plan.max_deletions, shard),
+        sources=[own_part(s, shard, plan.max_deletions is not None) for s in plan.sources],
+    )

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import anyio
 import structlog
@@ -21,27 +19,9 @@ from runner.catalog import Product
 from runner.client import Reply, Throttled, TwilioClient
 from runner.errors import PermanentError, RateLimited, TransientError
 from runner.limits import Limits
+from runner.values import RetryPolicy, Tally
 
 log = structlog.get_logger("bulkops.requester")
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How long a request is retried: by attempts (faults) and by total time (faults and 429s)."""
-
-    max_attempts: int = 8
-    base_delay: float = 0.5
-    max_delay: float = 30.0
-    max_elapsed: float = 900.0
-
-
-@dataclass
-class Tally:
-    """Counters of a run's traffic, for reports and metrics."""
-
-    requests: Counter[str] = field(default_factory=Counter)
-    retries: int = 0
-    throttled: int = 0
 
 
 class Requester:

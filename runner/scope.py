@@ -32,7 +32,7 @@ from runner.checkpoint import Header, Replay, State, TargetRecord, key_hash, lin
 from runner.config import Config
 from runner.errors import CheckpointError, InputError
 from runner.planfile import PlanFile
-from runner.planner import JobPlan, build_plan, describe_changes
+from runner.planner import JobPlan, build_plan, describe_changes, shard_plan
 from runner.selection import (
     Explicit,
     ListChildren,
@@ -43,7 +43,7 @@ from runner.selection import (
     Source,
     source_resource,
 )
-from runner.shard import Shard, shard_of, shard_plan
+from runner.shard import Shard, shard_of
 from runner.spec import JobSpec
 
 __all__ = [

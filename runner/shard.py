@@ -12,28 +12,27 @@ and shards in different pods (or a resume a day later) must agree on every targe
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from runner.catalog import Product, Target
+from runner.catalog import Target
 from runner.errors import InputError
-from runner.limits import ProductLimit
-from runner.planner import JobPlan
 from runner.selection import Explicit, Manifest, Source
+from runner.values import ProductLimit
 
 __all__ = [
     "INDEX_ENV",
     "Shard",
+    "own_part",
     "parse_shard",
     "resolve_shard",
     "shard_key",
     "shard_of",
-    "shard_plan",
     "share_deletions",
+    "share_product",
     "share_rate",
     "share_slots",
 ]
@@ -157,38 +156,12 @@ def share_slots(slots: int, count: int) -> int:
     return max(1, slots // count)
 
 
-def _share_product(limit: ProductLimit, count: int) -> ProductLimit:
+def share_product(limit: ProductLimit, count: int) -> ProductLimit:
+    """One shard's part of a product's rate, burst and in-flight cap."""
     return ProductLimit(
         rate=None if limit.rate is None else share_rate(limit.rate, count),
         burst=None if limit.burst is None else max(1, math.floor(limit.burst / count)),
         concurrency=None if limit.concurrency is None else share_slots(limit.concurrency, count),
-    )
-
-
-def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:
-    """``plan`` with the account-wide budgets cut to this shard's share.
-
-    The account cap, the per-Service rate, the per-product limits and safety.max_deletions are
-    spent by every shard at once, so each gets 1/n. The per-conversation rate is not divided:
-    every message and participant of a conversation belongs to one shard, which therefore has
-    all of it.
-    """
-    if shard is None or shard.count == 1:
-        return plan  # one shard of one is the whole job: no suffix, no division
-    concurrency = share_slots(plan.concurrency, shard.count)
-    products: dict[Product, ProductLimit] = {
-        product: _share_product(limit, shard.count) for product, limit in plan.products.items()
-    }
-    return dataclasses.replace(
-        plan,
-        concurrency=concurrency,
-        per_service_rate=share_rate(plan.per_service_rate, shard.count),
-        products=products,
-        # As the planner does: enough conversations drained at once to fill the (smaller) cap.
-        fanout=max(8, concurrency),
-        shard=shard,
-        max_deletions=share_deletions(plan.max_deletions, shard),
-        sources=[_own_part(s, shard, plan.max_deletions is not None) for s in plan.sources],
     )
 
 
@@ -201,7 +174,7 @@ def share_deletions(limit: int | None, shard: Shard) -> int | None:
     return limit // shard.count + (1 if shard.index < limit % shard.count else 0)
 
 
-def _own_part(source: Source, shard: Shard, count_rows: bool) -> Source:
+def own_part(source: Source, shard: Shard, count_rows: bool) -> Source:
     """``source`` as far as it is this shard's: listed ids and (when the count matters, for
     the max_deletions check before the run) manifest rows of other shards are left out."""
     if isinstance(source, Explicit):

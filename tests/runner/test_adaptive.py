@@ -11,7 +11,8 @@ import pytest
 
 from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.catalog import Product
-from runner.limits import Limits, ProductLimit
+from runner.limits import Limits
+from runner.values import ProductLimit
 from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
 
 

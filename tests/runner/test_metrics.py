@@ -34,9 +34,9 @@ from runner.metrics import (
     write_textfile,
 )
 from runner.report import OUTCOMES
-from runner.requester import Tally
 from runner.scheduler import Progress
 from runner.shard import Shard
+from runner.values import Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"

@@ -34,14 +34,14 @@ from runner.client import TwilioClient
 from runner.discovery import Discovery, parse_time
 from runner.errors import BadListing, PermanentError, RemoteError
 from runner.ids import ID_PATTERNS
-from runner.limits import Limits, ProductLimit
+from runner.limits import Limits
 from runner.pagination import (
     AscendingCheck,
     PageGuard,
     next_page_url,
     read_envelope,
 )
-from runner.requester import Requester, RetryPolicy
+from runner.requester import Requester
 from runner.selection import (
     ConversationQuery,
     ListChildren,
@@ -51,6 +51,7 @@ from runner.selection import (
     Source,
     TimeWindow,
 )
+from runner.values import ProductLimit, RetryPolicy
 from tests.runner.conftest import checkpoints, point_at, run_cli, start_bulkops
 
 NOW = datetime.now(UTC)

@@ -15,8 +15,7 @@ from hypothesis import strategies as st
 
 from runner.catalog import Product, Resource, Target
 from runner.errors import InputError
-from runner.limits import ProductLimit
-from runner.planner import build_plan
+from runner.planner import build_plan, shard_plan
 from runner.shard import (
     INDEX_ENV,
     Shard,
@@ -24,11 +23,11 @@ from runner.shard import (
     resolve_shard,
     shard_key,
     shard_of,
-    shard_plan,
     share_rate,
     share_slots,
 )
 from runner.spec import parse_spec
+from runner.values import ProductLimit
 
 HEX = "0123456789abcdef"
 
