@@ -45,11 +45,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.harness import vm_hwm_mb  # noqa: E402  (after the sys.path fix-up)
-from runner.catalog import Resource, Target  # noqa: E402
-from runner.checkpoint import Header, State, group_records, target_record  # noqa: E402
-from runner.job import new_run_id  # noqa: E402
-from runner.planner import build_plan  # noqa: E402
-from runner.spec import load_spec  # noqa: E402
+from runner.app.job import new_run_id  # noqa: E402
+from runner.kinds.catalog import Resource, Target  # noqa: E402
+from runner.log.checkpoint import Header, State, group_records, target_record  # noqa: E402
+from runner.plan.planner import build_plan  # noqa: E402
+from runner.spec.jobspec import load_spec  # noqa: E402
 
 SPEC = """\
 version: 1
@@ -85,9 +85,9 @@ def hwm_mb():
             return int(row.split()[1]) / 1024
 t0 = time.perf_counter()
 import runner.cli  # everything the CLI imports (aiohttp, rich, pydantic, ...)
-from runner.checkpoint import read_checkpoint
-from runner.planner import build_plan
-from runner.spec import load_spec
+from runner.log.checkpoint import read_checkpoint
+from runner.plan.planner import build_plan
+from runner.spec.jobspec import load_spec
 t1 = time.perf_counter()
 rss_imports = hwm_mb()
 log = Path(sys.argv[1])

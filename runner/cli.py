@@ -1,7 +1,7 @@
 """The ``bulkops`` command line.
 
 Every subcommand validates all of its input before the first request; bad input prints each
-problem and exits 2. Exit codes are listed in :class:`runner.job.ExitCode` and the README.
+problem and exits 2. Exit codes are listed in :class:`runner.app.job.ExitCode` and the README.
 """
 
 from __future__ import annotations
@@ -23,22 +23,10 @@ import structlog
 from rich.console import Console
 from rich.table import Table
 
-from runner import __version__, logs
-from runner.catalog import CATALOG
-from runner.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
-from runner.config import Config, load_config
-from runner.errors import (
-    AuthError,
-    CheckpointError,
-    InputError,
-    OperationFailed,
-    RemoteError,
-    SafetyAbort,
-)
-from runner.explain import remote_problem
-from runner.files import create_aside
-from runner.internal import diagnose, leaves
-from runner.job import (
+from runner import __version__
+from runner.app import logs
+from runner.app.explain import remote_problem
+from runner.app.job import (
     ExitCode,
     RunOptions,
     RunResult,
@@ -47,17 +35,9 @@ from runner.job import (
     start_run,
     write_reports,
 )
-from runner.outcome import ending_line, eta_line, finish, print_summary
-from runner.planfile import PlanFile, PlanWriter, read_plan
-from runner.planfile import new_header as new_plan_header
-from runner.planner import JobPlan, build_plan, describe_changes, shard_plan
-from runner.report import render_csv, render_json
-from runner.scheduler import preflight
-from runner.scope import confine_plan, confine_resume, resume_plan
-from runner.shard import parse_shard, resolve_shard
-from runner.spec import JobSpec, load_spec
-from runner.timespec import parse_bound
-from runner.unattended import (
+from runner.app.outcome import ending_line, eta_line, finish, print_summary
+from runner.app.scope import confine_plan, confine_resume, resume_plan
+from runner.app.unattended import (
     Action,
     LockedOut,
     api_hosts,
@@ -67,6 +47,27 @@ from runner.unattended import (
     job_logs,
     usable_directory,
 )
+from runner.engine.scheduler import preflight
+from runner.errors import (
+    AuthError,
+    CheckpointError,
+    InputError,
+    OperationFailed,
+    RemoteError,
+    SafetyAbort,
+)
+from runner.files import create_aside
+from runner.internal import diagnose, leaves
+from runner.kinds.catalog import CATALOG
+from runner.log.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
+from runner.plan.planfile import PlanFile, PlanWriter, read_plan
+from runner.plan.planfile import new_header as new_plan_header
+from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
+from runner.plan.shard import parse_shard, resolve_shard
+from runner.report.completion import render_csv, render_json
+from runner.spec.config import Config, load_config
+from runner.spec.jobspec import JobSpec, load_spec
+from runner.spec.timespec import parse_bound
 
 log = structlog.get_logger("bulkops.cli")
 
@@ -239,7 +240,7 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
         if args.command == "report":
             return _cmd_report(args, out)
         if args.command == "demo":
-            from runner.demo import run_demo
+            from runner.app.demo import run_demo
 
             code: int = run_demo(args.job, args.checkpoint_dir, console, err)
             return code
@@ -262,7 +263,7 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
             return ExitCode.BAD_INPUT
         # A bug, or an answer nothing classified: one line and exit 8, never a traceback (its
         # text may carry a response body); the frames go to the log. A run meets its own
-        # faults in runner.job and records them in its checkpoint; this is for the rest.
+        # faults in runner.app.job and records them in its checkpoint; this is for the rest.
         fault = diagnose(exc, {}, default=f"`bulkops {args.command}`")
         fault.log()
         err.print(
@@ -570,7 +571,7 @@ def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Re
                 "(its digest differs); restore that plan file to resume"
             )
         plan = dataclasses.replace(plan, sources=plan_file.sources())
-    # Nothing the spec does not select is driven, whatever the log says (runner.scope).
+    # Nothing the spec does not select is driven, whatever the log says (runner.app.scope).
     confine_resume(
         replay,
         plan,

@@ -39,7 +39,7 @@ class InternalFault:
 
     stage: str  # in words: "a deletion worker", "the checkpoint writer", …
     error_type: str  # "RuntimeError", or "module.Name" outside builtins
-    place: str  # "runner.scheduler:412": the innermost line of bulkops that it went through
+    place: str  # "runner.engine.scheduler:412": the innermost line of bulkops that it went through
     frames: tuple[Frame, ...]
     others: int = 0  # further unexpected exceptions raised with it (a group), not described
     # The text of a deliberate input error raised where nothing expected it (a manifest edited

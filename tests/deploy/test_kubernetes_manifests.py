@@ -22,10 +22,10 @@ import yaml
 from kubernetes import client
 
 from runner.cli import build_parser
-from runner.config import load_config
 from runner.errors import InputError
-from runner.planner import build_plan
-from runner.spec import parse_spec
+from runner.plan.planner import build_plan
+from runner.spec.config import load_config
+from runner.spec.jobspec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "kubernetes"
@@ -248,7 +248,7 @@ def test_the_manifests_have_no_problem() -> None:
 
 
 def test_secret_keys_are_the_variables_bulkops_reads() -> None:
-    """The env names the workloads set are the ones runner.config takes credentials from."""
+    """The env names the workloads set are the ones runner.spec.config takes credentials from."""
     names = {
         env["name"]
         for doc in load_docs()

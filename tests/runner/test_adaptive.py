@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
-from runner.catalog import Product
-from runner.limits import Limits
+from runner.kinds.catalog import Product
 from runner.values import ProductLimit
+from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
+from runner.wire.limits import Limits
 from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import load_config
 from runner.errors import ConfigError, InputError, SpecError
-from runner.spec import load_spec
+from runner.spec.config import load_config
+from runner.spec.jobspec import load_spec
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_specs"
 HEX = "0123456789abcdef" * 2

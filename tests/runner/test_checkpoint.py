@@ -18,8 +18,9 @@ import anyio
 import orjson
 import pytest
 
-from runner.catalog import Resource, Target
-from runner.checkpoint import (
+from runner.errors import CheckpointError
+from runner.kinds.catalog import Resource, Target
+from runner.log.checkpoint import (
     RECORD_VERSION,
     CheckpointWriter,
     Header,
@@ -30,8 +31,7 @@ from runner.checkpoint import (
     read_checkpoint,
     target_record,
 )
-from runner.errors import CheckpointError
-from runner.report import render_csv, summarize
+from runner.report.completion import render_csv, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -563,7 +563,7 @@ def test_a_resume_refuses_a_log_that_grew_after_it_was_read(tmp_path: Path) -> N
 async def test_writer_survives_an_error_message_it_cannot_encode(tmp_path: Path) -> None:
     """A remote error message holding a lone surrogate is still logged, and so is what follows."""
     path = tmp_path / "run.jsonl"
-    odd = json.loads('"bad \\ud800 request"')  # as runner.client decodes an error body
+    odd = json.loads('"bad \\ud800 request"')  # as runner.wire.client decodes an error body
     records = [
         target_record(M1, State.FAILED, ts=1, code=400, message=odd),
         target_record(M2, State.DELETED, ts=1),
@@ -598,7 +598,7 @@ def test_new_log_over_an_existing_one_is_refused(tmp_path: Path) -> None:
 _TRY_LOCK = """
 import sys
 from pathlib import Path
-from runner.checkpoint import open_log
+from runner.log.checkpoint import open_log
 from runner.errors import CheckpointError
 try:
     with open_log(Path(sys.argv[1]), None):
@@ -782,7 +782,7 @@ def test_later_lines_without_the_conversation_take_it_from_the_requested_line(
 
 def test_a_compact_replay_reports_exactly_what_a_dict_replay_does(tmp_path: Path) -> None:
     """The big-run report's compact state map gives the same counts, states and report rows."""
-    from runner.report import render_json
+    from runner.report.completion import render_json
 
     records: list[dict[str, Any]] = []
     outcomes = [State.DELETED, State.GONE, State.FAILED, State.DELETED]

@@ -26,8 +26,9 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runner.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.checkpoint import (
+from runner.errors import CheckpointError
+from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.log.checkpoint import (
     Replay,
     State,
     group_records,
@@ -35,8 +36,7 @@ from runner.checkpoint import (
     read_checkpoint,
     target_record,
 )
-from runner.errors import CheckpointError
-from runner.report import outcome_name, render_csv
+from runner.report.completion import outcome_name, render_csv
 from tests.runner.test_checkpoint import HEADER, line, write_through_writer
 
 _SCALE = 50 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 1

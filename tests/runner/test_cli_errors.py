@@ -16,10 +16,10 @@ import aiohttp
 import anyio
 import pytest
 
-import runner.job
-from runner.catalog import Product
-from runner.client import TwilioClient
-from runner.config import Config
+import runner.app.job
+from runner.kinds.catalog import Product
+from runner.spec.config import Config
+from runner.wire.client import TwilioClient
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -141,7 +141,7 @@ async def test_plan_against_a_server_that_never_answers_is_one_line_and_exit_1(
             timeout=0.3,
         )
 
-    monkeypatch.setattr(runner.job, "build_client", client_with_short_timeout)
+    monkeypatch.setattr(runner.app.job, "build_client", client_with_short_timeout)
     async with start_emulator(fault_slow=1.0, slow_delay_s=2.0) as emu:
         point_at(monkeypatch, emu.url)
         spec = job(workdir, MESSAGES + QUICK_RETRY)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.config import (
+from runner.errors import ConfigError
+from runner.spec.config import (
     DEFAULT_CONVERSATIONS_URL,
     Secret,
     check_base_url,
     load_config,
 )
-from runner.errors import ConfigError
 
 SID = "AC" + "0123456789abcdef" * 2
 KEY = "SK" + "0123456789abcdef" * 2

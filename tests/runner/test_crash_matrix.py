@@ -25,8 +25,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.checkpoint import State, read_checkpoint
 from runner.errors import CheckpointError
+from runner.log.checkpoint import State, read_checkpoint
 from tests.runner.conftest import deleted, point_at, start_bulkops, successful_deletes
 from tests.runner.test_run_faults import job
 

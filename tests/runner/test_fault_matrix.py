@@ -25,7 +25,7 @@ Knobs (environment):
       BULKOPS_STORM_SECONDS=30 /work/venv/bin/pytest -s tests/runner/test_fault_matrix.py -k storm
 
 * ``BULKOPS_SLOW_CLIENT_TIMEOUT`` — the request timeout the slow-response row gives bulkops's
-  client (default 1 s). bulkops has no setting for it (30 s, hard-coded in runner/client.py),
+  client (default 1 s). bulkops has no setting for it (30 s, hard-coded in runner/wire/client.py),
   so the row builds the real client with this timeout; ``=30`` runs it against the shipped
   default (the row then takes about a minute).
 """
@@ -49,11 +49,11 @@ import anyio.abc
 import pytest
 from aiohttp import web
 
-import runner.job
-from runner.catalog import Product
-from runner.client import TwilioClient
-from runner.config import Config
+import runner.app.job
 from runner.emulator import EMULATOR_KEY, EmulatorSettings, build_app, generate
+from runner.kinds.catalog import Product
+from runner.spec.config import Config
+from runner.wire.client import TwilioClient
 from tests.runner.conftest import (
     REPO,
     checkpoints,
@@ -465,7 +465,7 @@ async def test_responses_slower_than_the_timeout_are_retried(
                 timeout=SLOW_CLIENT_TIMEOUT,
             )
 
-        monkeypatch.setattr(runner.job, "build_client", client_with_timeout)
+        monkeypatch.setattr(runner.app.job, "build_client", client_with_timeout)
     slow = {"fault_slow": 0.1, "slow_delay_s": SLOW_CLIENT_TIMEOUT + 1.0, "seed": 11}
     async with start_emulator(**slow) as emu:
         point_at(monkeypatch, emu.url)

@@ -24,15 +24,15 @@ import anyio
 import pytest
 from aiohttp import web
 
-from runner.checkpoint import Header, open_log, read_checkpoint
-from runner.config import load_config
+from runner.app.job import new_run_id, start_header
+from runner.app.metrics import RunLabels, write_textfile
+from runner.app.unattended import job_lock, job_logs, usable_directory
 from runner.errors import CheckpointError, ConfigError, UntrustedFile
 from runner.files import check_directory_trust, create_aside, create_new, open_own
-from runner.job import new_run_id, start_header
-from runner.metrics import RunLabels, write_textfile
-from runner.planner import build_plan
-from runner.spec import load_spec
-from runner.unattended import job_lock, job_logs, usable_directory
+from runner.log.checkpoint import Header, open_log, read_checkpoint
+from runner.plan.planner import build_plan
+from runner.spec.config import load_config
+from runner.spec.jobspec import load_spec
 from tests.runner.conftest import point_at
 from tests.runner.test_metrics import figures
 from tests.runner.test_run_faults import job

@@ -5,8 +5,8 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from runner.slots import Slots
-from runner.workqueue import WorkQueue
+from runner.engine.workqueue import WorkQueue
+from runner.wire.slots import Slots
 
 
 async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:

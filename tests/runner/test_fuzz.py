@@ -24,12 +24,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.backoff import parse_retry_after
 from runner.cli import main
-from runner.config import load_config
 from runner.errors import ConfigError, SpecError
-from runner.spec import load_spec
-from runner.timespec import parse_bound
+from runner.spec.config import load_config
+from runner.spec.jobspec import load_spec
+from runner.spec.timespec import parse_bound
+from runner.wire.backoff import parse_retry_after
 from tests.runner.test_checkpoint import HEADER, line
 from tests.runner.test_checkpoint_property import JSON_VALUES, RECORD_LIKE, examples
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.ids import ID_PATTERNS, Kind, TargetId, parse_target_id, target_id, validate_id
+from runner.kinds.ids import ID_PATTERNS, Kind, TargetId, parse_target_id, target_id, validate_id
 
 HEX = "0123456789abcdef" * 2
 CH = "CH" + HEX

@@ -17,19 +17,19 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-import runner.checkpoint
+import runner.app.job
+import runner.app.metrics
 import runner.cli
-import runner.client
-import runner.job
-import runner.metrics
-import runner.operations
-import runner.scheduler
-from runner.catalog import Target
-from runner.checkpoint import read_checkpoint
-from runner.client import TwilioClient
-from runner.discovery import Discovery
-from runner.report import rows
-from runner.scheduler import Progress
+import runner.engine.operations
+import runner.engine.scheduler
+import runner.log.checkpoint
+import runner.wire.client
+from runner.engine.discovery import Discovery
+from runner.engine.scheduler import Progress
+from runner.kinds.catalog import Target
+from runner.log.checkpoint import read_checkpoint
+from runner.report.completion import rows
+from runner.wire.client import TwilioClient
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
@@ -87,7 +87,7 @@ def in_discovery(mp: pytest.MonkeyPatch) -> None:
 
 def in_admission(mp: pytest.MonkeyPatch) -> None:
     """The sixtieth found target raises as it is admitted (hashing its key)."""
-    original = runner.checkpoint.key_hash
+    original = runner.log.checkpoint.key_hash
     tenth = on_call(60)
 
     def key_hash(key: str) -> int:
@@ -95,7 +95,7 @@ def in_admission(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         return original(key)
 
-    mp.setattr(runner.scheduler, "key_hash", key_hash)
+    mp.setattr(runner.engine.scheduler, "key_hash", key_hash)
 
 
 def in_send(mp: pytest.MonkeyPatch) -> None:
@@ -116,7 +116,7 @@ def in_send(mp: pytest.MonkeyPatch) -> None:
 
 def in_outcome(mp: pytest.MonkeyPatch) -> None:
     """Reading the second 202 of an async DELETE raises (the Operation has started)."""
-    original = runner.operations.parse_accepted
+    original = runner.engine.operations.parse_accepted
     second = on_call(2)
 
     def parse_accepted(*args: Any) -> Any:
@@ -124,12 +124,12 @@ def in_outcome(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         return original(*args)
 
-    mp.setattr(runner.scheduler, "parse_accepted", parse_accepted)
+    mp.setattr(runner.engine.scheduler, "parse_accepted", parse_accepted)
 
 
 def in_poll(mp: pytest.MonkeyPatch) -> None:
     """The third Operation tracker raises after its first poll was answered."""
-    original = runner.operations.follow
+    original = runner.engine.operations.follow
     third = on_call(3)
 
     async def follow(requester: Any, product: Any, accepted: Any, **kwargs: Any) -> None:
@@ -138,12 +138,12 @@ def in_poll(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         await original(requester, product, accepted, **kwargs)
 
-    mp.setattr(runner.scheduler, "follow", follow)
+    mp.setattr(runner.engine.scheduler, "follow", follow)
 
 
 def in_writer(mp: pytest.MonkeyPatch) -> None:
     """The checkpoint writer raises on its first batch holding a deletion."""
-    original = runner.checkpoint.group_records
+    original = runner.log.checkpoint.group_records
     raised = False
 
     def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,7 +153,7 @@ def in_writer(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         return original(records)
 
-    mp.setattr(runner.checkpoint, "group_records", group_records)
+    mp.setattr(runner.log.checkpoint, "group_records", group_records)
 
 
 def in_report(mp: pytest.MonkeyPatch) -> None:
@@ -162,7 +162,7 @@ def in_report(mp: pytest.MonkeyPatch) -> None:
     def write_reports(*_args: Any) -> None:
         raise Boom
 
-    mp.setattr(runner.job, "write_reports", write_reports)
+    mp.setattr(runner.app.job, "write_reports", write_reports)
 
 
 def in_display(mp: pytest.MonkeyPatch) -> None:
@@ -174,7 +174,7 @@ def in_display(mp: pytest.MonkeyPatch) -> None:
             await anyio.sleep(0.01)
         raise Boom
 
-    mp.setattr(runner.job, "show_progress", show_progress)
+    mp.setattr(runner.app.job, "show_progress", show_progress)
 
 
 def in_metrics(mp: pytest.MonkeyPatch) -> None:
@@ -184,7 +184,7 @@ def in_metrics(mp: pytest.MonkeyPatch) -> None:
         await anyio.lowlevel.checkpoint()
         raise Boom
 
-    mp.setattr(runner.metrics, "write_periodically", write_periodically)
+    mp.setattr(runner.app.metrics, "write_periodically", write_periodically)
 
 
 STAGES = [

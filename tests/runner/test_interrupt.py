@@ -10,8 +10,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.checkpoint import State, read_checkpoint
 from runner.errors import CheckpointError
+from runner.log.checkpoint import State, read_checkpoint
 from tests.runner.conftest import (
     checkpoints,
     deleted,

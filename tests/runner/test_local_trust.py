@@ -16,11 +16,11 @@ import anyio
 import orjson
 import pytest
 
-from runner.checkpoint import State, read_checkpoint
 from runner.emulator import EmulatorSettings, running_emulator
 from runner.emulator.dataset import dataset_from_mapping
 from runner.errors import CheckpointError
-from runner.shard import Shard, shard_of, share_deletions
+from runner.log.checkpoint import State, read_checkpoint
+from runner.plan.shard import Shard, shard_of, share_deletions
 from tests.runner.conftest import (
     REPO,
     Emulator,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.errors import SpecError
-from runner.ids import Kind, TargetId
-from runner.manifest import MAX_PROBLEMS, iter_manifest, validate_manifest
+from runner.kinds.ids import Kind, TargetId
+from runner.spec.manifest import MAX_PROBLEMS, iter_manifest, validate_manifest
 
 HEX = "0123456789abcdef" * 2
 CH = "CH" + HEX

@@ -19,9 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
 
-from runner.catalog import Resource
-from runner.checkpoint import Header, Replay, State, read_checkpoint
-from runner.metrics import (
+from runner.app.metrics import (
     LAST_SUCCESS,
     RunFigures,
     RunLabels,
@@ -33,9 +31,11 @@ from runner.metrics import (
     write_periodically,
     write_textfile,
 )
-from runner.report import OUTCOMES
-from runner.scheduler import Progress
-from runner.shard import Shard
+from runner.engine.scheduler import Progress
+from runner.kinds.catalog import Resource
+from runner.log.checkpoint import Header, Replay, State, read_checkpoint
+from runner.plan.shard import Shard
+from runner.report.completion import OUTCOMES
 from runner.values import Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 

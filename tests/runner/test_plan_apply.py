@@ -15,7 +15,7 @@ import anyio
 import orjson
 import pytest
 
-from runner.planfile import read_plan
+from runner.plan.planfile import read_plan
 from tests.runner.conftest import (
     checkpoints,
     deleted,

@@ -1,4 +1,4 @@
-"""runner.scope: what a spec's sources select, checked offline against recorded targets."""
+"""runner.app.scope: what a spec's sources select, checked offline against recorded targets."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from runner.catalog import Resource, Target
-from runner.scope import Scope
-from runner.selection import (
+from runner.app.scope import Scope
+from runner.kinds.catalog import Resource, Target
+from runner.plan.selection import (
     ConversationQuery,
     Explicit,
     ListChildren,
@@ -17,7 +17,7 @@ from runner.selection import (
     Manifest,
     Source,
 )
-from runner.shard import Shard, shard_of
+from runner.plan.shard import Shard, shard_of
 
 
 def sid(prefix: str, n: int) -> str:

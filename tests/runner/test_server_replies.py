@@ -27,22 +27,11 @@ from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner import client as client_module
-from runner import pagination
-from runner.catalog import Product, Resource, Target
-from runner.client import TwilioClient
-from runner.discovery import Discovery, parse_time
+from runner.engine.discovery import Discovery, parse_time
 from runner.errors import BadListing, PermanentError, RemoteError
-from runner.ids import ID_PATTERNS
-from runner.limits import Limits
-from runner.pagination import (
-    AscendingCheck,
-    PageGuard,
-    next_page_url,
-    read_envelope,
-)
-from runner.requester import Requester
-from runner.selection import (
+from runner.kinds.catalog import Product, Resource, Target
+from runner.kinds.ids import ID_PATTERNS
+from runner.plan.selection import (
     ConversationQuery,
     ListChildren,
     ListConfigurations,
@@ -52,6 +41,17 @@ from runner.selection import (
     TimeWindow,
 )
 from runner.values import ProductLimit, RetryPolicy
+from runner.wire import client as client_module
+from runner.wire import pagination
+from runner.wire.client import TwilioClient
+from runner.wire.limits import Limits
+from runner.wire.pagination import (
+    AscendingCheck,
+    PageGuard,
+    next_page_url,
+    read_envelope,
+)
+from runner.wire.requester import Requester
 from tests.runner.conftest import checkpoints, point_at, run_cli, start_bulkops
 
 NOW = datetime.now(UTC)

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.catalog import Product, Resource, Target
 from runner.errors import InputError
-from runner.planner import build_plan, shard_plan
-from runner.shard import (
+from runner.kinds.catalog import Product, Resource, Target
+from runner.plan.planner import build_plan, shard_plan
+from runner.plan.shard import (
     INDEX_ENV,
     Shard,
     parse_shard,
@@ -26,7 +26,7 @@ from runner.shard import (
     share_rate,
     share_slots,
 )
-from runner.spec import parse_spec
+from runner.spec.jobspec import parse_spec
 from runner.values import ProductLimit
 
 HEX = "0123456789abcdef"
@@ -141,7 +141,7 @@ def test_the_partition_is_the_same_in_every_process() -> None:
     rng = random.Random(0)
     ids = [sid("CH", rng) for _ in range(50)]
     here = [shard_of(i, 7) for i in ids]
-    code = f"from runner.shard import shard_of; print([shard_of(i, 7) for i in {ids!r}])"
+    code = f"from runner.plan.shard import shard_of; print([shard_of(i, 7) for i in {ids!r}])"
     there = subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from runner.errors import SpecError
-from runner.ids import Kind, TargetId
-from runner.spec import (
+from runner.kinds.ids import Kind, TargetId
+from runner.spec.jobspec import (
     ConversationFilter,
     ConversationsTarget,
     JobSpec,
@@ -25,7 +25,7 @@ from runner.spec import (
     parse_spec,
     spec_fingerprint,
 )
-from runner.timespec import Bound, ResolvedTimes, parse_bound, resolve_times
+from runner.spec.timespec import Bound, ResolvedTimes, parse_bound, resolve_times
 
 HEX = "0123456789abcdef" * 2
 CH = "CH" + HEX

@@ -16,8 +16,8 @@ import anyio
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from runner.checkpoint import Header
-from runner.unattended import Action, LogSummary, decide
+from runner.app.unattended import Action, LogSummary, decide
+from runner.log.checkpoint import Header
 from tests.runner.conftest import (
     checkpoints,
     deleted,

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
 from runner.errors import ConfigError, UntrustedFile
 from runner.files import read_regular_bounded, size_words
-from runner.ids import ID_PATTERNS
-from runner.spec import describe_validation_error, load_yaml
+from runner.kinds.ids import ID_PATTERNS
+from runner.spec.jobspec import describe_validation_error, load_yaml
 
 __all__ = [
     "DEFAULT_CONVERSATIONS_URL",

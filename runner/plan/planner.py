@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runner.catalog import Product, Resource, Target
-from runner.ids import Kind, TargetId
-from runner.selection import (
+from runner.kinds.catalog import Product, Resource, Target
+from runner.kinds.ids import Kind, TargetId
+from runner.plan.selection import (
     ConversationQuery,
     Explicit,
     ListChildren,
@@ -26,8 +26,15 @@ from runner.selection import (
     Source,
     TimeWindow,
 )
-from runner.shard import Shard, own_part, share_deletions, share_product, share_rate, share_slots
-from runner.spec import (
+from runner.plan.shard import (
+    Shard,
+    own_part,
+    share_deletions,
+    share_product,
+    share_rate,
+    share_slots,
+)
+from runner.spec.jobspec import (
     ConfigurationsWhere,
     ConversationFilter,
     ConversationsWhere,
@@ -37,10 +44,10 @@ from runner.spec import (
     describe_changes,
     spec_fingerprint,
 )
-from runner.spec import (
+from runner.spec.jobspec import (
     Target as SpecTarget,
 )
-from runner.timespec import ResolvedTimes
+from runner.spec.timespec import ResolvedTimes
 from runner.values import ProductLimit, RetryPolicy
 
 __all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of", "shard_plan"]

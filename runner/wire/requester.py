@@ -13,13 +13,13 @@ from collections.abc import Mapping
 import anyio
 import structlog
 
-from runner.adaptive import Verdict
-from runner.backoff import Backoff
-from runner.catalog import Product
-from runner.client import Reply, Throttled, TwilioClient
 from runner.errors import PermanentError, RateLimited, TransientError
-from runner.limits import Limits
+from runner.kinds.catalog import Product
 from runner.values import RetryPolicy, Tally
+from runner.wire.adaptive import Verdict
+from runner.wire.backoff import Backoff
+from runner.wire.client import Reply, Throttled, TwilioClient
+from runner.wire.limits import Limits
 
 log = structlog.get_logger("bulkops.requester")
 

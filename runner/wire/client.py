@@ -17,8 +17,6 @@ import aiohttp
 import orjson
 from yarl import URL
 
-from runner.backoff import parse_retry_after
-from runner.catalog import Product
 from runner.errors import (
     AuthError,
     PermanentError,
@@ -27,6 +25,8 @@ from runner.errors import (
     Stopped,
     TransientError,
 )
+from runner.kinds.catalog import Product
+from runner.wire.backoff import parse_retry_after
 
 # Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.
 RETRYABLE_CODES = frozenset({20009})

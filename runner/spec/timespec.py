@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from pydantic import GetCoreSchemaHandler
 from pydantic_core import PydanticCustomError, core_schema
 
-from runner.ids import show_value
+from runner.kinds.ids import show_value
 
 __all__ = ["Bound", "HasBounds", "ResolvedTimes", "parse_bound", "resolve_times"]
 

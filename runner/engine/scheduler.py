@@ -1,8 +1,8 @@
 """The engine: discovery producers → bounded work queue → deletion workers → Operation trackers.
 
 One task group owns every task (STYLE habit 4). Discovery runs source by source in phases
-(:func:`runner.selection.phase`); v1 conversations go first and the next phase waits until every
-one of them has an outcome, so a message or participant whose conversation this job deleted is
+(:func:`runner.plan.selection.phase`); v1 conversations go first and the next phase waits until
+every one of them has an outcome, so a message or participant whose conversation this job deleted is
 recorded as *covered* instead of being deleted one by one — and one whose conversation could not
 be deleted is still deleted on its own. Nothing selected is lost to that shortcut.
 """
@@ -19,17 +19,9 @@ import anyio
 import anyio.lowlevel
 import structlog
 
-from runner.catalog import CATALOG, Resource, Target, delete_path, limit_key
-from runner.checkpoint import (
-    CheckpointWriter,
-    Replay,
-    State,
-    TargetRecord,
-    key_hash,
-    target_record,
-)
-from runner.digests import SeenSet
-from runner.discovery import Discovery, ListedConversations
+from runner.engine.discovery import Discovery, ListedConversations
+from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
+from runner.engine.workqueue import WorkQueue
 from runner.errors import (
     AuthError,
     OperationFailed,
@@ -41,10 +33,18 @@ from runner.errors import (
     TransientError,
 )
 from runner.internal import InternalFault
-from runner.operations import Accepted, follow, operation_path, parse_accepted
-from runner.requester import Requester
-from runner.selection import Explicit, Manifest, Source, phase
-from runner.workqueue import WorkQueue
+from runner.kinds.catalog import CATALOG, Resource, Target, delete_path, limit_key
+from runner.log.checkpoint import (
+    CheckpointWriter,
+    Replay,
+    State,
+    TargetRecord,
+    key_hash,
+    target_record,
+)
+from runner.log.digests import SeenSet
+from runner.plan.selection import Explicit, Manifest, Source, phase
+from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.scheduler")
 

@@ -1,7 +1,8 @@
 """What bulkops can delete: each resource's product, delete path and answer style.
 
-The catalog is pure data and path building. Every id reaching :func:`delete_path` has already been
-validated against its pattern (``runner.ids``), so no input can change the path a request takes.
+The catalog is pure data and path building. Every id reaching :func:`delete_path` has already
+been validated against its pattern (``runner.kinds.ids``), so no input can change the path a
+request takes.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from runner.catalog import BY_CODE, CATALOG, Resource
-from runner.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
+from runner.kinds.catalog import BY_CODE, CATALOG, Resource
+from runner.log.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (

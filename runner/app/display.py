@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from runner.catalog import CATALOG, Resource
-from runner.checkpoint import State
-from runner.scheduler import Progress
+from runner.engine.scheduler import Progress
+from runner.kinds.catalog import CATALOG, Resource
+from runner.log.checkpoint import State
 
 log = structlog.get_logger("bulkops.progress")
 

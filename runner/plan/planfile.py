@@ -28,12 +28,12 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from runner.catalog import BY_CODE, CATALOG, Resource, Target
 from runner.errors import InputError, UntrustedFile
 from runner.files import create_aside, open_regular_stream
-from runner.ids import validate_id
-from runner.planner import JobPlan
-from runner.selection import Manifest, Source
+from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.kinds.ids import validate_id
+from runner.plan.planner import JobPlan
+from runner.plan.selection import Manifest, Source
 
 PLAN_VERSION = 1
 

@@ -18,9 +18,9 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from runner.catalog import Target
 from runner.errors import InputError
-from runner.selection import Explicit, Manifest, Source
+from runner.kinds.catalog import Target
+from runner.plan.selection import Explicit, Manifest, Source
 from runner.values import ProductLimit
 
 __all__ = [

@@ -29,24 +29,24 @@ import structlog.contextvars
 from rich.console import Console
 
 from runner import __version__
-from runner.catalog import Product, Resource, Target
-from runner.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
-from runner.client import TwilioClient
-from runner.config import Config
-from runner.discovery import Discovery
-from runner.display import show_progress
+from runner.app.display import show_progress
+from runner.app.explain import remote_problem
+from runner.app.unattended import api_hosts
+from runner.engine.discovery import Discovery
+from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, SafetyAbort
-from runner.explain import remote_problem
 from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
-from runner.limits import Limits
-from runner.planfile import PlanFile
-from runner.planner import JobPlan
-from runner.report import OUTCOMES, summarize, write_report
-from runner.requester import Requester
-from runner.scheduler import STAGES, Engine, EngineSettings
-from runner.selection import phase
-from runner.unattended import api_hosts
+from runner.kinds.catalog import Product, Resource, Target
+from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
+from runner.plan.planfile import PlanFile
+from runner.plan.planner import JobPlan
+from runner.plan.selection import phase
+from runner.report.completion import OUTCOMES, summarize, write_report
+from runner.spec.config import Config
+from runner.wire.client import TwilioClient
+from runner.wire.limits import Limits
+from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.job")
 
@@ -168,7 +168,7 @@ async def execute(
     if options.metrics_textfile is not None or options.metrics_port is not None:
         # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
         # exports nothing about 10 MB of its memory budget.
-        from runner import metrics
+        from runner.app import metrics
 
         labels = metrics.RunLabels(plan.name, plan.shard)
         stages[metrics.write_periodically.__code__] = "the metrics exporter"

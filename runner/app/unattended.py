@@ -24,8 +24,6 @@ from pathlib import Path
 
 import orjson
 
-from runner.checkpoint import Header
-from runner.config import Config
 from runner.errors import BulkopsError, CheckpointError, ConfigError, UntrustedFile
 from runner.files import (
     check_directory_trust,
@@ -34,6 +32,8 @@ from runner.files import (
     open_own,
     open_regular,
 )
+from runner.log.checkpoint import Header
+from runner.spec.config import Config
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
 RESUMABLE = frozenset({4, 6, 7, 8, 9, 130})

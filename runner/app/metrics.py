@@ -41,13 +41,13 @@ from prometheus_client.metrics_core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from runner.catalog import Resource
-from runner.checkpoint import Replay, State
+from runner.engine.scheduler import Progress
 from runner.errors import UntrustedFile
 from runner.files import create_new, read_regular_bounded
-from runner.report import OUTCOMES, outcome_name, summarize
-from runner.scheduler import Progress
-from runner.shard import Shard
+from runner.kinds.catalog import Resource
+from runner.log.checkpoint import Replay, State
+from runner.plan.shard import Shard
+from runner.report.completion import OUTCOMES, outcome_name, summarize
 from runner.values import Tally
 
 __all__ = [

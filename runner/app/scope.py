@@ -27,13 +27,12 @@ from functools import partial
 import anyio
 import structlog
 
-from runner.catalog import CATALOG, Resource, Target
-from runner.checkpoint import Header, Replay, State, TargetRecord, key_hash, lines_naming
-from runner.config import Config
 from runner.errors import CheckpointError, InputError
-from runner.planfile import PlanFile
-from runner.planner import JobPlan, build_plan, describe_changes, shard_plan
-from runner.selection import (
+from runner.kinds.catalog import CATALOG, Resource, Target
+from runner.log.checkpoint import Header, Replay, State, TargetRecord, key_hash, lines_naming
+from runner.plan.planfile import PlanFile
+from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
+from runner.plan.selection import (
     Explicit,
     ListChildren,
     ListConfigurations,
@@ -43,8 +42,9 @@ from runner.selection import (
     Source,
     source_resource,
 )
-from runner.shard import Shard, shard_of
-from runner.spec import JobSpec
+from runner.plan.shard import Shard, shard_of
+from runner.spec.config import Config
+from runner.spec.jobspec import JobSpec
 
 __all__ = [
     "Outside",
@@ -300,7 +300,7 @@ def _drop(replay: Replay, digests: set[int]) -> None:
 
 def _listed_again(plan: JobPlan, config: Config, wanted: set[int]) -> set[int]:
     """The digests of ``wanted`` that listing ``plan``'s sources now finds (GETs only)."""
-    from runner.job import plan_targets  # the I/O shell; imported late, as it imports much
+    from runner.app.job import plan_targets  # the I/O shell; imported late, as it imports much
 
     found: set[int] = set()
     if not wanted:

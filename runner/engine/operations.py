@@ -14,10 +14,10 @@ from typing import Any
 
 import anyio
 
-from runner.catalog import Product
-from runner.client import Reply
 from runner.errors import OperationFailed, PermanentError
-from runner.requester import Requester
+from runner.kinds.catalog import Product
+from runner.wire.client import Reply
+from runner.wire.requester import Requester
 
 
 class OperationStatus(StrEnum):

@@ -14,8 +14,9 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
-from runner import logs
-from runner.config import load_config
+from runner.app import logs
+from runner.app.job import RunResult, start_run
+from runner.app.outcome import finish
 from runner.emulator import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
@@ -24,13 +25,12 @@ from runner.emulator import (
     generate,
     running_emulator,
 )
-from runner.job import RunResult, start_run
-from runner.outcome import finish
-from runner.planner import build_plan
-from runner.scheduler import preflight
-from runner.spec import load_spec
+from runner.engine.scheduler import preflight
+from runner.plan.planner import build_plan
+from runner.spec.config import load_config
+from runner.spec.jobspec import load_spec
 
-DEMO_JOB = Path(__file__).resolve().parent.parent / "jobs" / "demo.yaml"
+DEMO_JOB = Path(__file__).resolve().parents[2] / "jobs" / "demo.yaml"
 
 
 def run_demo(job: Path | None, checkpoint_dir: Path | None, console: Console, err: Console) -> int:

@@ -13,7 +13,7 @@ kind's pattern as it is read, every filter of the spec is checked again on each 
 that ignores ``State`` selects nothing extra), an item whose timestamp or state cannot be read is
 never selected by a bound, and a message or participant belongs to the conversation it was listed
 under. Items left out are counted; a source that left any out, or whose listing could not be
-followed (:mod:`runner.pagination`), ends as a discovery error naming its listing, so the run
+followed (:mod:`runner.wire.pagination`), ends as a discovery error naming its listing, so the run
 exits 1 rather than 0.
 """
 
@@ -37,12 +37,10 @@ import anyio
 import structlog
 from anyio.abc import ObjectReceiveStream
 
-from runner.catalog import Product, Resource, Target, conversations_prefix
 from runner.errors import BadListing, PermanentError
-from runner.ids import ID_PATTERNS
-from runner.pagination import AscendingCheck, PageGuard, next_page_url, read_envelope
-from runner.requester import Requester
-from runner.selection import (
+from runner.kinds.catalog import Product, Resource, Target, conversations_prefix
+from runner.kinds.ids import ID_PATTERNS
+from runner.plan.selection import (
     ConversationQuery,
     Explicit,
     ListChildren,
@@ -53,6 +51,8 @@ from runner.selection import (
     Source,
     TimeWindow,
 )
+from runner.wire.pagination import AscendingCheck, PageGuard, next_page_url, read_envelope
+from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.discovery")
 

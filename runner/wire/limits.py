@@ -13,7 +13,7 @@ Three separate knobs, as Twilio has three separate limits (../shared/twilio-api.
 A 429 pauses the whole scope it most likely came from: the conversation or Service for scoped
 deletes, the product otherwise. Nothing is sent to a paused scope before its Retry-After.
 
-On top of these, each product is paced by a :class:`runner.adaptive.RateController` that learns
+On top of these, each product is paced by a :class:`runner.wire.adaptive.RateController` that learns
 the rate the server allows from its 429s (below the configured rate, if there is one), and the
 account's in-flight cap shrinks when ``Twilio-Concurrent-Requests`` shows a 429 was about
 concurrency. A 429 of a scoped delete teaches the product's controller only when its scope was
@@ -29,11 +29,11 @@ from collections.abc import Callable
 import anyio
 from aiolimiter import AsyncLimiter
 
-from runner.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
-from runner.backoff import jittered
-from runner.catalog import Product
-from runner.slots import Slots
+from runner.kinds.catalog import Product
 from runner.values import ProductLimit
+from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
+from runner.wire.backoff import jittered
+from runner.wire.slots import Slots
 
 Clock = Callable[[], float]
 

@@ -33,7 +33,7 @@ from typing import BinaryIO
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import open_regular_stream
-from runner.ids import Api, Kind, TargetId, show_value, target_id
+from runner.kinds.ids import Api, Kind, TargetId, show_value, target_id
 
 __all__ = [
     "MANIFEST_SUFFIXES",

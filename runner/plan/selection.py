@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from runner.catalog import Resource, Target
+from runner.kinds.catalog import Resource, Target
 
 
 @dataclass(frozen=True, slots=True)

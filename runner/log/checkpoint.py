@@ -41,8 +41,6 @@ from typing import Any, BinaryIO
 import anyio
 import orjson
 
-from runner.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.digests import DigestMap
 from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
 from runner.files import (
     create_new,
@@ -51,7 +49,9 @@ from runner.files import (
     open_own_for_append,
     open_regular,
 )
-from runner.ids import ID_PATTERNS, show_value
+from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.kinds.ids import ID_PATTERNS, show_value
+from runner.log.digests import DigestMap
 
 RECORD_VERSION = 2
 

@@ -39,9 +39,9 @@ from pydantic_core import PydanticCustomError
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import read_regular_bounded, size_words
-from runner.ids import Api, Kind, TargetId, parse_target_id, show_value, validate_id
-from runner.manifest import ManifestInfo, iter_manifest, validate_manifest
-from runner.timespec import Bound
+from runner.kinds.ids import Api, Kind, TargetId, parse_target_id, show_value, validate_id
+from runner.spec.manifest import ManifestInfo, iter_manifest, validate_manifest
+from runner.spec.timespec import Bound
 
 __all__ = [
     "AnyTarget",

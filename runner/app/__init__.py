@@ -1,0 +1,7 @@
+"""A job run from the terminal or unattended: the run, its display, metrics, locks and demo."""
+
+from __future__ import annotations
+
+from runner.app.job import ExitCode, RunResult, execute, plan_targets, start_run
+
+__all__ = ["ExitCode", "RunResult", "execute", "plan_targets", "start_run"]
