@@ -10,8 +10,9 @@ The world (:class:`World`) is tiny and fixed — five v1 conversations with four
 participants each, four v2 conversations, three configurations, three Memory stores — and is
 paged two items at a time whatever page size is asked, so every list has several pages. Its
 answers are Twilio's envelopes (``meta.next_page_url`` for v1, ``meta.nextToken`` for v2 and
-Memory, 204 / 404 for v1 deletes, 202 + Operation for the others, Operations that complete on
-their first poll).
+Memory, 204 / 404 for v1 deletes, 202 + Operation for the others — an Idempotency-Key seen
+before answers with its original Operation — and Operations that complete, polled or not, by
+the server's next request).
 
 A :class:`Misbehaviour` corrupts that: ``before`` may answer instead of the world (and the world
 then does nothing), ``items`` may change what a list holds, ``after`` may corrupt an answer the
@@ -97,12 +98,14 @@ class Item:
 
 @dataclass
 class Operation:
-    """An asynchronous deletion: done (and the item gone) once a poll answers COMPLETED."""
+    """An asynchronous deletion. Like Twilio's, it goes on whether or not anyone polls: it
+    completes (and its item is gone) when the server receives its next request."""
 
     id: str
     kind: str
     resource_id: str
     product: str  # "conversations" | "memory"
+    created_seq: int  # the request that created it
     status: str = "PENDING"
     polls: int = 0
 
@@ -130,6 +133,7 @@ class World:
             self._add(Item(STORE, ttid("mem_store_", n)))
         self.operations: dict[str, Operation] = {}
         self.pending: dict[tuple[str, str], str] = {}  # item -> its Operation's id
+        self.keys: dict[str, str] = {}  # Idempotency-Key -> the Operation it created
 
     def _add(self, item: Item) -> None:
         self.items[(item.kind, item.id)] = item
@@ -340,6 +344,7 @@ class HostileServer:
                     request.host, request.headers.get("Authorization"),
                     request.headers.get("Idempotency-Key"))
         )
+        self._settle(seq)
         route, kind = self._route(request.method, path)
         ex = Exchange(request, route, kind, "PageToken" not in request.query
                       and "pageToken" not in request.query, seq, self)
@@ -446,9 +451,22 @@ class HostileServer:
             token_meta["previousToken"] = f"NT{offset - PAGE}"
         return Answer(200, {key: page, "meta": token_meta})
 
+    def _settle(self, seq: int) -> None:
+        """Complete every Operation created by an earlier request."""
+        for op in self.world.operations.values():
+            if op.status == "PENDING" and op.created_seq < seq:
+                op.status = "COMPLETED"
+                self.world.pending.pop((op.kind, op.resource_id), None)
+                if self.world.remove(op.kind, op.resource_id):
+                    self.record.deletions.append(Deletion(op.kind, op.resource_id, seq))
+
     def _delete(self, ex: Exchange, path: str) -> Answer:
         id_ = path.rsplit("/", 1)[-1]
         key = (ex.kind, id_)
+        idempotency_key = ex.request.headers.get("Idempotency-Key")
+        if idempotency_key in self.world.keys:
+            # Twilio's promise: the same key answers with the original Operation.
+            return self.accepted(self.world.operations[self.world.keys[idempotency_key]])
         item = self.world.items.get(key)
         if m := V1_CHILD.fullmatch(path):
             if item is None or item.parent != m["conv"]:
@@ -464,8 +482,10 @@ class HostileServer:
             self._op_seq += 1
             product = "memory" if ex.kind == STORE else "conversations"
             op_id = ttid("mem_operation_" if product == "memory" else "proc_job_", self._op_seq)
-            self.world.operations[op_id] = Operation(op_id, ex.kind, id_, product)
+            self.world.operations[op_id] = Operation(op_id, ex.kind, id_, product, ex.seq)
             self.world.pending[key] = op_id
+            if idempotency_key is not None:
+                self.world.keys[idempotency_key] = op_id
         return self.accepted(self.world.operations[op_id])
 
     def status_url(self, op: Operation) -> str:
@@ -491,11 +511,6 @@ class HostileServer:
         if op is None or op.product != ex.kind:
             return twilio_error(404, 20404, "Operation not found")
         op.polls += 1
-        if op.status != "COMPLETED":
-            op.status = "COMPLETED"
-            self.world.pending.pop((op.kind, op.resource_id), None)
-            if self.world.remove(op.kind, op.resource_id):
-                self.record.deletions.append(Deletion(op.kind, op.resource_id, ex.seq))
         return Answer(200, self.operation_body(op))
 
     def operation_body(self, op: Operation, status: str | None = None) -> dict[str, Any]:

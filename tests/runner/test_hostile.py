@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -230,6 +231,17 @@ async def bulkops(argv: list[str], workdir: Path) -> Ended:
     return Ended(code, err.read_bytes()[start:].decode("utf-8", "replace"))
 
 
+def raised(stderr: str) -> str:
+    """The innermost exception a traceback on ``stderr`` names (its last ``Name: text`` line,
+    inside an exception group too)."""
+    lines = stderr[stderr.index(TRACEBACK):].splitlines()
+    named = [
+        line.strip(" |") for line in lines
+        if re.match(r"^[\s|]*[A-Za-z_][\w.]*(Error|Exception|Group|Interrupt|Exit)\b", line)
+    ]
+    return (named[-1] if named else lines[-1].strip())[:160]
+
+
 def footer_exit(log: Path) -> int | None:
     """The exit code the checkpoint's footer records; None without a footer."""
     last = json.loads(log.read_bytes().splitlines()[-1])
@@ -266,8 +278,7 @@ def judge_run(
     elif ended.code not in exits:
         problems.append(f"{label}: exit {ended.code}, expected one of {sorted(exits)}")
     if TRACEBACK in ended.stderr:
-        tail = ended.stderr[ended.stderr.rindex(TRACEBACK):].strip().splitlines()[-1]
-        problems.append(f"{label}: traceback on stderr ({tail[:160]})")
+        problems.append(f"{label}: traceback on stderr ({raised(ended.stderr)})")
     if log is None:
         return [*problems, f"{label}: no checkpoint written"]
     footer = footer_exit(log)
