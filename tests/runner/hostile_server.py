@@ -658,9 +658,15 @@ def next_url(value: Callable[[Exchange, dict[str, Any]], Any]) -> Callable[
 
 
 def next_url_back(ex: Exchange, body: dict[str, Any]) -> dict[str, Any]:
-    """A change: the second page's next page is the first again (a cycle of two pages)."""
+    """A change: pages one and two name each other as the next page, a cycle that holds even
+    once their items are deleted (an emptied page still names the other)."""
+    meta = body["meta"]
     if "PageToken=PT2" in ex.request.query_string:
-        body["meta"]["next_page_url"] = body["meta"]["first_page_url"]
+        meta["next_page_url"] = meta["first_page_url"]
+    else:
+        meta["next_page_url"] = str(meta["first_page_url"]).replace(
+            "Page=0&PageToken=PT0", "Page=1&PageToken=PT2"
+        )
     return body
 
 
