@@ -171,6 +171,11 @@ async def drive(
         return None
 
 
+# The matrix is CPU-bound (about 6 s of CPU per seed: five processes started, 2,000 targets,
+# replays), so its length scales with how much CPU the machine spares: about a minute on two
+# idle cores, three and more beside a busy neighbour. The timeout follows the work, not a guess
+# at the machine (the last resort: no kill is timed, only the whole).
+@pytest.mark.timeout(120 + 45 * SEEDS)
 async def test_sigkill_anywhere_then_resume_is_exactly_once(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
