@@ -28,7 +28,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import orjson
@@ -126,7 +126,8 @@ class World:
             for p in range(2):
                 self._add(Item(PARTICIPANT, sid("MB", n * 10 + p), conv))
         for n in range(4):
-            self._add(Item(V2, ttid("conv_conversation_", n), state="CLOSED" if n < 2 else "ACTIVE"))
+            status = "CLOSED" if n < 2 else "ACTIVE"
+            self._add(Item(V2, ttid("conv_conversation_", n), state=status))
         for n in range(3):
             self._add(Item(CONFIGURATION, ttid("conv_configuration_", n)))
         for n in range(3):
@@ -411,7 +412,7 @@ class HostileServer:
         mb = self.misbehaviour
         if ex.kind == V1 and "State" in q and not mb.ignores_filters:
             items = [i for i in items if i.state == q["State"]]
-        if ex.kind == V2 and q.getall("status", []) and not mb.ignores_filters:
+        if ex.kind == V2 and "status" in q and not mb.ignores_filters:
             items = [i for i in items if i.state in q.getall("status")]
         if ex.kind == MESSAGE and q.get("Order") == "desc":
             items = items[::-1]
@@ -468,10 +469,8 @@ class HostileServer:
             # Twilio's promise: the same key answers with the original Operation.
             return self.accepted(self.world.operations[self.world.keys[idempotency_key]])
         item = self.world.items.get(key)
-        if m := V1_CHILD.fullmatch(path):
-            if item is None or item.parent != m["conv"]:
-                return twilio_error(404, 20404, "not found")
-        if item is None:
+        m = V1_CHILD.fullmatch(path)
+        if item is None or (m is not None and item.parent != m["conv"]):
             return twilio_error(404, 20404, "The requested resource was not found")
         if ex.kind not in ASYNC_KINDS:
             self.world.remove(*key)
@@ -818,7 +817,10 @@ class StrangeHeaders(Misbehaviour):
     """Every answer carries non-ASCII headers; the first two DELETEs are 429s whose
     Retry-After and Twilio-Concurrent-Requests are Arabic-Indic digits."""
 
-    HEADERS = {"X-Twilio-Note": "\u2713 caf\u00e9", "Twilio-Request-Duration": "\u0661"}
+    HEADERS: ClassVar[dict[str, str]] = {
+        "X-Twilio-Note": "\u2713 caf\u00e9",
+        "Twilio-Request-Duration": "\u0661",
+    }
 
     def __init__(self) -> None:
         self.throttle = ThrottleDeletes(

@@ -160,7 +160,7 @@ async def drive(
                 while not discovered(after, 6) and process.returncode is None:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
             goal = await requests_so_far(emu) + kill_after
-            while kill_after and process.returncode is None and (
+            while kill_after and process.returncode is None and (  # noqa: ASYNC110
                 await requests_so_far(emu) < goal
             ):
                 await anyio.sleep(0.02)

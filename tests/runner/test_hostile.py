@@ -55,7 +55,9 @@ limits: {concurrency: 4}
 """
 CUTOFF = "2024-01-01"
 JOBS = {
-    "messages": f"  - kind: messages\n    where: {{conversations: all, created_before: {CUTOFF}}}\n",
+    "messages": (
+        f"  - kind: messages\n    where: {{conversations: all, created_before: {CUTOFF}}}\n"
+    ),
     "participants": "  - kind: participants\n    where: {conversations: all}\n",
     "conversations_v1": "  - kind: conversations\n    where: {state: closed}\n",
     "conversations_v2": "  - kind: conversations\n    api: v2\n    where: {status: CLOSED}\n",
