@@ -346,7 +346,7 @@ class HostileServer:
                     request.headers.get("Idempotency-Key"))
         )
         self._settle(seq)
-        route, kind = self._route(request.method, path)
+        route, kind = self.route(request.method, path)
         ex = Exchange(request, route, kind, "PageToken" not in request.query
                       and "pageToken" not in request.query, seq, self)
         mb = self.misbehaviour
@@ -370,7 +370,8 @@ class HostileServer:
         return resp
 
     @staticmethod
-    def _route(method: str, path: str) -> tuple[str, str]:
+    def route(method: str, path: str) -> tuple[str, str]:
+        """What a request is ("list", "delete", "poll" or "unknown") and the kind it touches."""
         if method == "GET":
             if V1_LIST.fullmatch(path):
                 return "list", V1

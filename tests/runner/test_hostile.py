@@ -327,7 +327,7 @@ def judge_record(server: HostileServer, elsewhere: HostileServer, world0: World,
     if foreign:
         problems.append("a request carried other credentials than the configured ones")
     unknown = sorted({f"{r.method} {r.path}" for r in server.record.requests
-                      if server._route(r.method, r.path)[0] == "unknown"})
+                      if server.route(r.method, r.path)[0] == "unknown"})
     if unknown:
         problems.append(f"requests outside the API: {unknown[:3]}")
     return problems
