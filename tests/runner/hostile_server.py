@@ -25,6 +25,8 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import re
+import socket
+import struct
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -720,7 +722,7 @@ class HugeNoContent(Misbehaviour):
 
 
 class ResetMidBody(Misbehaviour):
-    """Every ``kind`` list sends its headers and part of its body, then closes the connection."""
+    """Every ``kind`` list sends its headers and part of its body, then resets the connection."""
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -735,7 +737,11 @@ class ResetMidBody(Misbehaviour):
         await resp.write(b'{"conversations": [{"sid": "CH')
         transport = ex.request.transport
         if transport is not None:
-            transport.close()
+            # Linger 0: the close sends a TCP RST, a reset rather than an orderly end.
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
         return resp
 
 
