@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,12 +217,14 @@ class Ended:
 
     code: int | None  # None: it did not end within the bound and was killed
     stderr: str
+    seconds: float
 
 
 async def bulkops(argv: list[str], workdir: Path) -> Ended:
     """Run ``bulkops ARGV`` as a process; kill it if it outlives BOUND."""
     err = workdir / "stderr.log"
     start = err.stat().st_size if err.exists() else 0
+    began = time.monotonic()  # a figure, not a wait: the bound is move_on_after's
     process = await start_bulkops(argv, workdir)
     code: int | None = None
     async with process:
@@ -230,7 +233,8 @@ async def bulkops(argv: list[str], workdir: Path) -> Ended:
         if code is None:
             process.send_signal(signal.SIGKILL)
             await process.wait()
-    return Ended(code, err.read_bytes()[start:].decode("utf-8", "replace"))
+    stderr = err.read_bytes()[start:].decode("utf-8", "replace")
+    return Ended(code, stderr, time.monotonic() - began)
 
 
 def raised(stderr: str) -> str:
@@ -363,6 +367,17 @@ async def test_hostile_server(
         problems += judge_record(server, elsewhere, world0, chosen, auth)
         if hostile.extra is not None:
             problems += hostile.extra(server, polls_per_operation(server))
+        figures = {
+            "case": hostile.misbehaviour,
+            "exit": first.code,
+            "seconds": round(first.seconds, 1),
+            "requests": len(server.record.requests),
+            "selected": len(chosen),
+            "deleted": len(server.record.deleted() & chosen),
+            "outside": len(server.record.deleted() - chosen),
+            "max_polls": max(polls_per_operation(server).values(), default=0),
+            "streamed_mb": max((s.sent >> 20 for s in server.record.streams), default=0),
+        }
 
         server.behave(None)
         if log is None or first.code == 0:
@@ -382,6 +397,8 @@ async def test_hostile_server(
         twice = sorted(k for k, n in counts.items() if n > 1)
         if twice:
             problems.append(f"deleted more than once: {twice[:3]}")
+    figures["continued_with"] = label
+    print(f"FIGURES {json.dumps(figures)}")  # pytest -s shows the first run's figures
     assert not problems, "\n".join(dict.fromkeys(problems))
 
 
