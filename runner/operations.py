@@ -17,6 +17,7 @@ import anyio
 from runner.catalog import Product
 from runner.client import Reply
 from runner.errors import OperationFailed, PermanentError
+from runner.ids import is_operation_id
 from runner.requester import Requester
 
 
@@ -50,16 +51,25 @@ def operation_path(product: Product, operation_id: str) -> str:
 
 
 def parse_accepted(reply: Reply, product: Product) -> Accepted:
-    """Read the Operation out of a 202; a 202 without one is treated as an unreadable body."""
+    """Read the Operation out of a 202; a 202 without a usable one is an unreadable answer.
+
+    The Operation id goes into a URL that is polled and into the log, so it must have an
+    Operation id's shape; a ``statusUrl`` is followed only when it names that same Operation
+    (anything else is polled at the Operation's own path).
+    """
     body = reply.body if isinstance(reply.body, dict) else {}
     status_url = body.get("statusUrl") or reply.headers.get("Location")
-    op_id = reply.headers.get("Operation-Id")
+    op_id: object = reply.headers.get("Operation-Id")
     if not op_id and isinstance(status_url, str):
-        op_id = status_url.rstrip("/").rsplit("/", 1)[-1]
+        op_id = status_url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     if not op_id:
         raise PermanentError(reply.status, None, "202 without Operation-Id or statusUrl")
-    if not isinstance(status_url, str):
-        status_url = operation_path(product, op_id)
+    if not is_operation_id(op_id):
+        raise PermanentError(reply.status, None, "202 naming an Operation id of no known shape")
+    assert isinstance(op_id, str)
+    own = operation_path(product, op_id)
+    if not (isinstance(status_url, str) and status_url.split("?", 1)[0].endswith(own)):
+        status_url = own
     return Accepted(op_id, status_url, _seconds(reply.headers.get("Retry-After")))
 
 
