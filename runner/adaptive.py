@@ -250,6 +250,13 @@ class ConcurrencyController:
         if concurrent is not None and concurrent > self._ok:
             self._ok = concurrent
 
+    def exceeded(self, concurrent: int | None) -> bool:
+        """Whether a 429 reporting ``concurrent`` in flight may have been about concurrency:
+        more than any accepted answer ever reported (any count, before the first one). Looser
+        than :meth:`throttled`, which shrinks the cap only on a clear signal: a pause of the
+        whole account costs little, sending into one breaks the server's Retry-After."""
+        return concurrent is not None and concurrent > self._ok
+
     def throttled(self, sent_at: float, concurrent: int | None) -> Verdict | None:
         """A 429: None unless the header says it was the in-flight cap (then it is handled)."""
         if (

@@ -89,6 +89,7 @@ def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> 
         per_service_rate=plan.per_service_rate,
         products=plan.products,
         rng=rng,
+        max_pause=plan.retry.max_pause,
     )
     return Requester(client, limits, plan.retry, rng)
 

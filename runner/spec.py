@@ -907,12 +907,17 @@ Seconds = Annotated[Float, Field(gt=0, le=86_400)]
 
 
 class RetryPolicy(_Model):
-    """Retries of transient failures: bounded by attempts and by total time (seconds)."""
+    """Retries of transient failures: bounded by attempts and by total time (seconds).
+
+    ``max_pause`` bounds one Retry-After: a server asking for a longer pause stops the run
+    (exit 9, resumable) instead of holding it asleep.
+    """
 
     max_attempts: Annotated[Int, Field(ge=1, le=100)] = 8
     base_delay: Seconds = 0.5
     max_delay: Seconds = 30.0
     max_elapsed: Seconds = 900.0
+    max_pause: Seconds = 900.0
 
     @model_validator(mode="after")
     def _check(self) -> RetryPolicy:
