@@ -302,6 +302,12 @@ async def execute(
             f"credentials refused (HTTP {engine.auth_error.status}); fix them and run "
             f"`bulkops resume {log_path}`",
         )
+    elif engine.paused is not None:
+        problems.insert(
+            0,
+            f"{engine.paused}; nothing was sent into the pause. "
+            f"`bulkops resume {log_path}` after it",
+        )
     return RunResult(code, log_path, replay, "\n".join(problems) or None)
 
 
@@ -319,6 +325,8 @@ def _exit_code(
         return ExitCode.ABORTED
     if engine.auth_error is not None:
         return ExitCode.AUTH
+    if engine.paused is not None:
+        return ExitCode.PAUSED
     if interrupted:
         return ExitCode.INTERRUPTED
     if out_of_time:
