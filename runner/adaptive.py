@@ -124,6 +124,7 @@ class RateController:
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
         self._stamp = clock()
+        self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._delivered = _Delivered(self._s.window_s)
         self.decreases = 0
 
@@ -149,7 +150,9 @@ class RateController:
                 self._slow_start = False
                 return None
             return pace
-        pace = self._w_max * (1.0 + s.cubic * math.pow(now - self._epoch - self._k, 3))
+        # Not before the epoch: during a pause (see hold) the pace is where the curve starts.
+        since = max(0.0, now - self._epoch)
+        pace = self._w_max * (1.0 + s.cubic * math.pow(since - self._k, 3))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
             return None
         return max(s.floor, pace)
@@ -185,7 +188,7 @@ class RateController:
         if pace is None:
             self._credit = float(self._issued)
         else:
-            self._credit += pace * max(0.0, now - self._stamp)
+            self._credit += pace * max(0.0, now - max(self._stamp, self._held))
             # An idle spell banks at most `catch_up_s` worth of slots (at least one), so timer
             # jitter costs nothing and a pause is not followed by a burst.
             self._credit = min(self._credit, self._issued + max(1.0, pace * self._s.catch_up_s))
@@ -195,6 +198,17 @@ class RateController:
     def accepted(self) -> None:
         """A request got an answer other than 429."""
         self._delivered.add(self._clock())
+
+    def hold(self, until: float) -> None:
+        """Accrue no credit before ``until`` (the end of a pause of this product): a pause is
+        not an idle spell, and the waiters queued through it must leave at the pace when it
+        ends, not all at once on the slots it would otherwise have banked. The cubic curve
+        restarts there too: its climb back to ``w_max`` is for sending time, and a pause
+        longer than ``K`` would otherwise end with the pace already probing above the limit
+        that caused it (and a 429 that pauses the product once more)."""
+        self._held = max(self._held, until)
+        if self._w_max is not None:
+            self._epoch = max(self._epoch, until)
 
     def throttled(self, sent_at: float) -> Verdict:
         """A request sent at ``sent_at`` (clock time) got a 429 caused by a rate limit."""

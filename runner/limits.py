@@ -248,9 +248,12 @@ class Limits:
         if about_concurrency:
             self._account_paused = max(until, self._account_paused)
             scope = ACCOUNT
+            for control in self.controllers.values():
+                control.hold(until)
         else:
             self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
             scope = f"product {product.value}"
+            self.controllers[product].hold(until)
         if key is not None:
             pacer = self._pacer(key)
             scope_busy = pacer.busy(key)
