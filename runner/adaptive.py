@@ -88,13 +88,20 @@ class _Delivered:
         self._times.append(now)
         self._trim(now)
 
-    def rate(self, now: float) -> float:
-        """Accepted per second over the window (0.0 before the first acceptance)."""
+    def rate(self, now: float, since: float = -math.inf) -> float:
+        """Accepted per second over the window (0.0 before the first acceptance), counting
+        only from ``since`` when that is later (the end of a pause, which delivered nothing
+        because nothing was sent, not because the server allowed nothing)."""
         self._trim(now)
         if self._first is None or not self._times:
             return 0.0
-        span = min(self._window, now - self._first)
-        return len(self._times) / max(span, 0.05)
+        start = max(self._first, since)
+        span = min(self._window, now - start)
+        if start > now - self._window:
+            count = sum(1 for t in self._times if t >= start)
+        else:
+            count = len(self._times)
+        return count / max(span, 0.05)
 
     def _trim(self, now: float) -> None:
         horizon = now - self._window
@@ -217,13 +224,15 @@ class RateController:
         if sent_at < self._epoch + s.hold_s:
             return Verdict.ABSORBED
         current = self.rate()
-        delivered = self._delivered.rate(now)
+        delivered = self._delivered.rate(now, since=self._held)
         candidates = [c for c in (current, delivered or None, self.ceiling) if c is not None]
         w_max = min(candidates) if candidates else s.initial
-        if current is not None:
-            # One event moves at most to `max_cut` of the pace: a window that still holds a
-            # ramp or a start-up reads low, and a few events in a row converge just as well.
-            w_max = max(w_max, s.max_cut * current)
+        pace = current if current is not None else self.ceiling
+        if pace is not None:
+            # One event moves at most to `max_cut` of the pace (the configured ceiling, when
+            # the pace was at it): a window that still holds a ramp or a start-up reads low,
+            # and a few events in a row converge just as well.
+            w_max = max(w_max, s.max_cut * pace)
         if self._slow_start and current is not None:
             # The pace doubled every `doubling_s`: the previous pace was not yet too fast, and
             # the short window lags a ramp, so neither alone should set how far to fall back.

@@ -78,13 +78,11 @@ class KeyedPacer:
         self._next: dict[str, float] = {}
         self._paused: dict[str, float] = {}
         self._hot: dict[str, bool] = {}
+        self._sent: dict[str, float] = {}  # when each key's last request was let go
         self._calls = 0
 
     async def wait(self, key: str) -> None:
         """Return when a request of ``key`` may be sent."""
-        now = self._clock()
-        # Back to back with the previous request of this key: the key runs at its full rate.
-        self._hot[key] = self._next.get(key, now - 2 * self._interval) >= now - self._interval
         while True:
             now = self._clock()
             paused = self._paused.get(key, now)
@@ -99,6 +97,14 @@ class KeyedPacer:
         self._calls += 1
         if self._calls % 4096 == 0:
             self._sweep()
+
+    def granted(self, key: str, now: float) -> None:
+        """A request of ``key`` leaves now (after every other limit let it go, too)."""
+        # Back to back with the previous one that left: the key runs at its full rate. Judged
+        # when requests leave, not when they queue here: waiters queued behind a slower limit
+        # (a product's rate) reserve slots at this key's rate without ever sending at it.
+        self._hot[key] = now - self._sent.get(key, -math.inf) <= 1.5 * self._interval
+        self._sent[key] = now
 
     def busy(self, key: str) -> bool:
         """Whether ``key`` has been sending at (about) its full rate just now."""
@@ -117,7 +123,8 @@ class KeyedPacer:
         horizon = self._clock() - 5.0
         self._next = {k: t for k, t in self._next.items() if t > horizon}
         self._paused = {k: t for k, t in self._paused.items() if t > horizon}
-        self._hot = {k: h for k, h in self._hot.items() if k in self._next}
+        self._sent = {k: t for k, t in self._sent.items() if t > horizon}
+        self._hot = {k: h for k, h in self._hot.items() if k in self._sent}
 
 
 class Limits:
@@ -180,8 +187,10 @@ class Limits:
         while True:
             if self._any_paused > self._clock():
                 await self._wait_pauses(product, key)
+            pacer: KeyedPacer | None = None
             if key is not None:
-                await self._pacer(key).wait(key)
+                pacer = self._pacer(key)
+                await pacer.wait(key)
             rate = self._product_rates.get(product)
             if rate is not None:
                 await rate.acquire()
@@ -205,6 +214,8 @@ class Limits:
             # pacer included, so it neither goes into the pause nor bunches when it ends.
             now = self._clock()
             if now >= self._any_paused or self._paused_until(product, key) <= now:
+                if pacer is not None and key is not None:
+                    pacer.granted(key, now)
                 return now
             self.release(product)
 
@@ -241,36 +252,36 @@ class Limits:
         """
         now = self._clock()
         until = now + jittered(wait, self._rng)
-        scope_busy = False
         sent = now if sent_at is None else sent_at
         verdict = self._account_control.throttled(sent, concurrent)
         about_concurrency = verdict is not None or self._account_control.exceeded(concurrent)
-        if about_concurrency:
-            self._account_paused = max(until, self._account_paused)
-            scope = ACCOUNT
-            for control in self.controllers.values():
-                control.hold(until)
-        else:
-            self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
-            scope = f"product {product.value}"
-            self.controllers[product].hold(until)
+        scope_busy = False
         if key is not None:
             pacer = self._pacer(key)
             scope_busy = pacer.busy(key)
             pacer.pause(key, until)
-            if not about_concurrency:
-                scope = scope_name(key)
-        self._any_paused = max(until, self._any_paused)
-        if wait > self.max_pause:
-            raise PausedTooLong(scope, wait, self.max_pause)
         if verdict is not None:
             limit = self._account_control.limit
             if limit != self._account.total:
                 self._account.total = limit
-            return verdict
-        if scope_busy:
-            return None
-        return self.controllers[product].throttled(sent)
+        elif not scope_busy:
+            verdict = self.controllers[product].throttled(sent)
+        # Held only after being taught: a hold moves the controller's epoch past the pause,
+        # and a 429 sent before the epoch would read as part of an event already answered.
+        if about_concurrency:
+            self._account_paused = max(until, self._account_paused)
+            held = list(self.controllers.values())
+            scope = ACCOUNT
+        else:
+            self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
+            held = [self.controllers[product]]
+            scope = f"product {product.value}" if key is None else scope_name(key)
+        for control in held:
+            control.hold(until)
+        self._any_paused = max(until, self._any_paused)
+        if wait > self.max_pause:
+            raise PausedTooLong(scope, wait, self.max_pause)
+        return verdict
 
     def regrow(self) -> None:
         """Let the account's in-flight cap grow back once concurrency 429s have stopped."""
