@@ -50,6 +50,7 @@ class EmulatorSettings:
     operation_pending_s: float = 1.0
     operation_running_s: float = 1.0
     operation_failure_rate: float = 0.0
+    operation_retry_after_s: float | None = None  # every 202 and Operation GET says this
     # faults: probabilities per request
     fault_500: float = 0.0
     fault_503: float = 0.0
@@ -113,6 +114,8 @@ class EmulatorSettings:
         if self.retry_after_s is not None and not 0 <= self.retry_after_s <= MAX_RETRY_AFTER_S:
             raise SettingsError(
                 f"retry_after_s must be between 0 and {MAX_RETRY_AFTER_S:g} or null")
+        if self.operation_retry_after_s is not None and self.operation_retry_after_s < 0:
+            raise SettingsError("operation_retry_after_s must be >= 0 or null")
         for name in ("operation_pending_s", "operation_running_s", "slow_delay_s",
                      "latency_median_s", "latency_p99_s"):
             if getattr(self, name) < 0:

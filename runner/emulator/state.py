@@ -122,6 +122,12 @@ class Emulator:
             self.ledger.deletion(DeletionRecord(op.kind, op.resource_id, None, None,
                                                 op.request_seq, "operation"))
 
+    def operation_retry_after(self, op: Operation, now: float) -> str:
+        """The Retry-After of a 202 or an Operation GET: the whole seconds until ``op`` is due,
+        or ``operation_retry_after_s`` when set (0 plays a server that says "poll now")."""
+        fixed = self.settings.operation_retry_after_s
+        return str(op.retry_after(now) if fixed is None else math.ceil(fixed))
+
     def new_operation(self, kind: str, resource_id: str, prefix: str, key: str | None,
                       seq: int) -> Operation:
         """Create and register a pending deletion Operation."""

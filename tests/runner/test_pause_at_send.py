@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from runner.job import ExitCode
+from runner.operations import poll_floor
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -203,3 +204,33 @@ async def test_a_pause_beyond_max_pause_stops_the_run_and_resume_finishes_it(
                 sort_keys=True,
             )
         )
+
+
+# --- Operation polls: a floor under Retry-After -------------------------------------------------
+
+
+async def test_operations_answering_retry_after_0_are_polled_at_the_floor(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operations whose every answer says ``Retry-After: 0`` are polled no faster than the
+    floor (a quarter of poll_interval, 0.25 s at least), not as fast as the loop turns."""
+    lifetime = 2.0  # seconds each Operation stays PENDING, then RUNNING
+    async with start_emulator(
+        operation_pending_s=lifetime / 2, operation_running_s=lifetime / 2,
+        operation_retry_after_s=0.0,
+    ) as emu:
+        point_at(monkeypatch, emu.url)
+        stores = {("memory_store", s["id"]) for s in await emu.resources("memory_store")}
+        spec = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n"
+                            "operations: {poll_interval: 2}\n")
+
+        assert await run_cli("run", spec) == 0
+
+        ledger = await emu.ledger()
+        polls = [r for r in ledger["requests"] if "/Operations/" in r["path"]]
+        floor = poll_floor(2.0)
+        per_operation = len(polls) / len(ledger["operations"])
+        print(f"PAUSE {json.dumps({'polls': len(polls), 'operations': len(stores)})}")
+        assert deleted(ledger) == stores
+        assert floor == 0.5
+        assert per_operation <= lifetime / floor + 2  # a poll per floor while it runs, + slack
