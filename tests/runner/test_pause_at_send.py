@@ -51,7 +51,7 @@ class Scope:
     emulator: dict[str, Any]
     body: str
     at: str  # the spec's limits at the server's limit ...
-    above: str  # ... and at twice it
+    above: str  # ... and above it (twice it, or 1.25 times a product rate)
     selects: str  # the resource kind the job selects
 
 
@@ -77,7 +77,7 @@ SCOPES = {
         {"product_rate": {"conversations": (80.0, 8)}},
         MESSAGES,
         "limits: {conversations: {rate: 80}}\n",
-        "limits: {conversations: {rate: 120}}\n",
+        "limits: {conversations: {rate: 100}}\n",
         "message",
     ),
     "concurrency": Scope(
