@@ -77,6 +77,7 @@ class KeyedPacer:
         self._max_pause = max_pause
         self._next: dict[str, float] = {}
         self._paused: dict[str, float] = {}
+        self._paused_gen: dict[str, int] = {}  # the Limits' pause count when a key was paused
         self._hot: dict[str, bool] = {}
         self._sent: dict[str, float] = {}  # when each key's last request was let go
         self._calls = 0
@@ -110,9 +111,15 @@ class KeyedPacer:
         """Whether ``key`` has been sending at (about) its full rate just now."""
         return self._hot.get(key, False)
 
-    def pause(self, key: str, until: float) -> None:
-        """Send nothing for ``key`` before ``until`` (monotonic seconds)."""
+    def pause(self, key: str, until: float, generation: int = 0) -> None:
+        """Send nothing for ``key`` before ``until`` (monotonic seconds); ``generation`` numbers
+        the pause, for :meth:`paused_after`."""
         self._paused[key] = max(until, self._paused.get(key, 0.0))
+        self._paused_gen[key] = generation
+
+    def paused_after(self, key: str, generation: int) -> bool:
+        """Whether ``key`` was paused after pause number ``generation``."""
+        return self._paused_gen.get(key, 0) > generation
 
     def paused_until(self, key: str) -> float:
         """When ``key``'s pause ends (0.0: never paused)."""
@@ -123,6 +130,7 @@ class KeyedPacer:
         horizon = self._clock() - 5.0
         self._next = {k: t for k, t in self._next.items() if t > horizon}
         self._paused = {k: t for k, t in self._paused.items() if t > horizon}
+        self._paused_gen = {k: g for k, g in self._paused_gen.items() if k in self._paused}
         self._sent = {k: t for k, t in self._sent.items() if t > horizon}
         self._hot = {k: h for k, h in self._hot.items() if k in self._sent}
 
@@ -171,9 +179,14 @@ class Limits:
         }
         self._product_paused: dict[Product, float] = {}
         self._account_paused = 0.0
-        # The end of the latest pause of any scope: past it nothing is paused, so the check
-        # before a request leaves is one comparison while no 429 is being waited out.
+        # The end of the latest pause of any scope: past it nothing is paused, so the check on
+        # entry is one comparison while no 429 is being waited out.
         self._any_paused = 0.0
+        # Pauses are numbered, and each scope remembers the number of its last one, so the
+        # check before a request leaves is one comparison unless a 429 came in meanwhile.
+        self._pauses = 0
+        self._account_gen = 0
+        self._product_gen: dict[Product, int] = {}
 
     async def acquire(self, product: Product, key: str | None) -> float:
         """Wait for the right to send one request of ``product`` in scope ``key``; returns the
@@ -187,6 +200,7 @@ class Limits:
         while True:
             if self._any_paused > self._clock():
                 await self._wait_pauses(product, key)
+            seen = self._pauses
             pacer: KeyedPacer | None = None
             if key is not None:
                 pacer = self._pacer(key)
@@ -210,10 +224,11 @@ class Limits:
                     self._account.release()
                     raise
             # The last step before the request leaves: a 429 that came in while it waited above
-            # may have paused one of its scopes. Then it gives its slots back and queues again,
-            # pacer included, so it neither goes into the pause nor bunches when it ends.
-            now = self._clock()
-            if now >= self._any_paused or self._paused_until(product, key) <= now:
+            # may have paused one of its scopes (the pause may even be over by now). Then it
+            # gives its slots back and queues again, pacer included, so it neither goes into
+            # the pause nor bunches with the others of its conversation when it ends.
+            if self._pauses == seen or not self._paused_after(product, key, seen):
+                now = self._clock()
                 if pacer is not None and key is not None:
                     pacer.granted(key, now)
                 return now
@@ -256,10 +271,11 @@ class Limits:
         verdict = self._account_control.throttled(sent, concurrent)
         about_concurrency = verdict is not None or self._account_control.exceeded(concurrent)
         scope_busy = False
+        self._pauses += 1
         if key is not None:
             pacer = self._pacer(key)
             scope_busy = pacer.busy(key)
-            pacer.pause(key, until)
+            pacer.pause(key, until, self._pauses)
         if verdict is not None:
             limit = self._account_control.limit
             if limit != self._account.total:
@@ -270,10 +286,12 @@ class Limits:
         # and a 429 sent before the epoch would read as part of an event already answered.
         if about_concurrency:
             self._account_paused = max(until, self._account_paused)
+            self._account_gen = self._pauses
             held = list(self.controllers.values())
             scope = ACCOUNT
         else:
             self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
+            self._product_gen[product] = self._pauses
             held = [self.controllers[product]]
             scope = f"product {product.value}" if key is None else scope_name(key)
         for control in held:
@@ -288,6 +306,15 @@ class Limits:
         limit = self._account_control.limit
         if limit != self._account.total:
             self._account.total = limit
+
+    def _paused_after(self, product: Product, key: str | None, generation: int) -> bool:
+        """Whether a scope of a request of ``product`` in ``key`` was paused after pause
+        number ``generation``."""
+        return (
+            self._account_gen > generation
+            or self._product_gen.get(product, 0) > generation
+            or (key is not None and self._pacer(key).paused_after(key, generation))
+        )
 
     def _paused_until(self, product: Product, key: str | None) -> float:
         """When the last pause of any scope of a request of ``product`` in ``key`` ends."""
