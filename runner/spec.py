@@ -984,6 +984,10 @@ class JobSpec(_Model):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data, defaults filled in, manifests' counts and hashes added."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        if self.retry.max_pause == RetryPolicy().max_pause:
+            # Added after checkpoints were being written: left out at its default, so the
+            # fingerprint of a spec that does not set it is what it was, and those logs resume.
+            del data["retry"]["max_pause"]
         for index, target in enumerate(self.targets):
             if target.manifest is not None:
                 data["targets"][index]["manifest"] = {
