@@ -18,7 +18,7 @@ import structlog
 from runner.adaptive import Verdict
 from runner.backoff import Backoff
 from runner.catalog import Product
-from runner.client import Reply, Throttled, TwilioClient
+from runner.client import Reply, Throttled, TwilioClient, concurrent_requests
 from runner.errors import PermanentError, RateLimited, TransientError
 from runner.limits import Limits
 
@@ -27,12 +27,14 @@ log = structlog.get_logger("bulkops.requester")
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How long a request is retried: by attempts (faults) and by total time (faults and 429s)."""
+    """How long a request is retried: by attempts (faults) and by total time (faults and 429s);
+    ``max_pause`` is the longest single Retry-After waited out (beyond it: PausedTooLong)."""
 
     max_attempts: int = 8
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_elapsed: float = 900.0
+    max_pause: float = 900.0
 
 
 @dataclass
@@ -94,7 +96,7 @@ class Requester:
                     )
                 finally:
                     self._limits.release(product)
-                self._limits.accepted(product, _concurrent(reply.headers))
+                self._limits.accepted(product, concurrent_requests(reply.headers))
                 return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
@@ -141,11 +143,6 @@ class Requester:
                     wait_for=round(delay, 3),
                 )
                 await anyio.sleep(delay)
-
-
-def _concurrent(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Twilio-Concurrent-Requests")
-    return int(value) if value is not None and value.isdigit() else None
 
 
 def _rounded(rate: float | None) -> float | None:

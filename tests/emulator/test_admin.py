@@ -26,7 +26,7 @@ async def test_ledger_shape_and_since(http: aiohttp.ClientSession, emu: Running,
     assert r.status == 202
     led: dict[str, Any] = await (await http.get("/_emulator/ledger")).json()
     assert set(led) == {"requests", "deletions", "operations", "replays", "throttled",
-                        "faults", "remaining"}
+                        "sent_during_pause", "faults", "remaining"}
     first, second = led["requests"]
     assert set(first) == {"seq", "method", "path", "query", "status", "idempotency_key",
                           "time", "throttled_by", "webhook_enabled"}
