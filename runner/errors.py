@@ -18,7 +18,9 @@
     │   ├── PermanentError         other 4xx: the target fails, the run goes on
     │   └── BadListing             a list reply it will not trust or follow; the source fails
     ├── OperationFailed            an async Operation ended FAILED or CANCELLED
-    └── SafetyAbort                a safety limit stopped the run; exit code 3
+    ├── SafetyAbort                a safety limit stopped the run; exit code 3
+    ├── PausedTooLong              a Retry-After beyond retry.max_pause; the run stops, exit 9
+    └── Stopped                    the run is stopping: a DELETE not yet sent is not sent
 """
 
 from __future__ import annotations
@@ -139,3 +141,22 @@ class SafetyAbort(BulkopsError):
 class Stopped(BulkopsError):
     """The run is stopping: a DELETE that has not left yet is not sent (the target stays
     *requested* in the log, and a resume drives it)."""
+
+
+class PausedTooLong(BulkopsError):
+    """The server asked to pause a scope for longer than ``retry.max_pause``: nothing waits
+    that long, the run stops (resumable, exit 9) and nothing is sent into the pause."""
+
+    def __init__(self, scope: str, seconds: float, max_pause: float) -> None:
+        self.scope = scope
+        self.seconds = seconds
+        self.max_pause = max_pause
+        super().__init__(
+            f"the server asked to pause {scope} for {_whole(seconds)} s, more than "
+            f"retry.max_pause = {_whole(max_pause)} s"
+        )
+
+
+def _whole(seconds: float) -> str:
+    # A pause of 31 years reads better as 1000000000 than as 1e+09.
+    return f"{seconds:.0f}" if seconds >= 10 else f"{seconds:g}"

@@ -21,6 +21,7 @@ class RetryPolicy:
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_elapsed: float = 900.0
+    max_pause: float = 900.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,7 @@ def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> 
         per_service_rate=plan.per_service_rate,
         products=plan.products,
         rng=rng,
+        max_pause=plan.retry.max_pause,
     )
     return Requester(client, limits, plan.retry, rng)
 
@@ -383,6 +384,11 @@ def _stop_reasons(engine: Engine, writer: CheckpointWriter, log_path: Path) -> l
             f"credentials refused (HTTP {engine.auth_error.status}){url}; fix them and run "
             f"`bulkops resume {log_path}`"
         ]
+    if engine.paused is not None:
+        return [
+            f"{engine.paused}; nothing was sent into the pause. "
+            f"`bulkops resume {log_path}` after it"
+        ]
     listing = [
         f"listing source {index} failed: {remote_problem(failure)}"
         for index, failure in engine.discovery_failures
@@ -430,6 +436,8 @@ def _exit_code(
         return ExitCode.INTERNAL
     if engine.auth_error is not None:
         return ExitCode.AUTH
+    if engine.paused is not None:
+        return ExitCode.PAUSED
     if interrupted:
         return ExitCode.INTERRUPTED
     if out_of_time:

@@ -17,6 +17,9 @@ from .responses import json_response
 from .settings import SettingsError
 from .state import EMULATOR_KEY, Emulator
 
+LIFTS_PAUSES = frozenset({"account_concurrency", "conversation_aps", "service_aps",
+                          "product_rate", "retry_after", "retry_after_s"})
+
 
 def register(router: web.UrlDispatcher) -> None:
     """Add the admin routes."""
@@ -70,6 +73,7 @@ def _summary(emu: Emulator) -> dict[str, Any]:
         "operations": len(emu.operations.operations),
         "replays": len(led.replays),
         "throttled": dict(led.throttled),
+        "sent_during_pause": dict(led.sent_during_pause),
         "faults": dict(led.faults),
         "remaining": remaining(emu),
         "in_flight": emu.concurrency.in_flight,
@@ -90,6 +94,7 @@ async def ledger(request: web.Request) -> web.Response:
         "operations": _operations(emu),
         "replays": led.replays_json(),
         "throttled": dict(led.throttled),
+        "sent_during_pause": dict(led.sent_during_pause),
         "faults": dict(led.faults),
         "remaining": remaining(emu),
     })
@@ -167,6 +172,9 @@ async def post_settings(request: web.Request) -> web.Response:
         emu.conversation_buckets.clear()
         emu.service_buckets.clear()
         emu.product_buckets.clear()
+    if LIFTS_PAUSES & set(changes):
+        # A server whose limits changed no longer holds its clients to the pauses it asked for.
+        emu.pauses.clear()
     return json_response(emu.settings.to_json())
 
 

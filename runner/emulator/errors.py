@@ -23,6 +23,8 @@ class TwilioError(Exception):
         *,
         headers: Mapping[str, str] | None = None,
         throttled_by: str | None = None,
+        scope: str | None = None,
+        pause_s: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -30,6 +32,8 @@ class TwilioError(Exception):
         self.message = message
         self.headers = dict(headers or {})
         self.throttled_by = throttled_by
+        self.scope = scope  # a 429's scope key (conversation or Service SID, product, account)
+        self.pause_s = pause_s  # the pause its Retry-After asks for (None: no Retry-After)
 
     def response(self) -> web.Response:
         """Render the error as Twilio does."""

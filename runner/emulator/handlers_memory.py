@@ -106,7 +106,7 @@ async def fetch_operation(request: web.Request) -> web.Response:
     if status in (OperationStatus.COMPLETED, OperationStatus.FAILED):
         body["completedAt"] = iso(op.finished_wall())
     else:
-        headers["Retry-After"] = str(op.retry_after(now))
+        headers["Retry-After"] = emu.operation_retry_after(op, now)
     if status is OperationStatus.COMPLETED:
         body["result"] = {"type": "RESOURCE_ID", "id": op.resource_id}
     elif status is OperationStatus.FAILED:

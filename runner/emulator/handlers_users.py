@@ -33,7 +33,7 @@ from .handlers_v1 import (
 from .ledger import DeletionRecord
 from .paging import keyset_page
 from .responses import base_url, json_response
-from .state import EMULATOR_KEY, Emulator, seq_of
+from .state import EMULATOR_KEY, Emulator, arrival_of, seq_of
 from .store import ConversationV1, Membership
 
 # [V1] ListUser, ListServiceUser, ListParticipantConversation: "the maximum is 50".
@@ -161,7 +161,7 @@ async def delete_user(request: web.Request) -> web.Response:
     emu = _emu(request)
     user = _user(request)
     # twilio-api.md section 9: user create/update/delete share the per-Service APS budget.
-    emu.check_aps("service_aps", user.service_sid)
+    emu.check_aps("service_aps", user.service_sid, arrival_of(request))
     emu.store.delete_user(user)
     emu.ledger.deletion(DeletionRecord("user", user.sid, None, user.service_sid,
                                        seq_of(request), "request"))

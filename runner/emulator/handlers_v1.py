@@ -21,7 +21,7 @@ from .ids import MESSAGE_SID, PARTICIPANT_SID, SERVICE_SID
 from .ledger import CascadeRecord, DeletionRecord
 from .paging import keyset_page
 from .responses import base_url, json_response
-from .state import EMULATOR_KEY, Emulator, plan_of, seq_of
+from .state import EMULATOR_KEY, Emulator, arrival_of, plan_of, seq_of
 from .store import ConversationV1
 
 STATES = ("initializing", "inactive", "active", "closed")
@@ -314,7 +314,7 @@ async def delete_conversation(request: web.Request) -> web.Response:
     _check_webhook_header(request)
     emu = _emu(request)
     conv = _conversation(request, "sid")
-    emu.check_aps("service_aps", conv.service_sid)
+    emu.check_aps("service_aps", conv.service_sid, arrival_of(request))
     if plan_of(request).error_20009:
         emu.ledger.faults["20009"] += 1
         raise TwilioError(409, 20009, "Cannot delete this resource before it is complete")
@@ -388,7 +388,7 @@ async def delete_message(request: web.Request) -> web.Response:
     emu = _emu(request)
     conv = _conversation(request)
     index = _message_index(request, conv)
-    emu.check_aps("conversation_aps", conv.sid)
+    emu.check_aps("conversation_aps", conv.sid, arrival_of(request))
     emu.store.delete_message(conv, index)
     emu.ledger.deletion(DeletionRecord("message", emu.store.message_sid(conv, index), conv.sid,
                                        conv.service_sid, seq_of(request), "request"))
@@ -444,7 +444,7 @@ async def delete_participant(request: web.Request) -> web.Response:
     p = conv.participants.get(sid) if PARTICIPANT_SID.match(sid) else None
     if p is None:
         raise not_found(f"Participant {sid} was not found")
-    emu.check_aps("conversation_aps", conv.sid)
+    emu.check_aps("conversation_aps", conv.sid, arrival_of(request))
     emu.store.delete_participant(conv, p.sid)
     emu.ledger.deletion(DeletionRecord("participant", p.sid, conv.sid, conv.service_sid,
                                        seq_of(request), "request"))

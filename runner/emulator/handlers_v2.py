@@ -206,7 +206,7 @@ def accepted(request: web.Request, op: Operation, path: str, body: dict[str, Any
     location = f"{base_url(request)}{path}/{op.id}"
     body = {"statusUrl": location, **body}
     headers = {"Operation-Id": op.id, "Location": location,
-               "Retry-After": str(op.retry_after(op.created_mono))}
+               "Retry-After": emu.operation_retry_after(op, op.created_mono)}
     response = json_response(body, status=202, headers=headers)
     if key is not None:
         assert isinstance(response.body, bytes)
@@ -283,5 +283,5 @@ async def fetch_operation(request: web.Request) -> web.Response:
         raise not_found(f"Operation {op_id} was not found")
     headers = {}
     if op.status(emu.monotonic()) in (OperationStatus.PENDING, OperationStatus.RUNNING):
-        headers["Retry-After"] = str(op.retry_after(emu.monotonic()))
+        headers["Retry-After"] = emu.operation_retry_after(op, emu.monotonic())
     return json_response(render_operation(request, emu, op), headers=headers)

@@ -80,6 +80,8 @@ class Ledger:
         self.replays: list[ReplayRecord] = []
         self.operation_ids: list[str] = []
         self.throttled: Counter[str] = Counter({k: 0 for k in THROTTLE_KINDS})
+        # Requests that arrived in a pause their client had been asked for (see PauseBook).
+        self.sent_during_pause: Counter[str] = Counter({k: 0 for k in THROTTLE_KINDS})
         self.faults: Counter[str] = Counter({k: 0 for k in FAULT_KINDS})
         self.deleted_by_kind: Counter[str] = Counter({k: 0 for k in KINDS})
         self._seq = 0

@@ -22,7 +22,7 @@ from .errors import TwilioError
 from .faults import FaultPlan
 from .ledger import RequestRecord
 from .settings import EmulatorSettings
-from .state import EMULATOR_KEY, PLAN_KEY, SEQ_KEY, Emulator
+from .state import ARRIVED_KEY, EMULATOR_KEY, PLAN_KEY, SEQ_KEY, Emulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -72,6 +72,12 @@ async def twilio_pipeline(request: web.Request, handler: Handler) -> web.StreamR
     s = emu.settings
     seq = emu.ledger.next_seq()
     request[SEQ_KEY] = seq
+    arrived = request[ARRIVED_KEY] = emu.monotonic()
+    emu.pauses.arrived(request.protocol, arrived)
+    product = _product(request.path)
+    for kind, scope in (("account_concurrency", "account"), ("product_rate", product)):
+        if emu.pauses.inside(kind, scope, arrived):
+            emu.ledger.sent_during_pause[kind] += 1
     emu.settle()
     throttled_by: str | None = None
     admitted = emu.concurrency.enter(s.account_concurrency)
@@ -80,7 +86,7 @@ async def twilio_pipeline(request: web.Request, handler: Handler) -> web.StreamR
     plan = FaultPlan()
     try:
         if not admitted:
-            raise emu.throttle("account_concurrency", 1.0)
+            raise emu.throttle("account_concurrency", 1.0, "account")
         if not _authenticated(request, s):
             raise TwilioError(401, 20003, "Authenticate",
                               headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
@@ -94,12 +100,11 @@ async def twilio_pipeline(request: web.Request, handler: Handler) -> web.StreamR
         if plan.error_503:
             emu.ledger.faults["503"] += 1
             raise TwilioError(503, 20503, "Service Unavailable")
-        product = _product(request.path)
         if product in s.product_rate:
             rate, burst = s.product_rate[product]
             wait = emu.product_buckets.take(product, rate, burst, emu.monotonic())
             if wait > 0:
-                raise emu.throttle("product_rate", wait)
+                raise emu.throttle("product_rate", wait, product)
         try:
             response = await handler(request)
         except web.HTTPNotFound as exc:
@@ -111,6 +116,9 @@ async def twilio_pipeline(request: web.Request, handler: Handler) -> web.StreamR
         throttled_by = err.throttled_by
         if throttled_by:
             emu.ledger.throttled[throttled_by] += 1
+            if err.scope is not None and err.pause_s is not None:
+                emu.pauses.asked(request.protocol, throttled_by, err.scope,
+                                 emu.monotonic() + err.pause_s)
     finally:
         if admitted:
             emu.concurrency.leave()

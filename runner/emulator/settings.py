@@ -24,6 +24,7 @@ DEFAULT_API_SECRET: Final = "emusec4b9d1e7f3a2c8b6d0e5f9a1c7b"
 RetryAfterMode = Literal["seconds", "http-date", "absent"]
 PRODUCTS: Final = ("conversations", "memory")
 FAULT_KINDS: Final = ("500", "503", "reset", "slow", "bad_body", "20009")
+MAX_RETRY_AFTER_S: Final = 1e12  # a Retry-After of 13 digits; an HTTP-date stops at 9999
 
 
 class SettingsError(ValueError):
@@ -44,10 +45,12 @@ class EmulatorSettings:
     service_aps: float | None = 30.0
     product_rate: dict[str, tuple[float, int]] = field(default_factory=dict)
     retry_after: RetryAfterMode = "seconds"
+    retry_after_s: float | None = None  # every 429 asks for this pause instead of its own wait
     # asynchronous operations
     operation_pending_s: float = 1.0
     operation_running_s: float = 1.0
     operation_failure_rate: float = 0.0
+    operation_retry_after_s: float | None = None  # every 202 and Operation GET says this
     # faults: probabilities per request
     fault_500: float = 0.0
     fault_503: float = 0.0
@@ -108,6 +111,11 @@ class EmulatorSettings:
                 raise SettingsError(f"product_rate[{product!r}]: rate must be > 0 and burst >= 1")
         if self.retry_after not in ("seconds", "http-date", "absent"):
             raise SettingsError("retry_after must be 'seconds', 'http-date' or 'absent'")
+        if self.retry_after_s is not None and not 0 <= self.retry_after_s <= MAX_RETRY_AFTER_S:
+            raise SettingsError(
+                f"retry_after_s must be between 0 and {MAX_RETRY_AFTER_S:g} or null")
+        if self.operation_retry_after_s is not None and self.operation_retry_after_s < 0:
+            raise SettingsError("operation_retry_after_s must be >= 0 or null")
         for name in ("operation_pending_s", "operation_running_s", "slow_delay_s",
                      "latency_median_s", "latency_p99_s"):
             if getattr(self, name) < 0:

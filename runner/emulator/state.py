@@ -18,13 +18,15 @@ from .errors import TwilioError
 from .faults import FaultInjector, FaultPlan
 from .ids import IdMinter
 from .ledger import DeletionRecord, Ledger
-from .limits import Concurrency, KeyedBuckets
+from .limits import Concurrency, KeyedBuckets, PauseBook
 from .operations import Operation, OperationBook
 from .settings import EmulatorSettings
 from .store import Store
 
 PLAN_KEY = web.RequestKey("emulator_fault_plan", FaultPlan)
 SEQ_KEY = web.RequestKey("emulator_seq", int)
+ARRIVED_KEY = web.RequestKey("emulator_arrived", float)
+_LAST_HTTP_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z: datetime goes no further
 
 
 class Emulator:
@@ -43,6 +45,7 @@ class Emulator:
         self.conversation_buckets = KeyedBuckets()
         self.service_buckets = KeyedBuckets()
         self.product_buckets = KeyedBuckets()
+        self.pauses = PauseBook()
         # Idempotency-Key -> (fingerprint, wall time, operation id, status, headers, body)
         self.idempotency: dict[str, tuple[str, float, str, int, dict[str, str], bytes]] = {}
 
@@ -55,27 +58,42 @@ class Emulator:
 
     # ------------------------------------------------------------------ limits
 
-    def retry_after_headers(self, wait_s: float) -> dict[str, str]:
-        """The Retry-After header in the configured form (or none)."""
-        mode = self.settings.retry_after
-        seconds = max(1, math.ceil(wait_s))
-        if mode == "seconds":
-            return {"Retry-After": str(seconds)}
-        if mode == "http-date":
-            when = datetime.fromtimestamp(self.clock.now() + seconds, UTC)
-            return {"Retry-After": format_datetime(when, usegmt=True)}
-        return {}
+    def retry_after_headers(self, wait_s: float) -> tuple[dict[str, str], float | None]:
+        """The Retry-After header in the configured form (or none), and the pause in seconds
+        from now that it asks for (None without the header).
 
-    def throttle(self, kind: str, wait_s: float) -> TwilioError:
-        """A 429 / 20429 error for the limit ``kind``."""
+        ``retry_after_s``, when set, replaces the limit's own wait (tests of huge pauses). An
+        HTTP-date is rounded up to the whole second, so it never asks for less than the wait,
+        and stops at the last second of year 9999.
+        """
+        s = self.settings
+        mode = s.retry_after
+        wanted = s.retry_after_s if s.retry_after_s is not None else max(1.0, wait_s)
+        seconds = math.ceil(wanted)
+        if mode == "seconds":
+            return {"Retry-After": str(seconds)}, float(seconds)
+        if mode == "http-date":
+            now = self.clock.now()
+            epoch = min(math.ceil(now + seconds), _LAST_HTTP_DATE)
+            when = datetime.fromtimestamp(epoch, UTC)
+            return {"Retry-After": format_datetime(when, usegmt=True)}, max(0.0, epoch - now)
+        return {}, None
+
+    def throttle(self, kind: str, wait_s: float, scope: str) -> TwilioError:
+        """A 429 / 20429 error for the limit ``kind`` of ``scope`` (its SID, product or
+        "account")."""
+        headers, pause_s = self.retry_after_headers(wait_s)
         return TwilioError(
             429, 20429,
             "Too many requests. Please retry according to the Retry-After response header.",
-            headers=self.retry_after_headers(wait_s), throttled_by=kind,
+            headers=headers, throttled_by=kind, scope=scope, pause_s=pause_s,
         )
 
-    def check_aps(self, kind: str, key: str) -> None:
-        """Take a token from the per-conversation or per-Service APS bucket, or raise 429."""
+    def check_aps(self, kind: str, key: str, arrived: float) -> None:
+        """Take a token from the per-conversation or per-Service APS bucket, or raise 429; a
+        request that ``arrived`` inside a pause of ``key`` counts as sent into it."""
+        if self.pauses.inside(kind, key, arrived):
+            self.ledger.sent_during_pause[kind] += 1
         per_conversation = kind == "conversation_aps"
         s = self.settings
         rate = s.conversation_aps if per_conversation else s.service_aps
@@ -84,7 +102,7 @@ class Emulator:
         buckets = self.conversation_buckets if per_conversation else self.service_buckets
         wait = buckets.take(key, rate, max(rate, 1.0), self.monotonic())
         if wait > 0:
-            raise self.throttle(kind, wait)
+            raise self.throttle(kind, wait, key)
 
     # ------------------------------------------------------------------ operations
 
@@ -103,6 +121,12 @@ class Emulator:
         if removed:
             self.ledger.deletion(DeletionRecord(op.kind, op.resource_id, None, None,
                                                 op.request_seq, "operation"))
+
+    def operation_retry_after(self, op: Operation, now: float) -> str:
+        """The Retry-After of a 202 or an Operation GET: the whole seconds until ``op`` is due,
+        or ``operation_retry_after_s`` when set (0 plays a server that says "poll now")."""
+        fixed = self.settings.operation_retry_after_s
+        return str(op.retry_after(now) if fixed is None else math.ceil(fixed))
 
     def new_operation(self, kind: str, resource_id: str, prefix: str, key: str | None,
                       seq: int) -> Operation:
@@ -130,6 +154,12 @@ def seq_of(request: web.Request) -> int:
     """The ledger sequence number of a request."""
     seq: int = request.get(SEQ_KEY, 0)
     return seq
+
+
+def arrival_of(request: web.Request) -> float:
+    """When a request arrived (the emulator's monotonic clock)."""
+    arrived: float = request.get(ARRIVED_KEY, 0.0)
+    return arrived
 
 
 def plan_of(request: web.Request) -> FaultPlan:

@@ -25,6 +25,7 @@ from runner.engine.workqueue import WorkQueue
 from runner.errors import (
     AuthError,
     OperationFailed,
+    PausedTooLong,
     PermanentError,
     RateLimited,
     RemoteError,
@@ -49,6 +50,9 @@ from runner.wire.requester import Requester
 log = structlog.get_logger("bulkops.scheduler")
 
 Work = tuple[Target, anyio.Event | None]  # a target, and the event of its durable request line
+
+# After a pause beyond retry.max_pause, what is in flight gets this long (as after Ctrl-C).
+PAUSE_GRACE_SECONDS = 4.0
 
 IDEMPOTENCY_NAMESPACE = uuid.UUID("4f1b3c2e-8d6a-5e7f-9a0b-1c2d3e4f5a6b")
 
@@ -173,6 +177,7 @@ class Engine:
         self._log = log.bind()
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
+        self.paused: PausedTooLong | None = None
         self.discovery_errors = 0
         self.discovery_failures: list[tuple[int, RemoteError | OperationFailed]] = []
         self.last_failure: RemoteError | None = None  # of a DELETE, for the closing message
@@ -311,6 +316,9 @@ class Engine:
         except* AuthError as group:
             self._fatal_auth(_first(group, AuthError))
             return_early = True
+        except* PausedTooLong as group:
+            self._paused_too_long(_first(group, PausedTooLong))
+            return_early = True  # not done: a resume lists this source again
         except* (RemoteError, OperationFailed) as group:
             failure = _first(group, RemoteError, OperationFailed)
             return_early = False
@@ -418,6 +426,9 @@ class Engine:
             return
         except Stopped:
             return  # never sent: the target stays requested, for a resume
+        except PausedTooLong as exc:
+            self._paused_too_long(exc)
+            return  # not sent into the pause: the target stays requested, for a resume
         except PermanentError as exc:
             if exc.status == 404:
                 self._finish(target, State.GONE)
@@ -478,6 +489,8 @@ class Engine:
             )
         except AuthError as exc:
             self._fatal_auth(exc)
+        except PausedTooLong as exc:
+            self._paused_too_long(exc)  # the target stays accepted: a resume polls it again
         except RemoteError as exc:
             self._finish(
                 target,
@@ -536,6 +549,18 @@ class Engine:
                 f"{self.settings.max_failure_rate:g}; stopped. See the report for the errors."
             )
             self.hard_stop()
+
+    def _paused_too_long(self, exc: PausedTooLong) -> None:
+        """Stop like --max-duration: no new work, what is in flight gets a grace period."""
+        if self.paused is None:
+            self.paused = exc
+            log.error(
+                "paused_too_long", scope=exc.scope, seconds=exc.seconds, max_pause=exc.max_pause
+            )
+            self.stop()
+            self._work_scope.deadline = min(
+                self._work_scope.deadline, anyio.current_time() + PAUSE_GRACE_SECONDS
+            )
 
     def _fatal_auth(self, exc: AuthError) -> None:
         if self.auth_error is None:

@@ -124,6 +124,16 @@ def show_value(value: object) -> str:
     return text
 
 
+# Operation ids have no published pattern (v2 and Memory mint their own); these characters are
+# all either uses, and none of them can step out of the Operations path they are put into.
+OPERATION_ID = re.compile(r"[A-Za-z0-9_-]{1,512}")
+
+
+def is_operation_id(value: object) -> bool:
+    """Whether ``value`` can name an Operation in a status path (from a 202 or a log line)."""
+    return isinstance(value, str) and OPERATION_ID.fullmatch(value) is not None
+
+
 def validate_id(kind_key: str, value: str) -> str:
     """Return ``value`` when it is an ID of ``kind_key`` (a key of :data:`ID_PATTERNS`).
 

@@ -50,7 +50,7 @@ from runner.files import (
     open_regular,
 )
 from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.kinds.ids import ID_PATTERNS, show_value
+from runner.kinds.ids import ID_PATTERNS, is_operation_id, show_value
 from runner.log.digests import DigestMap
 
 RECORD_VERSION = 2
@@ -433,7 +433,7 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
     _check_ids(resource, (rec["id"],))
     operation = rec.get("op")
     if operation is not None and (
-        not isinstance(operation, str) or _OPERATION_ID.fullmatch(operation) is None
+        not is_operation_id(operation)
     ):
         raise UntrustedLine(
             f"operation id {show_value(operation)} is not an Operation id (letters, digits, "
@@ -453,7 +453,6 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
 
 # Operation ids have no published pattern (Memory: a string of at most 512); these characters
 # cover every form seen (proc_job_…, mem_op_…) and none can change the path of a poll.
-_OPERATION_ID = re.compile(r"[A-Za-z0-9_-]{1,512}")
 _ID_MATCH = {r: ID_PATTERNS[r.value].regex.fullmatch for r in Resource}
 # A grouped line's ids are checked in one regex call over the ids joined by newlines (no valid
 # ID holds one, which the count of newlines proves): a replay of a million targets checks them

@@ -134,6 +134,7 @@ def build_plan(
             base_delay=spec.retry.base_delay,
             max_delay=spec.retry.max_delay,
             max_elapsed=spec.retry.max_elapsed,
+            max_pause=spec.retry.max_pause,
         ),
         poll_interval=spec.operations.poll_interval,
         operation_timeout=spec.operations.timeout,

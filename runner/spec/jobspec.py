@@ -938,12 +938,17 @@ Seconds = Annotated[Float, Field(gt=0, le=86_400)]
 
 
 class RetryPolicy(_Model):
-    """Retries of transient failures: bounded by attempts and by total time (seconds)."""
+    """Retries of transient failures: bounded by attempts and by total time (seconds).
+
+    ``max_pause`` bounds one Retry-After: a server asking for a longer pause stops the run
+    (exit 9, resumable) instead of holding it asleep.
+    """
 
     max_attempts: Annotated[Int, Field(ge=1, le=100)] = 8
     base_delay: Seconds = 0.5
     max_delay: Seconds = 30.0
     max_elapsed: Seconds = 900.0
+    max_pause: Seconds = 900.0
 
     @model_validator(mode="after")
     def _check(self) -> RetryPolicy:
@@ -1010,6 +1015,10 @@ class JobSpec(_Model):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data, defaults filled in, manifests' counts and hashes added."""
         data: dict[str, Any] = self.model_dump(mode="json")
+        if self.retry.max_pause == RetryPolicy().max_pause:
+            # Added after checkpoints were being written: left out at its default, so the
+            # fingerprint of a spec that does not set it is what it was, and those logs resume.
+            del data["retry"]["max_pause"]
         for index, target in enumerate(self.targets):
             if target.manifest is not None:
                 data["targets"][index]["manifest"] = {

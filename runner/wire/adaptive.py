@@ -88,13 +88,20 @@ class _Delivered:
         self._times.append(now)
         self._trim(now)
 
-    def rate(self, now: float) -> float:
-        """Accepted per second over the window (0.0 before the first acceptance)."""
+    def rate(self, now: float, since: float = -math.inf) -> float:
+        """Accepted per second over the window (0.0 before the first acceptance), counting
+        only from ``since`` when that is later (the end of a pause, which delivered nothing
+        because nothing was sent, not because the server allowed nothing)."""
         self._trim(now)
         if self._first is None or not self._times:
             return 0.0
-        span = min(self._window, now - self._first)
-        return len(self._times) / max(span, 0.05)
+        start = max(self._first, since)
+        span = min(self._window, now - start)
+        if start > now - self._window:
+            count = sum(1 for t in self._times if t >= start)
+        else:
+            count = len(self._times)
+        return count / max(span, 0.05)
 
     def _trim(self, now: float) -> None:
         horizon = now - self._window
@@ -124,6 +131,7 @@ class RateController:
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
         self._stamp = clock()
+        self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._delivered = _Delivered(self._s.window_s)
         self.decreases = 0
 
@@ -149,7 +157,9 @@ class RateController:
                 self._slow_start = False
                 return None
             return pace
-        pace = self._w_max * (1.0 + s.cubic * math.pow(now - self._epoch - self._k, 3))
+        # Not before the epoch: during a pause (see hold) the pace is where the curve starts.
+        since = max(0.0, now - self._epoch)
+        pace = self._w_max * (1.0 + s.cubic * math.pow(since - self._k, 3))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
             return None
         return max(s.floor, pace)
@@ -185,7 +195,7 @@ class RateController:
         if pace is None:
             self._credit = float(self._issued)
         else:
-            self._credit += pace * max(0.0, now - self._stamp)
+            self._credit += pace * max(0.0, now - max(self._stamp, self._held))
             # An idle spell banks at most `catch_up_s` worth of slots (at least one), so timer
             # jitter costs nothing and a pause is not followed by a burst.
             self._credit = min(self._credit, self._issued + max(1.0, pace * self._s.catch_up_s))
@@ -196,6 +206,17 @@ class RateController:
         """A request got an answer other than 429."""
         self._delivered.add(self._clock())
 
+    def hold(self, until: float) -> None:
+        """Accrue no credit before ``until`` (the end of a pause of this product): a pause is
+        not an idle spell, and the waiters queued through it must leave at the pace when it
+        ends, not all at once on the slots it would otherwise have banked. The cubic curve
+        restarts there too: its climb back to ``w_max`` is for sending time, and a pause
+        longer than ``K`` would otherwise end with the pace already probing above the limit
+        that caused it (and a 429 that pauses the product once more)."""
+        self._held = max(self._held, until)
+        if self._w_max is not None:
+            self._epoch = max(self._epoch, until)
+
     def throttled(self, sent_at: float) -> Verdict:
         """A request sent at ``sent_at`` (clock time) got a 429 caused by a rate limit."""
         now = self._clock()
@@ -203,13 +224,15 @@ class RateController:
         if sent_at < self._epoch + s.hold_s:
             return Verdict.ABSORBED
         current = self.rate()
-        delivered = self._delivered.rate(now)
+        delivered = self._delivered.rate(now, since=self._held)
         candidates = [c for c in (current, delivered or None, self.ceiling) if c is not None]
         w_max = min(candidates) if candidates else s.initial
-        if current is not None:
-            # One event moves at most to `max_cut` of the pace: a window that still holds a
-            # ramp or a start-up reads low, and a few events in a row converge just as well.
-            w_max = max(w_max, s.max_cut * current)
+        pace = current if current is not None else self.ceiling
+        if pace is not None:
+            # One event moves at most to `max_cut` of the pace (the configured ceiling, when
+            # the pace was at it): a window that still holds a ramp or a start-up reads low,
+            # and a few events in a row converge just as well.
+            w_max = max(w_max, s.max_cut * pace)
         if self._slow_start and current is not None:
             # The pace doubled every `doubling_s`: the previous pace was not yet too fast, and
             # the short window lags a ramp, so neither alone should set how far to fall back.
@@ -249,6 +272,13 @@ class ConcurrencyController:
         """A non-429 answer reporting ``concurrent`` requests in flight (None: no header)."""
         if concurrent is not None and concurrent > self._ok:
             self._ok = concurrent
+
+    def exceeded(self, concurrent: int | None) -> bool:
+        """Whether a 429 reporting ``concurrent`` in flight may have been about concurrency:
+        more than any accepted answer ever reported (any count, before the first one). Looser
+        than :meth:`throttled`, which shrinks the cap only on a clear signal: a pause of the
+        whole account costs little, sending into one breaks the server's Retry-After."""
+        return concurrent is not None and concurrent > self._ok
 
     def throttled(self, sent_at: float, concurrent: int | None) -> Verdict | None:
         """A 429: None unless the header says it was the in-flight cap (then it is handled)."""

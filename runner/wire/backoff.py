@@ -25,11 +25,18 @@ class Backoff:
         return rng.uniform(0.0, ceiling)
 
 
+# Longer than any pause worth telling apart (31,700 years): a header beyond it reads as this,
+# so a Retry-After of 400 digits is a finite float that retry.max_pause refuses, not an
+# OverflowError inside a worker.
+RETRY_AFTER_CEILING = 1e12
+
+
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date; None if absent.
 
-    A malformed header is treated as absent so the caller falls back to backoff, and a date in the
-    past means "now" (0 s) rather than a negative sleep.
+    A malformed header is treated as absent so the caller falls back to backoff, a date in the
+    past means "now" (0 s) rather than a negative sleep, and whatever the text, the answer is
+    None or a finite number of seconds between 0 and :data:`RETRY_AFTER_CEILING`.
     """
     if value is None:
         return None
@@ -37,15 +44,23 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
     if not text:
         return None
     if text.isascii() and text.isdigit():  # "²".isdigit() is true, but int() refuses it
-        return float(int(text))
+        # Compared as text first: int() of over 4,300 digits raises, float() of 309 overflows.
+        digits = text.lstrip("0") or "0"
+        if len(digits) > len(str(int(RETRY_AFTER_CEILING))):
+            return RETRY_AFTER_CEILING
+        return min(float(int(digits)), RETRY_AFTER_CEILING)
     try:
         when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     current = now or datetime.now(UTC)
-    return max(0.0, (when - current).total_seconds())
+    try:
+        seconds = (when - current).total_seconds()
+    except OverflowError:  # an offset that pushes the date out of datetime's range
+        return None
+    return min(max(0.0, seconds), RETRY_AFTER_CEILING)
 
 
 def jittered(delay: float, rng: random.Random, spread: float = 0.2) -> float:

@@ -38,6 +38,8 @@ MAX_BODY = 16 * 1024 * 1024
 # An error reply needs only its code and message: anything longer is not read.
 MAX_ERROR_BODY = 64 * 1024
 _READ_CHUNK = 256 * 1024
+CONCURRENT_REQUESTS = "Twilio-Concurrent-Requests"
+_MAX_COUNT_DIGITS = 9  # a count of requests in flight; more digits is no count at all
 
 
 class Throttled(RateLimited):
@@ -213,13 +215,12 @@ def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:
             raise TransientError(status, None, "unreadable response body") from exc
     code, message = _error_fields(raw)
     if status == 429:
-        count = headers.get("Twilio-Concurrent-Requests")
         raise Throttled(
             status,
             code,
             message,
             parse_retry_after(headers.get("Retry-After")),
-            int(count) if count is not None and count.isdigit() else None,
+            concurrent_requests(headers),
         )
     if status in (401, 403):
         raise AuthError(status, code, message)
@@ -228,6 +229,21 @@ def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:
         # elsewhere or under another key): it will end, and then the retry answers 404 → gone.
         raise TransientError(status, code, message)
     raise PermanentError(status, code, message)
+
+
+def concurrent_requests(headers: Mapping[str, str]) -> int | None:
+    """Twilio-Concurrent-Requests as a count, or None when absent or not a plain count.
+
+    The one reader of that header: a malformed value ("²", "-3", 400 digits) is no signal, so
+    the 429 is treated as any other instead of raising inside a worker.
+    """
+    value = headers.get(CONCURRENT_REQUESTS)
+    if value is None:
+        return None
+    text = value.strip()
+    if not (0 < len(text) <= _MAX_COUNT_DIGITS and text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 def _error_fields(raw: bytes) -> tuple[int | None, str]:

@@ -10,8 +10,16 @@ Three separate knobs, as Twilio has three separate limits (../shared/twilio-api.
   because a full second's burst lets every worker out at once and then starves them in
   lock-step against a server with a small bucket.
 
-A 429 pauses the whole scope it most likely came from: the conversation or Service for scoped
-deletes, the product otherwise. Nothing is sent to a paused scope before its Retry-After.
+A 429 pauses every scope it may have come from until its Retry-After (plus jitter): the account
+when ``Twilio-Concurrent-Requests`` says it was about requests in flight; otherwise the product,
+and for a scoped delete its conversation or Service too (Twilio answers both limits with the
+same 20429, so which one it was is a guess, and a guess must not send into a pause). Nothing is
+sent to a paused scope before its pause ends: a request checks every scope it belongs to on
+entry and again as the very last step before it leaves, after every other wait (pacer, rate,
+in-flight slots), because a 429 may arrive while it waits. One that finds a scope paused there
+gives back its slots and queues again from the start, so it also takes a fresh pacer slot and
+does not bunch with the others of its conversation when the pause ends. A pause longer than
+``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong` is raised instead.
 
 On top of these, each product is paced by a :class:`runner.wire.adaptive.RateController` that learns
 the rate the server allows from its 429s (below the configured rate, if there is one), and the
@@ -22,6 +30,7 @@ not itself busy: a conversation sending near its own 30/s was most likely thrott
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable
@@ -29,6 +38,7 @@ from collections.abc import Callable
 import anyio
 from aiolimiter import AsyncLimiter
 
+from runner.errors import PausedTooLong
 from runner.kinds.catalog import Product
 from runner.values import ProductLimit
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
@@ -36,6 +46,13 @@ from runner.wire.backoff import jittered
 from runner.wire.slots import Slots
 
 Clock = Callable[[], float]
+ACCOUNT = "the account"
+
+
+def scope_name(key: str) -> str:
+    """A pause scope as a message names it: ``conversation:CH…`` reads "conversation CH…"."""
+    kind, _, sid = key.partition(":")
+    return f"{kind} {sid}" if sid else kind
 
 
 class KeyedPacer:
@@ -45,22 +62,25 @@ class KeyedPacer:
     get successive slots instead of all waking at the same instant.
     """
 
-    def __init__(self, rate: float, clock: Clock) -> None:
+    def __init__(self, rate: float, clock: Clock, *, max_pause: float = math.inf) -> None:
         self._interval = 1.0 / rate
         self._clock = clock
+        self._max_pause = max_pause
         self._next: dict[str, float] = {}
         self._paused: dict[str, float] = {}
+        self._paused_gen: dict[str, int] = {}  # the Limits' pause count when a key was paused
         self._hot: dict[str, bool] = {}
+        self._sent: dict[str, float] = {}  # when each key's last request was let go
         self._calls = 0
 
     async def wait(self, key: str) -> None:
         """Return when a request of ``key`` may be sent."""
-        now = self._clock()
-        # Back to back with the previous request of this key: the key runs at its full rate.
-        self._hot[key] = self._next.get(key, now - 2 * self._interval) >= now - self._interval
         while True:
             now = self._clock()
-            start = max(now, self._next.get(key, now), self._paused.get(key, now))
+            paused = self._paused.get(key, now)
+            if paused - now > self._max_pause:
+                raise PausedTooLong(scope_name(key), paused - now, self._max_pause)
+            start = max(now, self._next.get(key, now), paused)
             self._next[key] = start + self._interval
             if start > now:
                 await anyio.sleep(start - now)
@@ -70,20 +90,40 @@ class KeyedPacer:
         if self._calls % 4096 == 0:
             self._sweep()
 
+    def granted(self, key: str, now: float) -> None:
+        """A request of ``key`` leaves now (after every other limit let it go, too)."""
+        # Back to back with the previous one that left: the key runs at its full rate. Judged
+        # when requests leave, not when they queue here: waiters queued behind a slower limit
+        # (a product's rate) reserve slots at this key's rate without ever sending at it.
+        self._hot[key] = now - self._sent.get(key, -math.inf) <= 1.5 * self._interval
+        self._sent[key] = now
+
     def busy(self, key: str) -> bool:
         """Whether ``key`` has been sending at (about) its full rate just now."""
         return self._hot.get(key, False)
 
-    def pause(self, key: str, until: float) -> None:
-        """Send nothing for ``key`` before ``until`` (monotonic seconds)."""
+    def pause(self, key: str, until: float, generation: int = 0) -> None:
+        """Send nothing for ``key`` before ``until`` (monotonic seconds); ``generation`` numbers
+        the pause, for :meth:`paused_after`."""
         self._paused[key] = max(until, self._paused.get(key, 0.0))
+        self._paused_gen[key] = generation
+
+    def paused_after(self, key: str, generation: int) -> bool:
+        """Whether ``key`` was paused after pause number ``generation``."""
+        return self._paused_gen.get(key, 0) > generation
+
+    def paused_until(self, key: str) -> float:
+        """When ``key``'s pause ends (0.0: never paused)."""
+        return self._paused.get(key, 0.0)
 
     def _sweep(self) -> None:
         # Keys of finished conversations would otherwise accumulate for the whole run.
         horizon = self._clock() - 5.0
         self._next = {k: t for k, t in self._next.items() if t > horizon}
         self._paused = {k: t for k, t in self._paused.items() if t > horizon}
-        self._hot = {k: h for k, h in self._hot.items() if k in self._next}
+        self._paused_gen = {k: g for k, g in self._paused_gen.items() if k in self._paused}
+        self._sent = {k: t for k, t in self._sent.items() if t > horizon}
+        self._hot = {k: h for k, h in self._hot.items() if k in self._sent}
 
 
 class Limits:
@@ -99,11 +139,13 @@ class Limits:
         rng: random.Random,
         clock: Clock | None = None,
         adaptive: AdaptiveSettings | None = None,
+        max_pause: float = math.inf,
     ) -> None:
         # The event loop's own clock (asyncio's loop.time() is time.monotonic()), read directly:
         # anyio.current_time() costs a backend lookup on every call.
         self._clock: Clock = clock or time.monotonic
         self._rng = rng
+        self.max_pause = max_pause
         self._account = Slots(concurrency)
         self._account_control = ConcurrencyController(concurrency, self._clock, settings=adaptive)
         self._product_caps: dict[Product, Slots] = {}
@@ -123,10 +165,19 @@ class Limits:
                 self._clock, ceiling=limit.rate, settings=adaptive
             )
         self._scoped = {
-            "conversation": KeyedPacer(per_conversation_rate, self._clock),
-            "service": KeyedPacer(per_service_rate, self._clock),
+            "conversation": KeyedPacer(per_conversation_rate, self._clock, max_pause=max_pause),
+            "service": KeyedPacer(per_service_rate, self._clock, max_pause=max_pause),
         }
         self._product_paused: dict[Product, float] = {}
+        self._account_paused = 0.0
+        # The end of the latest pause of any scope: past it nothing is paused, so the check on
+        # entry is one comparison while no 429 is being waited out.
+        self._any_paused = 0.0
+        # Pauses are numbered, and each scope remembers the number of its last one, so the
+        # check before a request leaves is one comparison unless a 429 came in meanwhile.
+        self._pauses = 0
+        self._account_gen = 0
+        self._product_gen: dict[Product, int] = {}
 
     async def acquire(self, product: Product, key: str | None) -> float:
         """Wait for the right to send one request of ``product`` in scope ``key``; returns the
@@ -135,30 +186,44 @@ class Limits:
 
         Each step returns without yielding when it has nothing to wait for: at thousands of
         requests a second, event-loop round trips were most of bulkops' own cost per request.
+        Raises :class:`PausedTooLong` rather than wait out a pause longer than ``max_pause``.
         """
-        if self._product_paused.get(product, 0.0) > self._clock():
-            await self._wait_product_pause(product)
-        if key is not None:
-            await self._pacer(key).wait(key)
-        rate = self._product_rates.get(product)
-        if rate is not None:
-            await rate.acquire()
-        control = self.controllers[product]
-        ticket = control.reserve()
-        if ticket is not None:
-            # Asked again after each sleep: the pace may have changed meanwhile (an Event would
-            # need someone to set it when a pace changes; the turn is a deadline, not a signal).
-            while (delay := control.delay(ticket)) > 0:  # noqa: ASYNC110
-                await anyio.sleep(delay)
-        await self._account.acquire()
-        cap = self._product_caps.get(product)
-        if cap is not None:
-            try:
-                await cap.acquire()
-            except BaseException:
-                self._account.release()
-                raise
-        return self._clock()
+        while True:
+            if self._any_paused > self._clock():
+                await self._wait_pauses(product, key)
+            seen = self._pauses
+            pacer: KeyedPacer | None = None
+            if key is not None:
+                pacer = self._pacer(key)
+                await pacer.wait(key)
+            rate = self._product_rates.get(product)
+            if rate is not None:
+                await rate.acquire()
+            control = self.controllers[product]
+            ticket = control.reserve()
+            if ticket is not None:
+                # Asked again after each sleep: the pace may have changed meanwhile (an Event
+                # would need someone to set it when a pace changes; the turn is a deadline).
+                while (delay := control.delay(ticket)) > 0:  # noqa: ASYNC110
+                    await anyio.sleep(delay)
+            await self._account.acquire()
+            cap = self._product_caps.get(product)
+            if cap is not None:
+                try:
+                    await cap.acquire()
+                except BaseException:
+                    self._account.release()
+                    raise
+            # The last step before the request leaves: a 429 that came in while it waited above
+            # may have paused one of its scopes (the pause may even be over by now). Then it
+            # gives its slots back and queues again, pacer included, so it neither goes into
+            # the pause nor bunches with the others of its conversation when it ends.
+            if self._pauses == seen or not self._paused_after(product, key, seen):
+                now = self._clock()
+                if pacer is not None and key is not None:
+                    pacer.granted(key, now)
+                return now
+            self.release(product)
 
     def release(self, product: Product) -> None:
         """Give back what :meth:`acquire` granted."""
@@ -183,27 +248,49 @@ class Limits:
         sent_at: float | None = None,
         concurrent: int | None = None,
     ) -> Verdict | None:
-        """Record a 429: pause the scope it most likely came from for ``wait`` seconds + jitter,
-        and teach the controllers (a request granted at ``sent_at``); returns what they did."""
+        """Record a 429: pause every scope it may have come from for ``wait`` seconds + jitter,
+        and teach the controllers (a request granted at ``sent_at``); returns what they did.
+
+        The account is paused when the 429 was about requests in flight (the concurrency
+        header says more were in flight than the server ever accepted); otherwise the product,
+        and the request's conversation or Service too. Raises :class:`PausedTooLong` (after
+        pausing, so nothing else is sent meanwhile) when ``wait`` is beyond ``max_pause``.
+        """
         now = self._clock()
         until = now + jittered(wait, self._rng)
+        sent = now if sent_at is None else sent_at
+        verdict = self._account_control.throttled(sent, concurrent)
+        about_concurrency = verdict is not None or self._account_control.exceeded(concurrent)
         scope_busy = False
+        self._pauses += 1
         if key is not None:
             pacer = self._pacer(key)
             scope_busy = pacer.busy(key)
-            pacer.pause(key, until)
-        else:
-            self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
-        sent = now if sent_at is None else sent_at
-        verdict = self._account_control.throttled(sent, concurrent)
+            pacer.pause(key, until, self._pauses)
         if verdict is not None:
             limit = self._account_control.limit
             if limit != self._account.total:
                 self._account.total = limit
-            return verdict
-        if scope_busy:
-            return None
-        return self.controllers[product].throttled(sent)
+        elif not scope_busy:
+            verdict = self.controllers[product].throttled(sent)
+        # Held only after being taught: a hold moves the controller's epoch past the pause,
+        # and a 429 sent before the epoch would read as part of an event already answered.
+        if about_concurrency:
+            self._account_paused = max(until, self._account_paused)
+            self._account_gen = self._pauses
+            held = list(self.controllers.values())
+            scope = ACCOUNT
+        else:
+            self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
+            self._product_gen[product] = self._pauses
+            held = [self.controllers[product]]
+            scope = f"product {product.value}" if key is None else scope_name(key)
+        for control in held:
+            control.hold(until)
+        self._any_paused = max(until, self._any_paused)
+        if wait > self.max_pause:
+            raise PausedTooLong(scope, wait, self.max_pause)
+        return verdict
 
     def regrow(self) -> None:
         """Let the account's in-flight cap grow back once concurrency 429s have stopped."""
@@ -211,11 +298,39 @@ class Limits:
         if limit != self._account.total:
             self._account.total = limit
 
-    async def _wait_product_pause(self, product: Product) -> None:
+    def _paused_after(self, product: Product, key: str | None, generation: int) -> bool:
+        """Whether a scope of a request of ``product`` in ``key`` was paused after pause
+        number ``generation``."""
+        return (
+            self._account_gen > generation
+            or self._product_gen.get(product, 0) > generation
+            or (key is not None and self._pacer(key).paused_after(key, generation))
+        )
+
+    def _paused_until(self, product: Product, key: str | None) -> float:
+        """When the last pause of any scope of a request of ``product`` in ``key`` ends."""
+        until = max(self._account_paused, self._product_paused.get(product, 0.0))
+        if key is not None:
+            until = max(until, self._pacer(key).paused_until(key))
+        return until
+
+    async def _wait_pauses(self, product: Product, key: str | None) -> None:
         # Sleeping to a deadline (which a later 429 may push back) is the point here; an Event
         # would need a timer task per pause to set it.
-        while (until := self._product_paused.get(product, 0.0)) > self._clock():  # noqa: ASYNC110
-            await anyio.sleep(until - self._clock())
+        while (until := self._paused_until(product, key)) > (now := self._clock()):
+            if until - now > self.max_pause:
+                raise PausedTooLong(self._scope_of(product, key), until - now, self.max_pause)
+            await anyio.sleep(until - now)
+
+    def _scope_of(self, product: Product, key: str | None) -> str:
+        """The scope whose pause ends last, for the message of :class:`PausedTooLong`."""
+        scopes = [
+            (self._account_paused, ACCOUNT),
+            (self._product_paused.get(product, 0.0), f"product {product.value}"),
+        ]
+        if key is not None:
+            scopes.append((self._pacer(key).paused_until(key), scope_name(key)))
+        return max(scopes)[1]
 
     def _pacer(self, key: str) -> KeyedPacer:
         return self._scoped[key.partition(":")[0]]

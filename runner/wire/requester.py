@@ -18,7 +18,7 @@ from runner.kinds.catalog import Product
 from runner.values import RetryPolicy, Tally
 from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff
-from runner.wire.client import Reply, Throttled, TwilioClient
+from runner.wire.client import Reply, Throttled, TwilioClient, concurrent_requests
 from runner.wire.limits import Limits
 
 log = structlog.get_logger("bulkops.requester")
@@ -74,7 +74,7 @@ class Requester:
                     )
                 finally:
                     self._limits.release(product)
-                self._limits.accepted(product, _concurrent(reply.headers))
+                self._limits.accepted(product, concurrent_requests(reply.headers))
                 return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
@@ -121,11 +121,6 @@ class Requester:
                     wait_for=round(delay, 3),
                 )
                 await anyio.sleep(delay)
-
-
-def _concurrent(headers: Mapping[str, str]) -> int | None:
-    value = headers.get("Twilio-Concurrent-Requests")
-    return int(value) if value is not None and value.isdigit() else None
 
 
 def _rounded(rate: float | None) -> float | None:

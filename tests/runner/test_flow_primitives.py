@@ -23,14 +23,14 @@ async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:
     async with anyio.create_task_group() as tg:
         for n in range(3):
             tg.start_soon(wait, n)
-            await anyio.sleep(0.01)  # queue them in a known order
+            await anyio.wait_all_tasks_blocked()  # queue them in a known order
         assert order == [] and slots.used == 2
         slots.release()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert order == [0]
         slots.release()
         slots.release()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert order == [0, 1, 2]
     assert slots.used == 2
 
@@ -51,7 +51,7 @@ async def test_slots_lowered_cap_applies_as_holders_finish_and_regrows() -> None
         tg.start_soon(wait)
         slots.release()
         slots.release()
-        await anyio.sleep(0.01)
+        await anyio.wait_all_tasks_blocked()
         assert not got.is_set()  # one still held, and the cap is one
         slots.total = 2
         await got.wait()
@@ -96,10 +96,10 @@ async def test_queue_waits_for_a_long_page_to_run_low_and_for_room() -> None:
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(produce)
-        await anyio.sleep(0.02)
+        await anyio.wait_all_tasks_blocked()
         assert len(queue) == 5 and not returned.is_set()  # queued whole, producer held
         assert [await queue.get() for _ in range(2)] == [0, 1]
-        await anyio.sleep(0.02)
+        await anyio.wait_all_tasks_blocked()
         assert not returned.is_set()  # 3 left, more than low
         assert await queue.get() == 2
         with anyio.fail_after(1):

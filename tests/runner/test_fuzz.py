@@ -29,7 +29,8 @@ from runner.errors import ConfigError, SpecError
 from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec
 from runner.spec.timespec import parse_bound
-from runner.wire.backoff import parse_retry_after
+from runner.wire.backoff import RETRY_AFTER_CEILING, parse_retry_after
+from runner.wire.client import CONCURRENT_REQUESTS, concurrent_requests
 from tests.runner.test_checkpoint import HEADER, line
 from tests.runner.test_checkpoint_property import JSON_VALUES, RECORD_LIKE, examples
 
@@ -155,7 +156,10 @@ def test_any_bytes_as_a_manifest_give_a_spec_or_a_spec_error(
         st.none(),
         st.text(max_size=60),
         st.from_regex(r"\d{1,30}", fullmatch=True),
+        st.from_regex(r"\s*0*\d{300,5000}\s*", fullmatch=True),
         st.datetimes(timezones=st.just(UTC)).map(lambda d: d.strftime("%a, %d %b %Y %H:%M:%S GMT")),
+        st.from_regex(r"[A-Z][a-z]{2}, \d{1,2} [A-Z][a-z]{2} \d{1,12} \d\d:\d\d:\d\d [+-]\d{4}",
+                      fullmatch=True),
     )
 )
 def test_any_retry_after_gives_a_finite_wait_or_none(value: str | None) -> None:
@@ -163,6 +167,42 @@ def test_any_retry_after_gives_a_finite_wait_or_none(value: str | None) -> None:
     seconds >= 0 — never an exception, a negative sleep, NaN or infinity."""
     wait = parse_retry_after(value, now=datetime(2026, 1, 1, tzinfo=UTC))
     assert wait is None or (math.isfinite(wait) and wait >= 0)
+
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        pytest.param("9" * 400, RETRY_AFTER_CEILING, id="400-digits"),
+        pytest.param("1" + "0" * 5000, RETRY_AFTER_CEILING, id="past-int-conversion-limit"),
+        pytest.param("0" * 400 + "7", 7.0, id="leading-zeros"),
+        pytest.param("1000000000", 1e9, id="31-years"),
+    ],
+)
+def test_huge_retry_after_is_a_finite_wait(value: str, seconds: float) -> None:
+    """A Retry-After of hundreds or thousands of digits (an OverflowError in backoff.py once)
+    is a finite wait, capped at RETRY_AFTER_CEILING, which retry.max_pause then refuses."""
+    assert parse_retry_after(value) == seconds
+
+
+@examples(500)
+@given(
+    value=st.one_of(
+        st.none(),
+        st.text(max_size=40),
+        st.from_regex(r"\s*[+-]?\d{0,5000}\s*", fullmatch=True),
+    )
+)
+def test_any_concurrent_requests_header_gives_a_count_or_none(value: str | None) -> None:
+    """Whatever a server puts in Twilio-Concurrent-Requests ("²", "-3", 5,000 digits), the one
+    reader of that header gives None or a count — never an exception inside a worker."""
+    count = concurrent_requests({} if value is None else {CONCURRENT_REQUESTS: value})
+    assert count is None or (isinstance(count, int) and 0 <= count < 10**9)
+
+
+@pytest.mark.parametrize("value", ["²", "1²", "³⁰", "-1", "", "4 2"])
+def test_concurrent_requests_that_are_not_a_count_read_as_absent(value: str) -> None:
+    """A Twilio-Concurrent-Requests that is not a plain decimal count is no signal: None."""
+    assert concurrent_requests({CONCURRENT_REQUESTS: value}) is None
 
 
 @pytest.mark.parametrize("value", ["²", "1²", "³⁰"])

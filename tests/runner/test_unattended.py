@@ -57,6 +57,9 @@ async def test_a_second_run_of_an_active_job_exits_5_at_once(
         first = await start_bulkops(["run", str(spec)], workdir)
         async with first:
             await wait_for_deletions(workdir, 3)
+            # Frozen, the first run holds its lock and cannot finish while the second starts,
+            # however long a busy machine takes to start it (it then raced the first to the end).
+            first.send_signal(signal.SIGSTOP)
             second = await start_bulkops(["run", str(spec), "--resume-or-start"], workdir)
             async with second:
                 with anyio.fail_after(15):
