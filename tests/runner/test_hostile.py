@@ -7,7 +7,7 @@ job does not select, and tell the truth — the checkpoint footer's exit is the 
 while a selected target still exists, and the report claims deleted only what the server
 deleted. Then the server turns sane and the run is continued (``resume``, ``resume
 --retry-failed`` after exit 1, or a fresh run after exit 0): every selected target ends deleted
-exactly once, by the server's own record. docs/reliability-hostile.md has the table.
+exactly once, by the server's own record. docs/reliability.md ("Hostile server") has the table.
 """
 
 from __future__ import annotations
