@@ -26,10 +26,11 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from runner.errors import UntrustedFile
+from runner.errors import InputError, UntrustedFile
 
 __all__ = [
     "check_directory_trust",
@@ -129,6 +130,30 @@ def read_regular_bounded(path: Path, limit: int) -> bytes:
     if len(data) > limit:  # it grew after the fstat
         raise _too_large(path, limit)
     return data
+
+
+def read_input(
+    path: Path,
+    limit: int,
+    error: Callable[[str], InputError],
+    *,
+    noun: str,
+    hint: str = "",
+) -> bytes:
+    """The bytes of an input file (a spec, a config), every way it can be unusable turned into
+    ``error`` with one line naming ``path``; ``noun`` says what the file should be ("job spec")."""
+    try:
+        return read_regular_bounded(path, limit)
+    except UntrustedFile as exc:
+        if exc.reason.startswith("is a directory"):
+            raise error(f"{path}: is a directory, not a {noun} file") from None
+        raise error(
+            f"{path}: {exc.reason}: a {noun} is a YAML file of at most {size_words(limit)}{hint}"
+        ) from None
+    except FileNotFoundError:
+        raise error(f"{path}: no such {noun} file") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot be read ({exc.strerror})") from None
 
 
 def _too_large(path: object, limit: int) -> UntrustedFile:

@@ -24,8 +24,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 
-from runner.errors import ConfigError, UntrustedFile
-from runner.files import read_regular_bounded, size_words
+from runner.errors import ConfigError
+from runner.files import read_input
 from runner.kinds.ids import ID_PATTERNS
 from runner.spec.jobspec import describe_validation_error, load_yaml
 
@@ -319,19 +319,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
-    try:
-        raw = read_regular_bounded(path, MAX_CONFIG_BYTES)
-    except UntrustedFile as exc:
-        if exc.reason.startswith("is a directory"):
-            raise ConfigError(f"{path}: is a directory, not a config file") from None
-        raise ConfigError(
-            f"{path}: {exc.reason}: a config file is a YAML file of at most "
-            f"{size_words(MAX_CONFIG_BYTES)}"
-        ) from None
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read ({exc.strerror})") from None
+    raw = read_input(path, MAX_CONFIG_BYTES, ConfigError, noun="config")
     try:
         data, lines = load_yaml(raw.decode("utf-8"), "the config file")
     except UnicodeDecodeError:

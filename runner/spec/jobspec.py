@@ -37,8 +37,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from runner.errors import SpecError, UntrustedFile
-from runner.files import read_regular_bounded, size_words
+from runner.errors import SpecError
+from runner.files import read_input
 from runner.kinds.ids import Api, Kind, TargetId, parse_target_id, show_value, validate_id
 from runner.spec.manifest import ManifestInfo, iter_manifest, validate_manifest
 from runner.spec.timespec import Bound
@@ -1172,19 +1172,13 @@ def load_spec(path: Path) -> JobSpec:
 
     Only a regular file (a link to one is fine: a ConfigMap mounts each file as a link) is
     read, and no more than :data:`MAX_SPEC_BYTES` of it: a FIFO or ``/dev/zero`` is refused."""
-    try:
-        raw = read_regular_bounded(path, MAX_SPEC_BYTES)
-    except UntrustedFile as exc:
-        if exc.reason.startswith("is a directory"):
-            raise SpecError(f"{path}: is a directory, not a job spec file") from None
-        raise SpecError(
-            f"{path}: {exc.reason}: a job spec is a YAML file of at most "
-            f"{size_words(MAX_SPEC_BYTES)} (put long ID lists in a from_file manifest)"
-        ) from None
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such job spec file") from None
-    except OSError as exc:
-        raise SpecError(f"{path}: cannot be read ({exc.strerror})") from None
+    raw = read_input(
+        path,
+        MAX_SPEC_BYTES,
+        SpecError,
+        noun="job spec",
+        hint=" (put long ID lists in a from_file manifest)",
+    )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
