@@ -4,9 +4,7 @@ standard output changes no exit code."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -25,10 +23,7 @@ from tests.runner.conftest import (
     deleted,
     point_at,
     run_cli,
-    start_bulkops,
-    successful_deletes,
 )
-from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 QUICK_RETRY = "retry: {max_attempts: 2, base_delay: 0.05, max_delay: 0.1}\n"
@@ -225,49 +220,6 @@ async def test_status_and_report_of_a_missing_log_are_one_line_and_exit_2(
     assert code == 2
     assert "Traceback" not in err
     assert "nope.jsonl does not exist" in " ".join(err.split())
-
-
-async def test_sighup_stops_a_run_like_sigterm(
-    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """SIGHUP (a closed terminal) stops the run gracefully: exit 130, footer 130, and
-    `bulkops resume` deletes the rest exactly once."""
-    async with start_emulator() as emu:
-        point_at(monkeypatch, emu.url)
-        conversations = [
-            c["sid"]
-            for c in await emu.resources("conversation_v1")
-            if c["service_sid"] == SUPPORT_SERVICE
-        ][:3]
-        expected = {
-            ("message", m["sid"])
-            for m in await emu.resources("message")
-            if m["conversation_sid"] in conversations
-        }
-        spec = job(
-            workdir,
-            f"service: {SUPPORT_SERVICE}\ntargets:\n"
-            f"  - {{kind: messages, where: {{conversations: {conversations}}}}}\n"
-            "limits: {per_conversation_rate: 6}\n",
-        )
-        process = await start_bulkops(["run", str(spec)], workdir)
-        async with process:
-            await wait_for_deletions(workdir, 5)
-            process.send_signal(signal.SIGHUP)
-            with anyio.fail_after(10):
-                code = await process.wait()
-
-        assert code == 130
-        (log,) = checkpoints(workdir)
-        footer = json.loads(log.read_text().splitlines()[-1])
-        assert footer["t"] == "E" and footer["exit"] == 130
-        assert "Traceback" not in (workdir / "stderr.log").read_text()
-        assert deleted(await emu.ledger()) < expected
-
-        assert await run_cli("resume", log) == 0
-        ledger = await emu.ledger()
-        assert deleted(ledger) == expected
-        assert max(successful_deletes(ledger).values()) == 1
 
 
 async def test_a_closed_stdout_changes_no_exit_code(

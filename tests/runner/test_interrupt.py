@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from pathlib import Path
@@ -42,7 +43,12 @@ async def wait_for_deletions(workdir: Path, count: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "signum", [pytest.param(signal.SIGINT, id="SIGINT"), pytest.param(signal.SIGTERM, id="SIGTERM")]
+    "signum",
+    [
+        pytest.param(signal.SIGINT, id="SIGINT"),
+        pytest.param(signal.SIGTERM, id="SIGTERM"),
+        pytest.param(signal.SIGHUP, id="SIGHUP"),  # a closed terminal stops like SIGTERM
+    ],
 )
 async def test_signal_stops_gracefully_and_resume_finishes(
     start_emulator: Any,
@@ -50,7 +56,8 @@ async def test_signal_stops_gracefully_and_resume_finishes(
     monkeypatch: pytest.MonkeyPatch,
     signum: signal.Signals,
 ) -> None:
-    """The run stops within 5 s with exit 130; `bulkops resume` deletes the rest exactly once."""
+    """The run stops within 5 s with exit 130 and a footer saying so, without a traceback;
+    `bulkops resume` deletes the rest exactly once."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         conversations = [
@@ -84,6 +91,9 @@ async def test_signal_stops_gracefully_and_resume_finishes(
         assert partial and partial < expected
 
         (log,) = checkpoints(workdir)
+        footer = json.loads(log.read_text().splitlines()[-1])
+        assert footer["t"] == "E" and footer["exit"] == 130
+        assert "Traceback" not in (workdir / "stderr.log").read_text()
         assert await run_cli("resume", log) == 0
 
         ledger = await emu.ledger()
