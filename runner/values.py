@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
 
-__all__ = ["ProductLimit", "RetryPolicy", "Tally"]
+__all__ = ["ProductLimit", "RetryPolicy", "Scope", "Tally"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +23,21 @@ class RetryPolicy:
     max_delay: float = 30.0
     max_elapsed: float = 900.0
     max_pause: float = 900.0
+
+
+class Scope(NamedTuple):
+    """One of Twilio's per-scope action limits a request counts against (30/s per conversation
+    for message and participant deletes, per Service for conversation deletes).
+
+    A kind says which scope its delete belongs to; the limits pace and pause each scope apart.
+    A tuple, so that the hash taken for every request is C code.
+    """
+
+    kind: Literal["conversation", "service"]
+    id: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.id}"
 
 
 @dataclass(frozen=True, slots=True)

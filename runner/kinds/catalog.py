@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from runner.values import Scope
+
 
 class Product(StrEnum):
     """A Twilio host: its own base URL, rate budget and in-flight cap."""
@@ -91,14 +93,15 @@ def delete_path(target: Target, service: str | None) -> str:
     return f"/v1/ControlPlane/Stores/{target.id}"
 
 
-def limit_key(target: Target, service: str | None) -> str | None:
+def limit_key(target: Target, service: str | None) -> Scope | None:
     """The key of Twilio's per-scope action limit this delete counts against, if any.
 
     Twilio allows 30 actions/s per conversation for message and participant deletes and 30/s per
     Service for conversation deletes; v2 and Memory deletes have no published per-scope limit.
     """
     if target.resource in (Resource.MESSAGE, Resource.PARTICIPANT):
-        return f"conversation:{target.parent}"
+        assert target.parent is not None  # a message or participant always has its conversation
+        return Scope("conversation", target.parent)
     if target.resource is Resource.CONVERSATION_V1:
-        return f"service:{service or 'default'}"
+        return Scope("service", service or "default")
     return None

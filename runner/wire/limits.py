@@ -40,19 +40,13 @@ from aiolimiter import AsyncLimiter
 
 from runner.errors import PausedTooLong
 from runner.kinds.catalog import Product
-from runner.values import ProductLimit
+from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.wire.backoff import jittered
 from runner.wire.slots import Slots
 
 Clock = Callable[[], float]
 ACCOUNT = "the account"
-
-
-def scope_name(key: str) -> str:
-    """A pause scope as a message names it: ``conversation:CH…`` reads "conversation CH…"."""
-    kind, _, sid = key.partition(":")
-    return f"{kind} {sid}" if sid else kind
 
 
 class KeyedPacer:
@@ -66,20 +60,20 @@ class KeyedPacer:
         self._interval = 1.0 / rate
         self._clock = clock
         self._max_pause = max_pause
-        self._next: dict[str, float] = {}
-        self._paused: dict[str, float] = {}
-        self._paused_gen: dict[str, int] = {}  # the Limits' pause count when a key was paused
-        self._hot: dict[str, bool] = {}
-        self._sent: dict[str, float] = {}  # when each key's last request was let go
+        self._next: dict[Scope, float] = {}
+        self._paused: dict[Scope, float] = {}
+        self._paused_gen: dict[Scope, int] = {}  # the Limits' pause count when a key was paused
+        self._hot: dict[Scope, bool] = {}
+        self._sent: dict[Scope, float] = {}  # when each key's last request was let go
         self._calls = 0
 
-    async def wait(self, key: str) -> None:
+    async def wait(self, key: Scope) -> None:
         """Return when a request of ``key`` may be sent."""
         while True:
             now = self._clock()
             paused = self._paused.get(key, now)
             if paused - now > self._max_pause:
-                raise PausedTooLong(scope_name(key), paused - now, self._max_pause)
+                raise PausedTooLong(str(key), paused - now, self._max_pause)
             start = max(now, self._next.get(key, now), paused)
             self._next[key] = start + self._interval
             if start > now:
@@ -90,7 +84,7 @@ class KeyedPacer:
         if self._calls % 4096 == 0:
             self._sweep()
 
-    def granted(self, key: str, now: float) -> None:
+    def granted(self, key: Scope, now: float) -> None:
         """A request of ``key`` leaves now (after every other limit let it go, too)."""
         # Back to back with the previous one that left: the key runs at its full rate. Judged
         # when requests leave, not when they queue here: waiters queued behind a slower limit
@@ -98,21 +92,21 @@ class KeyedPacer:
         self._hot[key] = now - self._sent.get(key, -math.inf) <= 1.5 * self._interval
         self._sent[key] = now
 
-    def busy(self, key: str) -> bool:
+    def busy(self, key: Scope) -> bool:
         """Whether ``key`` has been sending at (about) its full rate just now."""
         return self._hot.get(key, False)
 
-    def pause(self, key: str, until: float, generation: int = 0) -> None:
+    def pause(self, key: Scope, until: float, generation: int = 0) -> None:
         """Send nothing for ``key`` before ``until`` (monotonic seconds); ``generation`` numbers
         the pause, for :meth:`paused_after`."""
         self._paused[key] = max(until, self._paused.get(key, 0.0))
         self._paused_gen[key] = generation
 
-    def paused_after(self, key: str, generation: int) -> bool:
+    def paused_after(self, key: Scope, generation: int) -> bool:
         """Whether ``key`` was paused after pause number ``generation``."""
         return self._paused_gen.get(key, 0) > generation
 
-    def paused_until(self, key: str) -> float:
+    def paused_until(self, key: Scope) -> float:
         """When ``key``'s pause ends (0.0: never paused)."""
         return self._paused.get(key, 0.0)
 
@@ -179,7 +173,7 @@ class Limits:
         self._account_gen = 0
         self._product_gen: dict[Product, int] = {}
 
-    async def acquire(self, product: Product, key: str | None) -> float:
+    async def acquire(self, product: Product, key: Scope | None) -> float:
         """Wait for the right to send one request of ``product`` in scope ``key``; returns the
         clock time it was granted, which :meth:`throttled` wants back if the answer is a 429.
         The caller must :meth:`release` it once the answer is in.
@@ -242,7 +236,7 @@ class Limits:
     def throttled(
         self,
         product: Product,
-        key: str | None,
+        key: Scope | None,
         wait: float,
         *,
         sent_at: float | None = None,
@@ -284,7 +278,7 @@ class Limits:
             self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
             self._product_gen[product] = self._pauses
             held = [self.controllers[product]]
-            scope = f"product {product.value}" if key is None else scope_name(key)
+            scope = f"product {product.value}" if key is None else str(key)
         for control in held:
             control.hold(until)
         self._any_paused = max(until, self._any_paused)
@@ -298,7 +292,7 @@ class Limits:
         if limit != self._account.total:
             self._account.total = limit
 
-    def _paused_after(self, product: Product, key: str | None, generation: int) -> bool:
+    def _paused_after(self, product: Product, key: Scope | None, generation: int) -> bool:
         """Whether a scope of a request of ``product`` in ``key`` was paused after pause
         number ``generation``."""
         return (
@@ -307,14 +301,14 @@ class Limits:
             or (key is not None and self._pacer(key).paused_after(key, generation))
         )
 
-    def _paused_until(self, product: Product, key: str | None) -> float:
+    def _paused_until(self, product: Product, key: Scope | None) -> float:
         """When the last pause of any scope of a request of ``product`` in ``key`` ends."""
         until = max(self._account_paused, self._product_paused.get(product, 0.0))
         if key is not None:
             until = max(until, self._pacer(key).paused_until(key))
         return until
 
-    async def _wait_pauses(self, product: Product, key: str | None) -> None:
+    async def _wait_pauses(self, product: Product, key: Scope | None) -> None:
         # Sleeping to a deadline (which a later 429 may push back) is the point here; an Event
         # would need a timer task per pause to set it.
         while (until := self._paused_until(product, key)) > (now := self._clock()):
@@ -322,15 +316,15 @@ class Limits:
                 raise PausedTooLong(self._scope_of(product, key), until - now, self.max_pause)
             await anyio.sleep(until - now)
 
-    def _scope_of(self, product: Product, key: str | None) -> str:
+    def _scope_of(self, product: Product, key: Scope | None) -> str:
         """The scope whose pause ends last, for the message of :class:`PausedTooLong`."""
         scopes = [
             (self._account_paused, ACCOUNT),
             (self._product_paused.get(product, 0.0), f"product {product.value}"),
         ]
         if key is not None:
-            scopes.append((self._pacer(key).paused_until(key), scope_name(key)))
+            scopes.append((self._pacer(key).paused_until(key), str(key)))
         return max(scopes)[1]
 
-    def _pacer(self, key: str) -> KeyedPacer:
-        return self._scoped[key.partition(":")[0]]
+    def _pacer(self, key: Scope) -> KeyedPacer:
+        return self._scoped[key.kind]

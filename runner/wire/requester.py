@@ -15,7 +15,7 @@ import structlog
 
 from runner.errors import PermanentError, RateLimited, TransientError
 from runner.kinds.catalog import Product
-from runner.values import RetryPolicy, Tally
+from runner.values import RetryPolicy, Scope, Tally
 from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff
 from runner.wire.client import Reply, Throttled, TwilioClient, concurrent_requests
@@ -54,7 +54,7 @@ class Requester:
         product: Product,
         path: str,
         *,
-        key: str | None = None,
+        key: Scope | None = None,
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> Reply:

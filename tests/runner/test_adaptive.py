@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runner.kinds.catalog import Product
-from runner.values import ProductLimit
+from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.wire.limits import Limits
 from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
@@ -164,7 +164,7 @@ async def test_throttle_pauses_the_scope_until_retry_after() -> None:
     """After a 429 with Retry-After, nothing of that scope is granted before the hint."""
     limits = Limits(concurrency=4, per_conversation_rate=1000.0, per_service_rate=30.0,
                     products={Product.CONVERSATIONS: ProductLimit()}, rng=random.Random(1))
-    key = "conversation:CH" + "1" * 32
+    key = Scope("conversation", "CH" + "1" * 32)
     sent_at = await limits.acquire(Product.CONVERSATIONS, key)
     limits.release(Product.CONVERSATIONS)
     limits.throttled(Product.CONVERSATIONS, key, 0.3, sent_at=sent_at)

@@ -23,6 +23,7 @@ from runner.app.job import ExitCode
 from runner.engine.operations import poll_floor
 from runner.errors import PausedTooLong
 from runner.kinds.catalog import Product
+from runner.values import Scope as LimitScope
 from runner.wire.limits import Limits
 from tests.runner.conftest import (
     checkpoints,
@@ -155,7 +156,7 @@ async def test_nothing_is_sent_into_a_pause(
 
 # --- the re-check itself, in process ---------------------------------------------------------
 
-KEY = "conversation:CH" + "2" * 32
+KEY = LimitScope("conversation", "CH" + "2" * 32)
 
 
 def one_slot(rate: float = 1000.0) -> Limits:
