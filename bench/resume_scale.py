@@ -46,7 +46,8 @@ if str(ROOT) not in sys.path:
 
 from bench.harness import vm_hwm_mb  # noqa: E402  (after the sys.path fix-up)
 from runner.app.job import new_run_id  # noqa: E402
-from runner.kinds.catalog import Resource, Target  # noqa: E402
+from runner.kinds.base import Target  # noqa: E402
+from runner.kinds.registry import by_name  # noqa: E402
 from runner.log.checkpoint import Header, State, group_records, target_record  # noqa: E402
 from runner.plan.planner import build_plan  # noqa: E402
 from runner.spec.jobspec import load_spec  # noqa: E402
@@ -185,7 +186,7 @@ def generate_log(directory: Path, targets: int) -> Path:
             out.write(message_lines(start, min(start + CHUNK, messages), rate))
         ts = messages // rate
         for n in range(targets - messages):
-            target = Target(Resource.CONVERSATION_V2, f"conv_conversation_0{n:025d}")
+            target = Target(by_name("conversation_v2"), f"conv_conversation_0{n:025d}")
             for record in (
                 target_record(target, State.REQUESTED),
                 target_record(
@@ -203,7 +204,7 @@ def generate_log(directory: Path, targets: int) -> Path:
 def message_target(n: int) -> Target:
     """The ``n``-th message of the generated log."""
     return Target(
-        Resource.MESSAGE, f"IM{n:032x}", f"CH{n // MESSAGES_PER_CONVERSATION:032x}"
+        by_name("message"), f"IM{n:032x}", f"CH{n // MESSAGES_PER_CONVERSATION:032x}"
     )
 
 

@@ -58,7 +58,7 @@ from runner.errors import (
 )
 from runner.files import create_aside
 from runner.internal import diagnose, leaves
-from runner.kinds.catalog import CATALOG
+from runner.kinds.registry import KINDS
 from runner.log.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.plan.planfile import PlanFile, PlanWriter, read_plan
 from runner.plan.planfile import new_header as new_plan_header
@@ -446,13 +446,13 @@ def _dry_run(
     )
     for column in ("kind", "selected", "covered by conversation", "sample"):
         table.add_column(column)
-    for resource in CATALOG:
-        if result.selected[resource] or result.covered[resource]:
+    for kind in KINDS:
+        if result.selected[kind] or result.covered[kind]:
             table.add_row(
-                CATALOG[resource].label,
-                str(result.selected[resource]),
-                str(result.covered[resource]),
-                ", ".join(result.samples.get(resource, [])),
+                kind.label,
+                str(result.selected[kind]),
+                str(result.covered[kind]),
+                ", ".join(result.samples.get(kind, [])),
             )
     console.print(table)
     console.print(f"total selected: {sum(result.selected.values())}")

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 
 from runner.engine.scheduler import Progress
-from runner.kinds.catalog import CATALOG, Resource
+from runner.kinds.registry import KINDS
 from runner.log.checkpoint import State
 
 log = structlog.get_logger("bulkops.progress")
@@ -24,15 +24,15 @@ def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -
     table = Table(title=title, title_justify="left")
     for column in ("kind", "found", "deleted", "gone", "covered", "failed", "rate/s"):
         table.add_column(column, justify="left" if column == "kind" else "right")
-    for resource in Resource:
-        found = progress.found[resource]
-        outcomes = Counter({s: progress.outcomes[(resource, s)] for s in State})
+    for kind in KINDS:
+        found = progress.found[kind]
+        outcomes = Counter({s: progress.outcomes[(kind, s)] for s in State})
         if not found and not sum(outcomes.values()):
             continue
         done = sum(outcomes[s] for s in DONE_STATES)
         rate = done / elapsed if elapsed > 0 else 0.0
         table.add_row(
-            CATALOG[resource].label,
+            kind.label,
             str(found),
             str(outcomes[State.DELETED]),
             str(outcomes[State.GONE]),

@@ -37,7 +37,7 @@ from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, SafetyAbort
 from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
-from runner.kinds.catalog import Product, Resource, Target
+from runner.kinds.base import Product, ResourceKind, Target
 from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
@@ -479,9 +479,9 @@ _SHELL_STAGES: dict[CodeType, str] = {
 class PlanResult:
     """What a dry run found: counts by resource and a sample of IDs."""
 
-    selected: Counter[Resource] = field(default_factory=Counter)
-    covered: Counter[Resource] = field(default_factory=Counter)
-    samples: dict[Resource, list[str]] = field(default_factory=dict)
+    selected: Counter[ResourceKind] = field(default_factory=Counter)
+    covered: Counter[ResourceKind] = field(default_factory=Counter)
+    samples: dict[ResourceKind, list[str]] = field(default_factory=dict)
 
 
 async def plan_targets(
@@ -515,12 +515,12 @@ async def plan_targets(
                 seen.add(target.key)
                 chosen.append(target)
                 if target.parent is not None and target.parent in conversations:
-                    result.covered[target.resource] += 1
+                    result.covered[target.kind] += 1
                     continue
-                if target.resource is Resource.CONVERSATION_V1:
+                if target.kind.covers_children:
                     conversations.add(target.id)
-                result.selected[target.resource] += 1
-                ids = result.samples.setdefault(target.resource, [])
+                result.selected[target.kind] += 1
+                ids = result.samples.setdefault(target.kind, [])
                 if len(ids) < sample:
                     ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
             if sink is not None and chosen:

@@ -44,7 +44,8 @@ from prometheus_client.registry import Collector
 from runner.engine.scheduler import Progress
 from runner.errors import UntrustedFile
 from runner.files import create_new, read_regular_bounded
-from runner.kinds.catalog import Resource
+from runner.kinds.base import ResourceKind
+from runner.kinds.registry import KINDS
 from runner.log.checkpoint import Replay, State
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, outcome_name, summarize
@@ -100,7 +101,7 @@ class RunLabels:
 class RunFigures:
     """A snapshot of one run: everything the metrics say, and nothing that names a target."""
 
-    targets: Mapping[tuple[Resource, str], int]  # (resource, report outcome) -> count
+    targets: Mapping[tuple[ResourceKind, str], int]  # (resource, report outcome) -> count
     requests: Mapping[str, int] = field(default_factory=dict)  # HTTP method -> requests sent
     retries: int = 0
     throttled: int = 0  # 429 answers
@@ -125,7 +126,7 @@ def figures_from_replay(
     unknown (a report made from a log alone).
     """
     code = replay.exit_code if exit_code is None else exit_code
-    targets: dict[tuple[Resource, str], int] = {}
+    targets: dict[tuple[ResourceKind, str], int] = {}
     for resource, outcomes in summarize(replay).counts.items():
         for outcome, n in outcomes.items():
             targets[(resource, outcome)] = n
@@ -146,7 +147,7 @@ def figures_from_progress(
     On a resume these count what this process has done; a target already final in the log it
     resumes is not counted again (the final textfile, from the replay, counts the whole run).
     """
-    targets: Counter[tuple[Resource, str]] = Counter()
+    targets: Counter[tuple[ResourceKind, str]] = Counter()
     for (resource, state), n in progress.outcomes.items():
         targets[(resource, outcome_name(state))] += n
     return _figures(
@@ -155,7 +156,7 @@ def figures_from_progress(
 
 
 def _figures(
-    targets: dict[tuple[Resource, str], int],
+    targets: dict[tuple[ResourceKind, str], int],
     tally: Tally | None,
     operations_pending: int,
     duration_seconds: float,
@@ -188,10 +189,10 @@ def metric_families(figures: RunFigures, labels: RunLabels) -> list[Metric]:
         "Targets of the run by kind and outcome (the completion report's counts).",
         labels=[*names, "kind", "outcome"],
     )
-    for resource in Resource:
+    for resource in KINDS:
         for outcome in OUTCOMES:
             n = figures.targets.get((resource, outcome), 0)
-            targets.add_metric([*values, resource.value, outcome], n)
+            targets.add_metric([*values, resource.name, outcome], n)
     requests = CounterMetricFamily(
         "bulkops_requests",
         "HTTP requests sent to Twilio, by method (retries included).",

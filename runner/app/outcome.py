@@ -12,7 +12,6 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.app.job import ExitCode, RunResult
-from runner.kinds.catalog import CATALOG
 from runner.log.checkpoint import Replay
 from runner.report.completion import OUTCOMES, summarize
 
@@ -63,8 +62,8 @@ def print_summary(replay: Replay, console: Console) -> None:
     table.add_column("kind")
     for outcome in OUTCOMES:
         table.add_column(outcome, justify="right")
-    for resource, counts in summary.counts.items():
-        table.add_row(CATALOG[resource].label, *(str(counts[o]) for o in OUTCOMES))
+    for kind, counts in summary.counts.items():
+        table.add_row(kind.label, *(str(counts[o]) for o in OUTCOMES))
     totals = summary.totals
     table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
     console.print(table)

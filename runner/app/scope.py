@@ -28,7 +28,7 @@ import anyio
 import structlog
 
 from runner.errors import CheckpointError, InputError
-from runner.kinds.catalog import CATALOG, Resource, Target
+from runner.kinds.base import ResourceKind, Target
 from runner.log.checkpoint import Header, Replay, State, TargetRecord, key_hash, lines_naming
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
@@ -40,7 +40,7 @@ from runner.plan.selection import (
     ListStores,
     Manifest,
     Source,
-    source_resource,
+    source_kind,
 )
 from runner.plan.shard import Shard, shard_of
 from runner.spec.config import Config
@@ -90,9 +90,9 @@ class Scope:
         self, sources: Sequence[Source], shard: Shard | None = None, *, read_manifests: bool = True
     ) -> None:
         self.shard = shard
-        self._kinds: dict[Resource, _Kind] = {}
+        self._kinds: dict[ResourceKind, _Kind] = {}
         for source in sources:
-            kind = self._kinds.setdefault(source_resource(source), _Kind())
+            kind = self._kinds.setdefault(source_kind(source), _Kind())
             if isinstance(source, Explicit):
                 kind.ids.update((t.id, t.parent) for t in source.targets)
             elif isinstance(source, Manifest):
@@ -108,7 +108,7 @@ class Scope:
                 kind.whole = True
 
     @property
-    def resources(self) -> set[Resource]:
+    def resources(self) -> set[ResourceKind]:
         """The kinds the sources select."""
         return set(self._kinds)
 
@@ -119,11 +119,11 @@ class Scope:
             owner = shard_of(target.parent or target.id, self.shard.count)
             if owner != self.shard.index:
                 return f"belongs to shard {owner}/{self.shard.count}, not to {self.shard}"
-        kind = self._kinds.get(target.resource)
+        kind = self._kinds.get(target.kind)
         if kind is None:
-            selected = ", ".join(sorted(CATALOG[r].label for r in self._kinds)) or "nothing"
-            return f"the job selects no {CATALOG[target.resource].label} (it selects {selected})"
-        if target.resource in (Resource.MESSAGE, Resource.PARTICIPANT) and target.parent is None:
+            selected = ", ".join(sorted(r.label for r in self._kinds)) or "nothing"
+            return f"the job selects no {target.kind.label} (it selects {selected})"
+        if target.kind.has_parent and target.parent is None:
             return "no conversation is named"
         if _listed(kind, target):
             return None
@@ -140,14 +140,14 @@ class Scope:
         streamed: memory grows with the targets asked about, never with the manifest.
         """
         found: list[Outside] = []
-        pending: dict[Resource, dict[tuple[str, str | None], Target]] = {}
+        pending: dict[ResourceKind, dict[tuple[str, str | None], Target]] = {}
         for target in targets:
             why = self.reason(target)
             if why is not None:
                 found.append(Outside(target, why))
                 continue
-            if not _listed(self._kinds[target.resource], target):
-                pending.setdefault(target.resource, {})[(target.id, target.parent)] = target
+            if not _listed(self._kinds[target.kind], target):
+                pending.setdefault(target.kind, {})[(target.id, target.parent)] = target
         for resource, wanted in pending.items():
             for manifest in self._kinds[resource].manifests:
                 for row in manifest.rows():
@@ -325,7 +325,7 @@ def _refusal(replay: Replay, outside: list[Outside]) -> list[str]:
     for one in outside[:SHOWN]:
         where = f"line {lines[one.target.key]}" if one.target.key in lines else "a line"
         name = f"{one.target.parent}/{one.target.id}" if one.target.parent else one.target.id
-        problems.append(f"{where}: {one.target.resource.value} {name}: {one.reason}")
+        problems.append(f"{where}: {one.target.kind.name} {name}: {one.reason}")
     if len(outside) > SHOWN:
         problems.append(f"and {len(outside) - SHOWN} more")
     problems.append(
@@ -349,7 +349,7 @@ def confine_plan(plan_file: PlanFile, sources: Sequence[Source], shard: Shard | 
             name = f"{target.parent}/{target.id}" if target.parent else target.id
             raise InputError(
                 [
-                    f"plan {plan_file.path} line {number}: {target.resource.value} {name}: {why}; "
+                    f"plan {plan_file.path} line {number}: {target.kind.name} {name}: {why}; "
                     "nothing was sent",
                     "make the plan again from this spec with `bulkops plan --out` (its digest "
                     "catches accidents, not edits by someone who can write it)",

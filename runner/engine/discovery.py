@@ -38,8 +38,10 @@ import structlog
 from anyio.abc import ObjectReceiveStream
 
 from runner.errors import BadListing, PermanentError
-from runner.kinds.catalog import Product, Resource, Target, conversations_prefix
+from runner.kinds.base import Product, Target
 from runner.kinds.ids import ID_PATTERNS
+from runner.kinds.registry import by_name, by_spec
+from runner.kinds.v1 import conversations_prefix
 from runner.plan.selection import (
     ConversationQuery,
     Explicit,
@@ -261,7 +263,7 @@ class Discovery:
             return "/v2/Conversations"
         if isinstance(source, ListChildren):
             return f"{prefix}/*/" + (
-                "Messages" if source.resource is Resource.MESSAGE else "Participants"
+                "Messages" if source.kind.name == "message" else "Participants"
             )
         if isinstance(source, ListConfigurations):
             return CONFIGURATIONS_PATH
@@ -280,9 +282,7 @@ class Discovery:
             for chunk in chunks(source.targets if isinstance(source, Explicit) else source.rows()):
                 await emit(chunk)
         elif isinstance(source, ListConversations):
-            resource = (
-                Resource.CONVERSATION_V1 if source.query.api == "v1" else Resource.CONVERSATION_V2
-            )
+            resource = by_spec("conversations", source.query.api)
             async for sids in self.conversation_pages(source.query, rejected):
                 await emit([Target(resource, sid) for sid in sids])
         elif isinstance(source, ListChildren):
@@ -298,7 +298,7 @@ class Discovery:
                 for item in items:
                     cid = _item_id(item, "id", "configuration", rejected)
                     if cid is not None and _chosen(_windows(item, bounds), rejected):
-                        chosen.append(Target(Resource.CONFIGURATION, cid))
+                        chosen.append(Target(by_name("configuration"), cid))
                 rejected.note(path, before)
                 await emit(chosen)
         elif isinstance(source, ListStores):
@@ -307,7 +307,7 @@ class Discovery:
                 before = rejected.total()
                 stores = [_listed_id(i, "memory_store", rejected) for i in items]
                 rejected.note(path, before)
-                await emit([Target(Resource.MEMORY_STORE, i) for i in stores if i is not None])
+                await emit([Target(by_name("memory_store"), i) for i in stores if i is not None])
 
     async def conversations(
         self, query: ConversationQuery, rejected: Rejections | None = None
@@ -426,7 +426,7 @@ class Discovery:
         self, source: ListChildren, sid: str, emit: Emit, rejected: Rejections
     ) -> int:
         """Emit what one conversation's children select; return how many items it left out."""
-        is_message = source.resource is Resource.MESSAGE
+        is_message = source.kind.name == "message"
         segment = "Messages" if is_message else "Participants"
         kind = "message" if is_message else "participant"
         path = f"{conversations_prefix(self._service)}/{sid}/{segment}"
@@ -454,7 +454,7 @@ class Discovery:
                         and _chosen(_windows(item, bounds), rejected)
                     ):
                         # The parent is the conversation listed, never one the item names.
-                        chosen.append(Target(source.resource, child, sid))
+                        chosen.append(Target(source.kind, child, sid))
                 rejected.note(path, before)
                 left_out += rejected.total() - before  # no await since `before`: this page's
                 await emit(chosen)

@@ -19,7 +19,7 @@ from typing import Any
 import anyio
 
 from runner.errors import OperationFailed, PermanentError
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.kinds.ids import is_operation_id
 from runner.wire.backoff import parse_retry_after
 from runner.wire.client import Reply

@@ -34,7 +34,7 @@ from runner.errors import (
     TransientError,
 )
 from runner.internal import InternalFault
-from runner.kinds.catalog import CATALOG, Resource, Target, delete_path, limit_key
+from runner.kinds.base import ResourceKind, Target
 from runner.log.checkpoint import (
     CheckpointWriter,
     Replay,
@@ -117,8 +117,8 @@ class EngineSettings:
 class Progress:
     """Live counters: targets found and outcomes, by resource."""
 
-    found: Counter[Resource] = field(default_factory=Counter)
-    outcomes: Counter[tuple[Resource, State]] = field(default_factory=Counter)
+    found: Counter[ResourceKind] = field(default_factory=Counter)
+    outcomes: Counter[tuple[ResourceKind, State]] = field(default_factory=Counter)
     skipped_done: int = 0  # already final in the checkpoint being resumed
     pending_operations: int = 0
     discovery_done: bool = False
@@ -256,10 +256,10 @@ class Engine:
     async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
         target = rec.target
         self._seen.add(key_hash(target.key))
-        self.progress.found[target.resource] += 1
+        self.progress.found[target.kind] += 1
         self._hold_children(target)
         if rec.state is State.ACCEPTED and rec.operation:
-            product = CATALOG[target.resource].product
+            product = target.kind.product
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
             await self._start_tracking(target, accepted, tg)
         elif rec.state is State.FAILED:
@@ -378,7 +378,7 @@ class Engine:
             )
             self.stop()
             return None
-        self.progress.found[target.resource] += 1
+        self.progress.found[target.kind] += 1
         self._hold_children(target)
         # Write-ahead: the worker sends the DELETE only once this line is on disk, so after any
         # crash the log names every target that may have been deleted.
@@ -386,7 +386,7 @@ class Engine:
 
     def _hold_children(self, target: Target) -> None:
         """A v1 conversation being driven: its children wait until it has an outcome."""
-        if target.resource is Resource.CONVERSATION_V1:
+        if target.kind.covers_children:
             self._conversations[target.id] = False
             self._open_phase0 += 1
 
@@ -407,7 +407,7 @@ class Engine:
     ) -> None:
         if durable is not None and not durable.is_set():
             await durable.wait()
-        info = CATALOG[target.resource]
+        info = target.kind
         headers: dict[str, str] = {}
         if info.idempotent_header:
             headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
@@ -417,8 +417,8 @@ class Engine:
             reply = await self._req.send(
                 "DELETE",
                 info.product,
-                delete_path(target, self.settings.service),
-                key=limit_key(target, self.settings.service),
+                info.delete_path(target, self.settings.service),
+                key=info.limit_scope(target, self.settings.service),
                 headers=headers,
             )
         except AuthError as exc:
@@ -471,7 +471,7 @@ class Engine:
         tg.start_soon(self._track, target, accepted)
 
     async def _track(self, target: Target, accepted: Accepted) -> None:
-        product = CATALOG[target.resource].product
+        product = target.kind.product
         try:
             await follow(
                 self._req,
@@ -512,7 +512,7 @@ class Engine:
         code: int | None = None,
         message: str | None = None,
     ) -> None:
-        self.progress.outcomes[(target.resource, state)] += 1
+        self.progress.outcomes[(target.kind, state)] += 1
         self._finished += 1
         if state is State.FAILED:
             self._failed += 1
@@ -528,9 +528,9 @@ class Engine:
             )
         )
         self._log.debug(
-            "target_finished", kind=target.resource.value, id=target.id, outcome=state.name.lower()
+            "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
         )
-        if target.resource is Resource.CONVERSATION_V1 and state is not State.COVERED:
+        if target.kind.covers_children and state is not State.COVERED:
             self._conversations[target.id] = state in (State.DELETED, State.GONE)
             self._open_phase0 -= 1
             if self._open_phase0 == 0:

@@ -1,19 +1,20 @@
-"""What can be deleted: the resource kinds, their products and delete paths, and ID patterns."""
+"""What can be deleted: one module per resource kind, found by the registry, and ID patterns."""
 
 from __future__ import annotations
 
-from runner.kinds.catalog import CATALOG, Product, Resource, Target
-from runner.kinds.ids import ID_PATTERNS, Api, Kind, TargetId, parse_target_id, validate_id
+from runner.kinds.base import Product, ResourceKind, Target
+from runner.kinds.ids import ID_PATTERNS, Api, validate_id
+from runner.kinds.registry import KINDS, by_code, by_name, by_spec
 
 __all__ = [
-    "CATALOG",
     "ID_PATTERNS",
+    "KINDS",
     "Api",
-    "Kind",
     "Product",
-    "Resource",
+    "ResourceKind",
     "Target",
-    "TargetId",
-    "parse_target_id",
+    "by_code",
+    "by_name",
+    "by_spec",
     "validate_id",
 ]

@@ -11,38 +11,21 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Literal
 
 __all__ = [
+    "CONVERSATION_SID",
     "ID_PATTERNS",
     "Api",
     "IdPattern",
-    "Kind",
-    "TargetId",
-    "id_kind_for",
-    "parse_target_id",
+    "is_operation_id",
     "show_value",
-    "target_id",
+    "sid_pattern",
+    "ttid_pattern",
     "validate_id",
 ]
 
 Api = Literal["v1", "v2"]
-
-
-class Kind(StrEnum):
-    """What a job target deletes; the value is the word written in the job spec."""
-
-    MESSAGES = "messages"
-    PARTICIPANTS = "participants"
-    CONVERSATIONS = "conversations"
-    CONFIGURATIONS = "configurations"
-    MEMORY_STORES = "memory_stores"
-
-    @property
-    def has_parent(self) -> bool:
-        """Whether an ID of this kind only makes sense with its conversation SID."""
-        return self in (Kind.MESSAGES, Kind.PARTICIPANTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,57 +43,54 @@ class IdPattern:
         return self.regex.fullmatch(value) is not None
 
 
-def _sid(key: str, name: str, prefix: str) -> IdPattern:
-    return IdPattern(
-        key,
-        name,
-        prefix,
-        f"{prefix} followed by 32 hex digits",
-        re.compile(prefix + r"[0-9a-fA-F]{32}"),
+# Every pattern by key. The kinds' own patterns join it as their modules are imported (through
+# the builders below), so that a message can say which kind a misplaced ID belongs to.
+ID_PATTERNS: dict[str, IdPattern] = {}
+
+
+def _known(pattern: IdPattern) -> IdPattern:
+    if ID_PATTERNS.setdefault(pattern.key, pattern) is not pattern:
+        raise ValueError(f"two ID patterns are named {pattern.key!r}")
+    return pattern
+
+
+def sid_pattern(key: str, name: str, prefix: str) -> IdPattern:
+    """A Twilio SID: two letters and 32 hex digits."""
+    return _known(
+        IdPattern(
+            key,
+            name,
+            prefix,
+            f"{prefix} followed by 32 hex digits",
+            re.compile(prefix + r"[0-9a-fA-F]{32}"),
+        )
     )
 
 
-def _ttid(key: str, name: str, prefix: str, prefix_regex: str, prefix_words: str) -> IdPattern:
-    return IdPattern(
-        key,
-        name,
-        prefix,
-        f"{prefix_words} followed by 26 lower-case letters and digits, the first 0-7",
-        re.compile(prefix_regex + r"[0-7][0-9a-z]{25}"),
+def ttid_pattern(
+    key: str,
+    name: str,
+    prefix: str,
+    prefix_regex: str | None = None,
+    prefix_words: str | None = None,
+) -> IdPattern:
+    """A type-tagged ID of the v2 and Memory APIs: a prefix and 26 base-32 characters."""
+    return _known(
+        IdPattern(
+            key,
+            name,
+            prefix,
+            f"{prefix_words or prefix} followed by 26 lower-case letters and digits, the first 0-7",
+            re.compile((prefix_regex or prefix) + r"[0-7][0-9a-z]{25}"),
+        )
     )
 
 
-ID_PATTERNS: dict[str, IdPattern] = {
-    p.key: p
-    for p in (
-        _sid("conversation_v1", "Conversation SID", "CH"),
-        _sid("message", "Message SID", "IM"),
-        _sid("participant", "Participant SID", "MB"),
-        _sid("service", "Service SID", "IS"),
-        _sid("account", "Account SID", "AC"),
-        _sid("api_key", "API Key SID", "SK"),
-        _ttid(
-            "conversation_v2",
-            "v2 Conversation ID",
-            "conv_conversation_",
-            "conv_conversation_",
-            "conv_conversation_",
-        ),
-        # The spec gives configurations no pattern; its examples use conv_configuration_ and
-        # cfg_configuration_, so any lower-case word before _configuration_ is accepted.
-        _ttid(
-            "configuration",
-            "Configuration ID",
-            "conv_configuration_",
-            "[a-z]+_configuration_",
-            "a prefix such as conv_configuration_",
-        ),
-        # The Memory spec's StoreId pattern also accepts the older mem_service_ prefix.
-        _ttid(
-            "memory_store", "Memory store ID", "mem_store_", "mem_(?:store|service)_", "mem_store_"
-        ),
-    )
-}
+# The IDs that are no kind of their own: a parent (conversations), a scope, the credentials.
+CONVERSATION_SID = sid_pattern("conversation_v1", "Conversation SID", "CH")
+sid_pattern("service", "Service SID", "IS")
+sid_pattern("account", "Account SID", "AC")
+sid_pattern("api_key", "API Key SID", "SK")
 
 # Longer values are cut in messages: they are never valid, and an error line should stay readable.
 _SHOW_MAX = 60
@@ -154,85 +134,3 @@ def validate_id(kind_key: str, value: str) -> str:
     elif value.strip() != value:
         message += "; remove the surrounding spaces"
     raise ValueError(message)
-
-
-@dataclass(frozen=True, slots=True)
-class TargetId:
-    """One thing to delete: its kind, its ID, and for messages and participants its conversation.
-
-    Build these with :func:`parse_target_id` or :func:`target_id`, which validate every part, so
-    a ``TargetId`` is always safe to put in a URL.
-    """
-
-    kind: Kind
-    id: str
-    conversation_sid: str | None = None
-
-    @property
-    def api(self) -> Api | None:
-        """For conversations, the API that deletes it (v2 IDs look nothing like v1 SIDs)."""
-        if self.kind is not Kind.CONVERSATIONS:
-            return None
-        return "v2" if self.id.startswith("conv_") else "v1"
-
-    @property
-    def key(self) -> str:
-        """A stable, unique text key (``kind:ID`` or ``kind:CH…/ID``) for checkpoints."""
-        if self.conversation_sid is None:
-            return f"{self.kind.value}:{self.id}"
-        return f"{self.kind.value}:{self.conversation_sid}/{self.id}"
-
-
-def id_kind_for(kind: Kind, api: Api | None = None) -> str:
-    """The :data:`ID_PATTERNS` key of the IDs a target of ``kind`` (and ``api``) deletes."""
-    match kind:
-        case Kind.MESSAGES:
-            return "message"
-        case Kind.PARTICIPANTS:
-            return "participant"
-        case Kind.CONVERSATIONS:
-            return "conversation_v2" if api == "v2" else "conversation_v1"
-        case Kind.CONFIGURATIONS:
-            return "configuration"
-        case Kind.MEMORY_STORES:
-            return "memory_store"
-
-
-def target_id(
-    kind: Kind, value: str, conversation_sid: str | None = None, *, api: Api | None = None
-) -> TargetId:
-    """Validate the separate parts of a target (as a manifest row gives them) into a TargetId.
-
-    ``conversation_sid`` is required for messages and participants and ignored for other kinds.
-    Raises ValueError naming the first bad part.
-    """
-    checked = validate_id(id_kind_for(kind, api), value)
-    if not kind.has_parent:
-        return TargetId(kind, checked, None)
-    if conversation_sid is None or conversation_sid == "":
-        raise ValueError(f"{kind.value} need their conversation SID (CH...) as well as their own")
-    return TargetId(kind, checked, validate_id("conversation_v1", conversation_sid))
-
-
-def parse_target_id(kind: Kind, text: str, *, api: Api | None = None) -> TargetId:
-    """Parse an ID as written in a spec's ``ids`` list: ``CH…/IM…`` for messages and participants.
-
-    Raises ValueError saying what the entry should look like.
-    """
-    if not isinstance(text, str):
-        raise ValueError(f"{show_value(text)} is not an ID (expected text)")
-    if not kind.has_parent:
-        return target_id(kind, text, api=api)
-    own = ID_PATTERNS[id_kind_for(kind)]
-    parent, sep, child = text.partition("/")
-    if not sep or "/" in child:
-        if own.matches(text):
-            raise ValueError(
-                f"{show_value(text)} needs its conversation: write it as CH.../{own.prefix}... "
-                f"(conversation SID / {own.name})"
-            )
-        raise ValueError(
-            f"{show_value(text)} is not CH.../{own.prefix}... "
-            f"(a Conversation SID, '/', a {own.name})"
-        )
-    return target_id(kind, child, parent, api=api)

@@ -49,8 +49,9 @@ from runner.files import (
     open_own_for_append,
     open_regular,
 )
-from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.kinds.ids import ID_PATTERNS, is_operation_id, show_value
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value
+from runner.kinds.registry import BY_CODE, KINDS
 from runner.log.digests import DigestMap
 
 RECORD_VERSION = 2
@@ -188,7 +189,7 @@ def target_record(
     which names it, is already in the log, the replay takes the parent from there. The later
     lines of a target are then the same for every conversation and group into one line.
     """
-    rec: dict[str, Any] = {"s": state.value, "k": CATALOG[target.resource].code, "id": target.id}
+    rec: dict[str, Any] = {"s": state.value, "k": target.kind.code, "id": target.id}
     if target.parent and with_parent:
         rec["c"] = target.parent
     if ts is not None:
@@ -220,9 +221,8 @@ def key_hash(key: str) -> int:
 
 _LOW64 = (1 << 64) - 1
 _LOW26 = (1 << 26) - 1
-_RESOURCES = list(Resource)
+_BY_INDEX = {k.log_index: k for k in KINDS}
 _STATES = list(State)
-_RESOURCE_INDEX = {r: i for i, r in enumerate(_RESOURCES)}
 _STATE_INDEX = {s: i for i, s in enumerate(_STATES)}
 _STATE_BY_VALUE = {s.value: s for s in State}
 _GROUPED_KEYS = frozenset({"s", "k", "c", "ts", "ids"})
@@ -230,7 +230,7 @@ _GONE_FOR_GOOD = frozenset({State.DELETED, State.GONE, State.COVERED})
 
 # A requested target read from a grouped line, kept as a tuple until the log is fully read:
 # most are finished by a later line, so building their records would be wasted work.
-_Lazy = tuple[Resource, str, "str | None", int]
+_Lazy = tuple[ResourceKind, str, "str | None", int]
 
 
 @dataclass
@@ -272,11 +272,11 @@ class Replay:
         code = self.states.get(digest)
         return None if code is None else (_STATES[code & 7], code >> 6)
 
-    def counts(self) -> Counter[tuple[Resource, State]]:
-        """Targets by resource and latest state, in the catalog's order of resources and states
+    def counts(self) -> Counter[tuple[ResourceKind, State]]:
+        """Targets by kind and latest state, in the registry's order of kinds and states
         (the same log gives the same report, whatever map its replay used)."""
         raw = Counter(c & 63 for c in self.states.values())
-        return Counter({(_RESOURCES[c >> 3], _STATES[c & 7]): n for c, n in sorted(raw.items())})
+        return Counter({(_BY_INDEX[c >> 3], _STATES[c & 7]): n for c, n in sorted(raw.items())})
 
     def admitted(self) -> int:
         """Targets the log records as driven — every one but those covered by their
@@ -316,10 +316,10 @@ class Replay:
         if not isinstance(ts, int):
             raise ValueError("malformed grouped line")
         _check_ids(resource, ids)
-        code = (ts << 6) | (_RESOURCE_INDEX[resource] << 3) | _STATE_INDEX[state]
+        code = (ts << 6) | (resource.log_index << 3) | _STATE_INDEX[state]
         if ts > self.last_ts:
             self.last_ts = ts
-        prefix = CATALOG[resource].code + ":"
+        prefix = resource.code + ":"
         states, lazy, open_, failed = self.states, self._lazy, self.open, self.failed
         if state is not State.REQUESTED:
             # The common case, kept tight: a batch of targets finished.
@@ -333,7 +333,7 @@ class Replay:
         else:
             for one in ids:
                 self._requested(str(one), prefix, code, resource, parent)
-        if resource is Resource.CONVERSATION_V1:
+        if resource.covers_children:
             if state in (State.DELETED, State.GONE):
                 self.deleted_conversations.update(str(i) for i in ids)
             else:
@@ -341,7 +341,7 @@ class Replay:
         return True
 
     def _requested(
-        self, id_: str, prefix: str, code: int, resource: Resource, parent: str | None
+        self, id_: str, prefix: str, code: int, resource: ResourceKind, parent: str | None
     ) -> None:
         digest = key_hash(prefix + id_)
         self.states[digest] = code
@@ -371,7 +371,7 @@ class Replay:
         digest = key_hash(target.key)
         ts = rec.ts or 0
         self.states[digest] = (
-            (ts << 6) | (_RESOURCE_INDEX[target.resource] << 3) | _STATE_INDEX[rec.state]
+            (ts << 6) | (target.kind.log_index << 3) | _STATE_INDEX[rec.state]
         )
         if ts > self.last_ts:
             self.last_ts = ts
@@ -392,17 +392,17 @@ class Replay:
         if (
             rec.state in _DRIVEN
             and rec.target.parent is None
-            and target.resource in _CHILDREN
+            and target.kind.has_parent
         ):
             raise UntrustedLine(
-                f"{target.resource.value} {target.id} is left to drive, but no line names its "
+                f"{target.kind.name} {target.id} is left to drive, but no line names its "
                 "conversation"
             )
         if rec.state in (State.REQUESTED, State.ACCEPTED):
             self.open[digest] = rec
         elif rec.state is State.FAILED:
             self.failed[digest] = rec
-        if target.resource is Resource.CONVERSATION_V1:
+        if target.kind.covers_children:
             if rec.state in (State.DELETED, State.GONE):
                 self.deleted_conversations.add(target.id)
             else:
@@ -453,22 +453,19 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
 
 # Operation ids have no published pattern (Memory: a string of at most 512); these characters
 # cover every form seen (proc_job_…, mem_op_…) and none can change the path of a poll.
-_ID_MATCH = {r: ID_PATTERNS[r.value].regex.fullmatch for r in Resource}
+_ID_MATCH = {k: k.pattern.regex.fullmatch for k in KINDS}
 # A grouped line's ids are checked in one regex call over the ids joined by newlines (no valid
 # ID holds one, which the count of newlines proves): a replay of a million targets checks them
 # at a fraction of the cost of a call per ID.
 _IDS_MATCH = {
-    r: re.compile(
-        f"(?:{ID_PATTERNS[r.value].regex.pattern}\n)*{ID_PATTERNS[r.value].regex.pattern}"
-    ).fullmatch
-    for r in Resource
+    k: re.compile(f"(?:{k.pattern.regex.pattern}\n)*{k.pattern.regex.pattern}").fullmatch
+    for k in KINDS
 }
-_CONVERSATION_MATCH = ID_PATTERNS["conversation_v1"].regex.fullmatch
-_CHILDREN = frozenset({Resource.MESSAGE, Resource.PARTICIPANT})
+_CONVERSATION_MATCH = CONVERSATION_SID.regex.fullmatch
 _DRIVEN = frozenset({State.REQUESTED, State.ACCEPTED, State.FAILED})  # what a resume may send
 
 
-def _check_ids(resource: Resource, ids: list[object] | tuple[object, ...]) -> None:
+def _check_ids(resource: ResourceKind, ids: list[object] | tuple[object, ...]) -> None:
     try:
         joined = "\n".join(ids)  # type: ignore[arg-type]  # a TypeError is a non-text ID
         if joined.count("\n") == len(ids) - 1 and _IDS_MATCH[resource](joined) is not None:
@@ -478,22 +475,22 @@ def _check_ids(resource: Resource, ids: list[object] | tuple[object, ...]) -> No
     match = _ID_MATCH[resource]
     for one in ids:
         if type(one) is not str or match(one) is None:
-            pattern = ID_PATTERNS[resource.value]
+            pattern = resource.pattern
             raise UntrustedLine(f"{show_value(one)} is not a {pattern.name} ({pattern.shape})")
     raise UntrustedLine("an ID holds a line break")
 
 
-def _checked_parent(resource: Resource, parent: object, state: State) -> str | None:
+def _checked_parent(resource: ResourceKind, parent: object, state: State) -> str | None:
     """The conversation a line names: a Conversation SID on message and participant lines
     (required on their *requested* lines, which every later line relies on), nothing on others
     (a parent would move a target to another shard)."""
-    if resource not in _CHILDREN:
+    if not resource.has_parent:
         if parent is not None:
-            raise UntrustedLine(f"a {resource.value} line names a conversation ('c')")
+            raise UntrustedLine(f"a {resource.name} line names a conversation ('c')")
         return None
     if parent is None:
         if state is State.REQUESTED:
-            raise UntrustedLine(f"a requested {resource.value} line names no conversation")
+            raise UntrustedLine(f"a requested {resource.name} line names no conversation")
         return None
     if type(parent) is not str or _CONVERSATION_MATCH(parent) is None:
         raise UntrustedLine(

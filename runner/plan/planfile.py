@@ -30,8 +30,9 @@ import orjson
 
 from runner.errors import InputError, UntrustedFile
 from runner.files import create_aside, open_regular_stream
-from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.kinds.ids import validate_id
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.ids import CONVERSATION_SID, validate_id
+from runner.kinds.registry import BY_CODE
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Manifest, Source
 
@@ -89,16 +90,16 @@ class PlanWriter:
         self._out: BinaryIO = os.fdopen(fd, "wb")
         self._out.write(orjson.dumps(header.to_record()) + b"\n")
         self._digest = hashlib.sha256()
-        self.counts: Counter[Resource] = Counter()
+        self.counts: Counter[ResourceKind] = Counter()
 
     def add(self, targets: Sequence[Target]) -> None:
         """Append targets (a page of them: grouped by kind and conversation)."""
-        groups: dict[tuple[Resource, str | None], list[str]] = {}
+        groups: dict[tuple[ResourceKind, str | None], list[str]] = {}
         for target in targets:
-            groups.setdefault((target.resource, target.parent), []).append(target.id)
-            self.counts[target.resource] += 1
+            groups.setdefault((target.kind, target.parent), []).append(target.id)
+            self.counts[target.kind] += 1
         for (resource, parent), ids in groups.items():
-            line: dict[str, Any] = {"k": CATALOG[resource].code}
+            line: dict[str, Any] = {"k": resource.code}
             if parent is not None:
                 line["c"] = parent
             line["ids"] = ids
@@ -111,7 +112,7 @@ class PlanWriter:
         footer = {
             "t": "end",
             "targets": sum(self.counts.values()),
-            "counts": {r.value: n for r, n in self.counts.items()},
+            "counts": {k.name: n for k, n in self.counts.items()},
             "sha256": self._digest.hexdigest(),
         }
         self._out.write(orjson.dumps(footer) + b"\n")
@@ -132,10 +133,10 @@ class PlanFile:
 
     path: Path
     header: PlanHeader
-    counts: dict[Resource, int]
+    counts: dict[ResourceKind, int]
     digest: str
 
-    def targets(self, resource: Resource) -> Iterator[Target]:
+    def targets(self, resource: ResourceKind) -> Iterator[Target]:
         """The plan's targets of ``resource``, streamed (re-checked as they are read)."""
         for _number, rec in _target_lines(self.path):
             if BY_CODE[rec["k"]] is resource:
@@ -193,7 +194,7 @@ def read_plan(path: Path) -> PlanFile:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise refuse(f"line 1 is not a plan header ({exc})") from exc
     digest = hashlib.sha256()
-    counts: Counter[Resource] = Counter()
+    counts: Counter[ResourceKind] = Counter()
     footer: dict[str, Any] | None = None
     for number, raw in _raw_lines(path):
         if footer is not None:
@@ -206,7 +207,7 @@ def read_plan(path: Path) -> PlanFile:
             if not isinstance(rec, dict):
                 raise ValueError("not a JSON object")
             for target in _targets(rec):
-                counts[target.resource] += 1
+                counts[target.kind] += 1
         except (ValueError, KeyError, TypeError) as exc:
             raise refuse(f"line {number} is damaged ({exc})") from exc
         digest.update(raw)
@@ -244,19 +245,19 @@ def _target_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def _targets(rec: dict[str, Any]) -> Iterator[Target]:
     resource = BY_CODE[rec["k"]]
     parent = rec.get("c")
-    if resource not in (Resource.MESSAGE, Resource.PARTICIPANT):
+    if not resource.has_parent:
         if parent is not None:
             # No plan writes one; it would move the target to another shard.
-            raise ValueError(f"{resource.value} lines name no conversation ('c')")
+            raise ValueError(f"{resource.name} lines name no conversation ('c')")
     elif parent is None:
-        raise ValueError(f"{resource.value} lines need their conversation ('c')")
+        raise ValueError(f"{resource.name} lines need their conversation ('c')")
     else:
-        validate_id("conversation_v1", parent)
+        validate_id(CONVERSATION_SID.key, parent)
     ids = rec["ids"]
     if not isinstance(ids, list) or not ids:
         raise ValueError("'ids' is not a non-empty list")
     for one in ids:
-        yield Target(resource, validate_id(resource.value, one), parent)
+        yield Target(resource, resource.validate(one), parent)
 
 
 def new_header(plan: JobPlan, spec_path: Path, plan_path: Path) -> PlanHeader:

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runner.kinds.catalog import Product, Resource, Target
-from runner.kinds.ids import Kind, TargetId
+from runner.kinds.base import Product, Target
 from runner.plan.selection import (
     ConversationQuery,
     Explicit,
@@ -50,7 +49,7 @@ from runner.spec.jobspec import (
 from runner.spec.timespec import ResolvedTimes
 from runner.values import ProductLimit, RetryPolicy
 
-__all__ = ["JobPlan", "build_plan", "describe_changes", "resource_of", "shard_plan"]
+__all__ = ["JobPlan", "build_plan", "describe_changes", "shard_plan"]
 
 
 @dataclass(frozen=True)
@@ -77,24 +76,6 @@ class JobPlan:
     failure_rate_min_count: int
     fanout: int
     shard: Shard | None = None  # this process's part of the targets, when the job is sharded
-
-
-def resource_of(kind: Kind, api: str | None) -> Resource:
-    """The runner's resource for a spec kind (and, for conversations, its API)."""
-    if kind is Kind.MESSAGES:
-        return Resource.MESSAGE
-    if kind is Kind.PARTICIPANTS:
-        return Resource.PARTICIPANT
-    if kind is Kind.CONVERSATIONS:
-        return Resource.CONVERSATION_V2 if api == "v2" else Resource.CONVERSATION_V1
-    if kind is Kind.CONFIGURATIONS:
-        return Resource.CONFIGURATION
-    return Resource.MEMORY_STORE
-
-
-def to_target(tid: TargetId, resource: Resource) -> Target:
-    """A validated spec ID as the runner's target."""
-    return Target(resource, tid.id, tid.conversation_sid)
 
 
 def build_plan(
@@ -155,13 +136,13 @@ def _window(times: ResolvedTimes, index: int, prefix: str, field: str) -> TimeWi
 
 
 def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
-    resource = resource_of(target.kind, target.api)
+    resource = target.resource_kind
     if target.ids is not None:
-        return Explicit(resource, tuple(to_target(t, resource) for t in target.explicit_ids()))
+        return Explicit(resource, tuple(target.explicit_ids()))
     if target.from_file is not None and target.manifest is not None:
 
         def rows(spec_target: SpecTarget = target) -> Iterator[Target]:
-            return (to_target(t, resource) for t in spec_target.iter_manifest())
+            return spec_target.iter_manifest()
 
         return Manifest(resource, rows, target.manifest.count)
     where = target.where

@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from runner.kinds.catalog import Resource, Target
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.registry import by_name, by_spec
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +50,7 @@ class ConversationQuery:
 class Explicit:
     """IDs written in the spec."""
 
-    resource: Resource
+    kind: ResourceKind
     targets: tuple[Target, ...]
 
 
@@ -57,7 +58,7 @@ class Explicit:
 class Manifest:
     """IDs in a manifest file (validated in full before the run starts)."""
 
-    resource: Resource
+    kind: ResourceKind
     rows: Callable[[], Iterator[Target]]  # streams the rows again, re-checking each one
     count: int
 
@@ -73,7 +74,7 @@ class ListConversations:
 class ListChildren:
     """Messages or participants of some v1 conversations: all, a list, or those matching a query."""
 
-    resource: Resource  # MESSAGE or PARTICIPANT
+    kind: ResourceKind  # messages or participants
     within: tuple[str, ...] | ConversationQuery | None  # None = every conversation
     created: TimeWindow = TimeWindow()  # messages only
 
@@ -94,26 +95,18 @@ class ListStores:
 Source = Explicit | Manifest | ListConversations | ListChildren | ListConfigurations | ListStores
 
 
-def source_resource(source: Source) -> Resource:
-    """The resource a source yields."""
+def source_kind(source: Source) -> ResourceKind:
+    """The kind a source yields."""
     if isinstance(source, Explicit | Manifest | ListChildren):
-        return source.resource
+        return source.kind
     if isinstance(source, ListConversations):
-        return Resource.CONVERSATION_V1 if source.query.api == "v1" else Resource.CONVERSATION_V2
+        return by_spec("conversations", source.query.api)
     if isinstance(source, ListConfigurations):
-        return Resource.CONFIGURATION
-    return Resource.MEMORY_STORE
+        return by_name("configuration")
+    return by_name("memory_store")
 
 
 def phase(source: Source) -> int:
-    """Discovery order: v1 conversations first, so their children can be skipped as covered;
-    then messages, participants and v2 conversations; configurations; Memory stores last, as
-    configurations may point at them."""
-    resource = source_resource(source)
-    if resource is Resource.CONVERSATION_V1:
-        return 0
-    if resource is Resource.CONFIGURATION:
-        return 2
-    if resource is Resource.MEMORY_STORE:
-        return 3
-    return 1
+    """Discovery order, the phase of the kind a source yields: v1 conversations first, so that
+    their children can be skipped as covered."""
+    return source_kind(source).phase

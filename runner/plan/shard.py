@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from runner.errors import InputError
-from runner.kinds.catalog import Target
+from runner.kinds.base import Target
 from runner.plan.selection import Explicit, Manifest, Source
 from runner.values import ProductLimit
 
@@ -178,12 +178,12 @@ def own_part(source: Source, shard: Shard, count_rows: bool) -> Source:
     """``source`` as far as it is this shard's: listed ids and (when the count matters, for
     the max_deletions check before the run) manifest rows of other shards are left out."""
     if isinstance(source, Explicit):
-        return Explicit(source.resource, tuple(t for t in source.targets if shard.owns(t)))
+        return Explicit(source.kind, tuple(t for t in source.targets if shard.owns(t)))
     if isinstance(source, Manifest) and count_rows:
         everything = source.rows
 
         def rows() -> Iterator[Target]:
             return (t for t in everything() if shard.owns(t))
 
-        return Manifest(source.resource, rows, sum(1 for _ in rows()))
+        return Manifest(source.kind, rows, sum(1 for _ in rows()))
     return source

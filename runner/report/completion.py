@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 import orjson
 
-from runner.kinds.catalog import BY_CODE, CATALOG, Resource
+from runner.kinds.base import ResourceKind
+from runner.kinds.registry import BY_CODE
 from runner.log.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
@@ -42,7 +43,7 @@ def outcome_name(state: State) -> str:
 class Summary:
     """Counts by resource and outcome."""
 
-    counts: dict[Resource, Counter[str]]
+    counts: dict[ResourceKind, Counter[str]]
 
     @property
     def totals(self) -> Counter[str]:
@@ -55,17 +56,17 @@ class Summary:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready form."""
         return {
-            "by_kind": {r.value: dict(c) for r, c in self.counts.items()},
+            "by_kind": {r.name: dict(c) for r, c in self.counts.items()},
             "totals": dict(self.totals),
         }
 
 
 def summarize(replay: Replay) -> Summary:
     """Count the replayed targets by resource and outcome."""
-    counts: dict[Resource, Counter[str]] = {}
+    counts: dict[ResourceKind, Counter[str]] = {}
     for (resource, state), n in replay.counts().items():
         counts.setdefault(resource, Counter())[outcome_name(state)] += n
-    return Summary(dict(sorted(counts.items(), key=lambda kv: list(Resource).index(kv[0]))))
+    return Summary(dict(sorted(counts.items(), key=lambda kv: kv[0].log_index)))
 
 
 def rows(replay: Replay) -> Iterator[dict[str, Any]]:
@@ -83,7 +84,7 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
         if not (first or rec["s"] == State.COVERED.value):
             continue
         resource = BY_CODE[rec["k"]]
-        kind, prefix = resource.value, CATALOG[resource].code + ":"
+        kind, prefix = resource.name, resource.code + ":"
         parent = rec.get("c") or ""
         for one in rec["ids"] if "ids" in rec else [rec["id"]]:
             id_ = str(one)

@@ -39,7 +39,10 @@ from pydantic_core import PydanticCustomError
 
 from runner.errors import SpecError
 from runner.files import read_input
-from runner.kinds.ids import Api, Kind, TargetId, parse_target_id, show_value, validate_id
+from runner.kinds.base import ResourceKind
+from runner.kinds.base import Target as KindTarget
+from runner.kinds.ids import Api, show_value, validate_id
+from runner.kinds.registry import by_spec, spec_words
 from runner.spec.manifest import ManifestInfo, iter_manifest, validate_manifest
 from runner.spec.timespec import Bound
 
@@ -52,7 +55,6 @@ __all__ = [
     "ConversationsTarget",
     "ConversationsWhere",
     "JobSpec",
-    "Kind",
     "Limits",
     "MemoryStoresTarget",
     "MemoryStoresWhere",
@@ -89,7 +91,7 @@ Text = Annotated[str, Strict()]
 V1State = Literal["active", "inactive", "closed", "initializing"]
 V2Status = Literal["ACTIVE", "INACTIVE", "CLOSED"]
 
-_KIND_LIST = ", ".join(k.value for k in Kind)
+_KIND_LIST = ", ".join(spec_words())
 
 
 # --- YAML ------------------------------------------------------------------------------------
@@ -450,7 +452,7 @@ def _bad_kind(path: str, value: object) -> tuple[str, str]:
     return (
         _join(path, "kind"),
         f"{show_value(tag)} is not one of {_KIND_LIST}"
-        + _did_you_mean(tag, [k.value for k in Kind]),
+        + _did_you_mean(tag, spec_words()),
     )
 
 
@@ -747,7 +749,7 @@ class Target(_Model):
         "filter": "write where: {...}",
     }
 
-    kind: Kind
+    kind: Text
     api: Api | None = None
     ids: tuple[Text, ...] | None = None
     from_file: Text | None = None
@@ -767,16 +769,21 @@ class Target(_Model):
         """The ``from_file`` path resolved against the spec's directory (None before parsing)."""
         return self._manifest_path
 
-    def explicit_ids(self) -> list[TargetId]:
-        """The ``ids`` list parsed into TargetIds (empty for other selectors)."""
-        return [parse_target_id(self.kind, text, api=self.api) for text in self.ids or ()]
+    @property
+    def resource_kind(self) -> ResourceKind:
+        """The kind of resource this target deletes (for conversations, the one of its api)."""
+        return by_spec(self.kind, self.api)
 
-    def iter_manifest(self) -> Iterator[TargetId]:
+    def explicit_ids(self) -> list[KindTarget]:
+        """The ``ids`` list parsed into targets (empty for other selectors)."""
+        return [self.resource_kind.parse_id(text) for text in self.ids or ()]
+
+    def iter_manifest(self) -> Iterator[KindTarget]:
         """Stream the ``from_file`` rows, re-checked, failing if the file changed since parsing."""
         if self._manifest_path is None or self._manifest is None:
             raise ValueError("this target has no validated manifest")
         return iter_manifest(
-            self._manifest_path, self.kind, api=self.api, expected_sha256=self._manifest.sha256
+            self._manifest_path, self.resource_kind, expected_sha256=self._manifest.sha256
         )
 
     def _where_problems(self) -> list[tuple[str, str]]:
@@ -794,19 +801,19 @@ class Target(_Model):
             problems.append(
                 ("", f"gives {' and '.join(given)}: give exactly one of ids, from_file, where")
             )
-        if self.kind is not Kind.CONVERSATIONS and self.api is not None:
+        if self.kind != "conversations" and self.api is not None:
             problems.append(
                 (
                     "api",
                     f"applies only to kind conversations: remove it "
-                    f"({self.kind.value} have a single API)",
+                    f"({self.kind} have a single API)",
                 )
             )
         if self.ids is not None and not self.ids:
             problems.append(("ids", "is empty: list at least one ID, or use from_file or where"))
         for index, text in enumerate(self.ids or ()):
             try:
-                parse_target_id(self.kind, text, api=self.api)
+                self.resource_kind.parse_id(text)
             except ValueError as exc:
                 problems.append((f"ids[{index}]", str(exc)))
         if self.from_file is not None and not self.from_file.strip():
@@ -821,21 +828,21 @@ class Target(_Model):
 class MessagesTarget(Target):
     """Messages (Conversations v1), by ``CH…/IM…`` IDs, manifest, or conversations to look in."""
 
-    kind: Literal[Kind.MESSAGES]
+    kind: Literal["messages"]
     where: MessagesWhere | None = None
 
 
 class ParticipantsTarget(Target):
     """Participants (Conversations v1), by ``CH…/MB…`` IDs, manifest, or their conversations."""
 
-    kind: Literal[Kind.PARTICIPANTS]
+    kind: Literal["participants"]
     where: ParticipantsWhere | None = None
 
 
 class ConversationsTarget(Target):
     """Conversations, deleted through v1 (``CH…``, sync 204) or v2 (``conv_conversation_…``)."""
 
-    kind: Literal[Kind.CONVERSATIONS]
+    kind: Literal["conversations"]
     api: Api = "v1"
     where: ConversationsWhere | None = None
 
@@ -869,7 +876,7 @@ class ConversationsTarget(Target):
 class ConfigurationsTarget(Target):
     """Orchestrator v2 configurations (async Operation), by ID, manifest or age."""
 
-    kind: Literal[Kind.CONFIGURATIONS]
+    kind: Literal["configurations"]
     where: ConfigurationsWhere | None = None
 
     def _where_problems(self) -> list[tuple[str, str]]:
@@ -880,7 +887,7 @@ class ConfigurationsTarget(Target):
 class MemoryStoresTarget(Target):
     """Conversation Memory stores (async Operation), by ID, manifest, or ``all: true``."""
 
-    kind: Literal[Kind.MEMORY_STORES]
+    kind: Literal["memory_stores"]
     where: MemoryStoresWhere | None = None
 
     def _where_problems(self) -> list[tuple[str, str]]:
@@ -901,11 +908,11 @@ AnyTarget = Annotated[
 
 # Union tags pydantic puts in error locations; _walk drops them from YAML paths.
 _UNION_TAGS: dict[str, object] = {
-    Kind.MESSAGES.value: MessagesTarget,
-    Kind.PARTICIPANTS.value: ParticipantsTarget,
-    Kind.CONVERSATIONS.value: ConversationsTarget,
-    Kind.CONFIGURATIONS.value: ConfigurationsTarget,
-    Kind.MEMORY_STORES.value: MemoryStoresTarget,
+    "messages": MessagesTarget,
+    "participants": ParticipantsTarget,
+    "conversations": ConversationsTarget,
+    "configurations": ConfigurationsTarget,
+    "memory_stores": MemoryStoresTarget,
     "all": Literal["all"],
     "sids": tuple[ConversationSid, ...],
     "filter": ConversationFilter,
@@ -1103,9 +1110,9 @@ def _check_manifests(
         written, kind_text, api = raw.get("from_file"), raw.get("kind"), raw.get("api", "v1")
         if not isinstance(written, str) or not written.strip() or api not in ("v1", "v2"):
             continue
-        if not isinstance(kind_text, str) or kind_text not in {k.value for k in Kind}:
+        if not isinstance(kind_text, str) or kind_text not in spec_words():
             continue
-        kind = Kind(kind_text)
+        kind = by_spec(kind_text, api)
         path = Path(written)
         if not path.is_absolute():
             path = base_dir / path
@@ -1113,7 +1120,6 @@ def _check_manifests(
             info = validate_manifest(
                 path,
                 kind,
-                api=api if kind is Kind.CONVERSATIONS else None,
                 where=f"targets[{index}].from_file",
                 display=written,
             )

@@ -33,7 +33,8 @@ from typing import BinaryIO
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import open_regular_stream
-from runner.kinds.ids import Api, Kind, TargetId, show_value, target_id
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.ids import show_value
 
 __all__ = [
     "MANIFEST_SUFFIXES",
@@ -62,10 +63,9 @@ class ManifestInfo:
 class _Scan:
     """One streaming pass over a manifest, yielding rows or problems and hashing every byte."""
 
-    def __init__(self, path: Path, kind: Kind, api: Api | None) -> None:
+    def __init__(self, path: Path, kind: ResourceKind) -> None:
         self.path = path
         self.kind = kind
-        self.api = api
         self.digest = hashlib.sha256()
         self.fatal: str | None = None
         self.rows = 0
@@ -96,25 +96,25 @@ class _Scan:
             if text.strip():
                 yield number, text.rstrip("\r\n")
 
-    def rows_of(self, handle: BinaryIO) -> Iterator[tuple[int, TargetId | str]]:
-        """Rows as (line, TargetId) or (line, problem); sets ``fatal`` if the file is unusable."""
+    def rows_of(self, handle: BinaryIO) -> Iterator[tuple[int, Target | str]]:
+        """Rows as (line, Target) or (line, problem); sets ``fatal`` if the file is unusable."""
         suffix = self.path.suffix.lower()
         if suffix == ".csv":
             yield from self._csv(handle)
         else:
             yield from self._jsonl(handle)
 
-    def _check(self, value: object, parent: object) -> TargetId | str:
+    def _check(self, value: object, parent: object) -> Target | str:
         if not isinstance(value, str) or not value:
             return f"id is missing or not text ({show_value(value)})"
         if parent is not None and not isinstance(parent, str):
             return f"conversation_sid is not text ({show_value(parent)})"
         try:
-            return target_id(self.kind, value, parent, api=self.api)
+            return self.kind.target(value, parent)
         except ValueError as exc:
             return str(exc)
 
-    def _csv(self, handle: BinaryIO) -> Iterator[tuple[int, TargetId | str]]:
+    def _csv(self, handle: BinaryIO) -> Iterator[tuple[int, Target | str]]:
         columns: list[str] | None = None
         id_at = parent_at = -1
         for number, text in self.lines(handle):
@@ -149,7 +149,7 @@ class _Scan:
         if columns is None:
             self.fatal = "is empty: it needs a header row and at least one row of IDs"
 
-    def _jsonl(self, handle: BinaryIO) -> Iterator[tuple[int, TargetId | str]]:
+    def _jsonl(self, handle: BinaryIO) -> Iterator[tuple[int, Target | str]]:
         for number, text in self.lines(handle):
             if text is None:
                 yield number, "is not UTF-8 text, or is longer than 64 KiB"
@@ -207,9 +207,8 @@ def _open(path: Path, where: str, display: str) -> BinaryIO:
 
 def validate_manifest(
     path: Path,
-    kind: Kind,
+    kind: ResourceKind,
     *,
-    api: Api | None = None,
     where: str = "from_file",
     display: str | None = None,
 ) -> ManifestInfo:
@@ -219,13 +218,13 @@ def validate_manifest(
     as the spec wrote it): ``targets[3].from_file: jobs/ids.csv line 5001: 'IM12' is not …``.
     """
     shown = display if display is not None else str(path)
-    scan = _Scan(path, kind, api)
+    scan = _Scan(path, kind)
     problems: list[str] = []
     bad = 0
     try:
         with _open(path, where, shown) as handle:
             for number, row in scan.rows_of(handle):
-                if isinstance(row, TargetId):
+                if isinstance(row, Target):
                     scan.rows += 1
                     continue
                 bad += 1
@@ -246,17 +245,16 @@ def validate_manifest(
 
 def iter_manifest(
     path: Path,
-    kind: Kind,
+    kind: ResourceKind,
     *,
-    api: Api | None = None,
     expected_sha256: str | None = None,
-) -> Iterator[TargetId]:
+) -> Iterator[Target]:
     """Stream the targets of a manifest already checked by :func:`validate_manifest`.
 
     Each row is checked again, and with ``expected_sha256`` the file's hash is compared at the
     end: a file edited after validation raises SpecError rather than yielding an unchecked ID.
     """
-    scan = _Scan(path, kind, api)
+    scan = _Scan(path, kind)
     with _open(path, "from_file", str(path)) as handle:
         for number, row in scan.rows_of(handle):
             if isinstance(row, str):

@@ -25,7 +25,7 @@ from runner.errors import (
     Stopped,
     TransientError,
 )
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.wire.backoff import parse_retry_after
 
 # Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.

@@ -39,7 +39,7 @@ import anyio
 from aiolimiter import AsyncLimiter
 
 from runner.errors import PausedTooLong
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.wire.backoff import jittered

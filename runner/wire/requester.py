@@ -14,7 +14,7 @@ import anyio
 import structlog
 
 from runner.errors import PermanentError, RateLimited, TransientError
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.values import RetryPolicy, Scope, Tally
 from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff

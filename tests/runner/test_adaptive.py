@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.wire.limits import Limits

@@ -19,7 +19,8 @@ import orjson
 import pytest
 
 from runner.errors import CheckpointError
-from runner.kinds.catalog import Resource, Target
+from runner.kinds.base import Target
+from runner.kinds.registry import by_name
 from runner.log.checkpoint import (
     RECORD_VERSION,
     CheckpointWriter,
@@ -65,12 +66,12 @@ def ttid(prefix: str, n: int) -> str:
 
 def message(n: int) -> Target:
     """The ``n``-th message target (its conversation is shared by 100 messages)."""
-    return Target(Resource.MESSAGE, sid("IM", n), sid("CH", n // 100))
+    return Target(by_name("message"), sid("IM", n), sid("CH", n // 100))
 
 
 def conversation_v2(n: int) -> Target:
     """The ``n``-th v2 conversation target."""
-    return Target(Resource.CONVERSATION_V2, ttid("conv_conversation_", n))
+    return Target(by_name("conversation_v2"), ttid("conv_conversation_", n))
 
 
 def operation(n: int) -> str:
@@ -123,12 +124,12 @@ async def write_through_writer(
 
 
 M1, M2, M3 = message(1), message(2), message(3)
-PARTICIPANT = Target(Resource.PARTICIPANT, sid("MB", 7), sid("CH", 0))
-CH_DELETED = Target(Resource.CONVERSATION_V1, sid("CH", 10))
-CH_FAILED = Target(Resource.CONVERSATION_V1, sid("CH", 11))
+PARTICIPANT = Target(by_name("participant"), sid("MB", 7), sid("CH", 0))
+CH_DELETED = Target(by_name("conversation_v1"), sid("CH", 10))
+CH_FAILED = Target(by_name("conversation_v1"), sid("CH", 11))
 V2_REQUESTED, V2_ACCEPTED, V2_DONE = conversation_v2(1), conversation_v2(2), conversation_v2(3)
-CONFIGURATION = Target(Resource.CONFIGURATION, ttid("conv_configuration_", 5))
-STORE = Target(Resource.MEMORY_STORE, ttid("mem_store_", 6))
+CONFIGURATION = Target(by_name("configuration"), ttid("conv_configuration_", 5))
+STORE = Target(by_name("memory_store"), ttid("mem_store_", 6))
 
 
 def clean_log() -> list[dict[str, Any]]:
@@ -177,7 +178,7 @@ def test_clean_log_replays_every_latest_state(tmp_path: Path) -> None:
         STORE: State.ACCEPTED,
     }
     assert {t: replay.state_of(t) for t in expected} == expected
-    assert replay.counts() == Counter((t.resource, s) for t, s in expected.items())
+    assert replay.counts() == Counter((t.kind, s) for t, s in expected.items())
     assert sorted((r.target.id, r.state, r.operation) for r in replay.open.values()) == sorted(
         [
             (V2_REQUESTED.id, State.REQUESTED, None),
@@ -199,7 +200,7 @@ def test_target_absent_from_the_log_has_no_state(tmp_path: Path) -> None:
     """A target the log never names has no state, and a log without a footer has no exit code."""
     replay = read_checkpoint(write_log(tmp_path / "run.jsonl", target_record(M1, State.DELETED)))
     assert replay.state_of(M2) is None
-    assert replay.state_of(Target(Resource.PARTICIPANT, M1.id, M1.parent)) is None
+    assert replay.state_of(Target(by_name("participant"), M1.id, M1.parent)) is None
     assert replay.exit_code is None
 
 
@@ -461,7 +462,7 @@ def test_accepted_alone_is_open_with_its_operation(tmp_path: Path) -> None:
     replay = read_checkpoint(path)
     (rec,) = replay.open.values()
     assert (rec.target, rec.state, rec.operation) == (STORE, State.ACCEPTED, "mem_op_9")
-    assert replay.counts() == Counter({(Resource.MEMORY_STORE, State.ACCEPTED): 1})
+    assert replay.counts() == Counter({(by_name("memory_store"), State.ACCEPTED): 1})
 
 
 def test_conversation_deleted_then_failed_is_not_deleted(tmp_path: Path) -> None:
@@ -500,7 +501,7 @@ async def test_writer_writes_every_record_in_order(tmp_path: Path) -> None:
     assert logged == [(t, State.DELETED, n // 100) for n, t in enumerate(targets)]
     assert 1 <= writer.syncs <= writer.lines_written <= len(records)
     replay = read_checkpoint(path)
-    assert replay.counts() == Counter({(Resource.MESSAGE, State.DELETED): 6000})
+    assert replay.counts() == Counter({(by_name("message"), State.DELETED): 6000})
     assert (replay.discovered, replay.exit_code) == ({0: 3000}, 0)
 
 
@@ -733,7 +734,7 @@ def test_log_stays_within_the_size_budget(tmp_path: Path) -> None:
 def test_a_batch_groups_lines_that_are_not_adjacent() -> None:
     """Deletions finished in the same second group into one line even when requested lines of
     other conversations sit between them."""
-    other = Target(Resource.MESSAGE, sid("IM", 9), sid("CH", 5))
+    other = Target(by_name("message"), sid("IM", 9), sid("CH", 5))
     records = [
         target_record(M1, State.DELETED, ts=4, with_parent=False),
         requested(other),

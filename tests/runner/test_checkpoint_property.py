@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runner.errors import CheckpointError
-from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.registry import BY_CODE, by_name
 from runner.log.checkpoint import (
     Replay,
     State,
@@ -73,21 +74,23 @@ def ttids(prefix: str) -> st.SearchStrategy[str]:
 # A small pool of parents, so that several messages share a conversation as in a real purge.
 PARENTS = st.sampled_from([f"CH{n:032x}" for n in range(4)])
 
-TARGETS: dict[Resource, st.SearchStrategy[Target]] = {
-    Resource.MESSAGE: st.builds(Target, st.just(Resource.MESSAGE), sids("IM"), PARENTS),
-    Resource.PARTICIPANT: st.builds(Target, st.just(Resource.PARTICIPANT), sids("MB"), PARENTS),
-    Resource.CONVERSATION_V1: st.builds(
-        Target, st.just(Resource.CONVERSATION_V1), st.one_of(sids("CH"), PARENTS)
+TARGETS: dict[ResourceKind, st.SearchStrategy[Target]] = {
+    by_name("message"): st.builds(Target, st.just(by_name("message")), sids("IM"), PARENTS),
+    by_name("participant"): st.builds(Target, st.just(by_name("participant")), sids("MB"), PARENTS),
+    by_name("conversation_v1"): st.builds(
+        Target, st.just(by_name("conversation_v1")), st.one_of(sids("CH"), PARENTS)
     ),
-    Resource.CONVERSATION_V2: st.builds(
-        Target, st.just(Resource.CONVERSATION_V2), ttids("conv_conversation_")
+    by_name("conversation_v2"): st.builds(
+        Target, st.just(by_name("conversation_v2")), ttids("conv_conversation_")
     ),
-    Resource.CONFIGURATION: st.builds(
-        Target, st.just(Resource.CONFIGURATION), ttids("conv_configuration_")
+    by_name("configuration"): st.builds(
+        Target, st.just(by_name("configuration")), ttids("conv_configuration_")
     ),
-    Resource.MEMORY_STORE: st.builds(Target, st.just(Resource.MEMORY_STORE), ttids("mem_store_")),
+    by_name("memory_store"): st.builds(
+        Target, st.just(by_name("memory_store")), ttids("mem_store_")
+    ),
 }
-ANY_TARGET = st.sampled_from(list(Resource)).flatmap(lambda r: TARGETS[r])
+ANY_TARGET = st.sampled_from(list(TARGETS)).flatmap(lambda r: TARGETS[r])
 OPERATIONS = st.one_of(ttids("proc_job_"), ttids("mem_op_"))
 
 
@@ -121,7 +124,7 @@ def attempt(draw: st.DrawFn, target: Target, generation: int = 0) -> list[Step]:
     kinds go to one of D, G or F. A v1 target its conversation took along is just C.
     """
     start = Step(State.REQUESTED, generation=generation)
-    if not CATALOG[target.resource].is_async:
+    if not target.kind.is_async:
         if generation == 0 and draw(st.integers(0, 4)) == 0:
             return [Step(State.COVERED)]
         end = draw(st.sampled_from([State.DELETED, State.GONE]) | FAILURE)
@@ -167,7 +170,7 @@ def scenarios(draw: st.DrawFn, max_targets: int = 25, pages: bool = False) -> Sc
     come first in a block, so the writer can group them."""
     pool = ANY_TARGET
     if pages:
-        kinds = draw(st.lists(st.sampled_from(list(Resource)), min_size=1, max_size=2))
+        kinds = draw(st.lists(st.sampled_from(list(TARGETS)), min_size=1, max_size=2))
         pool = st.sampled_from(kinds).flatmap(lambda r: TARGETS[r])
     targets = draw(st.lists(pool, max_size=max_targets, unique_by=lambda t: t.key))
     histories = {t: draw(history(t)) for t in targets}
@@ -266,9 +269,9 @@ class Model:
         self.last[target.key] = (target, State(rec["s"]))
         self.failure[target.key] = (rec.get("e"), rec.get("m"))
 
-    def counts(self) -> Counter[tuple[Resource, State]]:
+    def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state."""
-        return Counter((t.resource, s) for t, s in self.last.values())
+        return Counter((t.kind, s) for t, s in self.last.values())
 
     def check(self, replay: Replay) -> None:
         """Assert that ``replay`` says what this model says."""
@@ -292,7 +295,7 @@ class Model:
         assert replay.deleted_conversations == {
             t.id
             for t, s in self.last.values()
-            if t.resource is Resource.CONVERSATION_V1 and s in (State.DELETED, State.GONE)
+            if t.kind is by_name("conversation_v1") and s in (State.DELETED, State.GONE)
         }
         assert replay.discovered == self.discovered
         assert replay.discovery_done == self.done
@@ -335,7 +338,7 @@ def test_any_interleaving_replays_to_each_targets_last_state(scenario: Scenario)
     listed = Counter((r["kind"], r["id"], r["conversation_sid"]) for r in report)
     assert set(listed.values()) <= {1}
     assert {(r["kind"], r["id"], r["conversation_sid"]): r["outcome"] for r in report} == {
-        (t.resource.value, t.id, t.parent or ""): outcome_name(s) for t, s in model.last.values()
+        (t.kind.name, t.id, t.parent or ""): outcome_name(s) for t, s in model.last.values()
     }
 
 

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 import runner.app.job
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import (

@@ -51,7 +51,7 @@ from aiohttp import web
 
 import runner.app.job
 from runner.emulator import EMULATOR_KEY, EmulatorSettings, build_app, generate
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import (

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runner.kinds.ids import ID_PATTERNS, Kind, TargetId, parse_target_id, target_id, validate_id
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.ids import ID_PATTERNS, validate_id
+from runner.kinds.registry import by_spec
 
 HEX = "0123456789abcdef" * 2
 CH = "CH" + HEX
@@ -14,6 +16,11 @@ IM = "IM" + HEX
 MB = "MB" + HEX
 IS = "IS" + HEX
 TTID = "01h9d8r0vte3hz8tykdj329t7r"
+MESSAGES = by_spec("messages")
+PARTICIPANTS = by_spec("participants")
+CONVERSATIONS = by_spec("conversations", "v1")
+CONVERSATIONS_V2 = by_spec("conversations", "v2")
+MEMORY_STORES = by_spec("memory_stores")
 
 
 @pytest.mark.parametrize(
@@ -106,70 +113,58 @@ def test_nothing_that_passes_can_alter_a_path(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kind", "text", "api", "expected"),
+    ("kind", "text", "expected"),
     [
-        pytest.param(Kind.MESSAGES, f"{CH}/{IM}", None, TargetId(Kind.MESSAGES, IM, CH), id="msg"),
+        pytest.param(MESSAGES, f"{CH}/{IM}", Target(MESSAGES, IM, CH), id="msg"),
+        pytest.param(PARTICIPANTS, f"{CH}/{MB}", Target(PARTICIPANTS, MB, CH), id="part"),
+        pytest.param(CONVERSATIONS, CH, Target(CONVERSATIONS, CH), id="conv-v1"),
         pytest.param(
-            Kind.PARTICIPANTS, f"{CH}/{MB}", None, TargetId(Kind.PARTICIPANTS, MB, CH), id="part"
-        ),
-        pytest.param(Kind.CONVERSATIONS, CH, None, TargetId(Kind.CONVERSATIONS, CH), id="conv-v1"),
-        pytest.param(
-            Kind.CONVERSATIONS,
+            CONVERSATIONS_V2,
             "conv_conversation_" + TTID,
-            "v2",
-            TargetId(Kind.CONVERSATIONS, "conv_conversation_" + TTID),
+            Target(CONVERSATIONS_V2, "conv_conversation_" + TTID),
             id="conv-v2",
         ),
         pytest.param(
-            Kind.MEMORY_STORES,
+            MEMORY_STORES,
             "mem_store_" + TTID,
-            None,
-            TargetId(Kind.MEMORY_STORES, "mem_store_" + TTID),
+            Target(MEMORY_STORES, "mem_store_" + TTID),
             id="store",
         ),
     ],
 )
-def test_parse_target_id_accepts_the_spec_forms(
-    kind: Kind, text: str, api: str | None, expected: TargetId
-) -> None:
-    """Spec entries parse into TargetIds, with the conversation split off for messages."""
-    assert parse_target_id(kind, text, api=api) == expected  # type: ignore[arg-type]
+def test_parse_id_accepts_the_spec_forms(kind: ResourceKind, text: str, expected: Target) -> None:
+    """Spec entries parse into targets, with the conversation split off for messages."""
+    assert kind.parse_id(text) == expected
 
 
 @pytest.mark.parametrize(
     ("kind", "text", "fragment"),
     [
-        pytest.param(
-            Kind.MESSAGES, IM, "needs its conversation: write it as CH.../IM...", id="bare"
-        ),
-        pytest.param(Kind.MESSAGES, f"{CH}/{IM}/x", "is not CH.../IM...", id="extra-part"),
-        pytest.param(Kind.MESSAGES, f"{IS}/{IM}", "is a Service SID", id="service-parent"),
-        pytest.param(Kind.MESSAGES, "../../v1/Accounts", "is not CH.../IM...", id="traversal"),
-        pytest.param(Kind.PARTICIPANTS, f"{CH}/{IM}", "is not a Participant SID", id="wrong-child"),
-        pytest.param(Kind.CONVERSATIONS, "conv_conversation_" + TTID, "v2 Conversation", id="v2"),
+        pytest.param(MESSAGES, IM, "needs its conversation: write it as CH.../IM...", id="bare"),
+        pytest.param(MESSAGES, f"{CH}/{IM}/x", "is not CH.../IM...", id="extra-part"),
+        pytest.param(MESSAGES, f"{IS}/{IM}", "is a Service SID", id="service-parent"),
+        pytest.param(MESSAGES, "../../v1/Accounts", "is not CH.../IM...", id="traversal"),
+        pytest.param(PARTICIPANTS, f"{CH}/{IM}", "is not a Participant SID", id="wrong-child"),
+        pytest.param(CONVERSATIONS, "conv_conversation_" + TTID, "v2 Conversation", id="v2"),
     ],
 )
-def test_parse_target_id_refuses_bad_entries(kind: Kind, text: str, fragment: str) -> None:
+def test_parse_id_refuses_bad_entries(kind: ResourceKind, text: str, fragment: str) -> None:
     """A bad spec entry raises ValueError naming the expected form."""
     with pytest.raises(ValueError) as info:
-        parse_target_id(kind, text)
+        kind.parse_id(text)
     assert fragment in str(info.value)
 
 
-def test_target_id_requires_the_parent_for_messages() -> None:
+def test_target_requires_the_parent_for_messages() -> None:
     """Manifest rows for messages without a conversation SID are refused."""
     with pytest.raises(ValueError, match="need their conversation SID"):
-        target_id(Kind.MESSAGES, IM)
+        MESSAGES.target(IM)
 
 
-def test_target_id_is_small_and_keyed() -> None:
-    """TargetId has slots, a stable key and, for conversations, the API its ID implies."""
-    message = TargetId(Kind.MESSAGES, IM, CH)
+def test_target_is_small_and_keyed() -> None:
+    """A target has slots and a stable key: its kind's log code and its own ID."""
+    message = Target(MESSAGES, IM, CH)
     assert not hasattr(message, "__dict__")
-    assert message.key == f"messages:{CH}/{IM}"
-    assert message.api is None
-    assert TargetId(Kind.CONVERSATIONS, CH).api == "v1"
-    assert TargetId(Kind.CONVERSATIONS, "conv_conversation_" + TTID).api == "v2"
-    assert (
-        TargetId(Kind.MEMORY_STORES, "mem_store_" + TTID).key == "memory_stores:mem_store_" + TTID
-    )
+    assert message.key == f"m:{IM}"
+    assert Target(CONVERSATIONS, CH).key == f"c1:{CH}"
+    assert Target(MEMORY_STORES, "mem_store_" + TTID).key == "ms:mem_store_" + TTID

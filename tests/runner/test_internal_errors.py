@@ -26,7 +26,7 @@ import runner.log.checkpoint
 import runner.wire.client
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import Progress
-from runner.kinds.catalog import Target
+from runner.kinds.base import Target
 from runner.log.checkpoint import read_checkpoint
 from runner.report.completion import rows
 from runner.wire.client import TwilioClient

@@ -32,7 +32,7 @@ from runner.app.metrics import (
     write_textfile,
 )
 from runner.engine.scheduler import Progress
-from runner.kinds.catalog import Resource
+from runner.kinds.registry import KINDS, by_name
 from runner.log.checkpoint import Header, Replay, State, read_checkpoint
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES
@@ -78,7 +78,7 @@ def value(text: str, name: str, **labels: str) -> float:
 def figures(**changes: Any) -> RunFigures:
     """A small snapshot, with ``changes`` applied."""
     base: dict[str, Any] = {
-        "targets": {(Resource.MESSAGE, "deleted"): 7, (Resource.MESSAGE, "failed"): 2},
+        "targets": {(by_name("message"), "deleted"): 7, (by_name("message"), "failed"): 2},
         "requests": {"GET": 3, "DELETE": 9},
         "retries": 1,
         "throttled": 4,
@@ -111,16 +111,16 @@ async def test_textfile_counts_equal_the_completion_report(
     with log.with_suffix(".report.csv").open() as f:
         report = Counter((row["kind"], row["outcome"]) for row in csv.DictReader(f))
     assert {o for _, o in report} >= {"deleted", "failed"}
-    for resource in Resource:
+    for resource in KINDS:
         for outcome in OUTCOMES:
             got = value(
                 text,
                 "bulkops_targets",
                 bulkops_job="metrics-job",
-                kind=resource.value,
+                kind=resource.name,
                 outcome=outcome,
             )
-            assert got == report[(resource.value, outcome)], (resource, outcome)
+            assert got == report[(resource.name, outcome)], (resource, outcome)
     assert value(text, "bulkops_requests_total", method="GET") == 40
     assert value(text, "bulkops_requests_total", method="DELETE") == 30
     assert value(text, "bulkops_retries_total") == 2
@@ -181,9 +181,9 @@ def test_shard_labels_and_tally_figures() -> None:
     """A sharded run's series carry job, shard and shard count; the Tally maps one to one."""
     tally = Tally(requests=Counter({"GET": 5, "DELETE": 11, "POST": 1}), retries=3, throttled=2)
     progress = Progress()
-    progress.outcomes[(Resource.CONVERSATION_V2, State.ACCEPTED)] = 4
-    progress.outcomes[(Resource.CONVERSATION_V2, State.REQUESTED)] = 1
-    progress.outcomes[(Resource.CONVERSATION_V2, State.DELETED)] = 6
+    progress.outcomes[(by_name("conversation_v2"), State.ACCEPTED)] = 4
+    progress.outcomes[(by_name("conversation_v2"), State.REQUESTED)] = 1
+    progress.outcomes[(by_name("conversation_v2"), State.DELETED)] = 6
     progress.pending_operations = 4
     live = figures_from_progress(progress, tally, duration_seconds=9.0)
 

@@ -22,7 +22,7 @@ import pytest
 from runner.app.job import ExitCode
 from runner.engine.operations import poll_floor
 from runner.errors import PausedTooLong
-from runner.kinds.catalog import Product
+from runner.kinds.base import Product
 from runner.values import Scope as LimitScope
 from runner.wire.limits import Limits
 from tests.runner.conftest import (

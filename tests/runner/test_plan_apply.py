@@ -53,7 +53,7 @@ def assert_deleted_exactly(ledger: dict[str, Any], chosen: set[tuple[str, str]])
 def listed(plan: Path) -> set[tuple[str, str]]:
     """(kind, id) of every target the plan lists."""
     found = read_plan(plan)
-    return {(t.resource.value, t.id) for r in found.counts for t in found.targets(r)}
+    return {(t.kind.name, t.id) for r in found.counts for t in found.targets(r)}
 
 
 async def test_apply_deletes_exactly_what_the_plan_lists(

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import pytest
 
 from runner.app.scope import Scope
-from runner.kinds.catalog import Resource, Target
+from runner.kinds.base import Target
+from runner.kinds.registry import by_name
 from runner.plan.selection import (
     ConversationQuery,
     Explicit,
@@ -25,10 +26,11 @@ def sid(prefix: str, n: int) -> str:
     return f"{prefix}{n:032x}"
 
 
+MESSAGE = by_name("message")
 CH1, CH2 = sid("CH", 1), sid("CH", 2)
-M1 = Target(Resource.MESSAGE, sid("IM", 1), CH1)
-M2_ELSEWHERE = Target(Resource.MESSAGE, sid("IM", 2), CH2)
-CONFIG = Target(Resource.CONFIGURATION, "conv_configuration_0" + "a" * 25)
+M1 = Target(MESSAGE, sid("IM", 1), CH1)
+M2_ELSEWHERE = Target(MESSAGE, sid("IM", 2), CH2)
+CONFIG = Target(by_name("configuration"), "conv_configuration_0" + "a" * 25)
 
 
 def reason(sources: list[Source], target: Target, shard: Shard | None = None) -> str | None:
@@ -41,37 +43,37 @@ def reason(sources: list[Source], target: Target, shard: Shard | None = None) ->
 @pytest.mark.parametrize(
     ("sources", "target", "expected"),
     [
-        pytest.param([ListChildren(Resource.MESSAGE, None)], M1, None, id="all-messages"),
+        pytest.param([ListChildren(MESSAGE, None)], M1, None, id="all-messages"),
         pytest.param(
-            [ListChildren(Resource.MESSAGE, None)], CONFIG, "selects no configurations",
+            [ListChildren(MESSAGE, None)], CONFIG, "selects no configurations",
             id="other-kind",
         ),
         pytest.param(
-            [ListChildren(Resource.MESSAGE, (CH1,))], M2_ELSEWHERE, "is not one the job lists",
+            [ListChildren(MESSAGE, (CH1,))], M2_ELSEWHERE, "is not one the job lists",
             id="conversation-not-listed",
         ),
-        pytest.param([ListChildren(Resource.MESSAGE, (CH1,))], M1, None, id="listed-conversation"),
+        pytest.param([ListChildren(MESSAGE, (CH1,))], M1, None, id="listed-conversation"),
         pytest.param(
-            [ListChildren(Resource.MESSAGE, ConversationQuery("v1", ("closed",)))], M1, None,
+            [ListChildren(MESSAGE, ConversationQuery("v1", ("closed",)))], M1, None,
             id="a-conversation-query-admits-the-kind",
         ),
-        pytest.param([Explicit(Resource.MESSAGE, (M1,))], M1, None, id="listed-id"),
+        pytest.param([Explicit(MESSAGE, (M1,))], M1, None, id="listed-id"),
         pytest.param(
-            [Explicit(Resource.MESSAGE, (M1,))],
-            Target(Resource.MESSAGE, M1.id, CH2),
+            [Explicit(MESSAGE, (M1,))],
+            Target(MESSAGE, M1.id, CH2),
             "not among the ids",
             id="listed-id-other-conversation",
         ),
         pytest.param([ListConfigurations()], CONFIG, None, id="configurations-where"),
         pytest.param(
             [ListConversations(ConversationQuery("v2"))],
-            Target(Resource.CONVERSATION_V1, CH1),
+            Target(by_name("conversation_v1"), CH1),
             "selects no conversations (v1)",
             id="v1-in-a-v2-job",
         ),
         pytest.param(
-            [ListChildren(Resource.MESSAGE, None)],
-            Target(Resource.MESSAGE, M1.id),
+            [ListChildren(MESSAGE, None)],
+            Target(MESSAGE, M1.id),
             "no conversation is named",
             id="child-without-conversation",
         ),
@@ -90,13 +92,13 @@ def test_a_manifest_admits_only_its_rows_read_again() -> None:
     def rows() -> Iterator[Target]:
         nonlocal reads
         reads += 1
-        yield from (M1, Target(Resource.MESSAGE, sid("IM", 3), CH1))
+        yield from (M1, Target(MESSAGE, sid("IM", 3), CH1))
 
-    scope = Scope([Manifest(Resource.MESSAGE, rows, 2)])
+    scope = Scope([Manifest(MESSAGE, rows, 2)])
     outside = scope.outside([M1, M2_ELSEWHERE, CONFIG])
     assert {o.target for o in outside} == {M2_ELSEWHERE, CONFIG}
     assert reads == 1
-    assert Scope([Manifest(Resource.MESSAGE, rows, 2)], read_manifests=False).outside(
+    assert Scope([Manifest(MESSAGE, rows, 2)], read_manifests=False).outside(
         [M2_ELSEWHERE]
     ) == []
 
@@ -104,6 +106,6 @@ def test_a_manifest_admits_only_its_rows_read_again() -> None:
 def test_a_shard_admits_only_its_own_targets() -> None:
     """Another shard's target is outside, whatever the sources say."""
     owner = shard_of(CH1, 2)
-    sources: list[Source] = [ListChildren(Resource.MESSAGE, None)]
+    sources: list[Source] = [ListChildren(MESSAGE, None)]
     assert reason(sources, M1, shard=Shard(owner, 2)) is None
     assert "not to " in (reason(sources, M1, shard=Shard(1 - owner, 2)) or "")

@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 
 from runner.engine.discovery import Discovery, parse_time
 from runner.errors import BadListing, PermanentError, RemoteError
-from runner.kinds.catalog import Product, Resource, Target
-from runner.kinds.ids import ID_PATTERNS
+from runner.kinds.base import Product, Target
+from runner.kinds.registry import by_name
 from runner.plan.selection import (
     ConversationQuery,
     ListChildren,
@@ -977,7 +977,7 @@ EXAMPLE_V1 = {"conversations": [conv(1), {**conv(2), "sid": TRAVERSAL}], "meta":
 SOURCES: list[tuple[str, Source]] = [
     ("/v1/Conversations", ListConversations(ConversationQuery("v1", ("closed",), WINDOW))),
     ("/v2/Conversations", ListConversations(ConversationQuery("v2", ("CLOSED",), WINDOW))),
-    (MSGS, ListChildren(Resource.MESSAGE, (CH1,), WINDOW)),
+    (MSGS, ListChildren(by_name("message"), (CH1,), WINDOW)),
     ("/v2/ControlPlane/Configurations", ListConfigurations(WINDOW)),
     ("/v1/ControlPlane/Stores", ListStores()),
 ]
@@ -985,7 +985,7 @@ SOURCES: list[tuple[str, Source]] = [
 
 def valid(target: Target) -> bool:
     """Whether a target could only have come from a selected, well-formed item."""
-    if not ID_PATTERNS[target.resource.value].matches(target.id):
+    if not target.kind.pattern.matches(target.id):
         return False
     return target.parent is None or target.parent == CH1
 
@@ -1031,7 +1031,7 @@ def test_any_list_body_yields_valid_targets_or_a_classified_error(body: Any, whi
             if finished:
                 assert server.gets(path) == 1  # a fixed body either ends or repeats its cursor
             if body == EXAMPLE_V1 and which == 0:
-                assert found == [Target(Resource.CONVERSATION_V1, CH1)] and not finished
+                assert found == [Target(by_name("conversation_v1"), CH1)] and not finished
 
     anyio.run(check)
 

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from runner.errors import InputError
-from runner.kinds.catalog import Product, Resource, Target
+from runner.kinds.base import Product, Target
+from runner.kinds.registry import by_name
 from runner.plan.planner import build_plan, shard_plan
 from runner.plan.shard import (
     INDEX_ENV,
@@ -104,7 +105,7 @@ def test_resolve_refuses_what_does_not_add_up(
 @given(key=st.text(min_size=1, max_size=60), count=st.integers(min_value=1, max_value=64))
 def test_every_key_lands_in_exactly_one_shard(key: str, count: int) -> None:
     """For any n in 1..64, exactly one of the n shards owns a given key."""
-    target = Target(Resource.CONVERSATION_V2, key)
+    target = Target(by_name("conversation_v2"), key)
     owners = [i for i in range(count) if Shard(i, count).owns(target)]
     assert owners == [shard_of(key, count)]
 
@@ -127,9 +128,9 @@ def test_ten_thousand_sids_split_evenly(count: int) -> None:
 def test_children_follow_their_conversation(conversation: str, child: str, count: int) -> None:
     """A v1 conversation, its messages and its participants always share one shard."""
     family = [
-        Target(Resource.CONVERSATION_V1, conversation),
-        Target(Resource.MESSAGE, "IM" + child, conversation),
-        Target(Resource.PARTICIPANT, "MB" + child, conversation),
+        Target(by_name("conversation_v1"), conversation),
+        Target(by_name("message"), "IM" + child, conversation),
+        Target(by_name("participant"), "MB" + child, conversation),
     ]
     assert {shard_key(t) for t in family} == {conversation}
     assert len({shard_of(shard_key(t), count) for t in family}) == 1

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from runner.errors import SpecError
-from runner.kinds.ids import Kind, TargetId
+from runner.kinds.base import Target
+from runner.kinds.registry import by_spec
 from runner.spec.jobspec import (
     ConversationFilter,
     ConversationsTarget,
@@ -62,6 +63,12 @@ retry: {{max_attempts: 3}}
 operations: {{poll_interval: 1, timeout: 60}}
 safety: {{max_deletions: 1000}}
 """
+MESSAGES = by_spec("messages")
+PARTICIPANTS = by_spec("participants")
+CONVERSATIONS = by_spec("conversations", "v1")
+CONVERSATIONS_V2 = by_spec("conversations", "v2")
+MEMORY_STORES = by_spec("memory_stores")
+
 
 
 def parse(text: str, base_dir: Path = Path(".")) -> JobSpec:
@@ -83,13 +90,13 @@ def test_full_spec_parses_into_typed_frozen_models() -> None:
     assert spec.name == "retention-90d"
     assert spec.webhooks is False
     assert [t.kind for t in spec.targets] == [
-        Kind.MESSAGES,
-        Kind.PARTICIPANTS,
-        Kind.CONVERSATIONS,
-        Kind.CONVERSATIONS,
-        Kind.CONFIGURATIONS,
-        Kind.MEMORY_STORES,
-        Kind.MESSAGES,
+        "messages",
+        "participants",
+        "conversations",
+        "conversations",
+        "configurations",
+        "memory_stores",
+        "messages",
     ]
     first = spec.targets[0]
     assert isinstance(first, MessagesTarget)
@@ -110,10 +117,10 @@ def test_full_spec_parses_into_typed_frozen_models() -> None:
 
 
 def test_explicit_ids_are_parsed_into_target_ids() -> None:
-    """ids entries come back as TargetIds, the conversation split off for messages."""
+    """ids entries come back as targets, the conversation split off for messages."""
     spec = parse(FULL)
-    assert spec.targets[6].explicit_ids() == [TargetId(Kind.MESSAGES, IM, CH)]
-    assert spec.targets[2].explicit_ids() == [TargetId(Kind.CONVERSATIONS, CH)]
+    assert spec.targets[6].explicit_ids() == [Target(MESSAGES, IM, CH)]
+    assert spec.targets[2].explicit_ids() == [Target(CONVERSATIONS, CH)]
     assert spec.targets[0].explicit_ids() == []
 
 
@@ -357,7 +364,7 @@ def test_load_spec_reads_manifests_relative_to_the_spec(tmp_path: Path) -> None:
     target = spec.targets[0]
     assert target.manifest is not None and target.manifest.count == 1
     assert target.manifest_path == tmp_path / "jobs" / "ids.csv"
-    assert list(target.iter_manifest()) == [TargetId(Kind.MESSAGES, IM, CH)]
+    assert list(target.iter_manifest()) == [Target(MESSAGES, IM, CH)]
     assert spec.canonical()["targets"][0]["manifest"]["count"] == 1
 
 

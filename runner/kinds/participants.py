@@ -1,0 +1,30 @@
+"""Participants of v1 conversations (``CH…/MB…``): deleted one by one, synchronously (204)."""
+
+from __future__ import annotations
+
+from runner.kinds.base import Product, ResourceKind, Target
+from runner.kinds.ids import sid_pattern
+from runner.kinds.v1 import conversation_scope, conversations_prefix
+
+
+def _delete_path(target: Target, service: str | None) -> str:
+    return f"{conversations_prefix(service)}/{target.parent}/Participants/{target.id}"
+
+
+KIND = ResourceKind(
+    name="participant",
+    word="participants",
+    api=None,
+    code="p",
+    log_index=1,
+    label="participants",
+    product=Product.CONVERSATIONS,
+    pattern=sid_pattern("participant", "Participant SID", "MB"),
+    is_async=False,
+    idempotent_header=False,
+    has_parent=True,
+    covers_children=False,
+    phase=1,
+    delete_path=_delete_path,
+    limit_scope=conversation_scope,
+)
