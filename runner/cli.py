@@ -59,6 +59,7 @@ from runner.errors import (
 from runner.files import create_aside
 from runner.internal import diagnose, leaves
 from runner.kinds.registry import KINDS
+from runner.kinds.timespec import parse_bound
 from runner.log.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
 from runner.plan.planfile import PlanFile, PlanWriter, read_plan
 from runner.plan.planfile import new_header as new_plan_header
@@ -67,7 +68,6 @@ from runner.plan.shard import parse_shard, resolve_shard
 from runner.report.completion import render_csv, render_json
 from runner.spec.config import Config, load_config
 from runner.spec.jobspec import JobSpec, load_spec
-from runner.spec.timespec import parse_bound
 
 log = structlog.get_logger("bulkops.cli")
 

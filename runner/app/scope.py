@@ -32,16 +32,7 @@ from runner.kinds.base import ResourceKind, Target
 from runner.log.checkpoint import Header, Replay, State, TargetRecord, key_hash, lines_naming
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
-from runner.plan.selection import (
-    Explicit,
-    ListChildren,
-    ListConfigurations,
-    ListConversations,
-    ListStores,
-    Manifest,
-    Source,
-    source_kind,
-)
+from runner.plan.selection import Explicit, Manifest, Source, source_kind
 from runner.plan.shard import Shard, shard_of
 from runner.spec.config import Config
 from runner.spec.jobspec import JobSpec
@@ -100,11 +91,9 @@ class Scope:
                     kind.manifests.append(source)
                 else:
                     kind.whole = True
-            elif isinstance(source, ListChildren) and isinstance(source.within, tuple):
-                kind.parents.update(source.within)
-            elif isinstance(
-                source, ListChildren | ListConversations | ListConfigurations | ListStores
-            ):
+            elif (parents := source.conversations()) is not None:
+                kind.parents.update(parents)
+            else:
                 kind.whole = True
 
     @property

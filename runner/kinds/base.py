@@ -14,11 +14,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from runner.kinds.ids import CONVERSATION_SID, Api, IdPattern, show_value, validate_id
 from runner.values import Scope
 
-__all__ = ["Product", "ResourceKind", "Target", "no_scope"]
+if TYPE_CHECKING:
+    from runner.kinds.listing import Listing, TimeWindow
+    from runner.kinds.spec_model import SpecTarget
+
+# The resolved window of a spec target's bound pair, by its stem: "where.created" gives
+# created_before/created_after as a TimeWindow (times resolved once, at the job's start).
+Windows = Callable[[str], "TimeWindow"]
+
+__all__ = ["Product", "ResourceKind", "Target", "Windows", "no_scope"]
 
 
 class Product(StrEnum):
@@ -34,7 +43,8 @@ class ResourceKind:
     """One deletable resource type: its names, its IDs, its delete request and its place in a run.
 
     ``delete_path`` and ``limit_scope`` take the target and the job's Service SID (None for the
-    account's default Service).
+    account's default Service). ``select`` turns a spec target's ``where`` into the listing that
+    finds what it selects, given the target's resolved time windows.
     """
 
     name: str  # as reports, plan counts and metrics name it: message, conversation_v1 …
@@ -52,6 +62,10 @@ class ResourceKind:
     phase: int  # discovery order: lower phases are listed first
     delete_path: Callable[[Target, str | None], str]
     limit_scope: Callable[[Target, str | None], Scope | None]
+    # The spec's target model for this kind's word (a SpecTarget whose `kind` is the word), and
+    # what its `where` selects: a Listing, whose `list` is this kind's lister.
+    target_model: type[SpecTarget]
+    select: Callable[[SpecTarget, Windows], Listing]
 
     def __repr__(self) -> str:
         return f"<kind {self.name}>"

@@ -4,6 +4,7 @@ participants with it, so discovery lists them first and their children are *cove
 from __future__ import annotations
 
 from runner.kinds.base import Product, ResourceKind, Target
+from runner.kinds.conversations import ConversationsTarget, select_conversations
 from runner.kinds.ids import CONVERSATION_SID
 from runner.kinds.v1 import conversations_prefix, service_scope
 
@@ -28,4 +29,6 @@ KIND = ResourceKind(
     phase=0,
     delete_path=_delete_path,
     limit_scope=service_scope,
+    target_model=ConversationsTarget,
+    select=select_conversations,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from runner.kinds.base import Product, ResourceKind, Target, no_scope
+from runner.kinds.conversations import ConversationsTarget, select_conversations
 from runner.kinds.ids import ttid_pattern
 
 
@@ -26,4 +27,6 @@ KIND = ResourceKind(
     phase=1,
     delete_path=_delete_path,
     limit_scope=no_scope,
+    target_model=ConversationsTarget,
+    select=select_conversations,
 )

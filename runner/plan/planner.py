@@ -8,23 +8,16 @@ so the same targets are selected a day later.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from runner.kinds.base import Product, Target
-from runner.plan.selection import (
-    ConversationQuery,
-    Explicit,
-    ListChildren,
-    ListConfigurations,
-    ListConversations,
-    ListStores,
-    Manifest,
-    Source,
-    TimeWindow,
-)
+from runner.kinds.base import Product
+from runner.kinds.listing import TimeWindow
+from runner.kinds.spec_model import SpecTarget
+from runner.kinds.timespec import ResolvedTimes
+from runner.plan.selection import Explicit, Manifest, Source
 from runner.plan.shard import (
     Shard,
     own_part,
@@ -33,20 +26,7 @@ from runner.plan.shard import (
     share_rate,
     share_slots,
 )
-from runner.spec.jobspec import (
-    ConfigurationsWhere,
-    ConversationFilter,
-    ConversationsWhere,
-    JobSpec,
-    MessagesWhere,
-    ParticipantsWhere,
-    describe_changes,
-    spec_fingerprint,
-)
-from runner.spec.jobspec import (
-    Target as SpecTarget,
-)
-from runner.spec.timespec import ResolvedTimes
+from runner.spec.jobspec import JobSpec, describe_changes, spec_fingerprint
 from runner.values import ProductLimit, RetryPolicy
 
 __all__ = ["JobPlan", "build_plan", "describe_changes", "shard_plan"]
@@ -128,60 +108,20 @@ def build_plan(
     )
 
 
-def _window(times: ResolvedTimes, index: int, prefix: str, field: str) -> TimeWindow:
-    return TimeWindow(
-        before=times.get(index, f"{prefix}{field}_before"),
-        after=times.get(index, f"{prefix}{field}_after"),
-    )
-
-
 def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
-    resource = target.resource_kind
+    kind = target.resource_kind
     if target.ids is not None:
-        return Explicit(resource, tuple(target.explicit_ids()))
+        return Explicit(kind, tuple(target.explicit_ids()))
     if target.from_file is not None and target.manifest is not None:
+        return Manifest(kind, target.iter_manifest, target.manifest.count)
 
-        def rows(spec_target: SpecTarget = target) -> Iterator[Target]:
-            return spec_target.iter_manifest()
+    def window(stem: str) -> TimeWindow:
+        """The resolved bounds ``<stem>_before`` / ``<stem>_after`` of this target."""
+        return TimeWindow(
+            before=times.get(index, f"{stem}_before"), after=times.get(index, f"{stem}_after")
+        )
 
-        return Manifest(resource, rows, target.manifest.count)
-    where = target.where
-    if isinstance(where, MessagesWhere | ParticipantsWhere):
-        created = (
-            _window(times, index, "where.", "created")
-            if isinstance(where, MessagesWhere)
-            else TimeWindow()
-        )
-        selector = where.conversations
-        within: tuple[str, ...] | ConversationQuery | None
-        if isinstance(selector, ConversationFilter):
-            within = ConversationQuery(
-                "v1",
-                tuple(selector.state or ()),
-                _window(times, index, "where.conversations.", "created"),
-                _window(times, index, "where.conversations.", "updated"),
-            )
-        elif isinstance(selector, tuple):
-            within = tuple(selector)
-        else:
-            within = None
-        return ListChildren(resource, within, created)
-    if isinstance(where, ConversationsWhere):
-        api = target.api or "v1"
-        states = tuple(where.state or ()) if api == "v1" else tuple(where.status or ())
-        return ListConversations(
-            ConversationQuery(
-                api,
-                tuple(str(s) for s in states),
-                _window(times, index, "where.", "created"),
-                _window(times, index, "where.", "updated"),
-            )
-        )
-    if isinstance(where, ConfigurationsWhere):
-        return ListConfigurations(
-            _window(times, index, "where.", "created"), _window(times, index, "where.", "updated")
-        )
-    return ListStores()
+    return kind.select(target, window)
 
 
 def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:

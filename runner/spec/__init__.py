@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from runner.kinds.spec_model import ManifestInfo
+from runner.kinds.timespec import Bound, ResolvedTimes, parse_bound
 from runner.spec.config import Config, load_config
 from runner.spec.jobspec import JobSpec, load_spec, parse_spec, spec_fingerprint
-from runner.spec.manifest import ManifestInfo
-from runner.spec.timespec import Bound, ResolvedTimes, parse_bound
 
 __all__ = [
     "Bound",

@@ -27,7 +27,6 @@ import csv
 import hashlib
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -35,12 +34,12 @@ from runner.errors import SpecError, UntrustedFile
 from runner.files import open_regular_stream
 from runner.kinds.base import ResourceKind, Target
 from runner.kinds.ids import show_value
+from runner.kinds.spec_model import ManifestInfo
 
 __all__ = [
     "MANIFEST_SUFFIXES",
     "MAX_LINE_BYTES",
     "MAX_PROBLEMS",
-    "ManifestInfo",
     "iter_manifest",
     "validate_manifest",
 ]
@@ -50,14 +49,6 @@ MAX_PROBLEMS = 20
 # An ID row is under 100 bytes; a longer line is not a manifest row, and reading it whole could
 # exhaust memory if the file has no line breaks at all.
 MAX_LINE_BYTES = 64 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestInfo:
-    """What validation learnt about a manifest: its row count and the SHA-256 of its bytes."""
-
-    count: int
-    sha256: str
 
 
 class _Scan:

@@ -9,7 +9,6 @@ somewhere the job never pointed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from yarl import URL
@@ -106,45 +105,3 @@ class PageGuard:
             raise BadListing(self._path, "the server gave the same next page twice (a loop)")
         self._seen.add(digest)
         return cursor
-
-
-class AscendingCheck:
-    """Whether a conversation's messages, as read so far, came oldest first across ``cutoff``.
-
-    Messages are requested ``Order=asc``, so once a whole page is at or past the cutoff, so is
-    everything after it — but only if the server honoured the order. That is taken as shown when
-    every timestamp read so far was known and none was older than the one before it, and the
-    listing has already crossed the cutoff (an older message came first). A conversation whose
-    first page is all newer proves nothing (pages reversed would look the same), so it is read
-    to the end, as is any listing with an inversion or an unreadable timestamp.
-    """
-
-    def __init__(self, cutoff: datetime) -> None:
-        self._cutoff = cutoff
-        self._last: datetime | None = None
-        self.ordered = True
-        self._crossed = False
-
-    def see(self, when: datetime | None) -> None:
-        """Take the next item's timestamp, in the order the server gave it."""
-        if when is None:
-            self.ordered = False
-            return
-        if self._last is not None and when < self._last:
-            self.ordered = False
-        self._last = when
-        if when < self._cutoff:
-            self._crossed = True
-
-    def page_ends_listing(self, times: list[datetime | None]) -> bool:
-        """See a page's timestamps; whether nothing after this page can be older than the
-        cutoff (the order shown so far, the cutoff crossed before, this page all past it)."""
-        crossed_before = self._crossed
-        for when in times:
-            self.see(when)
-        return (
-            bool(times)
-            and self.ordered
-            and crossed_before
-            and all(when is not None and when >= self._cutoff for when in times)
-        )

@@ -26,9 +26,9 @@ from hypothesis import strategies as st
 
 from runner.cli import main
 from runner.errors import ConfigError, SpecError
+from runner.kinds.timespec import parse_bound
 from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec
-from runner.spec.timespec import parse_bound
 from runner.wire.backoff import RETRY_AFTER_CEILING, parse_retry_after
 from runner.wire.client import CONCURRENT_REQUESTS, concurrent_requests
 from tests.runner.test_checkpoint import HEADER, line

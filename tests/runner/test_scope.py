@@ -8,16 +8,11 @@ import pytest
 
 from runner.app.scope import Scope
 from runner.kinds.base import Target
+from runner.kinds.configurations import ListConfigurations
+from runner.kinds.conversations import ListConversations
 from runner.kinds.registry import by_name
-from runner.plan.selection import (
-    ConversationQuery,
-    Explicit,
-    ListChildren,
-    ListConfigurations,
-    ListConversations,
-    Manifest,
-    Source,
-)
+from runner.kinds.v1 import ConversationQuery, ListChildren
+from runner.plan.selection import Explicit, Manifest, Source
 from runner.plan.shard import Shard, shard_of
 
 

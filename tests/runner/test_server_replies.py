@@ -27,26 +27,22 @@ from aiohttp import web
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from runner.engine.discovery import Discovery, parse_time
+from runner.engine.discovery import Discovery
 from runner.errors import BadListing, PermanentError, RemoteError
 from runner.kinds.base import Product, Target
+from runner.kinds.configurations import ListConfigurations
+from runner.kinds.conversations import ListConversations
+from runner.kinds.listing import AscendingCheck, TimeWindow, parse_time
+from runner.kinds.memory_stores import ListStores
 from runner.kinds.registry import by_name
-from runner.plan.selection import (
-    ConversationQuery,
-    ListChildren,
-    ListConfigurations,
-    ListConversations,
-    ListStores,
-    Source,
-    TimeWindow,
-)
+from runner.kinds.v1 import ConversationQuery, ListChildren
+from runner.plan.selection import Source
 from runner.values import ProductLimit, RetryPolicy
 from runner.wire import client as client_module
 from runner.wire import pagination
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.pagination import (
-    AscendingCheck,
     PageGuard,
     next_page_url,
     read_envelope,

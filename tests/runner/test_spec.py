@@ -14,19 +14,18 @@ from pydantic import ValidationError
 
 from runner.errors import SpecError
 from runner.kinds.base import Target
+from runner.kinds.conversations import ConversationsTarget
+from runner.kinds.messages import MessagesTarget, MessagesWhere
 from runner.kinds.registry import by_spec
+from runner.kinds.timespec import Bound, ResolvedTimes, parse_bound, resolve_times
+from runner.kinds.v1 import ConversationFilter
 from runner.spec.jobspec import (
-    ConversationFilter,
-    ConversationsTarget,
     JobSpec,
-    MessagesTarget,
-    MessagesWhere,
     describe_changes,
     load_spec,
     parse_spec,
     spec_fingerprint,
 )
-from runner.spec.timespec import Bound, ResolvedTimes, parse_bound, resolve_times
 
 HEX = "0123456789abcdef" * 2
 CH = "CH" + HEX
