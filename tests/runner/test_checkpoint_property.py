@@ -89,6 +89,7 @@ TARGETS: dict[ResourceKind, st.SearchStrategy[Target]] = {
     by_name("memory_store"): st.builds(
         Target, st.just(by_name("memory_store")), ttids("mem_store_")
     ),
+    by_name("user"): st.builds(Target, st.just(by_name("user")), sids("US")),
 }
 ANY_TARGET = st.sampled_from(list(TARGETS)).flatmap(lambda r: TARGETS[r])
 OPERATIONS = st.one_of(ttids("proc_job_"), ttids("mem_op_"))
