@@ -58,10 +58,13 @@ def check_kinds(kinds: Iterable[ResourceKind]) -> tuple[ResourceKind, ...]:
                 f"kind {kind.name} has log_index {kind.log_index}: the log keeps a kind in 3 bits, "
                 f"so at most {MAX_KINDS} kinds (indexes 0-{MAX_KINDS - 1}) can exist"
             )
-    for word in {k.word for k in ordered}:
-        apis = [k.api for k in ordered if k.word == word]
-        if len(apis) > 1 and None in apis:
+    for word in sorted({k.word for k in ordered}):
+        sharing = [k for k in ordered if k.word == word]
+        if len(sharing) > 1 and any(k.api is None for k in sharing):
             raise KindRegistryError(f"kind word {word!r} has several kinds, not all with an api")
+        if len({k.target_model for k in sharing}) > 1:
+            # The spec tells targets apart by their word alone: one model per word.
+            raise KindRegistryError(f"the kinds of word {word!r} have different spec models")
     return tuple(ordered)
 
 

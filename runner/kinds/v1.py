@@ -269,7 +269,7 @@ class ListChildren(Listing):
     @property
     def segment(self) -> str:
         """The children's collection under a conversation: Messages or Participants."""
-        return self.children.label.capitalize()
+        return self.children.word.capitalize()
 
     def conversations(self) -> tuple[str, ...] | None:
         """The only conversations whose children it may select, or None if not limited so."""

@@ -134,3 +134,28 @@ def test_a_clashing_kind_is_refused(change: dict[str, object], fragment: str) ->
     clash = dataclasses.replace(KINDS[0], **change)  # type: ignore[arg-type]
     with pytest.raises(KindRegistryError, match=fragment):
         check_kinds([*KINDS, clash])
+
+
+def test_kinds_of_one_word_share_their_spec_model() -> None:
+    """Two kinds of one spec word (conversations v1/v2) must have one target model and apis."""
+    v2 = by_name("conversation_v2")
+    other_model = dataclasses.replace(v2, target_model=by_name("message").target_model)
+    v1 = by_name("conversation_v1")
+    with pytest.raises(KindRegistryError, match="different spec models"):
+        check_kinds([k for k in KINDS if k is not v2] + [other_model])
+    no_api = dataclasses.replace(v2, api=None)
+    with pytest.raises(KindRegistryError, match="not all with an api"):
+        check_kinds([k for k in KINDS if k is not v2] + [no_api])
+    assert v1.target_model is v2.target_model
+
+
+def test_users_are_a_kind_of_their_own() -> None:
+    """Users: log code u and index 6, listed last, deleted in the job's Service at 30/s."""
+    user = by_spec("users")
+    assert (user.name, user.code, user.log_index) == ("user", "u", 6)
+    assert user.phase == max(k.phase for k in KINDS)
+    sid = "US" + "0123456789abcdef" * 2
+    assert user.delete_path(Target(user, sid), None) == f"/v1/Users/{sid}"
+    assert user.delete_path(Target(user, sid), IS) == f"/v1/Services/{IS}/Users/{sid}"
+    assert str(user.limit_scope(Target(user, sid), IS)) == f"service {IS}"
+    assert not user.is_async and not user.covers_children and not user.has_parent
