@@ -38,7 +38,10 @@ from runner.errors import ConfigError, SafetyAbort
 from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
 from runner.kinds.catalog import Product, Resource, Target
-from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
+from runner.log.lock import open_log
+from runner.log.records import Header
+from runner.log.replay import Replay, read_checkpoint
+from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import phase

@@ -45,7 +45,8 @@ from runner.engine.scheduler import Progress
 from runner.errors import UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.catalog import Resource
-from runner.log.checkpoint import Replay, State
+from runner.log.records import State
+from runner.log.replay import Replay
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, outcome_name, summarize
 from runner.values import Tally

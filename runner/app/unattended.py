@@ -32,7 +32,7 @@ from runner.files import (
     open_own,
     open_regular,
 )
-from runner.log.checkpoint import Header
+from runner.log.records import Header
 from runner.spec.config import Config
 
 # Exit codes of a run that stopped part-way and that `resume` continues.

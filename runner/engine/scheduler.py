@@ -35,15 +35,10 @@ from runner.errors import (
 )
 from runner.internal import InternalFault
 from runner.kinds.catalog import CATALOG, Resource, Target, delete_path, limit_key
-from runner.log.checkpoint import (
-    CheckpointWriter,
-    Replay,
-    State,
-    TargetRecord,
-    key_hash,
-    target_record,
-)
 from runner.log.digests import SeenSet
+from runner.log.records import State, TargetRecord, key_hash, target_record
+from runner.log.replay import Replay
+from runner.log.writer import CheckpointWriter
 from runner.plan.selection import Explicit, Manifest, Source, phase
 from runner.wire.requester import Requester
 

@@ -18,7 +18,8 @@ from typing import Any, TextIO
 import orjson
 
 from runner.kinds.catalog import BY_CODE, CATALOG, Resource
-from runner.log.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
+from runner.log.records import TRAFFIC, State, key_hash
+from runner.log.replay import Replay, iter_target_objects
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (

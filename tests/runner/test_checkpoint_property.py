@@ -28,14 +28,8 @@ from hypothesis import strategies as st
 
 from runner.errors import CheckpointError
 from runner.kinds.catalog import BY_CODE, CATALOG, Resource, Target
-from runner.log.checkpoint import (
-    Replay,
-    State,
-    group_records,
-    key_hash,
-    read_checkpoint,
-    target_record,
-)
+from runner.log.records import State, group_records, key_hash, target_record
+from runner.log.replay import Replay, read_checkpoint
 from runner.report.completion import outcome_name, render_csv
 from tests.runner.test_checkpoint import HEADER, line, write_through_writer
 
