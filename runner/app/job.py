@@ -39,7 +39,7 @@ from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
 from runner.kinds.catalog import Product, Resource, Target
 from runner.log.lock import open_log
-from runner.log.records import Header
+from runner.log.records import Header, footer_record
 from runner.log.replay import Replay, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
@@ -292,14 +292,13 @@ async def execute(
                 finally:
                     code = _exit_code(engine, writer, interrupted, out_of_time)
                     tally = requester.tally
-                    footer = {
-                        "t": "E",
-                        "exit": code,
-                        "ts": writer.seconds(),
-                        "requests": sum(tally.requests.values()),
-                        "retries": tally.retries,
-                        "throttled": tally.throttled,
-                    }
+                    footer = footer_record(
+                        code,
+                        writer.seconds(),
+                        sum(tally.requests.values()),
+                        tally.retries,
+                        tally.throttled,
+                    )
                     with anyio.CancelScope(shield=True):
                         writer.put(footer)
                         writer.close()

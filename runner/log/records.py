@@ -209,12 +209,21 @@ _LOW26 = (1 << 26) - 1
 # -- kinds: the one place the log maps a kind to its code and to its index ----------------------
 
 KIND_BITS = 3  # a replay packs a target's kind into 3 bits of its state int
+
+
+def check_kinds_fit(count: int) -> None:
+    """Refuse (at import) more kinds than the 3-bit kind index of a replay's packed state holds:
+    a ninth kind would silently share an index with the first."""
+    if count > 1 << KIND_BITS:
+        raise RuntimeError(
+            f"{count} resource kinds do not fit the checkpoint's {KIND_BITS}-bit kind index "
+            f"(at most {1 << KIND_BITS}); widen KIND_BITS in runner/log/records.py (and the "
+            "state packing that uses it)"
+        )
+
+
 _KINDS = list(Resource)
-if len(_KINDS) > 1 << KIND_BITS:
-    raise RuntimeError(
-        f"{len(_KINDS)} resource kinds do not fit the checkpoint's {KIND_BITS}-bit kind index "
-        f"(at most {1 << KIND_BITS}); widen it in runner/log/records.py and the replay's packing"
-    )
+check_kinds_fit(len(_KINDS))
 _KIND_INDEX = {r: i for i, r in enumerate(_KINDS)}
 _KIND_BY_CODE = dict(BY_CODE)
 _CODE_OF = {r: CATALOG[r].code for r in _KINDS}
@@ -303,6 +312,38 @@ def decode_header(raw: bytes) -> Header:
     if not isinstance(rec, dict):
         raise TypeError("not a JSON object")
     return Header.from_record(rec)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A discovery progress line, decoded."""
+
+    source: int  # the index of the spec target being listed
+    found: int = 0
+    done: bool = False
+    listed: str | None = None  # a conversation whose children the source listed in full
+
+
+def decode_progress(rec: dict[str, Any]) -> Progress:
+    """A progress line's object as a :class:`Progress` (KeyError/ValueError/TypeError on a
+    malformed one)."""
+    if "c" in rec:
+        return Progress(int(rec["src"]), listed=str(rec["c"]))
+    return Progress(int(rec["src"]), int(rec.get("n", 0)), bool(rec.get("done")))
+
+
+@dataclass(frozen=True, slots=True)
+class Footer:
+    """A footer line, decoded: how one process that drove the log ended."""
+
+    exit_code: int
+    traffic: dict[str, int]  # each name of TRAFFIC: that process's own figure
+
+
+def decode_footer_object(rec: dict[str, Any]) -> Footer:
+    """A footer line's object as a :class:`Footer` (KeyError/ValueError/TypeError on a
+    malformed one)."""
+    return Footer(int(rec["exit"]), {name: int(rec.get(name, 0)) for name in TRAFFIC})
 
 
 def decode_footer(raw: bytes) -> int | None:

@@ -24,13 +24,14 @@ from runner.log.records import (
     STATE_BY_VALUE,
     STATE_INDEX,
     STATES,
-    TRAFFIC,
     Header,
     State,
     TargetRecord,
     check_ids,
     checked_parent,
+    decode_footer_object,
     decode_object,
+    decode_progress,
     decode_targets,
     is_target_object,
     key_hash,
@@ -360,17 +361,18 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
             return
         for target_rec in decode_targets(rec):
             replay._apply_target(target_rec)
-    elif kind == "P" and "c" in rec:
-        replay.children_listed.setdefault(int(rec["src"]), set()).add(str(rec["c"]))
     elif kind == "P":
-        src = int(rec["src"])
-        replay.discovered[src] = int(rec.get("n", 0))
-        if rec.get("done"):
-            replay.discovery_done.add(src)
+        progress = decode_progress(rec)
+        if progress.listed is not None:
+            replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
+        else:
+            replay.discovered[progress.source] = progress.found
+            if progress.done:
+                replay.discovery_done.add(progress.source)
     elif kind == "E":
-        replay.exit_code = int(rec["exit"])
-        for name in TRAFFIC:  # each process that drove the log adds its own figures
-            replay.traffic[name] += int(rec.get(name, 0))
+        footer = decode_footer_object(rec)
+        replay.exit_code = footer.exit_code
+        replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "H":
         raise ValueError("a second header line")
     else:
