@@ -295,9 +295,9 @@ async def execute(
                     footer = footer_record(
                         code,
                         writer.seconds(),
-                        sum(tally.requests.values()),
-                        tally.retries,
-                        tally.throttled,
+                        requests=sum(tally.requests.values()),
+                        retries=tally.retries,
+                        throttled=tally.throttled,
                     )
                     with anyio.CancelScope(shield=True):
                         writer.put(footer)
@@ -343,7 +343,7 @@ async def execute(
             engine.fail_internal(diagnose(exc, stages, default="writing the report"))
             if code != ExitCode.INTERNAL:
                 code = ExitCode.INTERNAL
-                footer = {"t": "E", "exit": code, "ts": writer.seconds()}  # traffic counted once
+                footer = footer_record(code, writer.seconds())  # traffic counted once
                 await _rescue_footer(handle, log_path, header, footer)
     problems[:0] = _stop_reasons(engine, writer, log_path)
     return RunResult(code, log_path, replay, "\n".join(problems) or None, engine.discovery_errors)

@@ -293,17 +293,20 @@ def children_listed_record(source: int, conversation: str) -> dict[str, Any]:
 
 
 def footer_record(
-    exit_code: int, ts: int, requests: int, retries: int, throttled: int
+    exit_code: int,
+    ts: int,
+    *,
+    requests: int | None = None,
+    retries: int | None = None,
+    throttled: int | None = None,
 ) -> dict[str, Any]:
-    """The footer: a process that drove the log ended, with its exit code and traffic."""
-    return {
-        "t": "E",
-        "exit": exit_code,
-        "ts": ts,
-        "requests": requests,
-        "retries": retries,
-        "throttled": throttled,
-    }
+    """The footer: a process that drove the log ended, with its exit code and its traffic (a
+    second footer of the same process leaves the traffic out, so that it is counted once)."""
+    rec: dict[str, Any] = {"t": "E", "exit": exit_code, "ts": ts}
+    for name, value in (("requests", requests), ("retries", retries), ("throttled", throttled)):
+        if value is not None:
+            rec[name] = value
+    return rec
 
 
 def decode_header(raw: bytes) -> Header:
