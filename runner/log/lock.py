@@ -13,11 +13,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import BinaryIO
 
-import orjson
-
 from runner.errors import CheckpointError, UntrustedFile
 from runner.files import create_new, make_private_directory, open_own, open_own_for_append
-from runner.log.records import Header, encode
+from runner.log.records import HEADER_START, Header, decode_object, encode
 from runner.log.replay import read_checkpoint, untrusted
 
 
@@ -62,7 +60,8 @@ def _cut_damaged_tail(fd: int, replayed: int, path: Path) -> None:
 
 def _is_record(raw: bytes) -> bool:
     try:
-        return isinstance(orjson.loads(raw), dict)
+        decode_object(raw)
+        return True
     except ValueError:
         return False
 
@@ -75,19 +74,16 @@ class _Found(StrEnum):
     FOREIGN = "foreign"  # anything else: not ours to touch
 
 
-_HEADER_START = b'{"t":"H"'
-
-
 def _headerless(fd: int) -> _Found:
     """What the file open at ``fd`` holds (read through the descriptor: a file swapped after
     the open is not the one judged)."""
     head = os.pread(fd, 1 << 20, 0)
     if not head:
         return _Found.NOTHING
-    if not head.startswith(_HEADER_START[: len(head)]):
+    if not head.startswith(HEADER_START[: len(head)]):
         return _Found.FOREIGN
     if b"\n" in head:
-        return _Found.LOG if head.startswith(_HEADER_START) else _Found.FOREIGN
+        return _Found.LOG if head.startswith(HEADER_START) else _Found.FOREIGN
     # A header torn before its newline (the size check: a header is kilobytes, not a megabyte).
     return _Found.NOTHING if os.fstat(fd).st_size < (1 << 20) else _Found.FOREIGN
 

@@ -309,6 +309,11 @@ def footer_record(
     return rec
 
 
+# How every log begins (the header's first key, as :meth:`Header.to_record` orders it): a file
+# that does not is not a bulkops log.
+HEADER_START = b'{"t":"H"'
+
+
 def decode_header(raw: bytes) -> Header:
     """The header of a log's first line (ValueError/KeyError/TypeError if it is not one)."""
     rec = orjson.loads(raw)
