@@ -48,7 +48,7 @@ from bench.harness import vm_hwm_mb  # noqa: E402  (after the sys.path fix-up)
 from runner.app.job import new_run_id  # noqa: E402
 from runner.kinds.base import Target  # noqa: E402
 from runner.kinds.registry import by_name  # noqa: E402
-from runner.log.checkpoint import Header, State, group_records, target_record  # noqa: E402
+from runner.log.records import Header, State, group_records, target_record  # noqa: E402
 from runner.plan.planner import build_plan  # noqa: E402
 from runner.spec.jobspec import load_spec  # noqa: E402
 
@@ -86,7 +86,7 @@ def hwm_mb():
             return int(row.split()[1]) / 1024
 t0 = time.perf_counter()
 import runner.cli  # everything the CLI imports (aiohttp, rich, pydantic, ...)
-from runner.log.checkpoint import read_checkpoint
+from runner.log.replay import read_checkpoint
 from runner.plan.planner import build_plan
 from runner.spec.jobspec import load_spec
 t1 = time.perf_counter()

@@ -60,7 +60,9 @@ from runner.files import create_aside
 from runner.internal import diagnose, leaves
 from runner.kinds.registry import KINDS
 from runner.kinds.timespec import parse_bound
-from runner.log.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
+from runner.log.lock import ensure_not_in_use
+from runner.log.records import State
+from runner.log.replay import Replay, read_checkpoint
 from runner.plan.planfile import PlanFile, PlanWriter, read_plan
 from runner.plan.planfile import new_header as new_plan_header
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan

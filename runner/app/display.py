@@ -12,7 +12,7 @@ from rich.table import Table
 
 from runner.engine.scheduler import Progress
 from runner.kinds.registry import KINDS
-from runner.log.checkpoint import State
+from runner.log.records import State
 
 log = structlog.get_logger("bulkops.progress")
 

@@ -38,7 +38,10 @@ from runner.errors import ConfigError, SafetyAbort
 from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
 from runner.kinds.base import Product, ResourceKind, Target
-from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
+from runner.log.lock import open_log
+from runner.log.records import Header, footer_record
+from runner.log.replay import Replay, read_checkpoint
+from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import phase
@@ -289,14 +292,13 @@ async def execute(
                 finally:
                     code = _exit_code(engine, writer, interrupted, out_of_time)
                     tally = requester.tally
-                    footer = {
-                        "t": "E",
-                        "exit": code,
-                        "ts": writer.seconds(),
-                        "requests": sum(tally.requests.values()),
-                        "retries": tally.retries,
-                        "throttled": tally.throttled,
-                    }
+                    footer = footer_record(
+                        code,
+                        writer.seconds(),
+                        requests=sum(tally.requests.values()),
+                        retries=tally.retries,
+                        throttled=tally.throttled,
+                    )
                     with anyio.CancelScope(shield=True):
                         writer.put(footer)
                         writer.close()
@@ -341,7 +343,7 @@ async def execute(
             engine.fail_internal(diagnose(exc, stages, default="writing the report"))
             if code != ExitCode.INTERNAL:
                 code = ExitCode.INTERNAL
-                footer = {"t": "E", "exit": code, "ts": writer.seconds()}  # traffic counted once
+                footer = footer_record(code, writer.seconds())  # traffic counted once
                 await _rescue_footer(handle, log_path, header, footer)
     problems[:0] = _stop_reasons(engine, writer, log_path)
     return RunResult(code, log_path, replay, "\n".join(problems) or None, engine.discovery_errors)

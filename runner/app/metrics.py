@@ -46,7 +46,8 @@ from runner.errors import UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS
-from runner.log.checkpoint import Replay, State
+from runner.log.records import State
+from runner.log.replay import Replay
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, outcome_name, summarize
 from runner.values import Tally

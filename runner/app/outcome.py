@@ -1,7 +1,7 @@
 """How a run ended, on the terminal: the outcome table, the ending in words, how to go on.
 
 Shared by ``bulkops run``/``resume``/``apply``/``status`` and ``bulkops demo``; what it prints
-is read back from the checkpoint log (:class:`runner.log.checkpoint.Replay`), never from memory.
+is read back from the checkpoint log (:class:`runner.log.replay.Replay`), never from memory.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from runner.app.job import ExitCode, RunResult
-from runner.log.checkpoint import Replay
+from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, summarize
 
 __all__ = ["ending_line", "eta_line", "finish", "print_summary"]

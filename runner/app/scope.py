@@ -29,7 +29,8 @@ import structlog
 
 from runner.errors import CheckpointError, InputError
 from runner.kinds.base import ResourceKind, Target
-from runner.log.checkpoint import Header, Replay, State, TargetRecord, key_hash, lines_naming
+from runner.log.records import Header, State, TargetRecord, key_hash
+from runner.log.replay import Replay, lines_naming
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
 from runner.plan.selection import Explicit, Manifest, Source, source_kind

@@ -22,8 +22,6 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
-import orjson
-
 from runner.errors import BulkopsError, CheckpointError, ConfigError, UntrustedFile
 from runner.files import (
     check_directory_trust,
@@ -32,7 +30,7 @@ from runner.files import (
     open_own,
     open_regular,
 )
-from runner.log.checkpoint import Header
+from runner.log.records import Header, decode_footer, decode_header
 from runner.spec.config import Config
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
@@ -143,7 +141,7 @@ def summarize_log(path: Path) -> LogSummary | None:
     try:
         with os.fdopen(fd, "rb") as f:
             first = f.readline(_HEADER_BOUND)
-            header = Header.from_record(orjson.loads(first))
+            header = decode_header(first)
             size = os.fstat(f.fileno()).st_size
             f.seek(max(len(first), size - 4096))
             tail = f.read(4096).splitlines()
@@ -153,9 +151,7 @@ def summarize_log(path: Path) -> LogSummary | None:
     if tail:
         # The last line is a footer only if the last process ended properly.
         with contextlib.suppress(ValueError, KeyError, TypeError):
-            last = orjson.loads(tail[-1])
-            if isinstance(last, dict) and last.get("t") == "E":
-                exit_code = int(last["exit"])
+            exit_code = decode_footer(tail[-1])
     return LogSummary(path, header, exit_code, untrusted)
 
 

@@ -35,15 +35,17 @@ from runner.errors import (
 )
 from runner.internal import InternalFault
 from runner.kinds.base import ResourceKind, Target
-from runner.log.checkpoint import (
-    CheckpointWriter,
-    Replay,
+from runner.log.digests import SeenSet
+from runner.log.records import (
     State,
     TargetRecord,
+    children_listed_record,
     key_hash,
+    progress_record,
     target_record,
 )
-from runner.log.digests import SeenSet
+from runner.log.replay import Replay
+from runner.log.writer import CheckpointWriter
 from runner.plan.selection import Explicit, Manifest, Source, phase
 from runner.wire.requester import Requester
 
@@ -334,17 +336,17 @@ class Engine:
                 code=getattr(failure, "code", None),
                 error=str(failure)[:200],
             )
-            self._writer.put({"t": "P", "src": index, "n": found, "error": str(failure)[:200]})
+            self._writer.put(progress_record(index, found, error=str(failure)))
             self.discovery_errors += 1
             self.discovery_failures.append((index, failure))
             return
-        self._writer.put({"t": "P", "src": index, "n": found, "done": True})
+        self._writer.put(progress_record(index, found, done=True))
 
     def _listed(self, index: int) -> ListedConversations:
         done = self._prior.children_listed.get(index, set()) if self._prior else set()
 
         async def record(sid: str) -> None:
-            self._writer.put({"t": "P", "src": index, "c": sid})
+            self._writer.put(children_listed_record(index, sid))
 
         return ListedConversations(done.__contains__, record)
 

@@ -18,8 +18,8 @@ from typing import Any, TextIO
 import orjson
 
 from runner.kinds.base import ResourceKind
-from runner.kinds.registry import BY_CODE
-from runner.log.checkpoint import TRAFFIC, Replay, State, iter_target_objects, key_hash
+from runner.log.records import TRAFFIC, State, key_hash, kind_of, line_ids, target_key
+from runner.log.replay import Replay, iter_target_objects
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -75,7 +75,8 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
     Every target has exactly one first *requested* line (generation 0) or, if its conversation
     took it along, one *covered* line; that line is where its row is made, with the outcome,
     time, Operation and error that the replay knows — so a report of millions of targets holds
-    none of them in memory. Lines are read raw (no record objects): this runs once per target.
+    none of them in memory. Lines are read as plain objects through the records codec (no
+    record objects): this runs once per target.
     """
     started = replay.header.started_at
     times: dict[int, str] = {}
@@ -83,10 +84,10 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
         first = rec["s"] == State.REQUESTED.value and not rec.get("g")
         if not (first or rec["s"] == State.COVERED.value):
             continue
-        resource = BY_CODE[rec["k"]]
-        kind, prefix = resource.name, resource.code + ":"
+        resource = kind_of(rec["k"])
+        kind, prefix = resource.name, target_key(resource, "")
         parent = rec.get("c") or ""
-        for one in rec["ids"] if "ids" in rec else [rec["id"]]:
+        for one in line_ids(rec):
             id_ = str(one)
             digest = key_hash(prefix + id_)
             latest = replay.latest(digest)

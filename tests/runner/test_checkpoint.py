@@ -21,17 +21,10 @@ import pytest
 from runner.errors import CheckpointError
 from runner.kinds.base import Target
 from runner.kinds.registry import by_name
-from runner.log.checkpoint import (
-    RECORD_VERSION,
-    CheckpointWriter,
-    Header,
-    State,
-    group_records,
-    iter_target_lines,
-    open_log,
-    read_checkpoint,
-    target_record,
-)
+from runner.log.lock import open_log
+from runner.log.records import RECORD_VERSION, Header, State, group_records, target_record
+from runner.log.replay import iter_target_lines, read_checkpoint
+from runner.log.writer import CheckpointWriter
 from runner.report.completion import render_csv, summarize
 
 REPO = Path(__file__).resolve().parents[2]
@@ -599,7 +592,7 @@ def test_new_log_over_an_existing_one_is_refused(tmp_path: Path) -> None:
 _TRY_LOCK = """
 import sys
 from pathlib import Path
-from runner.log.checkpoint import open_log
+from runner.log.lock import open_log
 from runner.errors import CheckpointError
 try:
     with open_log(Path(sys.argv[1]), None):

@@ -29,14 +29,8 @@ from hypothesis import strategies as st
 from runner.errors import CheckpointError
 from runner.kinds.base import ResourceKind, Target
 from runner.kinds.registry import BY_CODE, by_name
-from runner.log.checkpoint import (
-    Replay,
-    State,
-    group_records,
-    key_hash,
-    read_checkpoint,
-    target_record,
-)
+from runner.log.records import State, group_records, key_hash, target_record
+from runner.log.replay import Replay, read_checkpoint
 from runner.report.completion import outcome_name, render_csv
 from tests.runner.test_checkpoint import HEADER, line, write_through_writer
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runner.log.checkpoint import key_hash
 from runner.log.digests import DigestMap, SeenSet
+from runner.log.records import key_hash
 
 DIGESTS = st.integers(min_value=0, max_value=(1 << 90) - 1)
 

@@ -29,7 +29,9 @@ from runner.app.metrics import RunLabels, write_textfile
 from runner.app.unattended import job_lock, job_logs, usable_directory
 from runner.errors import CheckpointError, ConfigError, UntrustedFile
 from runner.files import check_directory_trust, create_aside, create_new, open_own
-from runner.log.checkpoint import Header, open_log, read_checkpoint
+from runner.log.lock import open_log
+from runner.log.records import Header
+from runner.log.replay import read_checkpoint
 from runner.plan.planner import build_plan
 from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec

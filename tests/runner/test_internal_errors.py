@@ -22,12 +22,13 @@ import runner.app.metrics
 import runner.cli
 import runner.engine.operations
 import runner.engine.scheduler
-import runner.log.checkpoint
+import runner.log.records
+import runner.log.writer
 import runner.wire.client
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import Progress
 from runner.kinds.base import Target
-from runner.log.checkpoint import read_checkpoint
+from runner.log.replay import read_checkpoint
 from runner.report.completion import rows
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
@@ -87,7 +88,7 @@ def in_discovery(mp: pytest.MonkeyPatch) -> None:
 
 def in_admission(mp: pytest.MonkeyPatch) -> None:
     """The sixtieth found target raises as it is admitted (hashing its key)."""
-    original = runner.log.checkpoint.key_hash
+    original = runner.log.records.key_hash
     tenth = on_call(60)
 
     def key_hash(key: str) -> int:
@@ -143,7 +144,7 @@ def in_poll(mp: pytest.MonkeyPatch) -> None:
 
 def in_writer(mp: pytest.MonkeyPatch) -> None:
     """The checkpoint writer raises on its first batch holding a deletion."""
-    original = runner.log.checkpoint.group_records
+    original = runner.log.records.group_records
     raised = False
 
     def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,7 +154,7 @@ def in_writer(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         return original(records)
 
-    mp.setattr(runner.log.checkpoint, "group_records", group_records)
+    mp.setattr(runner.log.writer, "group_records", group_records)
 
 
 def in_report(mp: pytest.MonkeyPatch) -> None:

@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from runner.errors import CheckpointError
-from runner.log.checkpoint import State, read_checkpoint
+from runner.log.records import State
+from runner.log.replay import read_checkpoint
 from tests.runner.conftest import (
     checkpoints,
     deleted,

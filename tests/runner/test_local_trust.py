@@ -19,7 +19,8 @@ import pytest
 from runner.emulator import EmulatorSettings, running_emulator
 from runner.emulator.dataset import dataset_from_mapping
 from runner.errors import CheckpointError
-from runner.log.checkpoint import State, read_checkpoint
+from runner.log.records import State
+from runner.log.replay import read_checkpoint
 from runner.plan.shard import Shard, shard_of, share_deletions
 from tests.runner.conftest import (
     REPO,

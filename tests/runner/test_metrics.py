@@ -33,7 +33,8 @@ from runner.app.metrics import (
 )
 from runner.engine.scheduler import Progress
 from runner.kinds.registry import KINDS, by_name
-from runner.log.checkpoint import Header, Replay, State, read_checkpoint
+from runner.log.records import Header, State
+from runner.log.replay import Replay, read_checkpoint
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES
 from runner.values import Tally

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from runner.log.checkpoint import read_checkpoint
+from runner.log.replay import read_checkpoint
 from tests.runner.conftest import (
     checkpoints,
     deleted,

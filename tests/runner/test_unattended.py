@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.app.unattended import Action, LogSummary, decide
-from runner.log.checkpoint import Header
+from runner.log.records import Header
 from tests.runner.conftest import (
     checkpoints,
     deleted,

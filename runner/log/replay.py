@@ -1,0 +1,383 @@
+"""Replaying a checkpoint log: :class:`Replay` and :func:`read_checkpoint`.
+
+Every line is decoded and validated by :mod:`runner.log.records`; this module keeps what the
+lines say, compactly enough for millions of targets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
+from runner.files import open_regular
+from runner.kinds.base import ResourceKind, Target
+from runner.log.digests import DigestMap
+from runner.log.records import (
+    DRIVEN,
+    RECORD_VERSION,
+    STATE_BY_VALUE,
+    STATE_INDEX,
+    STATES,
+    Header,
+    State,
+    TargetRecord,
+    check_ids,
+    checked_parent,
+    decode_footer_object,
+    decode_object,
+    decode_progress,
+    decode_targets,
+    is_target_object,
+    key_hash,
+    kind_at,
+    kind_code,
+    kind_of,
+    line_ids,
+    pack,
+)
+
+_GROUPED_KEYS = frozenset({"s", "k", "c", "ts", "ids"})
+_GONE_FOR_GOOD = frozenset({State.DELETED, State.GONE, State.COVERED})
+
+# A requested target read from a grouped line, kept as a tuple until the log is fully read:
+# most are finished by a later line, so building their records would be wasted work.
+_Lazy = tuple[ResourceKind, str, "str | None", int]
+
+
+@dataclass
+class Replay:
+    """What a checkpoint log says, replayed in order; compact enough for millions of targets.
+
+    Only the latest state of each target is kept, as one small int (state, resource and the
+    ``ts`` of its last line) under the hash of its key; full records are kept only for targets
+    still open (requested, accepted) or failed — the ones a resume drives again — and the
+    Operation id of each async target.
+    """
+
+    header: Header
+    path: Path
+    states: dict[int, int] | DigestMap = field(default_factory=dict)
+    open: dict[int, TargetRecord] = field(default_factory=dict)
+    failed: dict[int, TargetRecord] = field(default_factory=dict)
+    operations: dict[int, str] = field(default_factory=dict)
+    deleted_conversations: set[str] = field(default_factory=set)
+    discovered: dict[int, int] = field(default_factory=dict)
+    discovery_done: set[int] = field(default_factory=set)
+    # Conversations whose children each source listed in full, so a resume skips them.
+    children_listed: dict[int, set[str]] = field(default_factory=dict)
+    exit_code: int | None = None
+    traffic: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+    lines: int = 0
+    size: int = 0  # bytes of the log replayed: the end of its last whole, valid line
+    last_ts: int = 0
+    _lazy: dict[int, _Lazy] = field(default_factory=dict, repr=False)
+
+    def state_of(self, target: Target) -> State | None:
+        """The latest recorded state of ``target``, if the log names it."""
+        code = self.states.get(key_hash(target.key))
+        return None if code is None else STATES[code & 7]
+
+    def latest(self, digest: int) -> tuple[State, int] | None:
+        """(state, ts) of the last line about the target with key hash ``digest``."""
+        code = self.states.get(digest)
+        return None if code is None else (STATES[code & 7], code >> 6)
+
+    def counts(self) -> Counter[tuple[ResourceKind, State]]:
+        """Targets by resource and latest state, in the registry's order of kinds and states
+        (the same log gives the same report, whatever map its replay used)."""
+        raw = Counter(c & 63 for c in self.states.values())
+        return Counter({(kind_at(c >> 3), STATES[c & 7]): n for c, n in sorted(raw.items())})
+
+    def admitted(self) -> int:
+        """Targets the log records as driven — every one but those covered by their
+        conversation: a DELETE was sent for each, or may have been (what safety.max_deletions
+        counts)."""
+        covered = STATE_INDEX[State.COVERED]
+        return sum(1 for code in self.states.values() if code & 7 != covered)
+
+    def _pop_open(self, digest: int) -> TargetRecord | None:
+        lazy = self._lazy.pop(digest, None)
+        if lazy is not None:
+            resource, id_, parent, generation = lazy
+            target = Target(resource, id_, parent)
+            return TargetRecord(target, State.REQUESTED, generation=generation)
+        return self.open.pop(digest, None)
+
+    def _settle(self) -> None:
+        """Build the records of the requested targets that no later line finished."""
+        for digest in list(self._lazy):
+            record = self._pop_open(digest)
+            assert record is not None
+            self.open[digest] = record
+
+    def _apply_group(self, rec: dict[str, Any]) -> bool:
+        """Apply a grouped line the quick way; False if it needs the general path."""
+        ids = rec["ids"]
+        if not isinstance(ids, list) or not ids:
+            raise ValueError("'ids' is not a non-empty list")
+        state = STATE_BY_VALUE[rec["s"]]
+        if not rec.keys() <= _GROUPED_KEYS or not (
+            state in _GONE_FOR_GOOD or state is State.REQUESTED
+        ):
+            return False
+        resource = kind_of(rec["k"])
+        parent = checked_parent(resource, rec.get("c"), state)
+        ts = rec.get("ts") or 0
+        if not isinstance(ts, int):
+            raise ValueError("malformed grouped line")
+        check_ids(resource, ids)
+        code = pack(ts, resource, state)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        prefix = kind_code(resource) + ":"
+        states, lazy, open_, failed = self.states, self._lazy, self.open, self.failed
+        if state is not State.REQUESTED:
+            # The common case, kept tight: a batch of targets finished.
+            for one in ids:
+                digest = key_hash(prefix + str(one))
+                states[digest] = code
+                if lazy.pop(digest, None) is None:
+                    open_.pop(digest, None)
+                if failed:
+                    failed.pop(digest, None)
+        else:
+            for one in ids:
+                self._requested(str(one), prefix, code, resource, parent)
+        if resource.covers_children:
+            if state in (State.DELETED, State.GONE):
+                self.deleted_conversations.update(str(i) for i in ids)
+            else:
+                self.deleted_conversations.difference_update(str(i) for i in ids)
+        return True
+
+    def _requested(
+        self, id_: str, prefix: str, code: int, resource: ResourceKind, parent: str | None
+    ) -> None:
+        digest = key_hash(prefix + id_)
+        self.states[digest] = code
+        earlier = self._lazy.pop(digest, None)
+        previous = self.open.pop(digest, None) if earlier is None else None
+        failure = self.failed.pop(digest, None)
+        generation, known_parent = (0, None) if earlier is None else (earlier[3], earlier[2])
+        for before in (previous, failure):
+            if before is not None:
+                generation = max(generation, before.generation)
+                known_parent = before.target.parent
+        if parent is None:
+            parent = known_parent
+        if previous is not None and previous.operation is not None:
+            # Rare (requested again after an Operation): keep the Operation, the long way.
+            self.open[digest] = TargetRecord(
+                Target(resource, id_, parent),
+                State.REQUESTED,
+                operation=previous.operation,
+                generation=generation,
+            )
+        else:
+            self._lazy[digest] = (resource, id_, parent, generation)
+
+    def _apply_target(self, rec: TargetRecord) -> None:
+        target = rec.target
+        digest = key_hash(target.key)
+        ts = rec.ts or 0
+        self.states[digest] = pack(ts, target.kind, rec.state)
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if rec.operation is not None:
+            self.operations[digest] = rec.operation
+        previous = self._pop_open(digest)
+        if previous is not None:
+            if rec.operation is None:
+                rec.operation = previous.operation
+            rec.generation = max(rec.generation, previous.generation)
+            if target.parent is None:
+                rec.target = previous.target  # later lines leave out what the first one named
+        earlier_failure = self.failed.pop(digest, None)
+        if earlier_failure is not None:
+            rec.generation = max(rec.generation, earlier_failure.generation)
+            if target.parent is None:
+                rec.target = earlier_failure.target
+        if rec.state in DRIVEN and rec.target.parent is None and target.kind.has_parent:
+            raise UntrustedLine(
+                f"{target.kind.name} {target.id} is left to drive, but no line names its "
+                "conversation"
+            )
+        if rec.state in (State.REQUESTED, State.ACCEPTED):
+            self.open[digest] = rec
+        elif rec.state is State.FAILED:
+            self.failed[digest] = rec
+        if target.kind.covers_children:
+            if rec.state in (State.DELETED, State.GONE):
+                self.deleted_conversations.add(target.id)
+            else:
+                self.deleted_conversations.discard(target.id)
+
+
+def read_checkpoint(
+    path: Path, *, into: Replay | None = None, compact_for: int | None = None
+) -> Replay:
+    """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
+    is refused with its line number, because skipping it could lose a target's state.
+
+    With ``into`` (a replay of this same log), only what was appended since is read and applied
+    to it — how a resume brings its replay up to date without holding a second copy.
+
+    ``compact_for`` (about how many targets the log names) keeps the final states in a
+    :class:`DigestMap`, a fifth of a dict's memory but slower to fill: for the report at the end
+    of a run, where memory peaks, not for a resume racing to its first request.
+    """
+    replay = into
+    number = before = 0 if into is None else into.lines
+    end = 0 if into is None else into.size
+    for number, raw, last, end_of_line in _lines(path, end, before):
+        try:
+            rec = decode_object(raw)
+            if replay is None:
+                replay = _start_replay(rec, path)
+                if compact_for is not None:
+                    replay.states = DigestMap(compact_for)
+            else:
+                _apply(replay, rec)
+            end = end_of_line
+        except UntrustedLine as exc:
+            raise CheckpointError(
+                f"checkpoint {path} line {number} was not written by bulkops: {exc}; it cannot "
+                "be resumed (restore the log, or start the job again with `bulkops run`)"
+            ) from exc
+        except (ValueError, KeyError, TypeError) as exc:
+            if last:
+                if replay is None:
+                    break
+                replay.warnings.append(
+                    f"line {number}: torn or partial last line ignored ({len(raw)} bytes); "
+                    "the targets it named are driven again"
+                )
+                break
+            raise CheckpointError(
+                f"checkpoint {path} is corrupt at line {number}: {exc}; it cannot be resumed "
+                "safely (only a damaged last line is tolerated)"
+            ) from exc
+    if replay is None:
+        raise CheckpointError(
+            f"checkpoint {path} has no header line: the run died before writing it; "
+            "start the job again with `bulkops run`"
+        )
+    replay.lines = number
+    replay.size = end
+    replay._settle()
+    return replay
+
+
+def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, bytes, bool, int]]:
+    """(line number, bytes, is-last, offset after it) of every non-blank line from byte
+    ``offset`` on (where line ``before`` ended), streamed."""
+    try:
+        # Never through a link, never a FIFO or device (a FIFO would block the read forever).
+        handle = os.fdopen(open_regular(path, follow=False), "rb")
+    except UntrustedFile as exc:
+        raise untrusted(exc) from exc
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"checkpoint {path} does not exist") from exc
+    except OSError as exc:
+        raise CheckpointError(f"checkpoint {path} cannot be read: {exc.strerror}") from exc
+    with handle:
+        handle.seek(offset)
+        pending: tuple[int, bytes, int] | None = None
+        position = offset
+        for number, raw in enumerate(handle, start=before + 1):
+            position += len(raw)
+            if not raw.strip():
+                continue
+            if pending is not None:
+                yield pending[0], pending[1], False, pending[2]
+            pending = (number, raw, position)
+        if pending is not None:
+            yield pending[0], pending[1], True, pending[2]
+
+
+def iter_target_lines(path: Path) -> Iterator[TargetRecord]:
+    """Every well-formed target line of a log, in order, decoded (a grouped line gives one
+    record per target)."""
+    for rec in iter_target_objects(path):
+        try:
+            yield from decode_targets(rec)
+        except (ValueError, KeyError, TypeError, CheckpointError):
+            continue
+
+
+def lines_naming(path: Path, keys: set[str]) -> dict[str, int]:
+    """The number of the last line naming each of the target ``keys`` (for an error message
+    that points at the line to look at); a key no line names is left out."""
+    found: dict[str, int] = {}
+    for number, raw, _last, _end in _lines(path):
+        try:
+            rec = decode_object(raw)
+            if "s" not in rec:
+                continue
+            code = rec["k"]
+            for one in line_ids(rec):
+                key = f"{code}:{one}"
+                if key in keys:
+                    found[key] = number
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
+
+
+def iter_target_objects(path: Path) -> Iterator[dict[str, Any]]:
+    """Every well-formed target line of a log as its JSON object, in order (for reports; damage
+    is skipped here because :func:`read_checkpoint` has already judged the file)."""
+    for _number, raw, _last, _end in _lines(path):
+        try:
+            rec = decode_object(raw)
+        except ValueError:
+            continue
+        if is_target_object(rec):
+            yield rec
+
+
+def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
+    if rec.get("t") != "H":
+        raise CheckpointError(f"checkpoint {path} does not start with a header line")
+    if rec.get("v") != RECORD_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has record version {rec.get('v')!r}; "
+            f"this bulkops reads version {RECORD_VERSION}"
+        )
+    return Replay(Header.from_record(rec), path)
+
+
+def _apply(replay: Replay, rec: dict[str, Any]) -> None:
+    kind = rec.get("t")
+    if kind is None:
+        if "ids" in rec and replay._apply_group(rec):
+            return
+        for target_rec in decode_targets(rec):
+            replay._apply_target(target_rec)
+    elif kind == "P":
+        progress = decode_progress(rec)
+        if progress.listed is not None:
+            replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
+        else:
+            replay.discovered[progress.source] = progress.found
+            if progress.done:
+                replay.discovery_done.add(progress.source)
+    elif kind == "E":
+        footer = decode_footer_object(rec)
+        replay.exit_code = footer.exit_code
+        replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
+    elif kind == "H":
+        raise ValueError("a second header line")
+    else:
+        raise ValueError(f"unknown record type {kind!r}")
+
+
+def untrusted(exc: UntrustedFile) -> CheckpointError:
+    """The refusal of a log file that is not this user's own regular file."""
+    return CheckpointError(f"checkpoint {exc.path} {exc.reason}; {exc.fix}")
