@@ -32,6 +32,7 @@ from runner import __version__
 from runner.app.display import show_progress
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
+from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, SafetyAbort
@@ -41,7 +42,7 @@ from runner.kinds.catalog import Product, Resource, Target
 from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
-from runner.plan.selection import phase
+from runner.plan.selection import Source
 from runner.report.completion import OUTCOMES, summarize, write_report
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
@@ -153,19 +154,7 @@ async def execute(
     began = anyio.current_time()
     stages = {**STAGES, **_SHELL_STAGES}
     rng = random.Random()
-    settings = EngineSettings(
-        run_id=header.run_id,
-        service=plan.service,
-        webhooks=plan.webhooks,
-        workers=plan.concurrency,
-        poll_interval=plan.poll_interval,
-        operation_timeout=plan.operation_timeout,
-        max_deletions=plan.max_deletions,
-        max_failure_rate=plan.max_failure_rate,
-        failure_rate_min_count=plan.failure_rate_min_count,
-        retry_failed=retry_failed,
-        owns=plan.shard.owns if plan.shard is not None else None,
-    )
+    settings = EngineSettings.of(plan, header.run_id, retry_failed=retry_failed)
     if options.metrics_textfile is not None or options.metrics_port is not None:
         # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
         # exports nothing about 10 MB of its memory budget.
@@ -492,44 +481,41 @@ async def plan_targets(
     sink: Callable[[Sequence[Target]], None] | None = None,
 ) -> PlanResult:
     """List what the job selects without deleting anything (GET requests only); ``sink`` gets
-    every selected target (covered ones included), a page at a time."""
+    every selected target (covered ones included), a page at a time.
+
+    Discovery and admission are the run's (:mod:`runner.engine.admission`), with no workers and
+    no log: a plan takes every conversation it selects as deleted, and applies no brake."""
     result = PlanResult()
-    seen: set[str] = set()
-    conversations: set[str] = set()
+    admission = Admission(shard=plan.shard, planning=True)
+    result.selected, result.covered = admission.admitted, admission.covered
     async with _session(plan) as session:
         requester = build_requester(build_client(session, config), plan, random.Random())
         discovery = Discovery(
             requester,
             plan.service,
             fanout=plan.fanout,
-            skip_conversation=conversations.__contains__,
+            skip_conversation=admission.conversation_deleted,
         )
-
-        owns = plan.shard.owns if plan.shard is not None else None
 
         async def emit(targets: Sequence[Target]) -> None:
             chosen: list[Target] = []
             for target in targets:
-                if target.key in seen or (owns is not None and not owns(target)):
-                    continue
-                seen.add(target.key)
-                chosen.append(target)
-                if target.parent is not None and target.parent in conversations:
-                    result.covered[target.resource] += 1
-                    continue
-                if target.resource is Resource.CONVERSATION_V1:
-                    conversations.add(target.id)
-                result.selected[target.resource] += 1
-                ids = result.samples.setdefault(target.resource, [])
-                if len(ids) < sample:
-                    ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+                verdict = admission.admit(target)
+                if verdict is Verdict.COVERED:
+                    chosen.append(target)
+                elif verdict is Verdict.ADMITTED:
+                    chosen.append(target)
+                    ids = result.samples.setdefault(target.resource, [])
+                    if len(ids) < sample:
+                        ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
             if sink is not None and chosen:
                 sink(chosen)
 
-        for number in sorted({phase(s) for s in plan.sources}):
-            for source in plan.sources:
-                if phase(source) == number:
-                    await discovery.run(source, emit)
+        async def discover(_index: int, source: Source) -> None:
+            await discovery.run(source, emit)
+
+        # One source at a time: a plan file lists its targets in the order of the spec's.
+        await in_phases(plan.sources, discover, admission.settled, together=False)
     return result
 
 
