@@ -3,7 +3,6 @@ queue holding discovery back; a real client, requester, checkpoint writer and lo
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -12,17 +11,13 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from runner.engine.discovery import CHUNK
 from runner.engine.scheduler import Engine, EngineSettings
-from runner.kinds.catalog import Product, Resource, Target
+from runner.kinds.catalog import Resource, Target
 from runner.log.checkpoint import CheckpointWriter, State, open_log, read_checkpoint
 from runner.plan.selection import Explicit, ListChildren, Source
-from runner.values import ProductLimit, RetryPolicy
-from runner.wire.client import TwilioClient
-from runner.wire.limits import Limits
-from runner.wire.requester import Requester
 from tests.runner.test_checkpoint import HEADER, sid
+from tests.runner.test_discovery import requester_at
 from tests.runner.test_run_e2e import SUPPORT_SERVICE
 
 
@@ -46,17 +41,7 @@ async def engine_at(
 ) -> AsyncIterator[tuple[Engine, CheckpointWriter, Any]]:
     """An engine against ``emu`` with a new checkpoint log at ``log`` (its writer not started:
     the caller starts it, or not, to hold the workers at their write-ahead)."""
-    client = TwilioClient(
-        emu.session, {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
-    )
-    limits = Limits(
-        concurrency=workers,
-        per_conversation_rate=1000.0,
-        per_service_rate=1000.0,
-        products={p: ProductLimit() for p in Product},
-        rng=random.Random(1),
-    )
-    requester = Requester(client, limits, RetryPolicy(max_attempts=2), random.Random(1))
+    requester = requester_at(emu, workers)
     with open_log(log, HEADER) as handle:
         writer = CheckpointWriter(log, HEADER.started_at)
         try:
