@@ -595,7 +595,7 @@ async def plan_targets(
             requester,
             plan.service,
             fanout=plan.fanout,
-            skip_conversation=admission.conversation_deleted,
+            skip_conversation=admission.skips_children_of,
         )
 
         async def emit(targets: Sequence[Target]) -> None:

@@ -134,9 +134,15 @@ class Admission:
             await self._settled.wait()
 
     def conversation_deleted(self, sid: str) -> bool:
-        """Whether this job (or the run it resumes) deleted v1 conversation ``sid`` — and so
-        whether discovery can skip listing its children."""
+        """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
         return self._conversations.get(sid, False)
+
+    def skips_children_of(self, sid: str) -> bool:
+        """Whether discovery need not list the children of v1 conversation ``sid``: none of
+        them would be admitted, as it was deleted with them. (The one hook through which the
+        admission spares discovery work: a shard-aware discovery would add here that ``sid``
+        is another shard's.)"""
+        return self.conversation_deleted(sid)
 
     def release(self) -> int:
         """Drop the set of admitted targets (it can be the size of the job); returns how many

@@ -174,7 +174,7 @@ class Engine:
             requester,
             settings.service,
             fanout=fanout,
-            skip_conversation=self.conversation_deleted,
+            skip_conversation=self._admission.skips_children_of,
         )
         self._sources = sources
         self._writer = writer
