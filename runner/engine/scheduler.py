@@ -210,10 +210,6 @@ class Engine:
             carried = len(self._prior.failed)
         return self.progress.outcome(State.FAILED) + carried
 
-    def conversation_deleted(self, sid: str) -> bool:
-        """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
-        return self._admission.conversation_deleted(sid)
-
     # -- control ---------------------------------------------------------------------------
 
     def release(self) -> int:
