@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import CodeType
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import aiohttp
 import anyio
@@ -32,6 +32,7 @@ from runner import __version__
 from runner.app.display import show_progress
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
+from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, SafetyAbort
@@ -44,12 +45,15 @@ from runner.log.replay import Replay, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
-from runner.plan.selection import phase
+from runner.plan.selection import Source
 from runner.report.completion import OUTCOMES, summarize, write_report
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.requester import Requester
+
+if TYPE_CHECKING:
+    from runner.app.metrics import RunFigures, RunLabels
 
 log = structlog.get_logger("bulkops.job")
 
@@ -149,204 +153,289 @@ async def execute(
     retry_failed: bool = False,
     options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
-    """Run (or resume) a job against the checkpoint at ``log_path``."""
+    """Run (or resume) a job against the checkpoint at ``log_path``: build the parts of the
+    run, drive them to the footer, then read the log back for the report."""
     structlog.contextvars.bind_contextvars(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
     began = anyio.current_time()
-    stages = {**STAGES, **_SHELL_STAGES}
-    rng = random.Random()
-    settings = EngineSettings(
-        run_id=header.run_id,
-        service=plan.service,
-        webhooks=plan.webhooks,
-        workers=plan.concurrency,
-        poll_interval=plan.poll_interval,
-        operation_timeout=plan.operation_timeout,
-        max_deletions=plan.max_deletions,
-        max_failure_rate=plan.max_failure_rate,
-        failure_rate_min_count=plan.failure_rate_min_count,
-        retry_failed=retry_failed,
-        owns=plan.shard.owns if plan.shard is not None else None,
-    )
-    if options.metrics_textfile is not None or options.metrics_port is not None:
-        # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
-        # exports nothing about 10 MB of its memory budget.
-        from runner.app import metrics
-
-        labels = metrics.RunLabels(plan.name, plan.shard)
-        stages[metrics.write_periodically.__code__] = "the metrics exporter"
-        stages[metrics.serve_metrics.__code__] = "the metrics server"
-        stages[metrics.write_textfile.__code__] = "writing the metrics"
-    interrupted = out_of_time = writer_crashed = False
+    settings = EngineSettings.of(plan, header.run_id, retry_failed=retry_failed)
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
-        writer = CheckpointWriter(log_path, header.started_at)
         async with _session(plan) as session:
-            requester = build_requester(build_client(session, config), plan, rng)
-            engine = Engine(
-                settings,
-                requester,
-                plan.sources,
-                writer,
-                prior=prior,
-                fanout=plan.fanout,
+            parts = _build_parts(plan, config, settings, session, log_path, header, prior)
+            run = _Run(parts, plan, log_path, header, handle, options, began)
+            await run.drive(console)
+        await run.close(prior)
+    return run.result()
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """What one run is made of: the requester (client, limits, retry), the checkpoint writer
+    and the engine."""
+
+    requester: Requester
+    writer: CheckpointWriter
+    engine: Engine
+
+
+def _build_parts(
+    plan: JobPlan,
+    config: Config,
+    settings: EngineSettings,
+    session: aiohttp.ClientSession,
+    log_path: Path,
+    header: Header,
+    prior: Replay | None,
+) -> _Parts:
+    writer = CheckpointWriter(log_path, header.started_at)
+    requester = build_requester(build_client(session, config), plan, random.Random())
+    engine = Engine(settings, requester, plan.sources, writer, prior=prior, fanout=plan.fanout)
+    # A checkpoint that cannot be written stops everything at once: no request may be sent that
+    # the log could not record.
+    writer.on_error = lambda _exc: engine.hard_stop()
+    return _Parts(requester, writer, engine)
+
+
+class _Run:
+    """One run being driven and closed: the tasks around the engine (checkpoint writer, signal
+    watcher, display, time budget, metrics), the footer, and what the run ended with."""
+
+    def __init__(
+        self,
+        parts: _Parts,
+        plan: JobPlan,
+        log_path: Path,
+        header: Header,
+        handle: BinaryIO,
+        options: RunOptions,
+        began: float,
+    ) -> None:
+        self.engine = parts.engine
+        self.writer = parts.writer
+        self.requester = parts.requester
+        self._log_path = log_path
+        self._header = header
+        self._handle = handle
+        self._options = options
+        self._began = began
+        self._stages = {**STAGES, **_SHELL_STAGES}
+        self._labels: RunLabels | None = None  # when metrics are asked for
+        if options.metrics_textfile is not None or options.metrics_port is not None:
+            # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
+            # exports nothing about 10 MB of its memory budget.
+            from runner.app import metrics
+
+            self._labels = metrics.RunLabels(plan.name, plan.shard)
+            self._stages[metrics.write_periodically.__code__] = "the metrics exporter"
+            self._stages[metrics.serve_metrics.__code__] = "the metrics server"
+            self._stages[metrics.write_textfile.__code__] = "writing the metrics"
+        self._written = anyio.Event()
+        self._tg: anyio.abc.TaskGroup  # the one that drives the run, once it does
+        self.interrupted = self.out_of_time = self._writer_crashed = False
+        self.code = ExitCode.OK
+        self.replay: Replay | None = None
+        self._problems: list[str] = []
+
+    # -- driving -------------------------------------------------------------------------------
+
+    async def drive(self, console: Console) -> None:
+        """Run the engine and the tasks around it to the end, and write the footer."""
+        options = self._options
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._write)
+            tg.start_soon(self._guarded, "the signal watcher", self._watch_signals)
+            tg.start_soon(
+                self._guarded,
+                "the progress display",
+                show_progress,
+                self.engine.progress,
+                console,
             )
-            written = anyio.Event()
-            # A checkpoint that cannot be written stops everything at once: no request may be
-            # sent that the log could not record.
-            writer.on_error = lambda _exc: engine.hard_stop()
-
-            def internal(exc: BaseException, stage: str = "the run") -> None:
-                engine.fail_internal(diagnose(exc, stages, default=stage))
-
-            async def guarded(
-                stage: str, function: Callable[..., Awaitable[None]], *args: Any
-            ) -> None:
-                # The tasks around the engine report a fault of theirs to the engine (which stops
-                # hard) instead of raising it: a raise would cancel the run from under the footer,
-                # which must say how the run ended.
-                try:
-                    await function(*args)
-                except Exception as exc:
-                    internal(exc, stage)
-
-            async def write() -> None:
-                nonlocal writer_crashed
-                try:
-                    await writer.run(handle)
-                except Exception as exc:
-                    writer_crashed = True
-                    internal(exc, "the checkpoint writer")
-                finally:
-                    written.set()
-
-            async def watch_signals() -> None:
-                nonlocal interrupted
-                if threading.current_thread() is not threading.main_thread():
-                    return  # signal handlers can only be installed by the main thread
-                with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
-                    async for signum in signals:
-                        if not interrupted:
-                            interrupted = True
-                            log.warning("stopping", signal=signal.Signals(signum).name)
-                            engine.stop()
-                            tg.start_soon(_hard_stop_later, engine)
-                        else:
-                            engine.hard_stop()
-
-            async def budget(seconds: float) -> None:
-                nonlocal out_of_time
-                await anyio.sleep(seconds)
-                out_of_time = True
-                log.warning("max_duration_reached", seconds=seconds)
-                engine.stop()
-                tg.start_soon(_hard_stop_later, engine)
-
-            def live() -> metrics.RunFigures:
-                return metrics.figures_from_progress(
-                    engine.progress,
-                    requester.tally,
-                    duration_seconds=anyio.current_time() - began,
-                )
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(write)
-                tg.start_soon(guarded, "the signal watcher", watch_signals)
+            if options.max_duration is not None:
                 tg.start_soon(
-                    guarded, "the progress display", show_progress, engine.progress, console
+                    self._guarded, "the --max-duration timer", self._budget, options.max_duration
                 )
-                if options.max_duration is not None:
-                    tg.start_soon(guarded, "the --max-duration timer", budget, options.max_duration)
-                if options.metrics_textfile is not None:
-                    tg.start_soon(
-                        guarded,
-                        "the metrics exporter",
-                        partial(
-                            metrics.write_periodically,
-                            options.metrics_textfile,
-                            live,
-                            labels,
-                            interval=options.metrics_interval,
-                        ),
-                    )
-                if options.metrics_port is not None:
-                    try:
-                        port = await tg.start(
-                            metrics.serve_metrics,
-                            metrics.build_registry(live, labels),
-                            options.metrics_port,
-                        )
-                    except OSError as exc:  # before the first request: bad input, exit 2
-                        raise ConfigError(
-                            f"--metrics-port {options.metrics_port}: cannot listen on 127.0.0.1 "
-                            f"({exc.strerror}); choose a free port"
-                        ) from exc
-                    log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
-                try:
-                    await engine.run()
-                except* Exception as group:
-                    # The engine's task group has cancelled its other tasks: what they had in
-                    # hand stays requested (or accepted) in the log, for a resume to drive.
-                    internal(group)
-                finally:
-                    code = _exit_code(engine, writer, interrupted, out_of_time)
-                    tally = requester.tally
-                    footer = footer_record(
-                        code,
-                        writer.seconds(),
-                        requests=sum(tally.requests.values()),
-                        retries=tally.retries,
-                        throttled=tally.throttled,
-                    )
-                    with anyio.CancelScope(shield=True):
-                        writer.put(footer)
-                        writer.close()
-                        await written.wait()
-                        if writer_crashed:
-                            # The writer died (before or while writing the footer): the footer
-                            # goes through a new one, and says 8. Records it dropped are only
-                            # driven again by the resume (every delete is idempotent).
-                            code = _exit_code(engine, writer, interrupted, out_of_time)
-                            await _rescue_footer(handle, log_path, header, {**footer, "exit": code})
-                    tg.cancel_scope.cancel()
+            if options.metrics_textfile is not None or options.metrics_port is not None:
+                await self._start_metrics(tg)
+            try:
+                await self.engine.run()
+            except* Exception as group:
+                # The engine's task group has cancelled its other tasks: what they had in hand
+                # stays requested (or accepted) in the log, for a resume to drive.
+                self._internal(group)
+            finally:
+                await self._close_log()
+                tg.cancel_scope.cancel()
+
+    async def _start_metrics(self, tg: anyio.abc.TaskGroup) -> None:
+        from runner.app import metrics
+
+        options = self._options
+        if options.metrics_textfile is not None:
+            tg.start_soon(
+                self._guarded,
+                "the metrics exporter",
+                partial(
+                    metrics.write_periodically,
+                    options.metrics_textfile,
+                    self._live,
+                    self._metric_labels(),
+                    interval=options.metrics_interval,
+                ),
+            )
+        if options.metrics_port is not None:
+            try:
+                port = await tg.start(
+                    metrics.serve_metrics,
+                    metrics.build_registry(self._live, self._metric_labels()),
+                    options.metrics_port,
+                )
+            except OSError as exc:  # before the first request: bad input, exit 2
+                raise ConfigError(
+                    f"--metrics-port {options.metrics_port}: cannot listen on 127.0.0.1 "
+                    f"({exc.strerror}); choose a free port"
+                ) from exc
+            log.info("metrics_serving", url=f"http://127.0.0.1:{port}/metrics")
+
+    def _metric_labels(self) -> RunLabels:
+        assert self._labels is not None  # set whenever metrics are asked for
+        return self._labels
+
+    def _live(self) -> RunFigures:
+        from runner.app import metrics
+
+        return metrics.figures_from_progress(
+            self.engine.progress,
+            self.requester.tally,
+            duration_seconds=anyio.current_time() - self._began,
+        )
+
+    def _internal(self, exc: BaseException, stage: str = "the run") -> None:
+        self.engine.fail_internal(diagnose(exc, self._stages, default=stage))
+
+    async def _guarded(
+        self, stage: str, function: Callable[..., Awaitable[None]], *args: Any
+    ) -> None:
+        # The tasks around the engine report a fault of theirs to the engine (which stops hard)
+        # instead of raising it: a raise would cancel the run from under the footer, which must
+        # say how the run ended.
+        try:
+            await function(*args)
+        except Exception as exc:
+            self._internal(exc, stage)
+
+    async def _write(self) -> None:
+        try:
+            await self.writer.run(self._handle)
+        except Exception as exc:
+            self._writer_crashed = True
+            self._internal(exc, "the checkpoint writer")
+        finally:
+            self._written.set()
+
+    async def _watch_signals(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be installed by the main thread
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async for signum in signals:
+                if not self.interrupted:
+                    self.interrupted = True
+                    log.warning("stopping", signal=signal.Signals(signum).name)
+                    self.engine.stop()
+                    self._tg.start_soon(_hard_stop_later, self.engine)
+                else:
+                    self.engine.hard_stop()
+
+    async def _budget(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+        self.out_of_time = True
+        log.warning("max_duration_reached", seconds=seconds)
+        self.engine.stop()
+        self._tg.start_soon(_hard_stop_later, self.engine)
+
+    def _exit_code(self) -> int:
+        return _exit_code(self.engine, self.writer, self.interrupted, self.out_of_time)
+
+    async def _close_log(self) -> None:
+        """The footer, with the exit code and the traffic; the writer is closed behind it."""
+        self.code = self._exit_code()
+        tally = self.requester.tally
+        footer = footer_record(
+            self.code,
+            self.writer.seconds(),
+            requests=sum(tally.requests.values()),
+            retries=tally.retries,
+            throttled=tally.throttled,
+        )
+        with anyio.CancelScope(shield=True):
+            self.writer.put(footer)
+            self.writer.close()
+            await self._written.wait()
+            if self._writer_crashed:
+                # The writer died (before or while writing the footer): the footer goes through
+                # a new one, and says 8. Records it dropped are only driven again by the resume
+                # (every delete is idempotent).
+                self.code = self._exit_code()
+                footer = {**footer, "exit": self.code}
+                await _rescue_footer(self._handle, self._log_path, self._header, footer)
+
+    # -- closing -------------------------------------------------------------------------------
+
+    async def close(self, prior: Replay | None) -> None:
+        """Read the log back, write the report and the final metrics."""
         # A resume brings its replay up to date rather than reading a second copy of a big log.
         # A big fresh run's replay is built compact, as this is where its memory peaks (1M
         # targets: 175 MB with a dict, 112 MB compact); a small one keeps the faster dict.
-        problems: list[str] = []
-        replay: Replay | None = None
+        log_path = self._log_path
         try:
-            admitted = engine.release()
+            admitted = self.engine.release()
             compact = prior is None and admitted >= COMPACT_REPLAY_FROM
-            replay = read_checkpoint(
+            self.replay = replay = read_checkpoint(
                 log_path, into=prior, compact_for=admitted if compact else None
             )
             try:
                 write_reports(log_path, replay)
             except OSError as exc:
-                problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
-            _log_finished(replay, code, began, requester)
-            if options.metrics_textfile is not None:
-                final = metrics.figures_from_replay(
-                    replay,
-                    requester.tally,
-                    duration_seconds=anyio.current_time() - began,
-                    exit_code=code,
-                )
-                try:
-                    metrics.write_textfile(options.metrics_textfile, final, labels)
-                except OSError as exc:
-                    log.warning("metrics_write_failed", error=exc.strerror)
+                self._problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
+            _log_finished(replay, self.code, self._began, self.requester)
+            if self._options.metrics_textfile is not None:
+                self._write_final_metrics(replay, self._options.metrics_textfile)
         except Exception as exc:
             # The footer is written and may say the run went well: a second footer (a process
             # ending) records the fault, so `resume` writes the report again.
-            engine.fail_internal(diagnose(exc, stages, default="writing the report"))
-            if code != ExitCode.INTERNAL:
-                code = ExitCode.INTERNAL
-                footer = footer_record(code, writer.seconds())  # traffic counted once
-                await _rescue_footer(handle, log_path, header, footer)
-    problems[:0] = _stop_reasons(engine, writer, log_path)
-    return RunResult(code, log_path, replay, "\n".join(problems) or None, engine.discovery_errors)
+            self.engine.fail_internal(diagnose(exc, self._stages, default="writing the report"))
+            if self.code != ExitCode.INTERNAL:
+                self.code = ExitCode.INTERNAL
+                footer = footer_record(self.code, self.writer.seconds())  # traffic counted once
+                await _rescue_footer(self._handle, log_path, self._header, footer)
+
+    def _write_final_metrics(self, replay: Replay, path: Path) -> None:
+        from runner.app import metrics
+
+        final = metrics.figures_from_replay(
+            replay,
+            self.requester.tally,
+            duration_seconds=anyio.current_time() - self._began,
+            exit_code=self.code,
+        )
+        try:
+            metrics.write_textfile(path, final, self._metric_labels())
+        except OSError as exc:
+            log.warning("metrics_write_failed", error=exc.strerror)
+
+    def result(self) -> RunResult:
+        """How the run ended, with the reasons it stopped early first."""
+        problems = [*_stop_reasons(self.engine, self.writer, self._log_path), *self._problems]
+        return RunResult(
+            self.code,
+            self._log_path,
+            self.replay,
+            "\n".join(problems) or None,
+            self.engine.discovery_errors,
+        )
 
 
 def _log_finished(replay: Replay, code: int, began: float, requester: Requester) -> None:
@@ -494,44 +583,41 @@ async def plan_targets(
     sink: Callable[[Sequence[Target]], None] | None = None,
 ) -> PlanResult:
     """List what the job selects without deleting anything (GET requests only); ``sink`` gets
-    every selected target (covered ones included), a page at a time."""
+    every selected target (covered ones included), a page at a time.
+
+    Discovery and admission are the run's (:mod:`runner.engine.admission`), with no workers and
+    no log: a plan takes every conversation it selects as deleted, and applies no brake."""
     result = PlanResult()
-    seen: set[str] = set()
-    conversations: set[str] = set()
+    admission = Admission(shard=plan.shard, planning=True)
+    result.selected, result.covered = admission.admitted, admission.covered
     async with _session(plan) as session:
         requester = build_requester(build_client(session, config), plan, random.Random())
         discovery = Discovery(
             requester,
             plan.service,
             fanout=plan.fanout,
-            skip_conversation=conversations.__contains__,
+            skip_conversation=admission.skips_children_of,
         )
-
-        owns = plan.shard.owns if plan.shard is not None else None
 
         async def emit(targets: Sequence[Target]) -> None:
             chosen: list[Target] = []
             for target in targets:
-                if target.key in seen or (owns is not None and not owns(target)):
-                    continue
-                seen.add(target.key)
-                chosen.append(target)
-                if target.parent is not None and target.parent in conversations:
-                    result.covered[target.kind] += 1
-                    continue
-                if target.kind.covers_children:
-                    conversations.add(target.id)
-                result.selected[target.kind] += 1
-                ids = result.samples.setdefault(target.kind, [])
-                if len(ids) < sample:
-                    ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+                verdict = admission.admit(target)
+                if verdict is Verdict.COVERED:
+                    chosen.append(target)
+                elif verdict is Verdict.ADMITTED:
+                    chosen.append(target)
+                    ids = result.samples.setdefault(target.kind, [])
+                    if len(ids) < sample:
+                        ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
             if sink is not None and chosen:
                 sink(chosen)
 
-        for number in sorted({phase(s) for s in plan.sources}):
-            for source in plan.sources:
-                if phase(source) == number:
-                    await discovery.run(source, emit)
+        async def discover(_index: int, source: Source) -> None:
+            await discovery.run(source, emit)
+
+        # One source at a time: a plan file lists its targets in the order of the spec's.
+        await in_phases(plan.sources, discover, admission.settled, together=False)
     return result
 
 

@@ -34,7 +34,7 @@ from runner.log.replay import Replay, lines_naming
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
 from runner.plan.selection import Explicit, Manifest, Source, source_kind
-from runner.plan.shard import Shard, shard_of
+from runner.plan.shard import Shard, shard_key, shard_of
 from runner.spec.config import Config
 from runner.spec.jobspec import JobSpec
 
@@ -106,7 +106,7 @@ class Scope:
         """Why ``target`` is outside the selection, or None if it is inside (or could be only
         by a manifest's rows: see :meth:`outside`)."""
         if self.shard is not None and self.shard.count > 1:
-            owner = shard_of(target.parent or target.id, self.shard.count)
+            owner = shard_of(shard_key(target), self.shard.count)
             if owner != self.shard.index:
                 return f"belongs to shard {owner}/{self.shard.count}, not to {self.shard}"
         kind = self._kinds.get(target.kind)

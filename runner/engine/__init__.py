@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings, Progress, preflight
 
-__all__ = ["STAGES", "Discovery", "Engine", "EngineSettings", "Progress", "preflight"]
+__all__ = [
+    "STAGES",
+    "Admission",
+    "Discovery",
+    "Engine",
+    "EngineSettings",
+    "Progress",
+    "Verdict",
+    "in_phases",
+    "preflight",
+]

@@ -1,10 +1,11 @@
 """The engine: discovery producers → bounded work queue → deletion workers → Operation trackers.
 
 One task group owns every task (STYLE habit 4). Discovery runs source by source in phases
-(:func:`runner.plan.selection.phase`); v1 conversations go first and the next phase waits until
-every one of them has an outcome, so a message or participant whose conversation this job deleted is
-recorded as *covered* instead of being deleted one by one — and one whose conversation could not
-be deleted is still deleted on its own. Nothing selected is lost to that shortcut.
+(:func:`runner.engine.admission.in_phases`); v1 conversations go first and the next phase waits
+until every one of them has an outcome, so a message or participant whose conversation this job
+deleted is recorded as *covered* instead of being deleted one by one — and one whose conversation
+could not be deleted is still deleted on its own. Nothing selected is lost to that shortcut. What
+is found goes through the :class:`~runner.engine.admission.Admission` that ``plan`` uses too.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
@@ -35,18 +37,18 @@ from runner.errors import (
 )
 from runner.internal import InternalFault
 from runner.kinds.base import ResourceKind, Target
-from runner.log.digests import SeenSet
 from runner.log.records import (
     State,
     TargetRecord,
     children_listed_record,
-    key_hash,
     progress_record,
     target_record,
 )
 from runner.log.replay import Replay
 from runner.log.writer import CheckpointWriter
-from runner.plan.selection import Explicit, Manifest, Source, phase
+from runner.plan.planner import JobPlan
+from runner.plan.selection import Explicit, Manifest, Source
+from runner.plan.shard import Shard
 from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.scheduler")
@@ -112,7 +114,24 @@ class EngineSettings:
     failure_rate_min_count: int
     max_tracked_operations: int = 10_000
     retry_failed: bool = False
-    owns: Callable[[Target], bool] | None = None  # a sharded run's part of what is found
+    shard: Shard | None = None  # a sharded run's part of what is found
+
+    @classmethod
+    def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
+        """The settings of a run of ``plan``: the one place a plan's values reach the engine."""
+        return cls(
+            run_id=run_id,
+            service=plan.service,
+            webhooks=plan.webhooks,
+            workers=plan.concurrency,
+            poll_interval=plan.poll_interval,
+            operation_timeout=plan.operation_timeout,
+            max_deletions=plan.max_deletions,
+            max_failure_rate=plan.max_failure_rate,
+            failure_rate_min_count=plan.failure_rate_min_count,
+            retry_failed=retry_failed,
+            shard=plan.shard,
+        )
 
 
 @dataclass
@@ -147,22 +166,21 @@ class Engine:
         fanout: int = 32,
     ) -> None:
         self.settings = settings
-        self.progress = Progress()
+        self._admission = Admission(
+            shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
+        )
+        # The admission counts what it admits by kind; the live display reads the same counter.
+        self.progress = Progress(found=self._admission.admitted)
         self._req = requester
         self._discovery = Discovery(
             requester,
             settings.service,
             fanout=fanout,
-            skip_conversation=self.conversation_deleted,
+            skip_conversation=self._admission.skips_children_of,
         )
         self._sources = sources
         self._writer = writer
         self._prior = prior
-        self._seen = SeenSet()  # key hashes of admitted targets: 12 bytes a slot, not 70
-        self._selected = 0
-        self._conversations: dict[str, bool] = {}  # v1 conversation SID → deleted by this job
-        self._open_phase0 = 0
-        self._phase0_idle = anyio.Event()
         self._stopping = False
         self._work_scope = anyio.CancelScope()
         self._discovery_scope = anyio.CancelScope()
@@ -186,10 +204,6 @@ class Engine:
         # The first unexpected exception of the run (exit 8): set by whoever meets one at the top
         # of a task group, never by the code that raised it.
         self.internal_error: InternalFault | None = None
-        if prior is not None:
-            self._conversations = dict.fromkeys(prior.deleted_conversations, True)
-        # safety.max_deletions holds for the run, not for each process that drives its log.
-        self._spent = 0 if prior is None or settings.max_deletions is None else prior.admitted()
 
     def failures(self) -> int:
         """Targets failed in this run, plus those of the resumed log that were not retried."""
@@ -198,20 +212,13 @@ class Engine:
             carried = len(self._prior.failed)
         return self.progress.outcome(State.FAILED) + carried
 
-    def conversation_deleted(self, sid: str) -> bool:
-        """Whether this job (or the run it resumes) deleted v1 conversation ``sid``."""
-        return self._conversations.get(sid, False)
-
     # -- control ---------------------------------------------------------------------------
 
     def release(self) -> int:
         """Drop what only a running engine needs (the set of admitted targets can be the size
         of the job), before the final replay of the log is built beside it; returns how many
         targets it had admitted, for sizing that replay."""
-        admitted = len(self._seen)
-        self._seen = SeenSet()
-        self._conversations.clear()
-        return admitted
+        return self._admission.release()
 
     @property
     def stopping(self) -> bool:
@@ -257,9 +264,7 @@ class Engine:
 
     async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
         target = rec.target
-        self._seen.add(key_hash(target.key))
-        self.progress.found[target.kind] += 1
-        self._hold_children(target)
+        self._admission.readmit(target)
         if rec.state is State.ACCEPTED and rec.operation:
             product = target.kind.product
             accepted = Accepted(rec.operation, operation_path(product, rec.operation), 0.0)
@@ -278,15 +283,7 @@ class Engine:
     async def _discover(self) -> None:
         try:
             with self._discovery_scope:
-                phases = sorted({phase(s) for s in self._sources})
-                for number in phases:
-                    while number > 0 and self._open_phase0:
-                        self._phase0_idle = anyio.Event()
-                        await self._phase0_idle.wait()
-                    async with anyio.create_task_group() as tg:
-                        for index, source in enumerate(self._sources):
-                            if phase(source) == number:
-                                tg.start_soon(self._discover_source, index, source)
+                await in_phases(self._sources, self._discover_source, self._admission.settled)
                 self.progress.discovery_done = True
         finally:
             self._queue.close()
@@ -351,46 +348,21 @@ class Engine:
         return ListedConversations(done.__contains__, record)
 
     def _admit(self, target: Target) -> anyio.Event | None:
-        """Decide whether a found target goes to the workers (and count it); returns the event
-        of its durable *requested* line, or None when it is not to be driven."""
-        owns = self.settings.owns
-        if owns is not None and not owns(target):
-            return None  # another shard's
-        digest = key_hash(target.key)
-        if not self._seen.add(digest):
-            return None
-        prior = self._prior.state_of(target) if self._prior is not None else None
-        if prior is not None and prior.is_final:
-            # Final in the log being resumed (failed ones were re-driven above when asked to).
+        """Act on the admission's verdict about a found target; returns the event of its
+        durable *requested* line, or None when it is not to be driven."""
+        verdict = self._admission.admit(target)
+        if verdict is Verdict.ADMITTED:
+            # Write-ahead: the worker sends the DELETE only once this line is on disk, so after
+            # any crash the log names every target that may have been deleted.
+            return self._writer.put_durable(target_record(target, State.REQUESTED))
+        if verdict is Verdict.FINAL:
             self.progress.skipped_done += 1
-            return None
-        if target.parent is not None and self._conversations.get(target.parent):
+        elif verdict is Verdict.COVERED:
             self._finish(target, State.COVERED)
-            return None
-        self._selected += 1
-        limit = self.settings.max_deletions
-        # Targets an earlier process of this run admitted count too (the log's every target but
-        # the covered ones: a DELETE was sent for each, or could have been); re-driving those
-        # costs nothing more.
-        if limit is not None and self._spent + self._selected > limit:
-            earlier = f" ({self._spent} of them before this resume)" if self._spent else ""
-            self.abort = SafetyAbort(
-                f"discovery selected more than safety.max_deletions = {limit} targets"
-                f"{earlier}; stopped before deleting more. Raise the limit or narrow the selection."
-            )
+        elif verdict is Verdict.BRAKED:
+            self.abort = self._admission.brake()
             self.stop()
-            return None
-        self.progress.found[target.kind] += 1
-        self._hold_children(target)
-        # Write-ahead: the worker sends the DELETE only once this line is on disk, so after any
-        # crash the log names every target that may have been deleted.
-        return self._writer.put_durable(target_record(target, State.REQUESTED))
-
-    def _hold_children(self, target: Target) -> None:
-        """A v1 conversation being driven: its children wait until it has an outcome."""
-        if target.kind.covers_children:
-            self._conversations[target.id] = False
-            self._open_phase0 += 1
+        return None
 
     async def _worker(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
@@ -533,10 +505,7 @@ class Engine:
             "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
         )
         if target.kind.covers_children and state is not State.COVERED:
-            self._conversations[target.id] = state in (State.DELETED, State.GONE)
-            self._open_phase0 -= 1
-            if self._open_phase0 == 0:
-                self._phase0_idle.set()
+            self._admission.settle(target.id, state in (State.DELETED, State.GONE))
         self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:
@@ -579,6 +548,8 @@ STAGES = {
     Engine._discover.__code__: "discovery",
     Engine._discover_source.__code__: "discovery (listing a source)",
     Engine._admit.__code__: "admitting a found target",
+    Admission.admit.__code__: "admitting a found target",
+    Admission.readmit.__code__: "re-driving the targets a resumed run left open",
     Engine._worker.__code__: "a deletion worker",
     Engine._drive.__code__: "a deletion worker (sending a DELETE, reading its answer)",
     Engine._start_tracking.__code__: "an Operation tracker",

@@ -51,7 +51,7 @@ class ResourceKind:
     word: str  # the `kind:` of a spec target: messages, conversations …
     api: Api | None  # for a word with two APIs (conversations), which one this kind is
     code: str  # short name in checkpoint and plan lines, to keep the log small; never changes
-    log_index: int  # the log packs the kind into 3 bits (log/checkpoint): 0-7, never changes
+    log_index: int  # the log packs the kind into 3 bits (log/records): 0-7, never changes
     label: str  # human name for reports
     product: Product
     pattern: IdPattern  # its IDs; for a kind with a parent, the child's own ID

@@ -29,7 +29,7 @@ __all__ = [
     "spec_words",
 ]
 
-MAX_KINDS = 8  # log_index takes 3 bits in the replay's packed state (log/checkpoint)
+MAX_KINDS = 8  # log_index takes 3 bits in the replay's packed state (log/records)
 
 
 class KindRegistryError(Exception):

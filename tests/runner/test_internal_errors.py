@@ -20,6 +20,7 @@ import pytest
 import runner.app.job
 import runner.app.metrics
 import runner.cli
+import runner.engine.admission
 import runner.engine.operations
 import runner.engine.scheduler
 import runner.log.records
@@ -96,7 +97,7 @@ def in_admission(mp: pytest.MonkeyPatch) -> None:
             raise Boom
         return original(key)
 
-    mp.setattr(runner.engine.scheduler, "key_hash", key_hash)
+    mp.setattr(runner.engine.admission, "key_hash", key_hash)
 
 
 def in_send(mp: pytest.MonkeyPatch) -> None:
