@@ -1,7 +1,7 @@
 """The ``bulkops`` command line.
 
 Every subcommand validates all of its input before the first request; bad input prints each
-problem and exits 2. Exit codes are listed in :class:`runner.app.job.ExitCode` and the README.
+problem and exits 2. Exit codes are listed in :class:`runner.errors.ExitCode` and the README.
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from runner import __version__
 from runner.app import logs
 from runner.app.explain import remote_problem
 from runner.app.job import (
-    ExitCode,
     RunOptions,
     RunResult,
     execute,
@@ -39,7 +38,6 @@ from runner.app.outcome import ending_line, eta_line, finish, print_summary
 from runner.app.scope import confine_plan, confine_resume, resume_plan
 from runner.app.unattended import (
     Action,
-    LockedOut,
     api_hosts,
     check_same_hosts,
     decide,
@@ -51,7 +49,9 @@ from runner.engine.scheduler import preflight
 from runner.errors import (
     AuthError,
     CheckpointError,
+    ExitCode,
     InputError,
+    LockedOut,
     OperationFailed,
     RemoteError,
     SafetyAbort,

@@ -34,7 +34,7 @@ from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
-from runner.errors import ConfigError, SafetyAbort
+from runner.errors import ConfigError, ExitCode, SafetyAbort
 from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
 from runner.kinds.catalog import Product, Resource, Target
@@ -54,22 +54,6 @@ GRACE_SECONDS = 4.0  # requests in flight get this long after Ctrl-C before bein
 # Ctrl-C, a service manager's stop, and a closed terminal (or a hang-up sent by tools that
 # treat it as "stop"): each stops the run the same way, resumably (exit 130).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class ExitCode:
-    """The process exit codes, documented in the README."""
-
-    OK = 0
-    FAILURES = 1
-    BAD_INPUT = 2
-    ABORTED = 3
-    AUTH = 4
-    LOCKED = 5
-    CHECKPOINT = 6
-    OUT_OF_TIME = 7
-    INTERNAL = 8  # an unexpected fault inside bulkops: the log is intact, resume goes on
-    PAUSED = 9  # the server asked for a pause longer than retry.max_pause: resumable
-    INTERRUPTED = 130
 
 
 def new_run_id(now: datetime) -> str:
@@ -351,7 +335,7 @@ def _log_finished(replay: Replay, code: int, began: float, requester: Requester)
     totals = summarize(replay).totals
     log.info(
         "run_finished",
-        exit_code=code,
+        exit_code=int(code),  # a number in the log, not the enum's repr
         seconds=round(anyio.current_time() - began, 1),
         **{outcome: totals[outcome] for outcome in OUTCOMES},
         requests=sum(requester.tally.requests.values()),
@@ -417,7 +401,7 @@ async def _rescue_footer(
             await rescue.run(handle)
     except Exception:
         # No footer at all still reads as unfinished: `resume` and --resume-or-start go on.
-        log.error("footer_not_written", exit_code=footer["exit"])
+        log.error("footer_not_written", exit_code=int(footer["exit"]))
 
 
 async def _hard_stop_later(engine: Engine) -> None:
@@ -427,7 +411,7 @@ async def _hard_stop_later(engine: Engine) -> None:
 
 def _exit_code(
     engine: Engine, writer: CheckpointWriter, interrupted: bool, out_of_time: bool
-) -> int:
+) -> ExitCode:
     if writer.error is not None:
         return ExitCode.CHECKPOINT
     if engine.abort is not None:
@@ -568,7 +552,7 @@ def start_header(
     )
 
 
-__all__ = ["ExitCode", "RunResult", "SafetyAbort", "execute", "plan_targets"]
+__all__ = ["RunResult", "SafetyAbort", "execute", "plan_targets"]
 
 
 async def start_run(

@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from runner.engine.scheduler import Progress
-from runner.errors import UntrustedFile
+from runner.errors import ExitCode, UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.catalog import Resource
 from runner.log.checkpoint import Replay, State
@@ -163,7 +163,7 @@ def _figures(
     now: float | None,
 ) -> RunFigures:
     # A timestamp, not an interval: the wall clock is the right one here.
-    success = (time.time() if now is None else now) if exit_code == 0 else None
+    success = (time.time() if now is None else now) if exit_code == ExitCode.OK else None
     return RunFigures(
         targets=targets,
         requests=dict(tally.requests) if tally is not None else {},

@@ -11,7 +11,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.app.job import ExitCode, RunResult
+from runner.app.job import RunResult
+from runner.errors import ExitCode
 from runner.kinds.catalog import CATALOG
 from runner.log.checkpoint import Replay
 from runner.report.completion import OUTCOMES, summarize
@@ -71,7 +72,7 @@ def print_summary(replay: Replay, console: Console) -> None:
 
 
 # How the last process that drove a log ended, in words, and what goes on from there.
-_ENDINGS = {
+_ENDINGS: dict[int, tuple[str, str | None]] = {
     ExitCode.OK: ("finished: every selected target is done", None),
     ExitCode.FAILURES: ("finished with failures", "bulkops resume --retry-failed"),
     ExitCode.ABORTED: ("stopped by a safety brake (exit 3); look before going on", None),

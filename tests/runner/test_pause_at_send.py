@@ -19,9 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.app.job import ExitCode
 from runner.engine.operations import poll_floor
-from runner.errors import PausedTooLong
+from runner.errors import ExitCode, PausedTooLong
 from runner.kinds.catalog import Product
 from runner.values import Scope as LimitScope
 from runner.wire.limits import Limits
