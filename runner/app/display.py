@@ -10,16 +10,18 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from runner.engine.scheduler import Progress
 from runner.kinds.catalog import CATALOG, Resource
 from runner.log.checkpoint import State
+from runner.values import Progress
 
 log = structlog.get_logger("bulkops.progress")
 
 DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
 
 
-def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -> Table:
+def progress_table(
+    progress: Progress[Resource, State], elapsed: float, title: str = "bulkops"
+) -> Table:
     """A table of found / done / failed / rate per resource."""
     table = Table(title=title, title_justify="left")
     for column in ("kind", "found", "deleted", "gone", "covered", "failed", "rate/s"):
@@ -48,7 +50,9 @@ def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -
     return table
 
 
-async def show_progress(progress: Progress, console: Console, *, interval: float = 10.0) -> None:
+async def show_progress(
+    progress: Progress[Resource, State], console: Console, *, interval: float = 10.0
+) -> None:
     """Until cancelled: refresh a live table on a terminal, else log progress every interval."""
     start = anyio.current_time()
     if console.is_terminal:

@@ -41,14 +41,13 @@ from prometheus_client.metrics_core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from runner.engine.scheduler import Progress
 from runner.errors import ExitCode, UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.catalog import Resource
 from runner.log.checkpoint import Replay, State
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, outcome_name, summarize
-from runner.values import Tally
+from runner.values import Progress, Tally
 
 __all__ = [
     "CONTENT_TYPE",
@@ -134,7 +133,7 @@ def figures_from_replay(
 
 
 def figures_from_progress(
-    progress: Progress,
+    progress: Progress[Resource, State],
     tally: Tally,
     *,
     duration_seconds: float,

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from runner.engine.discovery import Discovery
-from runner.engine.scheduler import STAGES, Engine, EngineSettings, Progress, preflight
+from runner.engine.scheduler import STAGES, Engine, EngineSettings, preflight
 
-__all__ = ["STAGES", "Discovery", "Engine", "EngineSettings", "Progress", "preflight"]
+__all__ = ["STAGES", "Discovery", "Engine", "EngineSettings", "preflight"]

@@ -10,9 +10,8 @@ be deleted is still deleted on its own. Nothing selected is lost to that shortcu
 from __future__ import annotations
 
 import uuid
-from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -45,6 +44,7 @@ from runner.log.checkpoint import (
 )
 from runner.log.digests import SeenSet
 from runner.plan.selection import Explicit, Manifest, Source, phase
+from runner.values import Progress
 from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.scheduler")
@@ -113,24 +113,6 @@ class EngineSettings:
     owns: Callable[[Target], bool] | None = None  # a sharded run's part of what is found
 
 
-@dataclass
-class Progress:
-    """Live counters: targets found and outcomes, by resource."""
-
-    found: Counter[Resource] = field(default_factory=Counter)
-    outcomes: Counter[tuple[Resource, State]] = field(default_factory=Counter)
-    skipped_done: int = 0  # already final in the checkpoint being resumed
-    pending_operations: int = 0
-    discovery_done: bool = False
-
-    def outcome(self, state: State) -> int:
-        """How many targets of any resource ended in ``state``."""
-        return sum(n for (_, s), n in self.outcomes.items() if s is state)
-
-
-ProgressHook = Callable[[Progress], None]
-
-
 class Engine:
     """Runs one job (or the rest of one) to the end."""
 
@@ -145,7 +127,7 @@ class Engine:
         fanout: int = 32,
     ) -> None:
         self.settings = settings
-        self.progress = Progress()
+        self.progress: Progress[Resource, State] = Progress()
         self._req = requester
         self._discovery = Discovery(
             requester,

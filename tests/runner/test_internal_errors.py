@@ -25,10 +25,10 @@ import runner.engine.scheduler
 import runner.log.checkpoint
 import runner.wire.client
 from runner.engine.discovery import Discovery
-from runner.engine.scheduler import Progress
-from runner.kinds.catalog import Target
-from runner.log.checkpoint import read_checkpoint
+from runner.kinds.catalog import Resource, Target
+from runner.log.checkpoint import State, read_checkpoint
 from runner.report.completion import rows
+from runner.values import Progress
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
@@ -168,7 +168,9 @@ def in_report(mp: pytest.MonkeyPatch) -> None:
 def in_display(mp: pytest.MonkeyPatch) -> None:
     """The progress display raises once the first target is done."""
 
-    async def show_progress(progress: Progress, *_args: Any, **_kwargs: Any) -> None:
+    async def show_progress(
+        progress: Progress[Resource, State], *_args: Any, **_kwargs: Any
+    ) -> None:
         # Polls the live counters, as the real display does.
         while not sum(progress.outcomes.values()):  # noqa: ASYNC110
             await anyio.sleep(0.01)

@@ -31,12 +31,11 @@ from runner.app.metrics import (
     write_periodically,
     write_textfile,
 )
-from runner.engine.scheduler import Progress
 from runner.kinds.catalog import Resource
 from runner.log.checkpoint import Header, Replay, State, read_checkpoint
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES
-from runner.values import Tally
+from runner.values import Progress, Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"
@@ -180,7 +179,7 @@ def test_previous_success_of_another_shard_is_not_borrowed(tmp_path: Path) -> No
 def test_shard_labels_and_tally_figures() -> None:
     """A sharded run's series carry job, shard and shard count; the Tally maps one to one."""
     tally = Tally(requests=Counter({"GET": 5, "DELETE": 11, "POST": 1}), retries=3, throttled=2)
-    progress = Progress()
+    progress: Progress[Resource, State] = Progress()
     progress.outcomes[(Resource.CONVERSATION_V2, State.ACCEPTED)] = 4
     progress.outcomes[(Resource.CONVERSATION_V2, State.REQUESTED)] = 1
     progress.outcomes[(Resource.CONVERSATION_V2, State.DELETED)] = 6
