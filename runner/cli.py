@@ -32,7 +32,6 @@ from runner.app.job import (
     execute,
     plan_targets,
     start_run,
-    write_reports,
 )
 from runner.app.outcome import ending_line, eta_line, finish, print_summary
 from runner.app.scope import confine_plan, confine_resume, resume_plan
@@ -64,7 +63,9 @@ from runner.plan.planfile import PlanFile, PlanWriter, read_plan
 from runner.plan.planfile import new_header as new_plan_header
 from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
 from runner.plan.shard import parse_shard, resolve_shard
-from runner.report.completion import render_csv, render_json
+from runner.report.completion import render
+from runner.report.formats import report_formats
+from runner.report.output import write_reports
 from runner.spec.config import Config, load_config
 from runner.spec.jobspec import JobSpec, load_spec
 from runner.spec.timespec import parse_bound
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
-    report.add_argument("--format", choices=("csv", "json"), default="csv")
+    report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
 
     demo = sub.add_parser(
@@ -621,7 +622,7 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
     replay = read_checkpoint(args.checkpoint)
-    text = render_csv(replay) if args.format == "csv" else render_json(replay)
+    text = render(args.format, replay)
     if args.out:
         # Written aside (new, 0600, never through a link) and renamed over --out.
         try:

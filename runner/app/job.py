@@ -7,7 +7,6 @@ exit code. ``plan`` does the discovery half only and sends no DELETE.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import secrets
@@ -35,14 +34,14 @@ from runner.app.unattended import api_hosts
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, ExitCode, SafetyAbort
-from runner.files import create_aside
 from runner.internal import InternalFault, diagnose
 from runner.kinds.catalog import Product, Resource, Target
 from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import phase
-from runner.report.completion import OUTCOMES, summarize, write_report
+from runner.report.completion import OUTCOMES, summarize
+from runner.report.output import write_reports
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
@@ -429,25 +428,6 @@ def _exit_code(
     if engine.failures() or engine.discovery_errors:
         return ExitCode.FAILURES
     return ExitCode.OK
-
-
-def write_reports(log_path: Path, replay: Replay) -> None:
-    """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs).
-
-    Each file is written aside — a new file, created exclusively, never through a link — and
-    renamed into place, so a crash leaves the old report or the new one, never half of one, and
-    a link planted at either name redirects nothing."""
-    paths = [log_path.with_suffix(suffix) for suffix in (".report.csv", ".report.json")]
-    asides: list[Path] = []
-    with contextlib.ExitStack() as stack:
-        outs = []
-        for path in paths:
-            aside, fd = create_aside(path)
-            asides.append(aside)
-            outs.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="")))
-        write_report(replay, csv_out=outs[0], json_out=outs[1])
-    for aside, path in zip(asides, paths, strict=True):
-        os.replace(aside, path)
 
 
 # Where an unexpected exception met around the engine happened, in words (see runner.internal).

@@ -16,6 +16,7 @@ from runner.errors import ExitCode
 from runner.kinds.catalog import CATALOG
 from runner.log.checkpoint import Replay
 from runner.report.completion import OUTCOMES, summarize
+from runner.report.formats import report_formats
 
 __all__ = ["ending_line", "eta_line", "finish", "print_summary"]
 
@@ -48,10 +49,9 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
             hint = "once the listing problem is fixed, " + hint
         err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
     console.print(f"checkpoint: {result.checkpoint}", highlight=False)
-    console.print(
-        f"report: {result.checkpoint.with_suffix('.report.csv')} (and .report.json)",
-        highlight=False,
-    )
+    first, *others = report_formats().values()
+    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
+    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
     return result.exit_code
 
 
