@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import os
 import sys
@@ -19,26 +18,23 @@ from pathlib import Path
 from typing import TextIO, cast
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.table import Table
 
 from runner import __version__
 from runner.app import logs
+from runner.app.apply import prepare_apply, run_applied
 from runner.app.explain import remote_problem
+from runner.app.inputs import load_inputs
 from runner.app.job import (
     RunOptions,
-    RunResult,
-    execute,
     plan_targets,
     start_run,
 )
 from runner.app.outcome import ending_line, eta_line, finish, print_summary
-from runner.app.scope import confine_plan, confine_resume, resume_plan
+from runner.app.resume import ResumeRequest, resume, resume_checkpoint
 from runner.app.unattended import (
     Action,
-    api_hosts,
-    check_same_hosts,
     decide,
     job_lock,
     job_logs,
@@ -47,7 +43,6 @@ from runner.app.unattended import (
 from runner.engine.scheduler import preflight
 from runner.errors import (
     AuthError,
-    CheckpointError,
     ExitCode,
     InputError,
     LockedOut,
@@ -58,19 +53,15 @@ from runner.errors import (
 from runner.files import create_aside
 from runner.internal import diagnose, leaves
 from runner.kinds.catalog import CATALOG
-from runner.log.checkpoint import Replay, State, ensure_not_in_use, read_checkpoint
-from runner.plan.planfile import PlanFile, PlanWriter, read_plan
+from runner.log.checkpoint import State, read_checkpoint
+from runner.plan.planfile import PlanWriter
 from runner.plan.planfile import new_header as new_plan_header
-from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
-from runner.plan.shard import parse_shard, resolve_shard
+from runner.plan.planner import JobPlan, build_plan, shard_plan
+from runner.plan.shard import resolve_shard
 from runner.report.completion import render
 from runner.report.formats import report_formats
-from runner.report.output import write_reports
-from runner.spec.config import Config, load_config
-from runner.spec.jobspec import JobSpec, load_spec
+from runner.spec.config import Config
 from runner.spec.timespec import parse_bound
-
-log = structlog.get_logger("bulkops.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -235,7 +226,7 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
         if args.command == "apply":
             return _cmd_apply(args, console, err)
         if args.command == "resume":
-            return _cmd_resume(args, console, err)
+            return resume_checkpoint(resume_request(args), console, err)
         if args.command == "status":
             return _cmd_status(args, console)
         if args.command == "report":
@@ -329,29 +320,6 @@ def _print_problems(err: Console, exc: InputError) -> None:
         err.print(f"  - {problem}", highlight=False, markup=False)
 
 
-def load_inputs(
-    job: Path, config_path: Path | None, log_format: str | None, log_level: str | None = None
-) -> tuple[JobSpec, Config]:
-    """Spec and config, both validated in full (InputError lists every problem)."""
-    problems: list[str] = []
-    spec: JobSpec | None = None
-    config: Config | None = None
-    try:
-        spec = load_spec(job)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    try:
-        config = load_config(config_path, os.environ)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    if problems or spec is None or config is None:
-        raise InputError(problems)
-    logs.configure(log_format or config.log_format, log_level or config.log_level)
-    for warning in config.warnings:
-        log.warning("config_warning", detail=warning)
-    return spec, config
-
-
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
     try:
@@ -393,9 +361,15 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 return ExitCode.ABORTED
             if decision.action is Action.RESUME:
                 assert decision.log is not None
-                args.checkpoint, args.spec = decision.log, args.job
-                args.retry_failed = args.force = False
-                return _resume(args, console, err, read_checkpoint(decision.log))
+                request = ResumeRequest(
+                    checkpoint=decision.log,
+                    spec=args.job,
+                    config=args.config,
+                    log_format=args.log_format,
+                    log_level=args.log_level,
+                    options=run_options(args),
+                )
+                return resume(request, console, err, read_checkpoint(decision.log))
         result = anyio.run(
             partial(
                 start_run,
@@ -479,124 +453,38 @@ def remote_failure(exc: BaseException) -> RemoteError | OperationFailed | None:
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
-    plan_file = read_plan(args.plan)
-    header = plan_file.header
-    age = datetime.now(UTC) - header.created_at
-    if age.total_seconds() > args.max_age:
-        raise InputError(
-            f"plan {args.plan} is {age.total_seconds() / 3600:.1f} h old, older than --max-age "
-            f"({args.max_age / 3600:g} h): what it lists may have changed; plan again, or pass "
-            "a larger --max-age"
-        )
-    spec_path = args.spec or (args.plan.parent / header.spec_path)
-    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
-    shard = parse_shard(header.shard) if header.shard else None
-    plan = shard_plan(
-        build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times),
-        shard,
+    applying = prepare_apply(
+        args.plan,
+        args.spec,
+        args.config,
+        max_age=args.max_age,
+        log_format=args.log_format,
+        log_level=args.log_level,
     )
-    if plan.fingerprint != header.fingerprint:
-        changes = describe_changes(header.canonical_spec or {}, plan.canonical)
-        raise InputError(
-            [
-                f"the job spec changed since plan {args.plan} was made:",
-                *changes,
-                "plan again with this spec (the plan was reviewed against the old one)",
-            ]
-        )
-    confine_plan(plan_file, plan.sources, plan.shard)  # each entry's kind (and id) is the spec's
-    plan = dataclasses.replace(plan, sources=plan_file.sources())
-    preflight(plan.sources, plan.max_deletions)
-    if plan_file.total > args.confirm_above and not args.yes and sys.stdin.isatty():
-        answer = console.input(
-            f"delete the {plan_file.total} targets plan {args.plan} lists? type yes: "
-        )
+    total = applying.plan_file.total
+    if total > args.confirm_above and not args.yes and sys.stdin.isatty():
+        answer = console.input(f"delete the {total} targets plan {args.plan} lists? type yes: ")
         if answer.strip().lower() != "yes":
             err.print("not confirmed; nothing was sent.", highlight=False)
             return ExitCode.ABORTED
-    directory = usable_directory(args.checkpoint_dir or config.checkpoint_dir)
-    with job_lock(directory, plan.name, None if shard is None else shard.suffix):
-        result = anyio.run(
-            partial(
-                start_run,
-                plan,
-                config,
-                spec_path,
-                args.config,
-                None,
-                console,
-                directory=directory,
-                options=run_options(args),
-                plan_file=plan_file,
-            ),
-            backend="asyncio",
-        )
+    result = run_applied(
+        applying, args.checkpoint_dir, args.config, console, options=run_options(args)
+    )
     return finish(result, console, err)
 
 
-def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
-    path: Path = args.checkpoint
-    ensure_not_in_use(path)  # the checkpoint's own lock first: a second driver of it is exit 2
-    replay = read_checkpoint(path)
-    shard = parse_shard(replay.header.shard) if replay.header.shard else None
-    with job_lock(path.parent, replay.header.job, None if shard is None else shard.suffix):
-        return _resume(args, console, err, replay)
-
-
-def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Replay) -> int:
-    """Resume the run ``replay`` replays (the caller holds the job's lock)."""
-    path: Path = args.checkpoint
-    for warning in replay.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    header = replay.header
-    spec_path = args.spec or (path.parent / header.spec_path)
-    # The invocation's config, never the one the log names: a log anyone could have planted
-    # must not choose where the credentials go (issue 11).
-    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
-    check_same_hosts(header, api_hosts(config), args.config is not None)
-    if replay.exit_code == ExitCode.OK and not args.retry_failed:
-        # The run may have been killed after its last line but before its report was written.
-        write_reports(path, replay)
-        console.print(f"run {header.run_id} already finished; nothing to do.")
-        return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
-    shard = parse_shard(header.shard) if header.shard else None
-    plan, changed = resume_plan(spec, header, shard, force=args.force)
-    spec_sources = plan.sources
-    plan_file: PlanFile | None = None
-    if header.plan is not None:
-        # An applied plan is resumed from the plan, never from the spec's queries.
-        plan_file = read_plan(path.parent / header.plan)
-        if plan_file.digest != header.plan_sha256:
-            raise CheckpointError(
-                f"plan {plan_file.path} is not the one run {header.run_id} applied "
-                "(its digest differs); restore that plan file to resume"
-            )
-        plan = dataclasses.replace(plan, sources=plan_file.sources())
-    # Nothing the spec does not select is driven, whatever the log says (runner.app.scope).
-    confine_resume(
-        replay,
-        plan,
-        spec_sources,
-        config,
-        changed=changed,
+def resume_request(args: argparse.Namespace) -> ResumeRequest:
+    """The resume the command line asks for."""
+    return ResumeRequest(
+        checkpoint=args.checkpoint,
+        spec=args.spec,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
         retry_failed=args.retry_failed,
-        plan_file=plan_file,
+        force=args.force,
+        options=run_options(args),
     )
-    result = anyio.run(
-        partial(
-            execute,
-            plan,
-            config,
-            path,
-            header,
-            replay,
-            console,
-            retry_failed=args.retry_failed,
-            options=run_options(args),
-        ),
-        backend="asyncio",
-    )
-    return finish(result, console, err)
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
