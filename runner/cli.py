@@ -24,6 +24,7 @@ from rich.table import Table
 from runner import __version__
 from runner.app import logs
 from runner.app.apply import prepare_apply, run_applied
+from runner.app.display import terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.job import (
@@ -378,7 +379,7 @@ def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
                 args.job,
                 args.config,
                 args.checkpoint,
-                console,
+                terminal_display(console),
                 directory=directory,
                 options=run_options(args),
             ),

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
+from runner.app.display import terminal_display
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, RunResult, start_run
 from runner.app.replan import replan
@@ -109,7 +110,7 @@ def run_applied(
                 applying.spec_path,
                 config_path,
                 None,
-                console,
+                terminal_display(console),
                 directory=directory,
                 options=options,
                 plan_file=applying.plan_file,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
@@ -71,3 +72,15 @@ async def show_progress(
             failed=progress.outcome(State.FAILED),
             operations_pending=progress.pending_operations,
         )
+
+
+def terminal_display(
+    console: Console,
+) -> Callable[[Progress[Resource, State]], Awaitable[None]]:
+    """The display a run from the terminal gets (:data:`runner.app.job.Display`): the progress
+    shown on ``console``, as :func:`show_progress` does."""
+
+    async def display(progress: Progress[Resource, State]) -> None:
+        await show_progress(progress, console)
+
+    return display

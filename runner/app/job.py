@@ -25,10 +25,8 @@ import aiohttp
 import anyio
 import structlog
 import structlog.contextvars
-from rich.console import Console
 
 from runner import __version__
-from runner.app.display import show_progress
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
 from runner.engine.discovery import Discovery
@@ -36,13 +34,14 @@ from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, ExitCode, SafetyAbort
 from runner.internal import InternalFault, diagnose
 from runner.kinds.catalog import Product, Resource, Target
-from runner.log.checkpoint import CheckpointWriter, Header, Replay, open_log, read_checkpoint
+from runner.log.checkpoint import CheckpointWriter, Header, Replay, State, open_log, read_checkpoint
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import phase
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.output import write_reports
 from runner.spec.config import Config
+from runner.values import Progress
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.requester import Requester
@@ -91,6 +90,10 @@ def _session(plan: JobPlan) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
 
 
+# What shows a run's progress while it goes (a live table, log lines): given by the caller, so
+# that a run needs no terminal library (runner.app.display has one).
+Display = Callable[[Progress[Resource, State]], Awaitable[None]]
+
 COMPACT_REPLAY_FROM = 100_000  # targets: below, the final replay's dict costs under 10 MB
 
 
@@ -124,12 +127,13 @@ async def execute(
     log_path: Path,
     header: Header,
     prior: Replay | None,
-    console: Console,
+    display: Display,
     *,
     retry_failed: bool = False,
     options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
-    """Run (or resume) a job against the checkpoint at ``log_path``."""
+    """Run (or resume) a job against the checkpoint at ``log_path``; ``display`` shows its
+    progress until cancelled."""
     structlog.contextvars.bind_contextvars(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
@@ -233,9 +237,7 @@ async def execute(
             async with anyio.create_task_group() as tg:
                 tg.start_soon(write)
                 tg.start_soon(guarded, "the signal watcher", watch_signals)
-                tg.start_soon(
-                    guarded, "the progress display", show_progress, engine.progress, console
-                )
+                tg.start_soon(guarded, "the progress display", display, engine.progress)
                 if options.max_duration is not None:
                     tg.start_soon(guarded, "the --max-duration timer", budget, options.max_duration)
                 if options.metrics_textfile is not None:
@@ -433,7 +435,6 @@ def _exit_code(
 # Where an unexpected exception met around the engine happened, in words (see runner.internal).
 _SHELL_STAGES: dict[CodeType, str] = {
     CheckpointWriter.run.__code__: "the checkpoint writer",
-    show_progress.__code__: "the progress display",
     read_checkpoint.__code__: "reading the log back for the report",
     write_reports.__code__: "writing the report",
 }
@@ -541,7 +542,7 @@ async def start_run(
     spec_path: Path,
     config_path: Path | None,
     checkpoint: Path | None,
-    console: Console,
+    display: Display,
     *,
     directory: Path | None = None,
     options: RunOptions = NO_OPTIONS,
@@ -555,4 +556,4 @@ async def start_run(
     header = start_header(
         plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
     )
-    return await execute(plan, config, log_path, header, None, console, options=options)
+    return await execute(plan, config, log_path, header, None, display, options=options)

@@ -16,6 +16,7 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
+from runner.app.display import terminal_display
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, RunResult, execute
 from runner.app.outcome import finish
@@ -101,7 +102,7 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
             path,
             header,
             replay,
-            console,
+            terminal_display(console),
             retry_failed=request.retry_failed,
             options=request.options,
         ),

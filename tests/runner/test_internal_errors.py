@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import runner.app.display
 import runner.app.job
 import runner.app.metrics
 import runner.cli
@@ -176,7 +177,7 @@ def in_display(mp: pytest.MonkeyPatch) -> None:
             await anyio.sleep(0.01)
         raise Boom
 
-    mp.setattr(runner.app.job, "show_progress", show_progress)
+    mp.setattr(runner.app.display, "show_progress", show_progress)
 
 
 def in_metrics(mp: pytest.MonkeyPatch) -> None:
