@@ -26,6 +26,7 @@ import runner.engine.scheduler
 import runner.log.checkpoint
 import runner.wire.client
 from runner.engine.discovery import Discovery
+from runner.errors import ExitCode
 from runner.kinds.catalog import Resource, Target
 from runner.log.checkpoint import State, read_checkpoint
 from runner.report.completion import rows
@@ -262,7 +263,7 @@ async def test_an_internal_error_stops_with_8_and_resume_finishes(
 
         (log,) = checkpoints(workdir)
         err = capsys.readouterr().err
-        assert code == 8
+        assert code == ExitCode.INTERNAL
         assert footers(log)[-1] == 8
         assert "Traceback" not in err and "SECRET-TEXT" not in err and "+1415" not in err
         (line,) = human_lines(err)
@@ -277,7 +278,7 @@ async def test_an_internal_error_stops_with_8_and_resume_finishes(
         deleted_before = len(deleted(ledger))
 
         capsys.readouterr()
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
@@ -310,15 +311,15 @@ async def test_resume_or_start_and_status_continue_a_run_stopped_by_an_internal_
         spec = job(workdir, SPEC)
         with pytest.MonkeyPatch.context() as mp:
             in_send(mp)
-            assert await run_cli("run", spec) == 8
+            assert await run_cli("run", spec) == ExitCode.INTERNAL
         (log,) = checkpoints(workdir)
         capsys.readouterr()
 
-        assert await run_cli("status", log) == 0
+        assert await run_cli("status", log) == ExitCode.OK
         out = " ".join(capsys.readouterr().out.split())
         assert f"stopped by an internal error (exit 8) — continue with: bulkops resume {log}" in out
 
-        assert await run_cli("run", spec, "--resume-or-start") == 0
+        assert await run_cli("run", spec, "--resume-or-start") == ExitCode.OK
         assert "resume-or-start: resume" in capsys.readouterr().out
         assert checkpoints(workdir) == [log]
         ledger = await emu.ledger()
@@ -340,7 +341,7 @@ async def test_a_fault_outside_a_run_is_one_line_and_exit_8(
 
     monkeypatch.setattr(runner.cli, "read_checkpoint", read_checkpoint)
 
-    assert await run_cli("report", log) == 8
+    assert await run_cli("report", log) == ExitCode.INTERNAL
 
     err = capsys.readouterr().err
     assert "Traceback" not in err and "SECRET-TEXT" not in err

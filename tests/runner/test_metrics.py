@@ -31,6 +31,7 @@ from runner.app.metrics import (
     write_periodically,
     write_textfile,
 )
+from runner.errors import ExitCode
 from runner.kinds.catalog import Resource
 from runner.log.checkpoint import Header, Replay, State, read_checkpoint
 from runner.plan.shard import Shard
@@ -98,7 +99,7 @@ async def test_textfile_counts_equal_the_completion_report(
         spec = workdir / "job.yaml"
         spec.write_text(MIXED_JOB)
         code = await run_cli("run", spec)
-    assert code == 1
+    assert code == ExitCode.FAILURES
     (log,) = checkpoints(workdir)
     replay = read_checkpoint(log)
     tally = Tally(requests=Counter({"GET": 40, "DELETE": 30}), retries=2, throttled=5)
