@@ -12,56 +12,29 @@ import io
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import TextIO, cast
 
-import anyio
 from rich.console import Console
-from rich.table import Table
 
 from runner import __version__
 from runner.app import logs
 from runner.app.apply import prepare_apply, run_applied
-from runner.app.display import terminal_display
-from runner.app.explain import remote_problem
-from runner.app.inputs import load_inputs
-from runner.app.job import (
-    RunOptions,
-    plan_targets,
-    start_run,
-)
-from runner.app.outcome import ending_line, eta_line, finish, print_summary
-from runner.app.resume import ResumeRequest, resume, resume_checkpoint
-from runner.app.unattended import (
-    Action,
-    decide,
-    job_lock,
-    job_logs,
-    usable_directory,
-)
-from runner.engine.scheduler import preflight
+from runner.app.job import NO_OPTIONS, RunOptions
+from runner.app.outcome import finish, print_status
+from runner.app.resume import ResumeRequest, resume_checkpoint
+from runner.app.run import RunRequest, dry_run, run_job
 from runner.errors import (
-    AuthError,
     ExitCode,
     InputError,
     LockedOut,
-    OperationFailed,
-    RemoteError,
     SafetyAbort,
 )
-from runner.files import create_aside
 from runner.internal import diagnose, leaves
-from runner.kinds.catalog import CATALOG
-from runner.log.checkpoint import State, read_checkpoint
-from runner.plan.planfile import PlanWriter
-from runner.plan.planfile import new_header as new_plan_header
-from runner.plan.planner import JobPlan, build_plan, shard_plan
-from runner.plan.shard import resolve_shard
+from runner.log.checkpoint import read_checkpoint
 from runner.report.completion import render
 from runner.report.formats import report_formats
-from runner.spec.config import Config
+from runner.report.output import write_report_file
 from runner.spec.timespec import parse_bound
 
 
@@ -218,12 +191,12 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
     # Until a command reads its config: log lines go to stderr, never into a report on stdout.
     logs.configure(getattr(args, "log_format", None) or "auto", "info")
     try:
+        if args.command == "run" and args.dry_run:
+            return dry_run(run_request(args), console, err, None)
         if args.command == "run":
-            return _cmd_run(args, console, err)
+            return run_job(run_request(args), console, err)
         if args.command == "plan":
-            args.dry_run = True
-            args.checkpoint = args.checkpoint_dir = None
-            return _cmd_run(args, console, err)
+            return dry_run(run_request(args), console, err, args.out)
         if args.command == "apply":
             return _cmd_apply(args, console, err)
         if args.command == "resume":
@@ -341,116 +314,22 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
-def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
-    spec, config = load_inputs(args.job, args.config, args.log_format, args.log_level)
-    shard = resolve_shard(args.shard, args.shards, os.environ)
-    plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
-    preflight(plan.sources, plan.max_deletions)
-    if args.dry_run:
-        return _dry_run(plan, config, console, err, args.job, getattr(args, "out", None))
-    directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
-    directory = usable_directory(directory or config.checkpoint_dir)
-    label = None if shard is None else shard.suffix
-    with job_lock(directory, plan.name, label):
-        if args.resume_or_start:
-            found = job_logs(directory, plan.name, None if shard is None else str(shard))
-            decision = decide(found, datetime.now(UTC), timedelta(seconds=args.min_interval))
-            console.print(f"resume-or-start: {decision.action.value} ({decision.reason})")
-            if decision.action is Action.SKIP:
-                return ExitCode.OK
-            if decision.action is Action.BLOCKED:
-                return ExitCode.ABORTED
-            if decision.action is Action.RESUME:
-                assert decision.log is not None
-                request = ResumeRequest(
-                    checkpoint=decision.log,
-                    spec=args.job,
-                    config=args.config,
-                    log_format=args.log_format,
-                    log_level=args.log_level,
-                    options=run_options(args),
-                )
-                return resume(request, console, err, read_checkpoint(decision.log))
-        result = anyio.run(
-            partial(
-                start_run,
-                plan,
-                config,
-                args.job,
-                args.config,
-                args.checkpoint,
-                terminal_display(console),
-                directory=directory,
-                options=run_options(args),
-            ),
-            backend="asyncio",
-        )
-    return finish(result, console, err)
-
-
-def _dry_run(
-    plan: JobPlan,
-    config: Config,
-    console: Console,
-    err: Console,
-    spec_path: Path,
-    out: Path | None,
-) -> int:
-    writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
-    try:
-        result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
-            backend="asyncio",
-        )
-    except BaseException as exc:
-        if writer is not None:
-            writer.discard()
-        failure = remote_failure(exc)
-        if failure is None:
-            raise
-        # One line naming the URL and the fix; a plan is all or nothing, so none is written.
-        err.print(
-            f"[bold red]plan failed:[/] {remote_problem(failure)}; nothing was deleted"
-            + ("" if out is None else f" and no plan was written to {out}"),
-            highlight=False,
-        )
-        return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
-    if writer is not None:
-        writer.commit()
-    table = Table(
-        title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The run (or, for ``plan``, the dry run) the command line asks for."""
+    driven = args.command == "run"
+    return RunRequest(
+        job=args.job,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        checkpoint=args.checkpoint if driven else None,
+        checkpoint_dir=args.checkpoint_dir if driven else None,
+        shard=args.shard,
+        shards=args.shards,
+        resume_or_start=driven and args.resume_or_start,
+        min_interval=args.min_interval if driven else 0.0,
+        options=run_options(args) if driven else NO_OPTIONS,
     )
-    for column in ("kind", "selected", "covered by conversation", "sample"):
-        table.add_column(column)
-    for resource in CATALOG:
-        if result.selected[resource] or result.covered[resource]:
-            table.add_row(
-                CATALOG[resource].label,
-                str(result.selected[resource]),
-                str(result.covered[resource]),
-                ", ".join(result.samples.get(resource, [])),
-            )
-    console.print(table)
-    console.print(f"total selected: {sum(result.selected.values())}")
-    if writer is not None:
-        console.print(
-            f"plan written: {out} ({sum(writer.counts.values())} targets, IDs only); "
-            f"review it, then `bulkops apply {out}`",
-            highlight=False,
-        )
-    return ExitCode.OK
-
-
-def remote_failure(exc: BaseException) -> RemoteError | OperationFailed | None:
-    """The remote failure ``exc`` (or a group of them) amounts to — credentials refused first —
-    or None when anything else is among them."""
-    found = leaves(exc)
-    if not all(isinstance(e, RemoteError | OperationFailed) for e in found):
-        return None
-    auth = [e for e in found if isinstance(e, AuthError)]
-    first = (auth or found)[0]
-    assert isinstance(first, RemoteError | OperationFailed)
-    return first
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
@@ -489,38 +368,14 @@ def resume_request(args: argparse.Namespace) -> ResumeRequest:
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
-    replay = read_checkpoint(args.checkpoint)
-    print_summary(replay, console)
-    counts = replay.counts()
-    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
-    done = sum(n for (_, state), n in counts.items() if state.is_final)
-    elapsed = replay.last_ts
-    rate = done / elapsed if elapsed else 0.0
-    state = "finished" if replay.exit_code is not None else "running or stopped"
-    console.print(
-        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
-        f"rate {rate:.1f} targets/s over {elapsed} s",
-        highlight=False,
-    )
-    if replay.exit_code is None:
-        console.print(eta_line(replay, rate), highlight=False)
-    else:
-        console.print(ending_line(replay.exit_code, args.checkpoint), highlight=False)
+    print_status(read_checkpoint(args.checkpoint), args.checkpoint, console)
     return ExitCode.OK
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    replay = read_checkpoint(args.checkpoint)
-    text = render(args.format, replay)
+    text = render(args.format, read_checkpoint(args.checkpoint))
     if args.out:
-        # Written aside (new, 0600, never through a link) and renamed over --out.
-        try:
-            aside, fd = create_aside(args.out)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(aside, args.out)
-        except OSError as exc:
-            raise InputError(f"cannot write report {args.out}: {exc.strerror}") from exc
+        write_report_file(args.out, text)
     else:
         out.write(text)
     return ExitCode.OK

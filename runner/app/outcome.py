@@ -14,11 +14,11 @@ from rich.table import Table
 from runner.app.job import RunResult
 from runner.errors import ExitCode
 from runner.kinds.catalog import CATALOG
-from runner.log.checkpoint import Replay
+from runner.log.checkpoint import Replay, State
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.formats import report_formats
 
-__all__ = ["ending_line", "eta_line", "finish", "print_summary"]
+__all__ = ["ending_line", "eta_line", "finish", "print_status", "print_summary"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -69,6 +69,27 @@ def print_summary(replay: Replay, console: Console) -> None:
     totals = summary.totals
     table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
     console.print(table)
+
+
+def print_status(replay: Replay, checkpoint: Path, console: Console) -> None:
+    """``bulkops status``: the outcome table, then counts, rate and how the run ended (or how
+    long the rest should take)."""
+    print_summary(replay, console)
+    counts = replay.counts()
+    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
+    done = sum(n for (_, state), n in counts.items() if state.is_final)
+    elapsed = replay.last_ts
+    rate = done / elapsed if elapsed else 0.0
+    state = "finished" if replay.exit_code is not None else "running or stopped"
+    console.print(
+        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
+        f"rate {rate:.1f} targets/s over {elapsed} s",
+        highlight=False,
+    )
+    if replay.exit_code is None:
+        console.print(eta_line(replay, rate), highlight=False)
+    else:
+        console.print(ending_line(replay.exit_code, checkpoint), highlight=False)
 
 
 # How the last process that drove a log ended, in words, and what goes on from there.

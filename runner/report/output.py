@@ -7,12 +7,13 @@ import os
 from pathlib import Path
 from typing import TextIO
 
+from runner.errors import InputError
 from runner.files import create_aside
 from runner.log.checkpoint import Replay
 from runner.report.completion import write_report
 from runner.report.formats import ReportFormat, report_formats
 
-__all__ = ["report_paths", "write_reports"]
+__all__ = ["report_paths", "write_report_file", "write_reports"]
 
 
 def report_paths(log_path: Path) -> dict[ReportFormat, Path]:
@@ -37,3 +38,15 @@ def write_reports(log_path: Path, replay: Replay) -> None:
         write_report(replay, outs)
     for aside, path in zip(asides, paths.values(), strict=True):
         os.replace(aside, path)
+
+
+def write_report_file(path: Path, text: str) -> None:
+    """``text`` written aside (new, 0600, never through a link) and renamed over ``path`` (the
+    ``--out`` of ``bulkops report``); InputError if it cannot be."""
+    try:
+        aside, fd = create_aside(path)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(aside, path)
+    except OSError as exc:
+        raise InputError(f"cannot write report {path}: {exc.strerror}") from exc
