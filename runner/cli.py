@@ -1,77 +1,41 @@
 """The ``bulkops`` command line.
 
 Every subcommand validates all of its input before the first request; bad input prints each
-problem and exits 2. Exit codes are listed in :class:`runner.app.job.ExitCode` and the README.
+problem and exits 2. Exit codes are listed in :class:`runner.errors.ExitCode` and the README.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from functools import partial
 from pathlib import Path
 from typing import TextIO, cast
 
-import anyio
-import structlog
 from rich.console import Console
-from rich.table import Table
 
 from runner import __version__
 from runner.app import logs
-from runner.app.explain import remote_problem
-from runner.app.job import (
-    ExitCode,
-    RunOptions,
-    RunResult,
-    execute,
-    plan_targets,
-    start_run,
-    write_reports,
-)
-from runner.app.outcome import ending_line, eta_line, finish, print_summary
-from runner.app.scope import confine_plan, confine_resume, resume_plan
-from runner.app.unattended import (
-    Action,
-    LockedOut,
-    api_hosts,
-    check_same_hosts,
-    decide,
-    job_lock,
-    job_logs,
-    usable_directory,
-)
-from runner.engine.scheduler import preflight
+from runner.app.apply import prepare_apply, run_applied
+from runner.app.job import NO_OPTIONS, RunOptions
+from runner.app.outcome import finish, print_status
+from runner.app.resume import ResumeRequest, resume_checkpoint
+from runner.app.run import RunRequest, dry_run, run_job
 from runner.errors import (
-    AuthError,
-    CheckpointError,
+    ExitCode,
     InputError,
-    OperationFailed,
-    RemoteError,
+    LockedOut,
     SafetyAbort,
 )
-from runner.files import create_aside
 from runner.internal import diagnose, leaves
-from runner.kinds.registry import KINDS
 from runner.kinds.timespec import parse_bound
-from runner.log.lock import ensure_not_in_use
-from runner.log.records import State
-from runner.log.replay import Replay, read_checkpoint
-from runner.plan.planfile import PlanFile, PlanWriter, read_plan
-from runner.plan.planfile import new_header as new_plan_header
-from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
-from runner.plan.shard import parse_shard, resolve_shard
-from runner.report.completion import render_csv, render_json
-from runner.spec.config import Config, load_config
-from runner.spec.jobspec import JobSpec, load_spec
-
-log = structlog.get_logger("bulkops.cli")
+from runner.log.replay import read_checkpoint
+from runner.report.completion import render
+from runner.report.formats import report_formats
+from runner.report.output import write_report_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
-    report.add_argument("--format", choices=("csv", "json"), default="csv")
+    report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
 
     demo = sub.add_parser(
@@ -227,16 +191,16 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
     # Until a command reads its config: log lines go to stderr, never into a report on stdout.
     logs.configure(getattr(args, "log_format", None) or "auto", "info")
     try:
+        if args.command == "run" and args.dry_run:
+            return dry_run(run_request(args), console, err, None)
         if args.command == "run":
-            return _cmd_run(args, console, err)
+            return run_job(run_request(args), console, err)
         if args.command == "plan":
-            args.dry_run = True
-            args.checkpoint = args.checkpoint_dir = None
-            return _cmd_run(args, console, err)
+            return dry_run(run_request(args), console, err, args.out)
         if args.command == "apply":
             return _cmd_apply(args, console, err)
         if args.command == "resume":
-            return _cmd_resume(args, console, err)
+            return resume_checkpoint(resume_request(args), console, err)
         if args.command == "status":
             return _cmd_status(args, console)
         if args.command == "report":
@@ -330,29 +294,6 @@ def _print_problems(err: Console, exc: InputError) -> None:
         err.print(f"  - {problem}", highlight=False, markup=False)
 
 
-def load_inputs(
-    job: Path, config_path: Path | None, log_format: str | None, log_level: str | None = None
-) -> tuple[JobSpec, Config]:
-    """Spec and config, both validated in full (InputError lists every problem)."""
-    problems: list[str] = []
-    spec: JobSpec | None = None
-    config: Config | None = None
-    try:
-        spec = load_spec(job)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    try:
-        config = load_config(config_path, os.environ)
-    except InputError as exc:
-        problems.extend(exc.problems)
-    if problems or spec is None or config is None:
-        raise InputError(problems)
-    logs.configure(log_format or config.log_format, log_level or config.log_level)
-    for warning in config.warnings:
-        log.warning("config_warning", detail=warning)
-    return spec, config
-
-
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
     try:
@@ -373,266 +314,68 @@ def run_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
-def _cmd_run(args: argparse.Namespace, console: Console, err: Console) -> int:
-    spec, config = load_inputs(args.job, args.config, args.log_format, args.log_level)
-    shard = resolve_shard(args.shard, args.shards, os.environ)
-    plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
-    preflight(plan.sources, plan.max_deletions)
-    if args.dry_run:
-        return _dry_run(plan, config, console, err, args.job, getattr(args, "out", None))
-    directory = args.checkpoint.parent if args.checkpoint else args.checkpoint_dir
-    directory = usable_directory(directory or config.checkpoint_dir)
-    label = None if shard is None else shard.suffix
-    with job_lock(directory, plan.name, label):
-        if args.resume_or_start:
-            found = job_logs(directory, plan.name, None if shard is None else str(shard))
-            decision = decide(found, datetime.now(UTC), timedelta(seconds=args.min_interval))
-            console.print(f"resume-or-start: {decision.action.value} ({decision.reason})")
-            if decision.action is Action.SKIP:
-                return ExitCode.OK
-            if decision.action is Action.BLOCKED:
-                return ExitCode.ABORTED
-            if decision.action is Action.RESUME:
-                assert decision.log is not None
-                args.checkpoint, args.spec = decision.log, args.job
-                args.retry_failed = args.force = False
-                return _resume(args, console, err, read_checkpoint(decision.log))
-        result = anyio.run(
-            partial(
-                start_run,
-                plan,
-                config,
-                args.job,
-                args.config,
-                args.checkpoint,
-                console,
-                directory=directory,
-                options=run_options(args),
-            ),
-            backend="asyncio",
-        )
-    return finish(result, console, err)
-
-
-def _dry_run(
-    plan: JobPlan,
-    config: Config,
-    console: Console,
-    err: Console,
-    spec_path: Path,
-    out: Path | None,
-) -> int:
-    writer = None if out is None else PlanWriter(out, new_plan_header(plan, spec_path, out))
-    try:
-        result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
-            backend="asyncio",
-        )
-    except BaseException as exc:
-        if writer is not None:
-            writer.discard()
-        failure = remote_failure(exc)
-        if failure is None:
-            raise
-        # One line naming the URL and the fix; a plan is all or nothing, so none is written.
-        err.print(
-            f"[bold red]plan failed:[/] {remote_problem(failure)}; nothing was deleted"
-            + ("" if out is None else f" and no plan was written to {out}"),
-            highlight=False,
-        )
-        return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
-    if writer is not None:
-        writer.commit()
-    table = Table(
-        title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
+def run_request(args: argparse.Namespace) -> RunRequest:
+    """The run (or, for ``plan``, the dry run) the command line asks for."""
+    driven = args.command == "run"
+    return RunRequest(
+        job=args.job,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        checkpoint=args.checkpoint if driven else None,
+        checkpoint_dir=args.checkpoint_dir if driven else None,
+        shard=args.shard,
+        shards=args.shards,
+        resume_or_start=driven and args.resume_or_start,
+        min_interval=args.min_interval if driven else 0.0,
+        options=run_options(args) if driven else NO_OPTIONS,
     )
-    for column in ("kind", "selected", "covered by conversation", "sample"):
-        table.add_column(column)
-    for kind in KINDS:
-        if result.selected[kind] or result.covered[kind]:
-            table.add_row(
-                kind.label,
-                str(result.selected[kind]),
-                str(result.covered[kind]),
-                ", ".join(result.samples.get(kind, [])),
-            )
-    console.print(table)
-    console.print(f"total selected: {sum(result.selected.values())}")
-    if writer is not None:
-        console.print(
-            f"plan written: {out} ({sum(writer.counts.values())} targets, IDs only); "
-            f"review it, then `bulkops apply {out}`",
-            highlight=False,
-        )
-    return ExitCode.OK
-
-
-def remote_failure(exc: BaseException) -> RemoteError | OperationFailed | None:
-    """The remote failure ``exc`` (or a group of them) amounts to — credentials refused first —
-    or None when anything else is among them."""
-    found = leaves(exc)
-    if not all(isinstance(e, RemoteError | OperationFailed) for e in found):
-        return None
-    auth = [e for e in found if isinstance(e, AuthError)]
-    first = (auth or found)[0]
-    assert isinstance(first, RemoteError | OperationFailed)
-    return first
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
-    plan_file = read_plan(args.plan)
-    header = plan_file.header
-    age = datetime.now(UTC) - header.created_at
-    if age.total_seconds() > args.max_age:
-        raise InputError(
-            f"plan {args.plan} is {age.total_seconds() / 3600:.1f} h old, older than --max-age "
-            f"({args.max_age / 3600:g} h): what it lists may have changed; plan again, or pass "
-            "a larger --max-age"
-        )
-    spec_path = args.spec or (args.plan.parent / header.spec_path)
-    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
-    shard = parse_shard(header.shard) if header.shard else None
-    plan = shard_plan(
-        build_plan(spec, datetime.fromisoformat(header.frozen_now), frozen_times=header.times),
-        shard,
+    applying = prepare_apply(
+        args.plan,
+        args.spec,
+        args.config,
+        max_age=args.max_age,
+        log_format=args.log_format,
+        log_level=args.log_level,
     )
-    if plan.fingerprint != header.fingerprint:
-        changes = describe_changes(header.canonical_spec or {}, plan.canonical)
-        raise InputError(
-            [
-                f"the job spec changed since plan {args.plan} was made:",
-                *changes,
-                "plan again with this spec (the plan was reviewed against the old one)",
-            ]
-        )
-    confine_plan(plan_file, plan.sources, plan.shard)  # each entry's kind (and id) is the spec's
-    plan = dataclasses.replace(plan, sources=plan_file.sources())
-    preflight(plan.sources, plan.max_deletions)
-    if plan_file.total > args.confirm_above and not args.yes and sys.stdin.isatty():
-        answer = console.input(
-            f"delete the {plan_file.total} targets plan {args.plan} lists? type yes: "
-        )
+    total = applying.plan_file.total
+    if total > args.confirm_above and not args.yes and sys.stdin.isatty():
+        answer = console.input(f"delete the {total} targets plan {args.plan} lists? type yes: ")
         if answer.strip().lower() != "yes":
             err.print("not confirmed; nothing was sent.", highlight=False)
             return ExitCode.ABORTED
-    directory = usable_directory(args.checkpoint_dir or config.checkpoint_dir)
-    with job_lock(directory, plan.name, None if shard is None else shard.suffix):
-        result = anyio.run(
-            partial(
-                start_run,
-                plan,
-                config,
-                spec_path,
-                args.config,
-                None,
-                console,
-                directory=directory,
-                options=run_options(args),
-                plan_file=plan_file,
-            ),
-            backend="asyncio",
-        )
+    result = run_applied(
+        applying, args.checkpoint_dir, args.config, console, options=run_options(args)
+    )
     return finish(result, console, err)
 
 
-def _cmd_resume(args: argparse.Namespace, console: Console, err: Console) -> int:
-    path: Path = args.checkpoint
-    ensure_not_in_use(path)  # the checkpoint's own lock first: a second driver of it is exit 2
-    replay = read_checkpoint(path)
-    shard = parse_shard(replay.header.shard) if replay.header.shard else None
-    with job_lock(path.parent, replay.header.job, None if shard is None else shard.suffix):
-        return _resume(args, console, err, replay)
-
-
-def _resume(args: argparse.Namespace, console: Console, err: Console, replay: Replay) -> int:
-    """Resume the run ``replay`` replays (the caller holds the job's lock)."""
-    path: Path = args.checkpoint
-    for warning in replay.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    header = replay.header
-    spec_path = args.spec or (path.parent / header.spec_path)
-    # The invocation's config, never the one the log names: a log anyone could have planted
-    # must not choose where the credentials go (issue 11).
-    spec, config = load_inputs(spec_path, args.config, args.log_format, args.log_level)
-    check_same_hosts(header, api_hosts(config), args.config is not None)
-    if replay.exit_code == ExitCode.OK and not args.retry_failed:
-        # The run may have been killed after its last line but before its report was written.
-        write_reports(path, replay)
-        console.print(f"run {header.run_id} already finished; nothing to do.")
-        return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
-    shard = parse_shard(header.shard) if header.shard else None
-    plan, changed = resume_plan(spec, header, shard, force=args.force)
-    spec_sources = plan.sources
-    plan_file: PlanFile | None = None
-    if header.plan is not None:
-        # An applied plan is resumed from the plan, never from the spec's queries.
-        plan_file = read_plan(path.parent / header.plan)
-        if plan_file.digest != header.plan_sha256:
-            raise CheckpointError(
-                f"plan {plan_file.path} is not the one run {header.run_id} applied "
-                "(its digest differs); restore that plan file to resume"
-            )
-        plan = dataclasses.replace(plan, sources=plan_file.sources())
-    # Nothing the spec does not select is driven, whatever the log says (runner.app.scope).
-    confine_resume(
-        replay,
-        plan,
-        spec_sources,
-        config,
-        changed=changed,
+def resume_request(args: argparse.Namespace) -> ResumeRequest:
+    """The resume the command line asks for."""
+    return ResumeRequest(
+        checkpoint=args.checkpoint,
+        spec=args.spec,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
         retry_failed=args.retry_failed,
-        plan_file=plan_file,
+        force=args.force,
+        options=run_options(args),
     )
-    result = anyio.run(
-        partial(
-            execute,
-            plan,
-            config,
-            path,
-            header,
-            replay,
-            console,
-            retry_failed=args.retry_failed,
-            options=run_options(args),
-        ),
-        backend="asyncio",
-    )
-    return finish(result, console, err)
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
-    replay = read_checkpoint(args.checkpoint)
-    print_summary(replay, console)
-    counts = replay.counts()
-    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
-    done = sum(n for (_, state), n in counts.items() if state.is_final)
-    elapsed = replay.last_ts
-    rate = done / elapsed if elapsed else 0.0
-    state = "finished" if replay.exit_code is not None else "running or stopped"
-    console.print(
-        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
-        f"rate {rate:.1f} targets/s over {elapsed} s",
-        highlight=False,
-    )
-    if replay.exit_code is None:
-        console.print(eta_line(replay, rate), highlight=False)
-    else:
-        console.print(ending_line(replay.exit_code, args.checkpoint), highlight=False)
+    print_status(read_checkpoint(args.checkpoint), args.checkpoint, console)
     return ExitCode.OK
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    replay = read_checkpoint(args.checkpoint)
-    text = render_csv(replay) if args.format == "csv" else render_json(replay)
+    text = render(args.format, read_checkpoint(args.checkpoint))
     if args.out:
-        # Written aside (new, 0600, never through a link) and renamed over --out.
-        try:
-            aside, fd = create_aside(args.out)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-            os.replace(aside, args.out)
-        except OSError as exc:
-            raise InputError(f"cannot write report {args.out}: {exc.strerror}") from exc
+        write_report_file(args.out, text)
     else:
         out.write(text)
     return ExitCode.OK

@@ -1,4 +1,5 @@
-"""The exceptions bulkops raises, as one tree rooted at :class:`BulkopsError`.
+"""The exceptions bulkops raises, as one tree rooted at :class:`BulkopsError`, and the exit
+codes they end in (:class:`ExitCode`).
 
 ::
 
@@ -13,12 +14,14 @@
     │                              can write, a file beyond its size bound)
     ├── RemoteError                Twilio (or the emulator) answered with an error
     │   ├── RateLimited            HTTP 429: retry after Retry-After
+    │   │   └── Throttled          a 429 that also says how many requests were in flight
     │   ├── TransientError         5xx, timeouts, resets, bad bodies, 20009: retry with backoff
     │   ├── AuthError              401/403: credentials are wrong; the run stops
     │   ├── PermanentError         other 4xx: the target fails, the run goes on
     │   └── BadListing             a list reply it will not trust or follow; the source fails
     ├── OperationFailed            an async Operation ended FAILED or CANCELLED
     ├── SafetyAbort                a safety limit stopped the run; exit code 3
+    ├── LockedOut                  another process runs the same job (or shard); exit code 5
     ├── PausedTooLong              a Retry-After beyond retry.max_pause; the run stops, exit 9
     └── Stopped                    the run is stopping: a DELETE not yet sent is not sent
 """
@@ -26,6 +29,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """The process exit codes, one per way a command ends; the README's table lists them."""
+
+    OK = 0
+    FAILURES = 1
+    BAD_INPUT = 2
+    ABORTED = 3
+    AUTH = 4
+    LOCKED = 5
+    CHECKPOINT = 6
+    OUT_OF_TIME = 7
+    INTERNAL = 8  # an unexpected fault inside bulkops: the log is intact, resume goes on
+    PAUSED = 9  # the server asked for a pause longer than retry.max_pause: resumable
+    INTERRUPTED = 130
 
 
 class BulkopsError(Exception):
@@ -64,6 +84,8 @@ class UntrustedFile(InputError):
         self.reason = reason
         self.fix = fix
         super().__init__(f"{path} {reason}; {fix}")
+
+
 class UntrustedLine(CheckpointError):
     """A whole, well-formed checkpoint line that names something no bulkops run writes (an ID
     not of its kind's shape, a message without its conversation): an edited or foreign log."""
@@ -91,6 +113,22 @@ class RateLimited(RemoteError):
     ) -> None:
         super().__init__(status, code, message)
         self.retry_after = retry_after
+
+
+class Throttled(RateLimited):
+    """A 429 that also says how many requests the account had in flight, when Twilio told us
+    (``Twilio-Concurrent-Requests``): what tells a concurrency limit from a rate limit."""
+
+    def __init__(
+        self,
+        status: int,
+        code: int | None,
+        message: str,
+        retry_after: float | None,
+        concurrent: int | None,
+    ) -> None:
+        super().__init__(status, code, message, retry_after)
+        self.concurrent = concurrent
 
 
 class TransientError(RemoteError):
@@ -136,6 +174,10 @@ class OperationFailed(BulkopsError):
 
 class SafetyAbort(BulkopsError):
     """A safety limit (max_deletions, max_failure_rate) stopped the run."""
+
+
+class LockedOut(BulkopsError):
+    """Another process is running the same job; exit code 5."""
 
 
 class Stopped(BulkopsError):

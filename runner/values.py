@@ -1,17 +1,21 @@
 """Plain values shared by several layers: settings the planner fills in and counters a run keeps.
 
 They live at the bottom, beside :mod:`runner.errors`, so that a module holding one (the planner,
-the sharding, the metrics) need not import the layer that uses it: the planner carries a
-:class:`RetryPolicy` and a :class:`ProductLimit` without loading the HTTP client.
+the sharding, the metrics, the display) need not import the layer that uses it: the planner
+carries a :class:`RetryPolicy` and a :class:`ProductLimit` without loading the HTTP client.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Generic, Literal, NamedTuple, TypeVar
 
-__all__ = ["ProductLimit", "RetryPolicy", "Scope", "Tally"]
+__all__ = ["ProductLimit", "Progress", "RetryPolicy", "Scope", "Tally"]
+
+K = TypeVar("K", bound=Hashable)
+S = TypeVar("S", bound=Hashable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,3 +60,23 @@ class Tally:
     requests: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     throttled: int = 0
+
+
+@dataclass
+class Progress(Generic[K, S]):
+    """Live counters of a run: targets found by kind ``K``, outcomes by kind and state ``S``.
+
+    Generic so that it stays below the kinds and the log: the engine keeps a
+    ``Progress[Resource, State]``, and the display and the metrics read it without loading the
+    engine (and, through it, the HTTP client).
+    """
+
+    found: Counter[K] = field(default_factory=Counter)
+    outcomes: Counter[tuple[K, S]] = field(default_factory=Counter)
+    skipped_done: int = 0  # already final in the checkpoint being resumed
+    pending_operations: int = 0
+    discovery_done: bool = False
+
+    def outcome(self, state: S) -> int:
+        """How many targets of any kind ended in ``state``."""
+        return sum(n for (_, s), n in self.outcomes.items() if s is state)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from runner.app.job import ExitCode, RunResult, execute, plan_targets, start_run
+from runner.app.job import RunResult, execute, plan_targets, start_run
 
-__all__ = ["ExitCode", "RunResult", "execute", "plan_targets", "start_run"]
+__all__ = ["RunResult", "execute", "plan_targets", "start_run"]

@@ -15,6 +15,7 @@ import anyio
 from rich.console import Console
 
 from runner.app import logs
+from runner.app.display import terminal_display
 from runner.app.job import RunResult, start_run
 from runner.app.outcome import finish
 from runner.emulator import (
@@ -72,4 +73,4 @@ async def _demo(
         config = load_config(None, demo_environment(url), cwd=checkpoint_dir or Path.cwd())
         plan = build_plan(load_spec(spec_path), datetime.now(UTC))
         preflight(plan.sources, plan.max_deletions)
-        return await start_run(plan, config, spec_path, None, None, console)
+        return await start_run(plan, config, spec_path, None, None, terminal_display(console))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 
 import anyio
 import structlog
@@ -10,16 +11,19 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from runner.engine.scheduler import Progress
+from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS
 from runner.log.records import State
+from runner.values import Progress
 
 log = structlog.get_logger("bulkops.progress")
 
 DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
 
 
-def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -> Table:
+def progress_table(
+    progress: Progress[ResourceKind, State], elapsed: float, title: str = "bulkops"
+) -> Table:
     """A table of found / done / failed / rate per resource."""
     table = Table(title=title, title_justify="left")
     for column in ("kind", "found", "deleted", "gone", "covered", "failed", "rate/s"):
@@ -48,7 +52,9 @@ def progress_table(progress: Progress, elapsed: float, title: str = "bulkops") -
     return table
 
 
-async def show_progress(progress: Progress, console: Console, *, interval: float = 10.0) -> None:
+async def show_progress(
+    progress: Progress[ResourceKind, State], console: Console, *, interval: float = 10.0
+) -> None:
     """Until cancelled: refresh a live table on a terminal, else log progress every interval."""
     start = anyio.current_time()
     if console.is_terminal:
@@ -67,3 +73,15 @@ async def show_progress(progress: Progress, console: Console, *, interval: float
             failed=progress.outcome(State.FAILED),
             operations_pending=progress.pending_operations,
         )
+
+
+def terminal_display(
+    console: Console,
+) -> Callable[[Progress[ResourceKind, State]], Awaitable[None]]:
+    """The display a run from the terminal gets (:data:`runner.app.job.Display`): the progress
+    shown on ``console``, as :func:`show_progress` does."""
+
+    async def display(progress: Progress[ResourceKind, State]) -> None:
+        await show_progress(progress, console)
+
+    return display

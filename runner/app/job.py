@@ -7,7 +7,6 @@ exit code. ``plan`` does the discovery half only and sends no DELETE.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import random
 import secrets
@@ -26,28 +25,27 @@ import aiohttp
 import anyio
 import structlog
 import structlog.contextvars
-from rich.console import Console
 
 from runner import __version__
-from runner.app.display import show_progress
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
-from runner.errors import ConfigError, SafetyAbort
-from runner.files import create_aside
+from runner.errors import ConfigError, ExitCode, SafetyAbort
 from runner.internal import InternalFault, diagnose
 from runner.kinds.base import Product, ResourceKind, Target
 from runner.log.lock import open_log
-from runner.log.records import Header, footer_record
+from runner.log.records import Header, State, footer_record
 from runner.log.replay import Replay, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Source
-from runner.report.completion import OUTCOMES, summarize, write_report
+from runner.report.completion import OUTCOMES, summarize
+from runner.report.output import write_reports
 from runner.spec.config import Config
+from runner.values import Progress
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.requester import Requester
@@ -61,22 +59,6 @@ GRACE_SECONDS = 4.0  # requests in flight get this long after Ctrl-C before bein
 # Ctrl-C, a service manager's stop, and a closed terminal (or a hang-up sent by tools that
 # treat it as "stop"): each stops the run the same way, resumably (exit 130).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-class ExitCode:
-    """The process exit codes, documented in the README."""
-
-    OK = 0
-    FAILURES = 1
-    BAD_INPUT = 2
-    ABORTED = 3
-    AUTH = 4
-    LOCKED = 5
-    CHECKPOINT = 6
-    OUT_OF_TIME = 7
-    INTERNAL = 8  # an unexpected fault inside bulkops: the log is intact, resume goes on
-    PAUSED = 9  # the server asked for a pause longer than retry.max_pause: resumable
-    INTERRUPTED = 130
 
 
 def new_run_id(now: datetime) -> str:
@@ -115,6 +97,10 @@ def _session(plan: JobPlan) -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
 
 
+# What shows a run's progress while it goes (a live table, log lines): given by the caller, so
+# that a run needs no terminal library (runner.app.display has one).
+Display = Callable[[Progress[ResourceKind, State]], Awaitable[None]]
+
 COMPACT_REPLAY_FROM = 100_000  # targets: below, the final replay's dict costs under 10 MB
 
 
@@ -148,13 +134,14 @@ async def execute(
     log_path: Path,
     header: Header,
     prior: Replay | None,
-    console: Console,
+    display: Display,
     *,
     retry_failed: bool = False,
     options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
     """Run (or resume) a job against the checkpoint at ``log_path``: build the parts of the
-    run, drive them to the footer, then read the log back for the report."""
+    run, drive them to the footer (``display`` shows its progress until cancelled), then read
+    the log back for the report."""
     structlog.contextvars.bind_contextvars(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
@@ -165,7 +152,7 @@ async def execute(
         async with _session(plan) as session:
             parts = _build_parts(plan, config, settings, session, log_path, header, prior)
             run = _Run(parts, plan, log_path, header, handle, options, began)
-            await run.drive(console)
+            await run.drive(display)
         await run.close(prior)
     return run.result()
 
@@ -240,20 +227,14 @@ class _Run:
 
     # -- driving -------------------------------------------------------------------------------
 
-    async def drive(self, console: Console) -> None:
+    async def drive(self, display: Display) -> None:
         """Run the engine and the tasks around it to the end, and write the footer."""
         options = self._options
         async with anyio.create_task_group() as tg:
             self._tg = tg
             tg.start_soon(self._write)
             tg.start_soon(self._guarded, "the signal watcher", self._watch_signals)
-            tg.start_soon(
-                self._guarded,
-                "the progress display",
-                show_progress,
-                self.engine.progress,
-                console,
-            )
+            tg.start_soon(self._guarded, "the progress display", display, self.engine.progress)
             if options.max_duration is not None:
                 tg.start_soon(
                     self._guarded, "the --max-duration timer", self._budget, options.max_duration
@@ -356,7 +337,7 @@ class _Run:
         self.engine.stop()
         self._tg.start_soon(_hard_stop_later, self.engine)
 
-    def _exit_code(self) -> int:
+    def _exit_code(self) -> ExitCode:
         return _exit_code(self.engine, self.writer, self.interrupted, self.out_of_time)
 
     async def _close_log(self) -> None:
@@ -442,7 +423,7 @@ def _log_finished(replay: Replay, code: int, began: float, requester: Requester)
     totals = summarize(replay).totals
     log.info(
         "run_finished",
-        exit_code=code,
+        exit_code=int(code),  # a number in the log, not the enum's repr
         seconds=round(anyio.current_time() - began, 1),
         **{outcome: totals[outcome] for outcome in OUTCOMES},
         requests=sum(requester.tally.requests.values()),
@@ -508,7 +489,7 @@ async def _rescue_footer(
             await rescue.run(handle)
     except Exception:
         # No footer at all still reads as unfinished: `resume` and --resume-or-start go on.
-        log.error("footer_not_written", exit_code=footer["exit"])
+        log.error("footer_not_written", exit_code=int(footer["exit"]))
 
 
 async def _hard_stop_later(engine: Engine) -> None:
@@ -518,7 +499,7 @@ async def _hard_stop_later(engine: Engine) -> None:
 
 def _exit_code(
     engine: Engine, writer: CheckpointWriter, interrupted: bool, out_of_time: bool
-) -> int:
+) -> ExitCode:
     if writer.error is not None:
         return ExitCode.CHECKPOINT
     if engine.abort is not None:
@@ -538,29 +519,9 @@ def _exit_code(
     return ExitCode.OK
 
 
-def write_reports(log_path: Path, replay: Replay) -> None:
-    """The completion report beside the checkpoint, on every exit (mode 0600: it lists IDs).
-
-    Each file is written aside — a new file, created exclusively, never through a link — and
-    renamed into place, so a crash leaves the old report or the new one, never half of one, and
-    a link planted at either name redirects nothing."""
-    paths = [log_path.with_suffix(suffix) for suffix in (".report.csv", ".report.json")]
-    asides: list[Path] = []
-    with contextlib.ExitStack() as stack:
-        outs = []
-        for path in paths:
-            aside, fd = create_aside(path)
-            asides.append(aside)
-            outs.append(stack.enter_context(os.fdopen(fd, "w", encoding="utf-8", newline="")))
-        write_report(replay, csv_out=outs[0], json_out=outs[1])
-    for aside, path in zip(asides, paths, strict=True):
-        os.replace(aside, path)
-
-
 # Where an unexpected exception met around the engine happened, in words (see runner.internal).
 _SHELL_STAGES: dict[CodeType, str] = {
     CheckpointWriter.run.__code__: "the checkpoint writer",
-    show_progress.__code__: "the progress display",
     read_checkpoint.__code__: "reading the log back for the report",
     write_reports.__code__: "writing the report",
 }
@@ -656,7 +617,7 @@ def start_header(
     )
 
 
-__all__ = ["ExitCode", "RunResult", "SafetyAbort", "execute", "plan_targets"]
+__all__ = ["RunResult", "SafetyAbort", "execute", "plan_targets"]
 
 
 async def start_run(
@@ -665,7 +626,7 @@ async def start_run(
     spec_path: Path,
     config_path: Path | None,
     checkpoint: Path | None,
-    console: Console,
+    display: Display,
     *,
     directory: Path | None = None,
     options: RunOptions = NO_OPTIONS,
@@ -679,4 +640,4 @@ async def start_run(
     header = start_header(
         plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
     )
-    return await execute(plan, config, log_path, header, None, console, options=options)
+    return await execute(plan, config, log_path, header, None, display, options=options)

@@ -41,8 +41,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from runner.engine.scheduler import Progress
-from runner.errors import UntrustedFile
+from runner.errors import ExitCode, UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS
@@ -50,7 +49,7 @@ from runner.log.records import State
 from runner.log.replay import Replay
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, outcome_name, summarize
-from runner.values import Tally
+from runner.values import Progress, Tally
 
 __all__ = [
     "CONTENT_TYPE",
@@ -136,7 +135,7 @@ def figures_from_replay(
 
 
 def figures_from_progress(
-    progress: Progress,
+    progress: Progress[ResourceKind, State],
     tally: Tally,
     *,
     duration_seconds: float,
@@ -165,7 +164,7 @@ def _figures(
     now: float | None,
 ) -> RunFigures:
     # A timestamp, not an interval: the wall clock is the right one here.
-    success = (time.time() if now is None else now) if exit_code == 0 else None
+    success = (time.time() if now is None else now) if exit_code == ExitCode.OK else None
     return RunFigures(
         targets=targets,
         requests=dict(tally.requests) if tally is not None else {},

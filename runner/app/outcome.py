@@ -11,11 +11,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from runner.app.job import ExitCode, RunResult
+from runner.app.job import RunResult
+from runner.errors import ExitCode
+from runner.log.records import State
 from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, summarize
+from runner.report.formats import report_formats
 
-__all__ = ["ending_line", "eta_line", "finish", "print_summary"]
+__all__ = ["ending_line", "eta_line", "finish", "print_status", "print_summary"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -46,10 +49,9 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
             hint = "once the listing problem is fixed, " + hint
         err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
     console.print(f"checkpoint: {result.checkpoint}", highlight=False)
-    console.print(
-        f"report: {result.checkpoint.with_suffix('.report.csv')} (and .report.json)",
-        highlight=False,
-    )
+    first, *others = report_formats().values()
+    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
+    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
     return result.exit_code
 
 
@@ -69,8 +71,29 @@ def print_summary(replay: Replay, console: Console) -> None:
     console.print(table)
 
 
+def print_status(replay: Replay, checkpoint: Path, console: Console) -> None:
+    """``bulkops status``: the outcome table, then counts, rate and how the run ended (or how
+    long the rest should take)."""
+    print_summary(replay, console)
+    counts = replay.counts()
+    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
+    done = sum(n for (_, state), n in counts.items() if state.is_final)
+    elapsed = replay.last_ts
+    rate = done / elapsed if elapsed else 0.0
+    state = "finished" if replay.exit_code is not None else "running or stopped"
+    console.print(
+        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
+        f"rate {rate:.1f} targets/s over {elapsed} s",
+        highlight=False,
+    )
+    if replay.exit_code is None:
+        console.print(eta_line(replay, rate), highlight=False)
+    else:
+        console.print(ending_line(replay.exit_code, checkpoint), highlight=False)
+
+
 # How the last process that drove a log ended, in words, and what goes on from there.
-_ENDINGS = {
+_ENDINGS: dict[int, tuple[str, str | None]] = {
     ExitCode.OK: ("finished: every selected target is done", None),
     ExitCode.FAILURES: ("finished with failures", "bulkops resume --retry-failed"),
     ExitCode.ABORTED: ("stopped by a safety brake (exit 3); look before going on", None),

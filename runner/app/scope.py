@@ -27,6 +27,7 @@ from functools import partial
 import anyio
 import structlog
 
+from runner.app.replan import replan
 from runner.errors import CheckpointError, InputError
 from runner.kinds.base import ResourceKind, Target
 from runner.log.records import Header, State, TargetRecord, key_hash
@@ -170,8 +171,15 @@ def resume_plan(
             f"the checkpoint of run {header.run_id}: its run began at {header.frozen_now!r}, which "
             "is not a past moment with a time zone; an edited log is not resumed"
         )
-    plan = shard_plan(build_plan(spec, began, frozen_times=header.times), shard)
-    if plan.fingerprint == header.fingerprint:
+    plan, changes = replan(
+        spec,
+        began,
+        header.times,
+        shard,
+        fingerprint=header.fingerprint,
+        canonical=header.canonical_spec,
+    )
+    if changes is None:
         if plan.times_json != build_plan(spec, began).times_json:
             # The frozen times are the spec's bounds at that moment, nothing else: any other
             # value was written by hand, and could move a cutoff to select more.
@@ -181,7 +189,6 @@ def resume_plan(
                 "not resumed"
             )
         return plan, False
-    changes = describe_changes(header.canonical_spec, plan.canonical)
     if not force:
         raise CheckpointError(
             [

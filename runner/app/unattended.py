@@ -22,7 +22,13 @@ from datetime import datetime, timedelta
 from enum import Enum
 from pathlib import Path
 
-from runner.errors import BulkopsError, CheckpointError, ConfigError, UntrustedFile
+from runner.errors import (
+    CheckpointError,
+    ConfigError,
+    ExitCode,
+    LockedOut,
+    UntrustedFile,
+)
 from runner.files import (
     check_directory_trust,
     create_new,
@@ -34,12 +40,17 @@ from runner.log.records import Header, decode_footer, decode_header
 from runner.spec.config import Config
 
 # Exit codes of a run that stopped part-way and that `resume` continues.
-RESUMABLE = frozenset({4, 6, 7, 8, 9, 130})
-BRAKED = 3  # a safety brake stopped it: a person must look before it goes on
-
-
-class LockedOut(BulkopsError):
-    """Another process is running the same job; exit code 5."""
+RESUMABLE = frozenset(
+    {
+        ExitCode.AUTH,
+        ExitCode.CHECKPOINT,
+        ExitCode.OUT_OF_TIME,
+        ExitCode.INTERNAL,
+        ExitCode.PAUSED,
+        ExitCode.INTERRUPTED,
+    }
+)
+# A safety brake stopped it (ExitCode.ABORTED): a person must look before it goes on.
 
 
 def usable_directory(directory: Path) -> Path:
@@ -250,7 +261,7 @@ def decide(logs: list[LogSummary], now: datetime, min_interval: timedelta) -> De
     if code is None or code in RESUMABLE:
         how = "did not finish" if code is None else f"stopped with exit code {code}"
         return Decision(Action.RESUME, newest.path, f"run {newest.header.run_id} {how}")
-    if code == BRAKED:
+    if code == ExitCode.ABORTED:
         return Decision(
             Action.BLOCKED,
             newest.path,
@@ -259,7 +270,7 @@ def decide(logs: list[LogSummary], now: datetime, min_interval: timedelta) -> De
             "--resume-or-start",
         )
     age = now - newest.header.started_at
-    if code == 0 and age < min_interval:
+    if code == ExitCode.OK and age < min_interval:
         return Decision(
             Action.SKIP,
             newest.path,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
-from runner.engine.scheduler import STAGES, Engine, EngineSettings, Progress, preflight
+from runner.engine.scheduler import STAGES, Engine, EngineSettings, preflight
 
 __all__ = [
     "STAGES",
@@ -12,7 +12,6 @@ __all__ = [
     "Discovery",
     "Engine",
     "EngineSettings",
-    "Progress",
     "Verdict",
     "in_phases",
     "preflight",

@@ -11,9 +11,8 @@ is found goes through the :class:`~runner.engine.admission.Admission` that ``pla
 from __future__ import annotations
 
 import uuid
-from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -49,6 +48,7 @@ from runner.log.writer import CheckpointWriter
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Explicit, Manifest, Source
 from runner.plan.shard import Shard
+from runner.values import Progress
 from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.scheduler")
@@ -134,24 +134,6 @@ class EngineSettings:
         )
 
 
-@dataclass
-class Progress:
-    """Live counters: targets found and outcomes, by resource."""
-
-    found: Counter[ResourceKind] = field(default_factory=Counter)
-    outcomes: Counter[tuple[ResourceKind, State]] = field(default_factory=Counter)
-    skipped_done: int = 0  # already final in the checkpoint being resumed
-    pending_operations: int = 0
-    discovery_done: bool = False
-
-    def outcome(self, state: State) -> int:
-        """How many targets of any resource ended in ``state``."""
-        return sum(n for (_, s), n in self.outcomes.items() if s is state)
-
-
-ProgressHook = Callable[[Progress], None]
-
-
 class Engine:
     """Runs one job (or the rest of one) to the end."""
 
@@ -170,7 +152,7 @@ class Engine:
             shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
-        self.progress = Progress(found=self._admission.admitted)
+        self.progress: Progress[ResourceKind, State] = Progress(found=self._admission.admitted)
         self._req = requester
         self._discovery = Discovery(
             requester,

@@ -1,4 +1,5 @@
-"""Reports built from a checkpoint log: a summary table and a completion report (CSV / JSON).
+"""Reports built from a checkpoint log: a summary table and a completion report, in each of the
+formats of :mod:`runner.report.formats`.
 
 Everything here is derived from the log alone, so ``bulkops report`` on another machine says
 exactly what the run said. Rows carry IDs, outcomes and Twilio's error codes — never content.
@@ -6,20 +7,17 @@ exactly what the run said. Rows carry IDs, outcomes and Twilio's error codes —
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TextIO
 
-import orjson
-
 from runner.kinds.base import ResourceKind
-from runner.log.records import TRAFFIC, State, key_hash, kind_of, line_ids, target_key
+from runner.log.records import State, key_hash, kind_of, line_ids, target_key
 from runner.log.replay import Replay, iter_target_objects
+from runner.report.formats import ReportFormat, report_formats
 
 OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
 REPORT_FIELDS = (
@@ -112,56 +110,30 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
             }
 
 
-def write_csv(replay: Replay, out: TextIO) -> None:
-    """The completion report as CSV with a header row, streamed to ``out``."""
-    write_report(replay, csv_out=out)
-
-
-def write_json(replay: Replay, out: TextIO) -> None:
-    """The completion report as one JSON document — the run, its summary and every target, one
-    per line — streamed to ``out``, so its size never has to fit in memory."""
-    write_report(replay, json_out=out)
-
-
-def write_report(
-    replay: Replay, *, csv_out: TextIO | None = None, json_out: TextIO | None = None
-) -> None:
-    """The CSV and the JSON report in one pass over the log (a run writes both: reading a log
-    of millions of targets twice cost as much as making the rows)."""
-    table = None
-    if csv_out is not None:
-        table = csv.writer(csv_out)
-        table.writerow(REPORT_FIELDS)
-    if json_out is not None:
-        head = {
-            "run_id": replay.header.run_id,
-            "job": replay.header.job,
-            "started": replay.header.started,
-            "exit_code": replay.exit_code,
-            "summary": summarize(replay).to_json(),
-            "traffic": {name: replay.traffic[name] for name in TRAFFIC},
-        }
-        json_out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
-    separator = "\n    "
+def write_report(replay: Replay, outs: Mapping[ReportFormat, TextIO]) -> None:
+    """A report in each format of ``outs``, to its stream, in one pass over the log (a run
+    writes them all: reading a log of millions of targets twice cost as much as making the
+    rows)."""
+    writers = [form.start(replay, out) for form, out in outs.items()]
     for row in rows(replay):
-        if table is not None:
-            table.writerow(row.values())
-        if json_out is not None:
-            json_out.write(separator + orjson.dumps(row).decode())
-            separator = ",\n    "
-    if json_out is not None:
-        json_out.write("\n  ]\n}\n")
+        for writer in writers:
+            writer.row(row)
+    for writer in writers:
+        writer.close()
+
+
+def render(name: str, replay: Replay) -> str:
+    """The completion report in the format called ``name``, as text."""
+    buf = io.StringIO()
+    write_report(replay, {report_formats()[name]: buf})
+    return buf.getvalue()
 
 
 def render_csv(replay: Replay) -> str:
     """The completion report as CSV text."""
-    buf = io.StringIO()
-    write_csv(replay, buf)
-    return buf.getvalue()
+    return render("csv", replay)
 
 
 def render_json(replay: Replay) -> str:
     """The completion report as JSON text."""
-    buf = io.StringIO()
-    write_json(replay, buf)
-    return buf.getvalue()
+    return render("json", replay)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from runner.wire.client import Reply, Throttled, TwilioClient
+from runner.wire.client import Reply, TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.requester import Requester
 
-__all__ = ["Limits", "Reply", "Requester", "Throttled", "TwilioClient"]
+__all__ = ["Limits", "Reply", "Requester", "TwilioClient"]

@@ -20,9 +20,9 @@ from yarl import URL
 from runner.errors import (
     AuthError,
     PermanentError,
-    RateLimited,
     RemoteError,
     Stopped,
+    Throttled,
     TransientError,
 )
 from runner.kinds.base import Product
@@ -40,22 +40,6 @@ MAX_ERROR_BODY = 64 * 1024
 _READ_CHUNK = 256 * 1024
 CONCURRENT_REQUESTS = "Twilio-Concurrent-Requests"
 _MAX_COUNT_DIGITS = 9  # a count of requests in flight; more digits is no count at all
-
-
-class Throttled(RateLimited):
-    """A 429 that also says how many requests the account had in flight, when Twilio told us
-    (``Twilio-Concurrent-Requests``): what tells a concurrency limit from a rate limit."""
-
-    def __init__(
-        self,
-        status: int,
-        code: int | None,
-        message: str,
-        retry_after: float | None,
-        concurrent: int | None,
-    ) -> None:
-        super().__init__(status, code, message, retry_after)
-        self.concurrent = concurrent
 
 
 @dataclass(frozen=True, slots=True)

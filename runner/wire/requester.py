@@ -13,12 +13,12 @@ from collections.abc import Mapping
 import anyio
 import structlog
 
-from runner.errors import PermanentError, RateLimited, TransientError
+from runner.errors import PermanentError, RateLimited, Throttled, TransientError
 from runner.kinds.base import Product
 from runner.values import RetryPolicy, Scope, Tally
 from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff
-from runner.wire.client import Reply, Throttled, TwilioClient, concurrent_requests
+from runner.wire.client import Reply, TwilioClient, concurrent_requests
 from runner.wire.limits import Limits
 
 log = structlog.get_logger("bulkops.requester")

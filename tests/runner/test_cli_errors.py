@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 import runner.app.job
+from runner.errors import ExitCode
 from runner.kinds.base import Product
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
@@ -73,7 +74,7 @@ async def test_plan_with_refused_credentials_is_one_line_and_exit_4(
         code = await run_cli("plan", spec, "--out", workdir / "p.plan", "--log-format", "json")
 
         line = one_line(capsys.readouterr().err)
-        assert code == 4
+        assert code == ExitCode.AUTH
         assert f"credentials refused (HTTP 401) by {emu.url}{LIST_PATH}" in line
         assert "TWILIO_AUTH_TOKEN" in line and "f" * 32 not in line
         assert not (workdir / "p.plan").exists()
@@ -95,7 +96,7 @@ async def test_plan_of_an_unknown_service_names_the_404_and_exits_1(
         code = await run_cli("plan", spec, "--log-format", "json")
 
         line = one_line(capsys.readouterr().err)
-        assert code == 1
+        assert code == ExitCode.FAILURES
         assert f"HTTP 404 on {emu.url}/v1/Services/{unknown}/Conversations" in line
         assert "no such Service? check `service:`" in line
 
@@ -111,7 +112,7 @@ async def test_plan_against_a_closed_port_is_one_line_and_exit_1(
     code = await run_cli("plan", spec, "--log-format", "json")
 
     line = one_line(capsys.readouterr().err)
-    assert code == 1
+    assert code == ExitCode.FAILURES
     assert f"cannot reach {url}{LIST_PATH} (connection refused" in line
     assert "BULKOPS_CONVERSATIONS_URL" in line
 
@@ -144,7 +145,7 @@ async def test_plan_against_a_server_that_never_answers_is_one_line_and_exit_1(
         code = await run_cli("plan", spec, "--log-format", "json")
 
         line = one_line(capsys.readouterr().err)
-        assert code == 1
+        assert code == ExitCode.FAILURES
         assert f"no answer from {emu.url}{LIST_PATH} within the request timeout" in line
 
 
@@ -164,7 +165,7 @@ async def test_run_of_an_unknown_service_names_the_listing_failure(
         code = await run_cli("run", spec, "--log-format", "json")
 
         captured = capsys.readouterr()
-        assert code == 1
+        assert code == ExitCode.FAILURES
         assert "Traceback" not in captured.err
         lines = human_lines(captured.err)
         assert (
@@ -193,7 +194,7 @@ async def test_apply_with_refused_credentials_names_the_url_and_exits_4(
             f"  - {{kind: messages, where: {{conversations: [{conversation}]}}}}\n",
         )
         plan = workdir / "p.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         capsys.readouterr()
         monkeypatch.setenv("TWILIO_AUTH_TOKEN", "f" * 32)
 
@@ -201,7 +202,7 @@ async def test_apply_with_refused_credentials_names_the_url_and_exits_4(
 
         err = capsys.readouterr().err
         (log,) = checkpoints(workdir)
-        assert code == 4
+        assert code == ExitCode.AUTH
         assert "Traceback" not in err and "f" * 32 not in err
         line = human_lines(err)[0]
         assert f"credentials refused (HTTP 401) by {emu.url}/v1/Services/{SUPPORT_SERVICE}" in line
@@ -217,7 +218,7 @@ async def test_status_and_report_of_a_missing_log_are_one_line_and_exit_2(
     code = await run_cli(command, workdir / "nope.jsonl")
 
     err = capsys.readouterr().err
-    assert code == 2
+    assert code == ExitCode.BAD_INPUT
     assert "Traceback" not in err
     assert "nope.jsonl does not exist" in " ".join(err.split())
 
@@ -248,7 +249,7 @@ async def test_a_closed_stdout_changes_no_exit_code(
                 code = await process.wait()
 
         stderr = (workdir / "stderr.log").read_text()
-        assert code == 0
+        assert code == ExitCode.OK
         assert "Traceback" not in stderr and "BrokenPipe" not in stderr
         assert "Exception ignored" not in stderr
 
@@ -270,7 +271,7 @@ async def test_apply_against_a_closed_port_names_the_url_of_the_failed_deletes(
             + QUICK_RETRY,
         )
         plan = workdir / "p.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
     url = f"http://127.0.0.1:{closed_port()}"
     point_at(monkeypatch, url)
     capsys.readouterr()
@@ -279,7 +280,7 @@ async def test_apply_against_a_closed_port_names_the_url_of_the_failed_deletes(
 
     err = capsys.readouterr().err
     (log,) = checkpoints(workdir)
-    assert code == 1
+    assert code == ExitCode.FAILURES
     assert "Traceback" not in err
     first, hint = human_lines(err)
     assert first.startswith(f"the last DELETE that failed: cannot reach {url}/v1/Services/")
@@ -306,7 +307,7 @@ async def test_a_metrics_port_in_use_is_one_line_and_exit_2(
             code = await run_cli("run", spec, "--metrics-port", port, "--log-format", "json")
 
         err = capsys.readouterr().err
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert "Traceback" not in err
         assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in " ".join(err.split())
         assert (await emu.ledger())["requests"] == []

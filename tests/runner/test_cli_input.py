@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import ExitCode
 from tests.runner.conftest import REPO, point_at, run_cli
 from tests.runner.test_bad_specs import CASES, generate_bad_row_manifest, read_case
 
@@ -45,7 +46,7 @@ async def test_bad_input_exits_2_and_sends_nothing(
         code = await run_cli(*argv)
 
         err = capsys.readouterr().err
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert case.expect is not None and case.expect in " ".join(err.split())
         assert "nothing was sent" in err
         assert (await emu.ledger())["requests"] == []
@@ -58,8 +59,8 @@ async def test_plan_and_dry_run_send_no_delete(
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         for job in sorted((REPO / "jobs").glob("*.yaml")):
-            assert await run_cli("plan", job) == 0, job
-            assert await run_cli("run", job, "--dry-run") == 0, job
+            assert await run_cli("plan", job) == ExitCode.OK, job
+            assert await run_cli("run", job, "--dry-run") == ExitCode.OK, job
         methods = {r["method"] for r in (await emu.ledger())["requests"]}
         assert methods == {"GET"}
         assert not list(workdir.glob("checkpoints/*"))

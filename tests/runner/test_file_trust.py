@@ -27,7 +27,7 @@ from aiohttp import web
 from runner.app.job import new_run_id, start_header
 from runner.app.metrics import RunLabels, write_textfile
 from runner.app.unattended import job_lock, job_logs, usable_directory
-from runner.errors import CheckpointError, ConfigError, UntrustedFile
+from runner.errors import CheckpointError, ConfigError, ExitCode, UntrustedFile
 from runner.files import check_directory_trust, create_aside, create_new, open_own
 from runner.log.lock import open_log
 from runner.log.records import Header
@@ -125,7 +125,7 @@ async def test_a_checkpoint_path_naming_a_foreign_file_is_refused_and_left_whole
 
         code, err = await bulkops(workdir, "run", spec, "--checkpoint", notes)
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert "is not a bulkops checkpoint; choose another path" in refusal(err)
         assert notes.read_bytes() == content
         assert (await emu.ledger())["requests"] == []
@@ -145,8 +145,8 @@ async def test_a_checkpoint_torn_before_its_header_newline_is_started_again(
 
         code, err = await bulkops(workdir, "run", spec, "--checkpoint", log)
 
-        assert code == 0, err
-        assert read_checkpoint(log).exit_code == 0
+        assert code == ExitCode.OK, err
+        assert read_checkpoint(log).exit_code == ExitCode.OK
         assert len((await emu.ledger())["deletions"]) == len(emu.dataset.stores)
 
 
@@ -165,7 +165,7 @@ async def test_a_checkpoint_path_that_is_a_link_is_refused(
 
         code, err = await bulkops(workdir, "run", spec, "--checkpoint", link)
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert f"checkpoint {link} is a symbolic link" in refusal(err)
         assert not target.exists() if dangling else untouched(target)
         assert (await emu.ledger())["requests"] == []
@@ -203,7 +203,7 @@ async def test_a_planted_job_lock_is_refused_and_its_target_left_whole(
 
         code, err = await bulkops(workdir, "run", spec, "--checkpoint-dir", directory)
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         reason = {"link": "is a symbolic link", "hard-link": "has 2 hard links"}.get(
             plant, f"belongs to another user (uid {OTHER_UID})"
         )
@@ -256,7 +256,7 @@ async def test_a_plan_is_written_as_a_new_private_file_whatever_is_planted(
         with umask(0):
             code, err = await bulkops(workdir, "plan", spec, "--out", plan)
 
-        assert code == 0, err
+        assert code == ExitCode.OK, err
         assert untouched(target)
         assert private_regular(plan)
         assert not (workdir / "stores.plan.partial").exists()
@@ -347,7 +347,7 @@ async def test_a_checkpoint_directory_others_can_write_is_refused(
         code, err = await bulkops(workdir, "run", spec, "--checkpoint-dir", directory)
 
         problem = refusal(err)
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert f"checkpoint directory {directory} {fragment}" in problem
         if mode & stat.S_IWOTH:
             assert problem.endswith(f"chmod o-w {directory}")
@@ -392,7 +392,7 @@ async def test_a_checkpoint_of_another_user_or_a_link_is_refused(
         )
         code, err = await bulkops(workdir, *argv)
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert f"{named}" in refusal(err)
         assert reason in refusal(err)
         assert log.read_bytes() == before
@@ -415,7 +415,7 @@ async def test_another_jobs_checkpoint_of_another_user_does_not_block_a_run(
             workdir, "run", spec, "--resume-or-start", "--checkpoint-dir", workdir / "checkpoints"
         )
 
-        assert code == 0, err
+        assert code == ExitCode.OK, err
         assert len((await emu.ledger())["deletions"]) == len(emu.dataset.stores)
 
 
@@ -518,10 +518,10 @@ async def test_a_planted_checkpoint_never_chooses_where_credentials_go(
         assert planted_seen == []
         ledger = await emu.ledger()
         if with_config:
-            assert code == 0, err
+            assert code == ExitCode.OK, err
             assert len(ledger["deletions"]) == len(emu.dataset.stores)
             return
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert ledger["requests"] == []
         if recorded == "none":
             assert "bulkops never takes the config from a checkpoint: pass --config" in (
@@ -690,7 +690,7 @@ async def test_specs_configs_and_manifests_must_be_regular_bounded_files(
 
         code, err = await bulkops(workdir, "run", spec, "--config", config, bound=30)
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         problem = refusal(err)
         assert fragment in problem
         assert problem.endswith(("pipe or device would never end)", "manifest)", "1 MiB"))

@@ -17,6 +17,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import runner.app.display
 import runner.app.job
 import runner.app.metrics
 import runner.cli
@@ -27,10 +28,12 @@ import runner.log.records
 import runner.log.writer
 import runner.wire.client
 from runner.engine.discovery import Discovery
-from runner.engine.scheduler import Progress
-from runner.kinds.base import Target
+from runner.errors import ExitCode
+from runner.kinds.base import ResourceKind, Target
+from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from runner.report.completion import rows
+from runner.values import Progress
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
@@ -170,13 +173,15 @@ def in_report(mp: pytest.MonkeyPatch) -> None:
 def in_display(mp: pytest.MonkeyPatch) -> None:
     """The progress display raises once the first target is done."""
 
-    async def show_progress(progress: Progress, *_args: Any, **_kwargs: Any) -> None:
+    async def show_progress(
+        progress: Progress[ResourceKind, State], *_args: Any, **_kwargs: Any
+    ) -> None:
         # Polls the live counters, as the real display does.
         while not sum(progress.outcomes.values()):  # noqa: ASYNC110
             await anyio.sleep(0.01)
         raise Boom
 
-    mp.setattr(runner.app.job, "show_progress", show_progress)
+    mp.setattr(runner.app.display, "show_progress", show_progress)
 
 
 def in_metrics(mp: pytest.MonkeyPatch) -> None:
@@ -261,7 +266,7 @@ async def test_an_internal_error_stops_with_8_and_resume_finishes(
 
         (log,) = checkpoints(workdir)
         err = capsys.readouterr().err
-        assert code == 8
+        assert code == ExitCode.INTERNAL
         assert footers(log)[-1] == 8
         assert "Traceback" not in err and "SECRET-TEXT" not in err and "+1415" not in err
         (line,) = human_lines(err)
@@ -276,7 +281,7 @@ async def test_an_internal_error_stops_with_8_and_resume_finishes(
         deleted_before = len(deleted(ledger))
 
         capsys.readouterr()
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
@@ -309,15 +314,15 @@ async def test_resume_or_start_and_status_continue_a_run_stopped_by_an_internal_
         spec = job(workdir, SPEC)
         with pytest.MonkeyPatch.context() as mp:
             in_send(mp)
-            assert await run_cli("run", spec) == 8
+            assert await run_cli("run", spec) == ExitCode.INTERNAL
         (log,) = checkpoints(workdir)
         capsys.readouterr()
 
-        assert await run_cli("status", log) == 0
+        assert await run_cli("status", log) == ExitCode.OK
         out = " ".join(capsys.readouterr().out.split())
         assert f"stopped by an internal error (exit 8) — continue with: bulkops resume {log}" in out
 
-        assert await run_cli("run", spec, "--resume-or-start") == 0
+        assert await run_cli("run", spec, "--resume-or-start") == ExitCode.OK
         assert "resume-or-start: resume" in capsys.readouterr().out
         assert checkpoints(workdir) == [log]
         ledger = await emu.ledger()
@@ -339,7 +344,7 @@ async def test_a_fault_outside_a_run_is_one_line_and_exit_8(
 
     monkeypatch.setattr(runner.cli, "read_checkpoint", read_checkpoint)
 
-    assert await run_cli("report", log) == 8
+    assert await run_cli("report", log) == ExitCode.INTERNAL
 
     err = capsys.readouterr().err
     assert "Traceback" not in err and "SECRET-TEXT" not in err

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.errors import CheckpointError
+from runner.errors import CheckpointError, ExitCode
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from tests.runner.conftest import (
@@ -86,16 +86,16 @@ async def test_signal_stops_gracefully_and_resume_finishes(
                 code = await process.wait()
             stopped_in = time.monotonic() - sent
 
-        assert code == 130
+        assert code == ExitCode.INTERRUPTED
         assert stopped_in < 5.0
         partial = deleted(await emu.ledger())
         assert partial and partial < expected
 
         (log,) = checkpoints(workdir)
         footer = json.loads(log.read_text().splitlines()[-1])
-        assert footer["t"] == "E" and footer["exit"] == 130
+        assert footer["t"] == "E" and footer["exit"] == ExitCode.INTERRUPTED
         assert "Traceback" not in (workdir / "stderr.log").read_text()
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == expected

@@ -18,7 +18,7 @@ import pytest
 
 from runner.emulator import EmulatorSettings, running_emulator
 from runner.emulator.dataset import dataset_from_mapping
-from runner.errors import CheckpointError
+from runner.errors import CheckpointError, ExitCode
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from runner.plan.shard import Shard, shard_of, share_deletions
@@ -61,7 +61,7 @@ def deletes(ledger: dict[str, Any], since: int = 0) -> list[str]:
 
 async def braked_run(emu: Emulator, workdir: Path, body: str = BRAKED_MESSAGES) -> Path:
     """An unfinished messages run (exit 3, open lines in its log); returns its log."""
-    assert await run_cli("run", job(workdir, body)) == 3
+    assert await run_cli("run", job(workdir, body)) == ExitCode.ABORTED
     (log,) = checkpoints(workdir)
     assert read_checkpoint(log).open, "the braked page left requested lines"
     return log
@@ -111,7 +111,7 @@ async def test_resume_refuses_a_line_the_spec_does_not_select(
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("resume", log) == 2
+        assert await run_cli("resume", log) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert f"line {number}: " in err and victim in err, err
         assert "does not select" in err
@@ -159,7 +159,7 @@ async def test_resume_refuses_a_line_with_a_traversal_id(
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("resume", log) == 2
+        assert await run_cli("resume", log) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert f"line {number} was not written by bulkops" in err, err
         ledger = await emu.ledger()
@@ -197,7 +197,7 @@ async def test_apply_refuses_a_plan_entry_of_a_kind_the_spec_does_not_select(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, BRAKED_MESSAGES.replace("safety: {max_deletions: 3}\n", ""))
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         victim = (await emu.resources("configuration"))[0]["id"]
         lines = plan.read_bytes().splitlines(keepends=True)[:-1]
         lines.insert(2, orjson.dumps({"k": "cf", "ids": [victim]}) + b"\n")
@@ -205,7 +205,7 @@ async def test_apply_refuses_a_plan_entry_of_a_kind_the_spec_does_not_select(
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("apply", plan) == 2
+        assert await run_cli("apply", plan) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert f"line 3: configuration {victim}: the job selects no configurations" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
@@ -263,15 +263,16 @@ async def test_forced_resume_after_90d_to_120d_spares_the_messages_between(
             "    where: {conversations: all, created_before: 90d}\n"
             "safety: {max_deletions: 5}\n",
         )
-        assert await run_cli("run", spec) == 3
+        assert await run_cli("run", spec) == ExitCode.ABORTED
         (log,) = checkpoints(workdir)
         requested = {r.target.id for r in read_checkpoint(log).open.values()}
         assert {by_age[110], by_age[105]} <= requested, "the log holds open between-messages"
         assert deletes(await emu.ledger()) == []
 
         spec.write_text(spec.read_text().replace("90d", "120d").replace("5}", "100}"))
-        assert await run_cli("resume", log) == 2, "a changed spec still needs --force"
-        assert await run_cli("resume", log, "--force") == 0
+        code = await run_cli("resume", log)
+        assert code == ExitCode.BAD_INPUT, "a changed spec still needs --force"
+        assert await run_cli("resume", log, "--force") == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == {("message", by_age[age]) for age in (150, 140, 130)}
@@ -290,7 +291,7 @@ async def test_max_deletions_holds_across_a_run_and_two_resumes(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, BRAKED_MESSAGES)
         if first == "braked":
-            assert await run_cli("run", spec) == 3
+            assert await run_cli("run", spec) == ExitCode.ABORTED
         else:
             process = await start_bulkops(["run", str(spec)], workdir)
             async with process:
@@ -301,9 +302,9 @@ async def test_max_deletions_holds_across_a_run_and_two_resumes(
                     process.send_signal(signal.SIGKILL)
                 await process.wait()
         (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) in (0, 3)
-        assert await run_cli("run", spec, "--resume-or-start") in (0, 3)
-        assert await run_cli("resume", log) in (0, 3)
+        assert await run_cli("resume", log) in (ExitCode.OK, ExitCode.ABORTED)
+        assert await run_cli("run", spec, "--resume-or-start") in (ExitCode.OK, ExitCode.ABORTED)
+        assert await run_cli("resume", log) in (ExitCode.OK, ExitCode.ABORTED)
 
         ledger = await emu.ledger()
         assert len(deleted(ledger)) <= 3, sorted(deleted(ledger))
@@ -329,10 +330,11 @@ async def test_shards_together_delete_at_most_max_deletions(
         spec = job(workdir, BRAKED_MESSAGES)
         parents = {m["sid"]: m["conversation_sid"] for m in await emu.resources("message")}
         for index in (0, 1):
-            assert await run_cli("run", spec, "--shard", f"{index}/2") in (0, 3)
+            code = await run_cli("run", spec, "--shard", f"{index}/2")
+            assert code in (ExitCode.OK, ExitCode.ABORTED)
         logs = checkpoints(workdir)
         for log in logs:
-            assert await run_cli("resume", log) in (0, 3)
+            assert await run_cli("resume", log) in (ExitCode.OK, ExitCode.ABORTED)
         ledger = await emu.ledger()
         gone = [i for kind, i in deleted(ledger) if kind == "message"]
         assert len(gone) <= 3
@@ -350,7 +352,7 @@ async def test_a_duplicate_key_in_a_flow_mapping_is_refused(
     """`{created_before: 365d, …, created_before: 1d}` exits 2 naming the YAML path and the
     line of each occurrence, before any request (no emulator is even running)."""
     spec = REPO / "tests" / "bad_specs" / "51-duplicate-key-flow-mapping.yaml"
-    assert await run_cli("plan", spec) == 2
+    assert await run_cli("plan", spec) == ExitCode.BAD_INPUT
     err = " ".join(capsys.readouterr().err.split())
     assert "at line 6, column" in err
     assert "targets[0].where.created_before: key 'created_before' appears twice" in err
@@ -445,7 +447,7 @@ async def test_resume_refuses_a_header_whose_times_select_more(
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("resume", log) == 2
+        assert await run_cli("resume", log) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert "an edited log is not resumed" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
@@ -464,7 +466,7 @@ async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, BRAKED_MESSAGES.replace("safety: {max_deletions: 3}\n", ""))
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         process = await start_bulkops(["apply", str(plan)], workdir)
         async with process:
             with anyio.fail_after(30):
@@ -481,7 +483,7 @@ async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
         seen = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("resume", log) == 2
+        assert await run_cli("resume", log) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert f"line 3: configuration {victim}: the job selects no configurations" in err, err
         assert (await emu.ledger())["requests"][seen:] == []
@@ -519,7 +521,7 @@ async def test_forced_resume_never_sends_an_open_target_the_new_spec_drops(
             text = text.replace("conversations: all", f"conversations: {others[:2]}")
         spec.write_text(text)
 
-        assert await run_cli("resume", log, "--force") == 0
+        assert await run_cli("resume", log, "--force") == ExitCode.OK
         ledger = await emu.ledger()
         gone = deleted(ledger)
         assert gone, "the new spec's targets were deleted"
@@ -547,6 +549,6 @@ async def test_force_for_limits_alone_still_refuses_an_edited_line(
         spec.write_text(spec.read_text().replace("rate: 3", "rate: 4"))
         seen = len((await emu.ledger())["requests"])
 
-        assert await run_cli("resume", log, "--force") == 2
+        assert await run_cli("resume", log, "--force") == ExitCode.BAD_INPUT
         assert "does not select" in " ".join(capsys.readouterr().err.split())
         assert (await emu.ledger())["requests"][seen:] == []

@@ -31,13 +31,14 @@ from runner.app.metrics import (
     write_periodically,
     write_textfile,
 )
-from runner.engine.scheduler import Progress
+from runner.errors import ExitCode
+from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS, by_name
 from runner.log.records import Header, State
 from runner.log.replay import Replay, read_checkpoint
 from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES
-from runner.values import Tally
+from runner.values import Progress, Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"
@@ -100,7 +101,7 @@ async def test_textfile_counts_equal_the_completion_report(
         spec = workdir / "job.yaml"
         spec.write_text(MIXED_JOB)
         code = await run_cli("run", spec)
-    assert code == 1
+    assert code == ExitCode.FAILURES
     (log,) = checkpoints(workdir)
     replay = read_checkpoint(log)
     tally = Tally(requests=Counter({"GET": 40, "DELETE": 30}), retries=2, throttled=5)
@@ -181,7 +182,7 @@ def test_previous_success_of_another_shard_is_not_borrowed(tmp_path: Path) -> No
 def test_shard_labels_and_tally_figures() -> None:
     """A sharded run's series carry job, shard and shard count; the Tally maps one to one."""
     tally = Tally(requests=Counter({"GET": 5, "DELETE": 11, "POST": 1}), retries=3, throttled=2)
-    progress = Progress()
+    progress: Progress[ResourceKind, State] = Progress()
     progress.outcomes[(by_name("conversation_v2"), State.ACCEPTED)] = 4
     progress.outcomes[(by_name("conversation_v2"), State.REQUESTED)] = 1
     progress.outcomes[(by_name("conversation_v2"), State.DELETED)] = 6

@@ -19,9 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from runner.app.job import ExitCode
 from runner.engine.operations import poll_floor
-from runner.errors import PausedTooLong
+from runner.errors import ExitCode, PausedTooLong
 from runner.kinds.base import Product
 from runner.values import Scope as LimitScope
 from runner.wire.limits import Limits
@@ -146,7 +145,7 @@ async def test_nothing_is_sent_into_a_pause(
             run_s=round(time.monotonic() - started, 1),
         )
         print(f"PAUSE {json.dumps(figures, sort_keys=True)}")
-        assert code == 0
+        assert code == ExitCode.OK
         assert deleted(ledger) >= expected
         assert max(successful_deletes(ledger).values()) == 1
         if pacing == "above":
@@ -301,7 +300,7 @@ async def test_operations_answering_retry_after_0_are_polled_at_the_floor(
         spec = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n"
                             "operations: {poll_interval: 2}\n")
 
-        assert await run_cli("run", spec) == 0
+        assert await run_cli("run", spec) == ExitCode.OK
 
         ledger = await emu.ledger()
         polls = [r for r in ledger["requests"] if "/Operations/" in r["path"]]

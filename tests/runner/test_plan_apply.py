@@ -15,6 +15,7 @@ import anyio
 import orjson
 import pytest
 
+from runner.errors import ExitCode
 from runner.plan.planfile import read_plan
 from tests.runner.conftest import (
     checkpoints,
@@ -65,7 +66,7 @@ async def test_apply_deletes_exactly_what_the_plan_lists(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, SPEC)
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         after_plan = (await emu.ledger())["requests"]
         assert after_plan and {r["method"] for r in after_plan} == {"GET"}
         chosen = listed(plan)
@@ -73,7 +74,7 @@ async def test_apply_deletes_exactly_what_the_plan_lists(
         text = plan.read_text()
         assert "body" not in text and "author" not in text  # IDs only
 
-        assert await run_cli("apply", plan) == 0
+        assert await run_cli("apply", plan) == ExitCode.OK
         ledger = await emu.ledger()
         applied = ledger["requests"][len(after_plan) :]
         lists = [r for r in applied if r["method"] == "GET" and "/Operations/" not in r["path"]]
@@ -92,12 +93,12 @@ async def test_apply_refuses_a_changed_spec_an_old_plan_and_a_damaged_one(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, SPEC)
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         requests = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
         await anyio.sleep(1.1)
-        assert await run_cli("apply", plan, "--max-age", "1s") == 2
+        assert await run_cli("apply", plan, "--max-age", "1s") == ExitCode.BAD_INPUT
         assert "older than --max-age" in capsys.readouterr().err
 
         lines = plan.read_bytes().splitlines(keepends=True)
@@ -105,15 +106,15 @@ async def test_apply_refuses_a_changed_spec_an_old_plan_and_a_damaged_one(
         target = orjson.loads(lines[1])
         target["ids"] = target["ids"][:-1] if len(target["ids"]) > 1 else target["ids"] * 2
         edited.write_bytes(lines[0] + orjson.dumps(target) + b"\n" + b"".join(lines[2:]))
-        assert await run_cli("apply", edited) == 2
+        assert await run_cli("apply", edited) == ExitCode.BAD_INPUT
         assert "cut or edited" in capsys.readouterr().err
         cut = workdir / "cut.plan"
         cut.write_bytes(b"".join(lines[:-1]))
-        assert await run_cli("apply", cut) == 2
+        assert await run_cli("apply", cut) == ExitCode.BAD_INPUT
         assert "end line is missing" in capsys.readouterr().err
 
         spec.write_text(spec.read_text().replace("created_before: 1d", "created_before: 2d"))
-        assert await run_cli("apply", plan) == 2
+        assert await run_cli("apply", plan) == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert "changed since plan" in err and "created_before: '1d' -> '2d'" in err
 
@@ -130,7 +131,7 @@ async def test_a_killed_apply_resumes_from_its_plan(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, SPEC.replace("per_conversation_rate: 8", "per_conversation_rate: 3"))
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         chosen = listed(plan)
 
         process = await start_bulkops(["apply", str(plan)], workdir)
@@ -139,7 +140,7 @@ async def test_a_killed_apply_resumes_from_its_plan(
             process.send_signal(signal.SIGKILL)
             await process.wait()
         (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
 
         ledger = await emu.ledger()
         assert_deleted_exactly(ledger, chosen)
@@ -154,7 +155,7 @@ async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
         point_at(monkeypatch, emu.url)
         spec = job(workdir, SPEC)
         plan = workdir / "reviewed.plan"
-        assert await run_cli("plan", spec, "--out", plan) == 0
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         requests = len((await emu.ledger())["requests"])
 
         primary, secondary = os.openpty()
@@ -178,6 +179,6 @@ async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
             finally:
                 os.close(primary)
                 os.close(secondary)
-        assert child.returncode == 3
+        assert child.returncode == ExitCode.ABORTED
         assert "not confirmed" in (workdir / "err.txt").read_text()
         assert len((await emu.ledger())["requests"]) == requests

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import ExitCode
 from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
@@ -50,7 +51,7 @@ async def test_children_of_a_deleted_conversation_are_covered(
 
         code = await run_cli("run", covered_spec(workdir, doomed, first, keep, other))
 
-        assert code == 0
+        assert code == ExitCode.OK
         ledger = await emu.ledger()
         assert deleted(ledger, "request") == {("conversation_v1", doomed), ("message", other)}
         assert max(successful_deletes(ledger).values()) == 1
@@ -68,7 +69,7 @@ async def test_children_are_deleted_when_their_conversation_cannot_be(
 
         code = await run_cli("run", covered_spec(workdir, doomed, first, keep, other))
 
-        assert code == 1
+        assert code == ExitCode.FAILURES
         assert deleted(await emu.ledger()) == {("message", m) for m in [*first, other]}
         outcomes = {r["id"]: r["outcome"] for r in report_rows(workdir)}
         assert outcomes[doomed] == "failed"
@@ -96,7 +97,7 @@ async def test_created_after_and_before_bound_a_window(
             "    where: {conversations: all, created_after: 200d, created_before: 100d}\n",
         )
 
-        assert await run_cli("run", spec) == 0
+        assert await run_cli("run", spec) == ExitCode.OK
         assert deleted(await emu.ledger()) == expected
 
 
@@ -113,7 +114,7 @@ async def test_failure_rate_brake_aborts_the_run(
             "safety: {max_failure_rate: 0.5, failure_rate_min_count: 2}\n",
         )
 
-        assert await run_cli("run", spec) == 3
+        assert await run_cli("run", spec) == ExitCode.ABORTED
 
 
 async def test_status_and_report_read_the_checkpoint(
@@ -131,18 +132,18 @@ async def test_status_and_report_read_the_checkpoint(
             "targets:\n  - {kind: memory_stores, where: {all: true}}\n"
             "operations: {poll_interval: 0.05}\n",
         )
-        assert await run_cli("run", spec) == 0
+        assert await run_cli("run", spec) == ExitCode.OK
         (log,) = sorted(workdir.glob("checkpoints/*.jsonl"))
         capsys.readouterr()
 
-        assert await run_cli("status", log) == 0
+        assert await run_cli("status", log) == ExitCode.OK
         status = capsys.readouterr().out
         assert "memory stores" in status and "finished" in status
 
         out = workdir / "report.json"
-        assert await run_cli("report", log, "--format", "json", "--out", out) == 0
+        assert await run_cli("report", log, "--format", "json", "--out", out) == ExitCode.OK
         doc = json.loads(out.read_text())
-        assert doc["exit_code"] == 0
+        assert doc["exit_code"] == ExitCode.OK
         assert doc["summary"]["totals"] == {"deleted": len(doc["targets"])}
         assert {t["id"] for t in doc["targets"]} == stores
 
@@ -161,13 +162,13 @@ async def test_status_of_an_interrupted_run_gives_an_eta(
             f"service: {SUPPORT_SERVICE}\ntargets:\n"
             "  - {kind: participants, where: {conversations: all}}\n",
         )
-        assert await run_cli("run", spec) == 0
+        assert await run_cli("run", spec) == ExitCode.OK
         (log,) = sorted(workdir.glob("checkpoints/*.jsonl"))
         lines = log.read_bytes().splitlines(keepends=True)
         log.write_bytes(b"".join(lines[:-1]))  # as if the run were still going: no footer
         capsys.readouterr()
 
-        assert await run_cli("status", log) == 0
+        assert await run_cli("status", log) == ExitCode.OK
 
         out = " ".join(capsys.readouterr().out.split())
         assert "running or stopped" in out and "ETA" in out

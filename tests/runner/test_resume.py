@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import ExitCode
 from runner.log.replay import read_checkpoint
 from tests.runner.conftest import (
     checkpoints,
@@ -37,19 +38,19 @@ async def test_resume_refuses_a_changed_spec_unless_forced(
     async with start_emulator(operation_failure_rate=1.0) as emu:
         point_at(monkeypatch, emu.url)
         spec = job(workdir, V2_PURGE)
-        assert await run_cli("run", spec) == 1
+        assert await run_cli("run", spec) == ExitCode.FAILURES
         (log,) = checkpoints(workdir)
         spec.write_text(spec.read_text().replace("poll_interval: 0.05", "poll_interval: 0.1"))
         requests = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        assert await run_cli("resume", log, "--retry-failed") == 2
+        assert await run_cli("resume", log, "--retry-failed") == ExitCode.BAD_INPUT
         err = " ".join(capsys.readouterr().err.split())
         assert "operations.poll_interval: 0.05 -> 0.1" in err
         assert len((await emu.ledger())["requests"]) == requests
 
         await emu.configure(operation_failure_rate=0.0)
-        assert await run_cli("resume", log, "--retry-failed", "--force") == 0
+        assert await run_cli("resume", log, "--retry-failed", "--force") == ExitCode.OK
         assert await emu.resources("conversation_v2") == []
 
 
@@ -63,7 +64,7 @@ async def test_retry_failed_from_another_directory_after_moving_the_checkpoint(
         first.mkdir()
         monkeypatch.chdir(first)
         job(first, V2_PURGE)
-        assert await run_cli("run", first / "job.yaml") == 1
+        assert await run_cli("run", first / "job.yaml") == ExitCode.FAILURES
         before = {c["id"] for c in await emu.resources("conversation_v2")}
         moved = workdir / "elsewhere" / "moved"
         shutil.move(first, moved)
@@ -71,8 +72,9 @@ async def test_retry_failed_from_another_directory_after_moving_the_checkpoint(
         (log,) = sorted(moved.glob("checkpoints/*.jsonl"))
         await emu.configure(operation_failure_rate=0.0)
 
-        assert await run_cli("resume", log) == 1, "failed targets stay failed without the flag"
-        assert await run_cli("resume", log, "--retry-failed") == 0
+        code = await run_cli("resume", log)
+        assert code == ExitCode.FAILURES, "failed targets stay failed without the flag"
+        assert await run_cli("resume", log, "--retry-failed") == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == {("conversation_v2", i) for i in before}
@@ -105,13 +107,13 @@ async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
             process.kill()
             await process.wait()
 
-        assert code == 2
+        assert code == ExitCode.BAD_INPUT
         assert "in use by another bulkops process" in " ".join(err.split())
         resumed_requests = [
             r for r in (await emu.ledger())["requests"][seen:] if r["method"] == "DELETE"
         ]
         assert len(resumed_requests) <= 1 + 3 * 12, "only the first process kept deleting"
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
         assert max(successful_deletes(await emu.ledger()).values()) == 1
 
 
@@ -123,7 +125,7 @@ async def test_resuming_a_finished_run_rewrites_a_lost_report(
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         job(workdir, V2_PURGE)
-        assert await run_cli("run", workdir / "job.yaml") == 0
+        assert await run_cli("run", workdir / "job.yaml") == ExitCode.OK
         (log,) = checkpoints(workdir)
         before = report_rows(workdir)
         assert before and {r["outcome"] for r in before} == {"deleted"}
@@ -131,7 +133,7 @@ async def test_resuming_a_finished_run_rewrites_a_lost_report(
             log.with_suffix(suffix).unlink()
         requests = len((await emu.ledger())["requests"])
 
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
         assert report_rows(workdir) == before
         assert log.with_suffix(".report.json").stat().st_mode & 0o777 == 0o600
         assert len((await emu.ledger())["requests"]) == requests
@@ -165,7 +167,7 @@ async def test_resume_does_not_list_again_the_conversations_it_listed(
         assert listed, "the killed run had listed some conversations in full"
         before = len((await emu.ledger())["requests"])
 
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
         ledger = await emu.ledger()
         relisted = [
             r["path"]

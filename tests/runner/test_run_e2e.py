@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import ExitCode
 from tests.runner.conftest import (
     REPO,
     checkpoints,
@@ -84,7 +85,7 @@ async def test_demo_job_deletes_exactly_its_selection(
 
         code = await run_cli("run", REPO / "jobs" / "demo.yaml")
 
-        assert code == 0
+        assert code == ExitCode.OK
         ledger = await emu.ledger()
         assert deleted(ledger, "request", "operation") == expected
         cascaded = [d for d in ledger["deletions"] if d["via"] == "cascade"]
@@ -104,7 +105,7 @@ async def test_v2_deletes_carry_a_stable_idempotency_key(
     """Every v2 DELETE sends an Idempotency-Key (a UUID); v1 and Memory deletes send none."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
-        assert await run_cli("run", REPO / "jobs" / "demo.yaml") == 0
+        assert await run_cli("run", REPO / "jobs" / "demo.yaml") == ExitCode.OK
         deletes = [r for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
         for r in deletes:
             if r["path"].startswith("/v2/"):
@@ -162,7 +163,7 @@ operations: {{poll_interval: 0.05}}
 
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
-        assert code == 0
+        assert code == ExitCode.OK
 
 
 @pytest.mark.parametrize(
@@ -177,7 +178,7 @@ async def test_every_example_job_runs_clean(
 
         code = await run_cli("run", spec)
 
-        assert code == 0
+        assert code == ExitCode.OK
         ledger = await emu.ledger()
         (log,) = checkpoints(workdir)
         with log.with_suffix(".report.csv").open() as f:

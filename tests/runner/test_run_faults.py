@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from runner.errors import ExitCode
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli, successful_deletes
 
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"
@@ -62,7 +63,7 @@ async def test_429_storm_loses_nothing(
         assert ledger["throttled"]["conversation_aps"] > 0
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
-        assert code == 0
+        assert code == ExitCode.OK
 
 
 async def test_transient_faults_are_retried_to_completion(
@@ -92,7 +93,7 @@ async def test_transient_faults_are_retried_to_completion(
         assert sum(ledger["faults"].values()) > 0
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
-        assert code == 0
+        assert code == ExitCode.OK
         outcomes = {r["outcome"] for r in report_rows(workdir)}
         assert outcomes <= {"deleted", "gone"}  # a delete whose 2xx body was garbled is "gone"
 
@@ -112,7 +113,7 @@ async def test_failed_operations_are_reported_and_leave_the_resource(
 
         code = await run_cli("run", spec)
 
-        assert code == 1
+        assert code == ExitCode.FAILURES
         rows = report_rows(workdir)
         assert {r["id"] for r in rows} == before
         assert {r["outcome"] for r in rows} == {"failed"}
@@ -132,7 +133,7 @@ async def test_a_missing_target_counts_as_gone(
 
         code = await run_cli("run", spec)
 
-        assert code == 0
+        assert code == ExitCode.OK
         assert [(r["id"], r["outcome"]) for r in report_rows(workdir)] == [(ghost, "gone")]
 
 
@@ -150,7 +151,7 @@ async def test_operations_past_their_timeout_fail_without_hanging(
 
         code = await run_cli("run", spec)
 
-        assert code == 1
+        assert code == ExitCode.FAILURES
         rows = report_rows(workdir)
         assert rows and all(r["outcome"] == "failed" for r in rows)
         assert all("TIMEOUT" in r["error"] for r in rows)
@@ -180,7 +181,7 @@ async def test_webhooks_setting_sets_the_header_on_v1_deletes(
             "  - {kind: participants, where: {conversations: all}}\n",
         )
 
-        assert await run_cli("run", spec) == 0
+        assert await run_cli("run", spec) == ExitCode.OK
 
         deletes = [r for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
         assert deletes

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from runner.emulator import DEFAULT_AUTH_TOKEN
+from runner.errors import ExitCode
 from tests.runner.conftest import REPO, deleted, point_at, run_cli
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
@@ -25,7 +26,7 @@ async def test_explicit_targets_over_max_deletions_send_nothing(
             f"safety: {{max_deletions: {len(stores) - 1}}}\n",
         )
 
-        assert await run_cli("run", spec) == 3
+        assert await run_cli("run", spec) == ExitCode.ABORTED
         assert (await emu.ledger())["requests"] == []
 
 
@@ -42,7 +43,7 @@ async def test_discovery_beyond_max_deletions_is_a_hard_stop(
             "safety: {max_deletions: 10}\n",
         )
 
-        assert await run_cli("run", spec) == 3
+        assert await run_cli("run", spec) == ExitCode.ABORTED
         # Pages are admitted whole before any of them is sent, so the brake trips on the page
         # that crosses the limit: what earlier pages held may be deleted, never more than 10,
         # and no more than 10 are even logged as requested.
@@ -67,7 +68,8 @@ async def test_no_secret_or_pii_reaches_any_artifact(
         pii = emu.dataset.pii_samples()
         assert len(pii) > 20
         demo = REPO / "jobs" / "demo.yaml"
-        assert await run_cli("run", demo, "--log-format", "json", "--log-level", "debug") == 0
+        code = await run_cli("run", demo, "--log-format", "json", "--log-level", "debug")
+        assert code == ExitCode.OK
         await emu.configure(operation_failure_rate=1.0)
         failing = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n")
         await run_cli("run", failing, "--log-format", "json", "--log-level", "debug")

@@ -17,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runner.app.unattended import Action, LogSummary, decide
+from runner.errors import ExitCode
 from runner.log.records import Header
 from tests.runner.conftest import (
     checkpoints,
@@ -63,12 +64,13 @@ async def test_a_second_run_of_an_active_job_exits_5_at_once(
             second = await start_bulkops(["run", str(spec), "--resume-or-start"], workdir)
             async with second:
                 with anyio.fail_after(15):
-                    assert await second.wait() == 5
+                    assert await second.wait() == ExitCode.LOCKED
             assert "locked:" in (workdir / "stderr.log").read_text()
             first.send_signal(signal.SIGKILL)
             await first.wait()
 
-        assert await run_cli("run", spec, "--resume-or-start") == 0  # the stale lock is taken
+        # The stale lock is taken.
+        assert await run_cli("run", spec, "--resume-or-start") == ExitCode.OK
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
@@ -95,14 +97,14 @@ async def test_three_cron_invocations_with_a_crash_between(
         partial = deleted(await emu.ledger())
         assert partial and partial < expected
 
-        assert await run_cli(*cron) == 0
+        assert await run_cli(*cron) == ExitCode.OK
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
         (log,) = checkpoints(workdir)
 
         requests = len(ledger["requests"])
-        assert await run_cli(*cron) == 0
+        assert await run_cli(*cron) == ExitCode.OK
         assert len((await emu.ledger())["requests"]) == requests, "the third did nothing"
         assert checkpoints(workdir) == [log]
         rows = report_rows(workdir)
@@ -162,13 +164,13 @@ async def test_max_duration_stops_with_exit_7_and_resume_finishes(
         expected = await support_messages(emu)
         spec = job(workdir, SLOW)
         began = anyio.current_time()
-        assert await run_cli("run", spec, "--max-duration", "2s") == 7
+        assert await run_cli("run", spec, "--max-duration", "2s") == ExitCode.OUT_OF_TIME
         assert anyio.current_time() - began < 2 + 6, "stopped within the grace period"
         partial = deleted(await emu.ledger())
         assert partial and partial < expected
 
         (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) == 0
+        assert await run_cli("resume", log) == ExitCode.OK
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
