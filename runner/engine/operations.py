@@ -38,8 +38,6 @@ class OperationStatus(StrEnum):
 
 MIN_POLL_WAIT = 0.25  # seconds between two polls of one Operation, whatever its Retry-After
 
-TERMINAL = frozenset({OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED})
-
 
 @dataclass(frozen=True, slots=True)
 class Accepted:

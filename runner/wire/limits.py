@@ -10,16 +10,14 @@ Three separate knobs, as Twilio has three separate limits (../shared/twilio-api.
   because a full second's burst lets every worker out at once and then starves them in
   lock-step against a server with a small bucket.
 
-A 429 pauses every scope it may have come from until its Retry-After (plus jitter): the account
-when ``Twilio-Concurrent-Requests`` says it was about requests in flight; otherwise the product,
-and for a scoped delete its conversation or Service too (Twilio answers both limits with the
-same 20429, so which one it was is a guess, and a guess must not send into a pause). Nothing is
-sent to a paused scope before its pause ends: a request checks every scope it belongs to on
-entry and again as the very last step before it leaves, after every other wait (pacer, rate,
-in-flight slots), because a 429 may arrive while it waits. One that finds a scope paused there
-gives back its slots and queues again from the start, so it also takes a fresh pacer slot and
-does not bunch with the others of its conversation when the pause ends. A pause longer than
-``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong` is raised instead.
+Which scopes a 429 pauses, and for how long, is decided in :mod:`runner.wire.pauses`. Here,
+nothing is sent to a paused scope before its pause ends: a request checks every scope it
+belongs to on entry and again as the very last step before it leaves, after every other wait
+(pacer, rate, in-flight slots), because a 429 may arrive while it waits. One that finds a
+scope paused there gives back its slots and queues again from the start, so it also takes a
+fresh pacer slot and does not bunch with the others of its conversation when the pause ends.
+A pause longer than ``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong`
+is raised instead.
 
 On top of these, each product is paced by a :class:`runner.wire.adaptive.RateController` that learns
 the rate the server allows from its 429s (below the configured rate, if there is one), and the
@@ -42,11 +40,10 @@ from runner.errors import PausedTooLong
 from runner.kinds.catalog import Product
 from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
-from runner.wire.backoff import jittered
+from runner.wire.pauses import ACCOUNT, decide, refuse_beyond
 from runner.wire.slots import Slots
 
 Clock = Callable[[], float]
-ACCOUNT = "the account"
 
 
 class KeyedPacer:
@@ -251,10 +248,13 @@ class Limits:
         pausing, so nothing else is sent meanwhile) when ``wait`` is beyond ``max_pause``.
         """
         now = self._clock()
-        until = now + jittered(wait, self._rng)
         sent = now if sent_at is None else sent_at
         verdict = self._account_control.throttled(sent, concurrent)
         about_concurrency = verdict is not None or self._account_control.exceeded(concurrent)
+        pause = decide(
+            product, key, wait, now=now, rng=self._rng, about_concurrency=about_concurrency
+        )
+        until = pause.until
         scope_busy = False
         self._pauses += 1
         if key is not None:
@@ -269,21 +269,18 @@ class Limits:
             verdict = self.controllers[product].throttled(sent)
         # Held only after being taught: a hold moves the controller's epoch past the pause,
         # and a 429 sent before the epoch would read as part of an event already answered.
-        if about_concurrency:
+        if pause.account:
             self._account_paused = max(until, self._account_paused)
             self._account_gen = self._pauses
             held = list(self.controllers.values())
-            scope = ACCOUNT
         else:
             self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
             self._product_gen[product] = self._pauses
             held = [self.controllers[product]]
-            scope = f"product {product.value}" if key is None else str(key)
         for control in held:
             control.hold(until)
         self._any_paused = max(until, self._any_paused)
-        if wait > self.max_pause:
-            raise PausedTooLong(scope, wait, self.max_pause)
+        refuse_beyond(pause, self.max_pause)
         return verdict
 
     def regrow(self) -> None:

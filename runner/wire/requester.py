@@ -20,6 +20,7 @@ from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff
 from runner.wire.client import Reply, Throttled, TwilioClient, concurrent_requests
 from runner.wire.limits import Limits
+from runner.wire.pauses import pause_length
 
 log = structlog.get_logger("bulkops.requester")
 
@@ -78,9 +79,7 @@ class Requester:
                 return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
-                wait = exc.retry_after
-                if wait is None:
-                    wait = self._backoff.delay(throttles, self._rng)
+                wait = pause_length(exc.retry_after, throttles, self._backoff, self._rng)
                 throttles += 1
                 verdict = self._limits.throttled(
                     product,
