@@ -30,20 +30,16 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Callable
 
-import anyio
 from aiolimiter import AsyncLimiter
 
+from runner.clock import MONOTONIC, Clock
 from runner.errors import PausedTooLong
 from runner.kinds.catalog import Product
 from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
 from runner.wire.pauses import ACCOUNT, decide, refuse_beyond
 from runner.wire.slots import Slots
-
-Clock = Callable[[], float]
 
 
 class KeyedPacer:
@@ -55,7 +51,8 @@ class KeyedPacer:
 
     def __init__(self, rate: float, clock: Clock, *, max_pause: float = math.inf) -> None:
         self._interval = 1.0 / rate
-        self._clock = clock
+        self._sleep = clock.sleep
+        self._clock = clock.now
         self._max_pause = max_pause
         self._next: dict[Scope, float] = {}
         self._paused: dict[Scope, float] = {}
@@ -74,7 +71,7 @@ class KeyedPacer:
             start = max(now, self._next.get(key, now), paused)
             self._next[key] = start + self._interval
             if start > now:
-                await anyio.sleep(start - now)
+                await self._sleep(start - now)
             if self._clock() >= self._paused.get(key, 0.0):
                 break
         self._calls += 1
@@ -132,9 +129,8 @@ class Limits:
         adaptive: AdaptiveSettings | None = None,
         max_pause: float = math.inf,
     ) -> None:
-        # The event loop's own clock (asyncio's loop.time() is time.monotonic()), read directly:
-        # anyio.current_time() costs a backend lookup on every call.
-        self._clock: Clock = clock or time.monotonic
+        self._time: Clock = clock or MONOTONIC
+        self._clock = self._time.now
         self._rng = rng
         self.max_pause = max_pause
         self._account = Slots(concurrency)
@@ -156,8 +152,8 @@ class Limits:
                 self._clock, ceiling=limit.rate, settings=adaptive
             )
         self._scoped = {
-            "conversation": KeyedPacer(per_conversation_rate, self._clock, max_pause=max_pause),
-            "service": KeyedPacer(per_service_rate, self._clock, max_pause=max_pause),
+            "conversation": KeyedPacer(per_conversation_rate, self._time, max_pause=max_pause),
+            "service": KeyedPacer(per_service_rate, self._time, max_pause=max_pause),
         }
         self._product_paused: dict[Product, float] = {}
         self._account_paused = 0.0
@@ -195,8 +191,8 @@ class Limits:
             if ticket is not None:
                 # Asked again after each sleep: the pace may have changed meanwhile (an Event
                 # would need someone to set it when a pace changes; the turn is a deadline).
-                while (delay := control.delay(ticket)) > 0:  # noqa: ASYNC110
-                    await anyio.sleep(delay)
+                while (delay := control.delay(ticket)) > 0:
+                    await self._time.sleep(delay)
             await self._account.acquire()
             cap = self._product_caps.get(product)
             if cap is not None:
@@ -311,7 +307,7 @@ class Limits:
         while (until := self._paused_until(product, key)) > (now := self._clock()):
             if until - now > self.max_pause:
                 raise PausedTooLong(self._scope_of(product, key), until - now, self.max_pause)
-            await anyio.sleep(until - now)
+            await self._time.sleep_until(until)
 
     def _scope_of(self, product: Product, key: Scope | None) -> str:
         """The scope whose pause ends last, for the message of :class:`PausedTooLong`."""

@@ -7,12 +7,11 @@ Every request of a run — list pages, deletes, operation polls — goes through
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 
-import anyio
 import structlog
 
+from runner.clock import MONOTONIC, Clock
 from runner.errors import PermanentError, RateLimited, TransientError
 from runner.kinds.catalog import Product
 from runner.values import RetryPolicy, Scope, Tally
@@ -36,6 +35,7 @@ class Requester:
         rng: random.Random,
         *,
         zero_backoff: bool = False,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self._client = client
         self._limits = limits
@@ -43,6 +43,7 @@ class Requester:
         self._rng = rng
         self._backoff = Backoff(policy.base_delay, policy.max_delay)
         self._zero = zero_backoff
+        self._clock = clock
         self.tally = Tally()
 
     def stop_deletes(self) -> None:
@@ -60,7 +61,7 @@ class Requester:
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """Send until a 2xx or a permanent error; raise the last fault when retries run out."""
-        start = time.monotonic()
+        start = self._clock.now()
         faults = 0
         throttles = 0
         while True:
@@ -106,7 +107,7 @@ class Requester:
                     raise
                 error = exc
                 delay = 0.0 if self._zero else self._backoff.delay(faults, self._rng)
-            elapsed = time.monotonic() - start
+            elapsed = self._clock.now() - start
             if elapsed >= self._policy.max_elapsed:
                 raise error
             self.tally.retries += 1
@@ -119,7 +120,7 @@ class Requester:
                     retry_num=faults,
                     wait_for=round(delay, 3),
                 )
-                await anyio.sleep(delay)
+                await self._clock.sleep(delay)
 
 
 def _rounded(rate: float | None) -> float | None:
