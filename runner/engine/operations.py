@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import anyio
-
+from runner.clock import MONOTONIC, Clock
 from runner.errors import OperationFailed, PermanentError
 from runner.kinds.base import Product
 from runner.kinds.ids import is_operation_id
@@ -37,8 +36,6 @@ class OperationStatus(StrEnum):
 
 
 MIN_POLL_WAIT = 0.25  # seconds between two polls of one Operation, whatever its Retry-After
-
-TERMINAL = frozenset({OperationStatus.COMPLETED, OperationStatus.FAILED, OperationStatus.CANCELLED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,19 +98,20 @@ async def follow(
     *,
     poll_interval: float,
     give_up_after: float,
+    clock: Clock = MONOTONIC,
 ) -> None:
     """Poll until COMPLETED (return) or FAILED/CANCELLED/timeout (raise OperationFailed)."""
-    deadline = anyio.current_time() + give_up_after
+    deadline = clock.now() + give_up_after
     floor = poll_floor(poll_interval)
     wait = poll_interval if accepted.retry_after is None else max(floor, accepted.retry_after)
     last = OperationStatus.PENDING.value
     while True:
-        remaining = deadline - anyio.current_time()
+        remaining = deadline - clock.now()
         if remaining <= 0:
             raise OperationFailed(
                 accepted.operation_id, "TIMEOUT", f"still {last} after {give_up_after:g} s"
             )
-        await anyio.sleep(min(wait, remaining))
+        await clock.sleep(min(wait, remaining))
         reply = await requester.send("GET", product, accepted.status_url)
         body = reply.body if isinstance(reply.body, dict) else {}
         last = str(body.get("status", "UNKNOWN"))

@@ -10,16 +10,14 @@ Three separate knobs, as Twilio has three separate limits (../shared/twilio-api.
   because a full second's burst lets every worker out at once and then starves them in
   lock-step against a server with a small bucket.
 
-A 429 pauses every scope it may have come from until its Retry-After (plus jitter): the account
-when ``Twilio-Concurrent-Requests`` says it was about requests in flight; otherwise the product,
-and for a scoped delete its conversation or Service too (Twilio answers both limits with the
-same 20429, so which one it was is a guess, and a guess must not send into a pause). Nothing is
-sent to a paused scope before its pause ends: a request checks every scope it belongs to on
-entry and again as the very last step before it leaves, after every other wait (pacer, rate,
-in-flight slots), because a 429 may arrive while it waits. One that finds a scope paused there
-gives back its slots and queues again from the start, so it also takes a fresh pacer slot and
-does not bunch with the others of its conversation when the pause ends. A pause longer than
-``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong` is raised instead.
+Which scopes a 429 pauses, and for how long, is decided in :mod:`runner.wire.pauses`. Here,
+nothing is sent to a paused scope before its pause ends: a request checks every scope it
+belongs to on entry and again as the very last step before it leaves, after every other wait
+(pacer, rate, in-flight slots), because a 429 may arrive while it waits. One that finds a
+scope paused there gives back its slots and queues again from the start, so it also takes a
+fresh pacer slot and does not bunch with the others of its conversation when the pause ends.
+A pause longer than ``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong`
+is raised instead.
 
 On top of these, each product is paced by a :class:`runner.wire.adaptive.RateController` that learns
 the rate the server allows from its 429s (below the configured rate, if there is one), and the
@@ -32,21 +30,16 @@ from __future__ import annotations
 
 import math
 import random
-import time
-from collections.abc import Callable
 
-import anyio
 from aiolimiter import AsyncLimiter
 
+from runner.clock import MONOTONIC, Clock
 from runner.errors import PausedTooLong
 from runner.kinds.base import Product
 from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
-from runner.wire.backoff import jittered
+from runner.wire.pauses import ACCOUNT, decide, refuse_beyond
 from runner.wire.slots import Slots
-
-Clock = Callable[[], float]
-ACCOUNT = "the account"
 
 
 class KeyedPacer:
@@ -58,7 +51,8 @@ class KeyedPacer:
 
     def __init__(self, rate: float, clock: Clock, *, max_pause: float = math.inf) -> None:
         self._interval = 1.0 / rate
-        self._clock = clock
+        self._sleep = clock.sleep
+        self._clock = clock.now
         self._max_pause = max_pause
         self._next: dict[Scope, float] = {}
         self._paused: dict[Scope, float] = {}
@@ -77,7 +71,7 @@ class KeyedPacer:
             start = max(now, self._next.get(key, now), paused)
             self._next[key] = start + self._interval
             if start > now:
-                await anyio.sleep(start - now)
+                await self._sleep(start - now)
             if self._clock() >= self._paused.get(key, 0.0):
                 break
         self._calls += 1
@@ -135,9 +129,8 @@ class Limits:
         adaptive: AdaptiveSettings | None = None,
         max_pause: float = math.inf,
     ) -> None:
-        # The event loop's own clock (asyncio's loop.time() is time.monotonic()), read directly:
-        # anyio.current_time() costs a backend lookup on every call.
-        self._clock: Clock = clock or time.monotonic
+        self._time: Clock = clock or MONOTONIC
+        self._clock = self._time.now
         self._rng = rng
         self.max_pause = max_pause
         self._account = Slots(concurrency)
@@ -159,8 +152,8 @@ class Limits:
                 self._clock, ceiling=limit.rate, settings=adaptive
             )
         self._scoped = {
-            "conversation": KeyedPacer(per_conversation_rate, self._clock, max_pause=max_pause),
-            "service": KeyedPacer(per_service_rate, self._clock, max_pause=max_pause),
+            "conversation": KeyedPacer(per_conversation_rate, self._time, max_pause=max_pause),
+            "service": KeyedPacer(per_service_rate, self._time, max_pause=max_pause),
         }
         self._product_paused: dict[Product, float] = {}
         self._account_paused = 0.0
@@ -198,8 +191,8 @@ class Limits:
             if ticket is not None:
                 # Asked again after each sleep: the pace may have changed meanwhile (an Event
                 # would need someone to set it when a pace changes; the turn is a deadline).
-                while (delay := control.delay(ticket)) > 0:  # noqa: ASYNC110
-                    await anyio.sleep(delay)
+                while (delay := control.delay(ticket)) > 0:
+                    await self._time.sleep(delay)
             await self._account.acquire()
             cap = self._product_caps.get(product)
             if cap is not None:
@@ -251,10 +244,13 @@ class Limits:
         pausing, so nothing else is sent meanwhile) when ``wait`` is beyond ``max_pause``.
         """
         now = self._clock()
-        until = now + jittered(wait, self._rng)
         sent = now if sent_at is None else sent_at
         verdict = self._account_control.throttled(sent, concurrent)
         about_concurrency = verdict is not None or self._account_control.exceeded(concurrent)
+        pause = decide(
+            product, key, wait, now=now, rng=self._rng, about_concurrency=about_concurrency
+        )
+        until = pause.until
         scope_busy = False
         self._pauses += 1
         if key is not None:
@@ -269,21 +265,18 @@ class Limits:
             verdict = self.controllers[product].throttled(sent)
         # Held only after being taught: a hold moves the controller's epoch past the pause,
         # and a 429 sent before the epoch would read as part of an event already answered.
-        if about_concurrency:
+        if pause.account:
             self._account_paused = max(until, self._account_paused)
             self._account_gen = self._pauses
             held = list(self.controllers.values())
-            scope = ACCOUNT
         else:
             self._product_paused[product] = max(until, self._product_paused.get(product, 0.0))
             self._product_gen[product] = self._pauses
             held = [self.controllers[product]]
-            scope = f"product {product.value}" if key is None else str(key)
         for control in held:
             control.hold(until)
         self._any_paused = max(until, self._any_paused)
-        if wait > self.max_pause:
-            raise PausedTooLong(scope, wait, self.max_pause)
+        refuse_beyond(pause, self.max_pause)
         return verdict
 
     def regrow(self) -> None:
@@ -314,7 +307,7 @@ class Limits:
         while (until := self._paused_until(product, key)) > (now := self._clock()):
             if until - now > self.max_pause:
                 raise PausedTooLong(self._scope_of(product, key), until - now, self.max_pause)
-            await anyio.sleep(until - now)
+            await self._time.sleep_until(until)
 
     def _scope_of(self, product: Product, key: Scope | None) -> str:
         """The scope whose pause ends last, for the message of :class:`PausedTooLong`."""

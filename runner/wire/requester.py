@@ -7,12 +7,11 @@ Every request of a run — list pages, deletes, operation polls — goes through
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 
-import anyio
 import structlog
 
+from runner.clock import MONOTONIC, Clock
 from runner.errors import PermanentError, RateLimited, Throttled, TransientError
 from runner.kinds.base import Product
 from runner.values import RetryPolicy, Scope, Tally
@@ -20,6 +19,7 @@ from runner.wire.adaptive import Verdict
 from runner.wire.backoff import Backoff
 from runner.wire.client import Reply, TwilioClient, concurrent_requests
 from runner.wire.limits import Limits
+from runner.wire.pauses import pause_length
 
 log = structlog.get_logger("bulkops.requester")
 
@@ -35,6 +35,7 @@ class Requester:
         rng: random.Random,
         *,
         zero_backoff: bool = False,
+        clock: Clock = MONOTONIC,
     ) -> None:
         self._client = client
         self._limits = limits
@@ -42,6 +43,7 @@ class Requester:
         self._rng = rng
         self._backoff = Backoff(policy.base_delay, policy.max_delay)
         self._zero = zero_backoff
+        self._clock = clock
         self.tally = Tally()
 
     def stop_deletes(self) -> None:
@@ -59,7 +61,7 @@ class Requester:
         headers: Mapping[str, str] | None = None,
     ) -> Reply:
         """Send until a 2xx or a permanent error; raise the last fault when retries run out."""
-        start = time.monotonic()
+        start = self._clock.now()
         faults = 0
         throttles = 0
         while True:
@@ -78,9 +80,7 @@ class Requester:
                 return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
-                wait = exc.retry_after
-                if wait is None:
-                    wait = self._backoff.delay(throttles, self._rng)
+                wait = pause_length(exc.retry_after, throttles, self._backoff, self._rng)
                 throttles += 1
                 verdict = self._limits.throttled(
                     product,
@@ -107,7 +107,7 @@ class Requester:
                     raise
                 error = exc
                 delay = 0.0 if self._zero else self._backoff.delay(faults, self._rng)
-            elapsed = time.monotonic() - start
+            elapsed = self._clock.now() - start
             if elapsed >= self._policy.max_elapsed:
                 raise error
             self.tally.retries += 1
@@ -120,7 +120,7 @@ class Requester:
                     retry_num=faults,
                     wait_for=round(delay, 3),
                 )
-                await anyio.sleep(delay)
+                await self._clock.sleep(delay)
 
 
 def _rounded(rate: float | None) -> float | None:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import random
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runner.kinds.base import Product
-from runner.values import ProductLimit, Scope
 from runner.wire.adaptive import AdaptiveSettings, ConcurrencyController, RateController, Verdict
-from runner.wire.limits import Limits
 from tests.runner.conftest import deleted, point_at, run_cli, successful_deletes
 
 
@@ -158,20 +154,6 @@ def test_concurrency_429_lowers_the_cap_not_the_pace() -> None:
     assert control.limit == 57
     clock.now += 5.0
     assert control.limit == 62  # grows back one per second
-
-
-async def test_throttle_pauses_the_scope_until_retry_after() -> None:
-    """After a 429 with Retry-After, nothing of that scope is granted before the hint."""
-    limits = Limits(concurrency=4, per_conversation_rate=1000.0, per_service_rate=30.0,
-                    products={Product.CONVERSATIONS: ProductLimit()}, rng=random.Random(1))
-    key = Scope("conversation", "CH" + "1" * 32)
-    sent_at = await limits.acquire(Product.CONVERSATIONS, key)
-    limits.release(Product.CONVERSATIONS)
-    limits.throttled(Product.CONVERSATIONS, key, 0.3, sent_at=sent_at)
-    paused_at = time.monotonic()
-    granted = await limits.acquire(Product.CONVERSATIONS, key)
-    limits.release(Product.CONVERSATIONS)
-    assert granted - paused_at >= 0.3
 
 
 SERVICE_PURGE = """service: {service}

@@ -8,9 +8,7 @@ Each run prints one ``PAUSE {json}`` line with its figures (``pytest -s``).
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +18,7 @@ import anyio
 import pytest
 
 from runner.engine.operations import poll_floor
-from runner.errors import ExitCode, PausedTooLong
-from runner.kinds.base import Product
-from runner.values import Scope as LimitScope
-from runner.wire.limits import Limits
+from runner.errors import ExitCode
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -151,77 +146,6 @@ async def test_nothing_is_sent_into_a_pause(
         if pacing == "above":
             assert ledger["throttled"][case.throttle] > 0  # the pauses were there to honour
         assert ledger["sent_during_pause"] == dict.fromkeys(ledger["sent_during_pause"], 0)
-
-
-# --- the re-check itself, in process ---------------------------------------------------------
-
-KEY = LimitScope("conversation", "CH" + "2" * 32)
-
-
-def one_slot(rate: float = 1000.0) -> Limits:
-    """Limits with one request in flight at a time and conversations paced at ``rate``."""
-    return Limits(concurrency=1, per_conversation_rate=rate, per_service_rate=30.0,
-                  products={}, rng=random.Random(1))
-
-
-async def test_a_request_waiting_for_a_slot_when_a_429_arrives_waits_out_the_pause() -> None:
-    """A request that passed every other limit and waits for an in-flight slot does not leave
-    into a pause that began while it waited (the old Limits checked pauses only on entry)."""
-    limits = one_slot()
-    granted: list[float] = []
-
-    async def second() -> None:
-        granted.append(await limits.acquire(Product.CONVERSATIONS, KEY))
-        limits.release(Product.CONVERSATIONS)
-
-    sent_at = await limits.acquire(Product.CONVERSATIONS, None)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(second)
-        await anyio.wait_all_tasks_blocked()  # the second request waits for the slot
-        limits.throttled(Product.CONVERSATIONS, None, 0.3, sent_at=sent_at)
-        paused_at = time.monotonic()
-        limits.release(Product.CONVERSATIONS)
-    assert granted[0] - paused_at >= 0.3
-
-
-async def test_requests_of_one_conversation_keep_their_spacing_after_a_pause() -> None:
-    """Requests of one conversation that were queued when it was paused leave one pacing
-    interval apart after the pause, not bunched at its end."""
-    limits = one_slot(rate=10.0)  # 0.1 s apart
-    granted: list[float] = []
-
-    async def send() -> None:
-        granted.append(await limits.acquire(Product.CONVERSATIONS, KEY))
-        limits.release(Product.CONVERSATIONS)
-
-    sent_at = await limits.acquire(Product.CONVERSATIONS, None)
-    async with anyio.create_task_group() as tg:
-        for _ in range(3):
-            tg.start_soon(send)
-        await anyio.wait_all_tasks_blocked()
-        limits.throttled(Product.CONVERSATIONS, KEY, 0.2, sent_at=sent_at)
-        paused_at = time.monotonic()
-        limits.release(Product.CONVERSATIONS)
-    granted.sort()
-    assert granted[0] - paused_at >= 0.2
-    gaps = [b - a for a, b in itertools.pairwise(granted)]
-    assert min(gaps) >= 0.099, gaps
-
-
-async def test_a_pause_beyond_max_pause_is_refused_not_slept() -> None:
-    """A 429 asking for more than max_pause raises PausedTooLong at once, and so does every
-    request that would have waited for that pause."""
-    limits = Limits(concurrency=4, per_conversation_rate=30.0, per_service_rate=30.0,
-                    products={}, rng=random.Random(1), max_pause=900.0)
-    with pytest.raises(PausedTooLong) as info:
-        limits.throttled(Product.MEMORY, None, 1e9)
-    assert info.value.scope == "product memory" and info.value.seconds == 1e9
-    with anyio.fail_after(1), pytest.raises(PausedTooLong):
-        await limits.acquire(Product.MEMORY, None)
-    with pytest.raises(PausedTooLong, match="conversation CH2"):
-        limits.throttled(Product.CONVERSATIONS, KEY, 1e9)
-    with anyio.fail_after(1), pytest.raises(PausedTooLong):
-        await limits.acquire(Product.CONVERSATIONS, KEY)
 
 
 # --- a pause beyond retry.max_pause ------------------------------------------------------------

@@ -1,0 +1,87 @@
+"""The one clock of a run: what every wait reads and sleeps on, injected so tests can drive it.
+
+Monotonic seconds of the event loop (asyncio's ``loop.time()`` is ``time.monotonic()``), read
+directly: ``anyio.current_time()`` costs a backend lookup on every call, and the limits read the
+clock several times per request. :class:`FakeClock` stands still until a test moves it, so a
+test of a pause or a spacing orders its steps by events, not by real sleeps.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import time
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["MONOTONIC", "Clock", "FakeClock", "MonotonicClock"]
+
+
+class Clock(Protocol):
+    """Seconds on a monotonic scale, and sleeping on that scale."""
+
+    def now(self) -> float:
+        """The time now."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Return ``seconds`` from now (at once, after a checkpoint, when 0 or less)."""
+        ...
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Return once :meth:`now` has reached ``deadline``."""
+        ...
+
+
+class MonotonicClock:
+    """The event loop's clock: :func:`time.monotonic` and :func:`anyio.sleep`."""
+
+    now = staticmethod(time.monotonic)
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    async def sleep_until(self, deadline: float) -> None:
+        await anyio.sleep(deadline - time.monotonic())
+
+
+MONOTONIC = MonotonicClock()
+
+
+class FakeClock:
+    """A clock that moves only when a test calls :meth:`advance`; sleepers wake in order.
+
+    Wait for the sleepers with ``anyio.wait_all_tasks_blocked()``, then advance.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        await self.sleep_until(self._now + seconds)
+
+    async def sleep_until(self, deadline: float) -> None:
+        if deadline <= self._now:
+            await anyio.lowlevel.checkpoint()
+            return
+        woken = anyio.Event()
+        heapq.heappush(self._sleepers, (deadline, next(self._order), woken))
+        await woken.wait()
+
+    def advance(self, seconds: float) -> None:
+        """Move the time on by ``seconds`` and wake every sleeper whose deadline has come."""
+        self._now += seconds
+        while self._sleepers and self._sleepers[0][0] <= self._now:
+            heapq.heappop(self._sleepers)[2].set()
+
+    @property
+    def sleepers(self) -> int:
+        """How many tasks are sleeping on this clock."""
+        return len(self._sleepers)

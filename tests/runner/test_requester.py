@@ -1,0 +1,95 @@
+"""The requester against the emulator over HTTP: a 429 is retried after its Retry-After (backoff
+when it has none), faults are retried up to ``max_attempts``, 429s up to ``max_elapsed``, and a
+refusal is not retried. The ledger's server-side times judge each wait."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
+from runner.errors import PermanentError, RateLimited, TransientError
+from runner.kinds.base import Product
+from runner.values import ProductLimit, RetryPolicy
+from runner.wire.client import TwilioClient
+from runner.wire.limits import Limits
+from runner.wire.requester import Requester
+
+LIST = "/v1/Conversations"
+CONV = Product.CONVERSATIONS
+
+
+@asynccontextmanager
+async def requester_for(emu: Any, policy: RetryPolicy) -> AsyncIterator[Requester]:
+    """A requester of ``policy`` aimed at ``emu``, with the run's default limits."""
+    async with aiohttp.ClientSession() as session:
+        client = TwilioClient(session, {p: emu.url for p in Product},
+                              (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN))
+        limits = Limits(concurrency=4, per_conversation_rate=30.0, per_service_rate=30.0,
+                        products={p: ProductLimit() for p in Product}, rng=random.Random(1),
+                        max_pause=policy.max_pause)
+        yield Requester(client, limits, policy, random.Random(1))
+
+
+def statuses(ledger: dict[str, Any]) -> list[int]:
+    return [r["status"] for r in ledger["requests"]]
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_a_429_is_retried_after_its_retry_after(start_emulator: Any, form: str) -> None:
+    """A 429 asking for a second (as seconds or an HTTP-date) is retried no sooner, and the
+    retry's answer is the send's."""
+    async with start_emulator(product_rate={"conversations": (1.0, 1)}, retry_after=form,
+                              retry_after_s=1.0) as emu:
+        async with requester_for(emu, RetryPolicy()) as requester:
+            assert (await requester.send("GET", CONV, LIST)).status == 200
+            assert (await requester.send("GET", CONV, LIST)).status == 200
+            assert requester.tally.throttled >= 1
+        ledger = await emu.ledger()
+    requests = ledger["requests"]
+    assert statuses(ledger)[:2] == [200, 429] and statuses(ledger)[-1] == 200
+    assert requests[2]["time"] - requests[1]["time"] >= 0.95  # the HTTP-date is whole seconds
+    assert ledger["sent_during_pause"]["product_rate"] == 0
+
+
+async def test_faults_are_retried_up_to_max_attempts(start_emulator: Any) -> None:
+    """A server answering 503 to everything gets exactly ``max_attempts`` requests, and the
+    last fault is raised."""
+    policy = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02)
+    async with start_emulator(fault_503=1.0) as emu:
+        async with requester_for(emu, policy) as requester:
+            with pytest.raises(TransientError):
+                await requester.send("GET", CONV, LIST)
+            assert requester.tally.retries == 2
+        assert statuses(await emu.ledger()) == [503, 503, 503]
+
+
+async def test_429s_without_retry_after_are_retried_by_backoff_until_max_elapsed(
+    start_emulator: Any,
+) -> None:
+    """429s without Retry-After are waited out by backoff (they are not faults: max_attempts
+    does not stop them), and ``max_elapsed`` ends the retries."""
+    policy = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.05, max_elapsed=0.5)
+    async with start_emulator(product_rate={"conversations": (0.001, 1)},
+                              retry_after="absent") as emu:
+        async with requester_for(emu, policy) as requester:
+            assert (await requester.send("GET", CONV, LIST)).status == 200
+            with pytest.raises(RateLimited):
+                await requester.send("GET", CONV, LIST)
+        answers = statuses(await emu.ledger())
+    assert answers[0] == 200 and set(answers[1:]) == {429}
+    assert len(answers) > 1 + policy.max_attempts
+
+
+async def test_a_refusal_is_not_retried(start_emulator: Any) -> None:
+    """A 404 is an answer: raised at once, one request."""
+    async with start_emulator() as emu:
+        async with requester_for(emu, RetryPolicy()) as requester:
+            with pytest.raises(PermanentError):
+                await requester.send("GET", CONV, "/v1/Conversations/CH" + "0" * 32)
+        assert statuses(await emu.ledger()) == [404]
