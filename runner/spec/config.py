@@ -27,7 +27,8 @@ from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 from runner.errors import ConfigError
 from runner.files import read_input
 from runner.kinds.ids import ID_PATTERNS
-from runner.spec.jobspec import describe_validation_error, load_yaml
+from runner.spec.problems import describe_validation_error
+from runner.spec.yaml_input import load_yaml
 
 __all__ = [
     "DEFAULT_CONVERSATIONS_URL",
