@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-import anyio
 import structlog
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from runner.clock import MONOTONIC, Clock
 from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS
 from runner.log.records import State
@@ -53,17 +53,21 @@ def progress_table(
 
 
 async def show_progress(
-    progress: Progress[ResourceKind, State], console: Console, *, interval: float = 10.0
+    progress: Progress[ResourceKind, State],
+    console: Console,
+    *,
+    interval: float = 10.0,
+    clock: Clock = MONOTONIC,
 ) -> None:
     """Until cancelled: refresh a live table on a terminal, else log progress every interval."""
-    start = anyio.current_time()
+    start = clock.now()
     if console.is_terminal:
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             while True:
-                live.update(progress_table(progress, anyio.current_time() - start))
-                await anyio.sleep(0.25)
+                live.update(progress_table(progress, clock.now() - start))
+                await clock.sleep(0.25)
     while True:
-        await anyio.sleep(interval)
+        await clock.sleep(interval)
         log.info(
             "progress",
             found=sum(progress.found.values()),

@@ -29,6 +29,7 @@ import structlog.contextvars
 from runner import __version__
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
+from runner.clock import MONOTONIC
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
@@ -145,7 +146,7 @@ async def execute(
     structlog.contextvars.bind_contextvars(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
-    began = anyio.current_time()
+    began = MONOTONIC.now()
     settings = EngineSettings.of(plan, header.run_id, retry_failed=retry_failed)
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
@@ -291,7 +292,7 @@ class _Run:
         return metrics.figures_from_progress(
             self.engine.progress,
             self.requester.tally,
-            duration_seconds=anyio.current_time() - self._began,
+            duration_seconds=MONOTONIC.now() - self._began,
         )
 
     def _internal(self, exc: BaseException, stage: str = "the run") -> None:
@@ -331,7 +332,7 @@ class _Run:
                     self.engine.hard_stop()
 
     async def _budget(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        await MONOTONIC.sleep(seconds)
         self.out_of_time = True
         log.warning("max_duration_reached", seconds=seconds)
         self.engine.stop()
@@ -399,7 +400,7 @@ class _Run:
         final = metrics.figures_from_replay(
             replay,
             self.requester.tally,
-            duration_seconds=anyio.current_time() - self._began,
+            duration_seconds=MONOTONIC.now() - self._began,
             exit_code=self.code,
         )
         try:
@@ -424,7 +425,7 @@ def _log_finished(replay: Replay, code: int, began: float, requester: Requester)
     log.info(
         "run_finished",
         exit_code=int(code),  # a number in the log, not the enum's repr
-        seconds=round(anyio.current_time() - began, 1),
+        seconds=round(MONOTONIC.now() - began, 1),
         **{outcome: totals[outcome] for outcome in OUTCOMES},
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
@@ -493,7 +494,7 @@ async def _rescue_footer(
 
 
 async def _hard_stop_later(engine: Engine) -> None:
-    await anyio.sleep(GRACE_SECONDS)
+    await MONOTONIC.sleep(GRACE_SECONDS)
     engine.hard_stop()
 
 

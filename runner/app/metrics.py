@@ -41,6 +41,7 @@ from prometheus_client.metrics_core import (
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from runner.clock import MONOTONIC, Clock
 from runner.errors import ExitCode, UntrustedFile
 from runner.files import create_new, read_regular_bounded
 from runner.kinds.base import ResourceKind
@@ -340,6 +341,7 @@ async def write_periodically(
     labels: RunLabels,
     *,
     interval: float = 15.0,
+    clock: Clock = MONOTONIC,
 ) -> None:
     """Until cancelled: write ``source()`` to the textfile at once, then every ``interval`` s.
 
@@ -354,7 +356,7 @@ async def write_periodically(
             await anyio.to_thread.run_sync(write_textfile, path, figures, labels)
         except OSError as exc:
             log.warning("metrics_write_failed", path=str(path), error=exc.strerror)
-        await anyio.sleep(interval)
+        await clock.sleep(interval)
 
 
 async def serve_metrics(

@@ -512,6 +512,7 @@ class Engine:
             )
             self.stop()
             self._work_scope.deadline = min(
+                # A cancel scope's deadline is on anyio's clock (the loop's: the same seconds).
                 self._work_scope.deadline, anyio.current_time() + PAUSE_GRACE_SECONDS
             )
 

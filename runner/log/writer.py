@@ -12,7 +12,6 @@ driven again.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, BinaryIO
 
 import anyio
 
+from runner.clock import MONOTONIC, Clock
 from runner.log.records import encode, group_records
 
 
@@ -33,11 +33,12 @@ class CheckpointWriter:
     its target's line to be on disk.
     """
 
-    def __init__(self, path: Path, started: datetime) -> None:
+    def __init__(self, path: Path, started: datetime, clock: Clock = MONOTONIC) -> None:
         self.path = path
+        self._clock = clock
         # ``ts`` fields count from the run's start; the monotonic clock is read far more cheaply
         # than a datetime, once per outcome.
-        self._origin = time.monotonic() - (datetime.now(UTC) - started).total_seconds()
+        self._origin = clock.now() - (datetime.now(UTC) - started).total_seconds()
         self._queued: list[dict[str, Any]] = []
         self._on_disk = anyio.Event()  # set once every record queued so far is fsynced
         self._wake = anyio.Event()
@@ -50,7 +51,7 @@ class CheckpointWriter:
 
     def seconds(self) -> int:
         """Whole seconds since the run started, for the ``ts`` field."""
-        return int(time.monotonic() - self._origin)
+        return int(self._clock.now() - self._origin)
 
     def put(self, record: dict[str, Any]) -> None:
         """Queue one record."""
