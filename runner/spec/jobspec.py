@@ -53,10 +53,10 @@ from runner.spec.yaml_input import load_yaml
 __all__ = [
     "AnyTarget",
     "JobSpec",
-    "Limits",
+    "LimitsSpec",
     "OperationPolicy",
     "ProductLimits",
-    "RetryPolicy",
+    "RetrySpec",
     "Safety",
     "describe_changes",
     "load_spec",
@@ -102,7 +102,7 @@ class ProductLimits(SpecModel):
     concurrency: Concurrency | None = None
 
 
-class Limits(SpecModel):
+class LimitsSpec(SpecModel):
     """How fast the job may go; the defaults follow Twilio's documented limits."""
 
     # Twilio's 20429 is a limit on requests in flight per account, not on a rate.
@@ -116,7 +116,7 @@ class Limits(SpecModel):
 Seconds = Annotated[Float, Field(gt=0, le=86_400)]
 
 
-class RetryPolicy(SpecModel):
+class RetrySpec(SpecModel):
     """Retries of transient failures: bounded by attempts and by total time (seconds).
 
     ``max_pause`` bounds one Retry-After: a server asking for a longer pause stops the run
@@ -130,7 +130,7 @@ class RetryPolicy(SpecModel):
     max_pause: Seconds = 900.0
 
     @model_validator(mode="after")
-    def _check(self) -> RetryPolicy:
+    def _check(self) -> RetrySpec:
         if self.max_delay < self.base_delay:
             raise problems_error(
                 [("max_delay", f"{self.max_delay} is less than base_delay {self.base_delay}")]
@@ -174,8 +174,8 @@ class JobSpec(SpecModel):
     service: ServiceSid | None = None
     webhooks: Flag | None = None
     targets: tuple[AnyTarget, ...]
-    limits: Limits = Limits()
-    retry: RetryPolicy = RetryPolicy()
+    limits: LimitsSpec = LimitsSpec()
+    retry: RetrySpec = RetrySpec()
     operations: OperationPolicy = OperationPolicy()
     safety: Safety = Safety()
 
@@ -194,7 +194,7 @@ class JobSpec(SpecModel):
     def canonical(self) -> dict[str, Any]:
         """The spec as plain JSON data, defaults filled in, manifests' counts and hashes added."""
         data: dict[str, Any] = self.model_dump(mode="json")
-        if self.retry.max_pause == RetryPolicy().max_pause:
+        if self.retry.max_pause == RetrySpec().max_pause:
             # Added after checkpoints were being written: left out at its default, so the
             # fingerprint of a spec that does not set it is what it was, and those logs resume.
             del data["retry"]["max_pause"]
