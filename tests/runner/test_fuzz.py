@@ -31,8 +31,8 @@ from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec
 from runner.wire.backoff import RETRY_AFTER_CEILING, parse_retry_after
 from runner.wire.client import CONCURRENT_REQUESTS, concurrent_requests
-from tests.runner.test_checkpoint import HEADER, line
-from tests.runner.test_checkpoint_property import JSON_VALUES, RECORD_LIKE, examples
+from tests.runner.log.test_checkpoint import HEADER, line
+from tests.runner.log.test_checkpoint_property import JSON_VALUES, RECORD_LIKE, examples
 
 SPEC_HEAD = b"version: 1\nname: fuzz\ntargets:\n"
 ENV = {"TWILIO_ACCOUNT_SID": "AC" + "0" * 32, "TWILIO_AUTH_TOKEN": "t"}

@@ -27,7 +27,7 @@ from runner.log.replay import iter_target_lines, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.report.completion import render_csv, summarize
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 _BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 HEADER = Header(

@@ -2,7 +2,7 @@
 
 The example counts keep this file near 10 s. For a longer search run::
 
-    HYPOTHESIS_PROFILE=long /work/venv/bin/pytest tests/runner/test_checkpoint_property.py
+    HYPOTHESIS_PROFILE=long /work/venv/bin/pytest tests/runner/log/test_checkpoint_property.py
 
 (``long`` multiplies every example count by 50; the settings are built here, not loaded as a
 global hypothesis profile, so other test modules are unaffected.)
@@ -32,7 +32,7 @@ from runner.kinds.registry import BY_CODE, by_name
 from runner.log.records import State, group_records, key_hash, target_record
 from runner.log.replay import Replay, read_checkpoint
 from runner.report.completion import outcome_name, render_csv
-from tests.runner.test_checkpoint import HEADER, line, write_through_writer
+from tests.runner.log.test_checkpoint import HEADER, line, write_through_writer
 
 _SCALE = 50 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 1
 

@@ -11,6 +11,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.log.replay import read_checkpoint
+from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -19,7 +20,6 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 V2_PURGE = (

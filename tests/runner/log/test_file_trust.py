@@ -35,8 +35,8 @@ from runner.log.replay import read_checkpoint
 from runner.plan.planner import build_plan
 from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec
+from tests.runner.app.test_metrics import figures
 from tests.runner.conftest import point_at
-from tests.runner.test_metrics import figures
 from tests.runner.test_run_faults import job
 
 STORES = (
@@ -44,7 +44,7 @@ STORES = (
 )
 VICTIM_TEXT = b"a file bulkops did not create: it must not change"
 OTHER_UID = 12345
-CORPUS = Path(__file__).resolve().parents[1] / "bad_specs"
+CORPUS = Path(__file__).resolve().parents[2] / "bad_specs"
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="giving a file to another user (chown) needs root"

@@ -11,7 +11,7 @@ import pytest
 
 from runner.errors import ExitCode
 from tests.runner.conftest import REPO, point_at, run_cli
-from tests.runner.test_bad_specs import CASES, generate_bad_row_manifest, read_case
+from tests.runner.spec.test_bad_specs import CASES, generate_bad_row_manifest, read_case
 
 REJECTED = [p for p in CASES if read_case(p).expect is not None]
 

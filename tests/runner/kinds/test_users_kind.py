@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
+from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     REPO,
     checkpoints,
@@ -21,7 +22,6 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 DEFAULT_SERVICE = "IS562624353a132be345f88445347ff821"  # the demo dataset's default Service

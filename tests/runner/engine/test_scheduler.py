@@ -21,9 +21,9 @@ from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.plan.selection import Explicit, Source
-from tests.runner.test_checkpoint import HEADER, sid
-from tests.runner.test_discovery import requester_at
-from tests.runner.test_run_e2e import SUPPORT_SERVICE
+from tests.runner.app.test_run_e2e import SUPPORT_SERVICE
+from tests.runner.engine.test_discovery import requester_at
+from tests.runner.log.test_checkpoint import HEADER, sid
 
 MESSAGE = by_name("message")
 PARTICIPANT = by_name("participant")

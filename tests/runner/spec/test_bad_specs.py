@@ -22,7 +22,7 @@ from runner.errors import ConfigError, InputError, SpecError
 from runner.spec.config import load_config
 from runner.spec.jobspec import load_spec
 
-CORPUS = Path(__file__).resolve().parents[1] / "bad_specs"
+CORPUS = Path(__file__).resolve().parents[2] / "bad_specs"
 HEX = "0123456789abcdef" * 2
 
 

@@ -46,7 +46,7 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
 
 def test_example_config_loads() -> None:
     """The commented config.example.yaml at the repository root is valid."""
-    example = Path(__file__).resolve().parents[2] / "config.example.yaml"
+    example = Path(__file__).resolve().parents[3] / "config.example.yaml"
     config = load_config(example, ENV)
     assert config.checkpoint_dir == example.parent / "checkpoints"
 

@@ -22,6 +22,7 @@ from runner.errors import CheckpointError, ExitCode
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from runner.plan.shard import Shard, shard_of, share_deletions
+from tests.runner.app.test_interrupt import deletions_logged
 from tests.runner.conftest import (
     REPO,
     Emulator,
@@ -32,8 +33,7 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_checkpoint import HEADER, line, log_bytes
-from tests.runner.test_interrupt import deletions_logged
+from tests.runner.log.test_checkpoint import HEADER, line, log_bytes
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 # A messages-only purge that the brake stops on its first page: the page's admitted targets

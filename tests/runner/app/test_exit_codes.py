@@ -7,7 +7,7 @@ from pathlib import Path
 
 from runner.errors import ExitCode
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 def readme_exit_codes() -> list[int]:

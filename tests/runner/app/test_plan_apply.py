@@ -17,6 +17,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.plan.planfile import read_plan
+from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -25,7 +26,6 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 SPEC = f"""service: {SUPPORT_SERVICE}

@@ -19,7 +19,7 @@ from runner.log.records import State, target_record
 from runner.log.replay import read_checkpoint
 from runner.plan.selection import Explicit, Source
 from runner.plan.shard import Shard
-from tests.runner.test_checkpoint import sid, ttid, write_through_writer
+from tests.runner.log.test_checkpoint import sid, ttid, write_through_writer
 
 MESSAGE = by_name("message")
 PARTICIPANT = by_name("participant")

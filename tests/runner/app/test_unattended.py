@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from runner.app.unattended import Action, LogSummary, decide
 from runner.errors import ExitCode
 from runner.log.records import Header
+from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -27,7 +28,6 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
-from tests.runner.test_interrupt import wait_for_deletions
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 SLOW = (
