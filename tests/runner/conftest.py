@@ -16,6 +16,7 @@ import aiohttp
 import anyio
 import anyio.abc
 import pytest
+import structlog
 
 from runner.cli import main
 from runner.emulator import (
@@ -60,6 +61,15 @@ class Emulator:
 
 
 StartEmulator = Callable[..., Any]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> Iterator[None]:
+    """An in-process CLI run points structlog at that test's captured stderr, which pytest closes
+    after it: every test starts from structlog's defaults (which look up stdout at each call)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture
