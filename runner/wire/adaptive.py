@@ -4,20 +4,28 @@ Twilio does not publish every limit, and a limit may change under a running job,
 with no configured rate is paced by a controller that learns it, and a configured rate becomes a
 ceiling the controller never exceeds but may stay under.
 
-The shape is TCP's: slow start, then CUBIC (RFC 9438) in requests per second.
+Every 429 pauses the whole product for its Retry-After (:mod:`runner.wire.pauses`): about a
+second of nothing sent, so a 429 costs as much as a second of sending, and the controller spends
+them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (RFC 9438) probe.
 
 * **Slow start.** Before the first 429 the pace doubles every ``doubling_s`` from ``initial``,
   but never beyond twice what actually got through; past ``unbounded`` it is switched off (the
   server is evidently not rate-limiting).
-* **Multiplicative decrease.** A 429 sets ``w_max`` to the lower of the current pace and the
-  rate the server actually *accepted* over the last ``window_s`` (while over a limit, what gets
-  through is the limit itself, so events land near it instead of halving blindly), but no lower
-  than ``max_cut`` of the pace, and the pace drops to ``beta * w_max``. One decrease per
-  congestion event: 429s for requests sent before the last decrease (plus ``hold_s`` for the
-  server's bucket to refill) are already answered by it.
-* **Cubic increase.** ``rate(t) = w_max * (1 + c * (t - K)**3)`` with ``K = cbrt((1-beta)/c)``:
-  quickly back to ``w_max``, flat around it (few probes where the last 429 was), then ever
-  faster beyond it, so a raised limit is found within seconds.
+* **The limit a 429 reveals.** The server's bucket was full when the pace last started (the
+  run's start, or the end of a pause), and a 429 says the requests sent above the limit have
+  used up its burst; with the burst assumed ``burst_s`` of the limit (of the highest one found:
+  a lowered limit keeps its bucket), the pace sent over the last ``estimate_window_s`` solves
+  ``∫ (pace - limit)+ dt = burst`` for the limit ``w_max``. One decrease per congestion event:
+  429s for requests sent before the last decrease (plus ``hold_s`` for the server's bucket to
+  refill) are already answered by it.
+* **Plateau.** The pace then stays at ``beta * w_max``, just under the limit, for
+  ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` when a limit
+  at least ``1 / max_cut`` times higher held before (a lowered limit may come back, and finding
+  it is worth a pause) or the limit is a guess (a 429 at a configured rate).
+* **Probe.** Then ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just above the
+  plateau, so the 429 it ends with reads the limit closely, then ever faster, so a raised limit
+  is found within seconds; back up to a higher limit that held before it stops there until
+  ``probe_after_s``. A probe's 429 never lowers ``w_max``: the plateau under it held.
 
 Pacing is by numbered tickets against credit that accrues at the pace: waiting workers leave
 one by one, in order, never as a herd, and a new pace applies at once to everyone waiting.
@@ -47,8 +55,8 @@ class AdaptiveSettings:
     initial: float = 100.0
     doubling_s: float = 0.2
     unbounded: float = 20_000.0
-    beta: float = 0.95
-    cubic: float = 0.2
+    beta: float = 0.99
+    cubic: float = 0.05
     hold_s: float = 0.15
     max_cut: float = 0.8
     window_s: float = 1.0
@@ -56,6 +64,10 @@ class AdaptiveSettings:
     catch_up_s: float = 0.05
     min_concurrency_signal: int = 8
     concurrency_regrow_s: float = 1.0
+    probe_after_s: float = 30.0
+    reprobe_after_s: float = 2.0
+    estimate_window_s: float = 1.0
+    burst_s: float = 0.1
 
 
 _MAX_DOUBLINGS = 64.0  # initial * 2**64: past any rate, far from a float's range
@@ -122,11 +134,12 @@ class RateController:
         self._clock = clock
         self._s = settings or AdaptiveSettings()
         self.ceiling = ceiling
-        self._k = math.cbrt((1.0 - self._s.beta) / self._s.cubic)
         self._started: float | None = None  # the first reservation: a slow start starts there
         # Slow start only when nothing is known; a configured rate is trusted until a 429.
         self._slow_start = ceiling is None
         self._w_max: float | None = None
+        self._high = 0.0  # the highest limit that held a while: a lowered limit may come back
+        self._guessed = False  # w_max is a guess (a 429 at a configured rate), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
@@ -157,12 +170,56 @@ class RateController:
                 self._slow_start = False
                 return None
             return pace
-        # Not before the epoch: during a pause (see hold) the pace is where the curve starts.
-        since = max(0.0, now - self._epoch)
-        pace = self._w_max * (1.0 + s.cubic * math.pow(since - self._k, 3))
+        # Not before the epoch: during a pause (see hold) the pace is where the plateau starts.
+        pace = self._curve(max(0.0, now - self._epoch))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
             return None
         return max(s.floor, pace)
+
+    def _curve(self, since: float) -> float:
+        """The pace ``since`` seconds after the last decrease (or pause): flat just under the
+        limit found for :meth:`_quiet` seconds, then a cubic probe above it."""
+        assert self._w_max is not None
+        s = self._s
+        pace = s.beta * self._w_max
+        probing = since - self._quiet()
+        if probing > 0:
+            pace += s.cubic * self._w_max * math.pow(probing, 3)
+            if since < s.probe_after_s and self._high > self._w_max:
+                # Back up to the limit that held before, no further: beyond it is a probe.
+                pace = min(pace, s.beta * self._high)
+        return pace
+
+    def _found(self, curve: Callable[[float], float], since: float, now: float) -> float:
+        """The limit that explains a 429 now, after sending at ``curve(t)`` (seconds after
+        ``since``): the server's bucket, full at ``since``, ran dry when the requests sent above
+        the limit used up its burst (assumed ``burst_s`` of the limit, or of the highest found:
+        a lowered limit keeps its bucket), so solve ``∫ (pace - limit)+ dt = burst`` for it."""
+        s = self._s
+        cap = self.ceiling if self.ceiling is not None else s.unbounded
+        start = max(0.0, now - since - s.estimate_window_s)
+        end = max(start, now - since)
+        steps = 100
+        dt = (end - start) / steps
+        paces = [min(cap, curve(start + (i + 0.5) * dt)) for i in range(steps)]
+        low, high = 0.0, max(paces, default=0.0)
+        for _ in range(30):
+            mid = (low + high) / 2
+            excess = sum(p - mid for p in paces if p > mid) * dt
+            if excess > s.burst_s * max(mid, self._high, self._w_max or 0.0):
+                low = mid
+            else:
+                high = mid
+        return low
+
+    def _quiet(self) -> float:
+        """Seconds at the plateau before probing above the limit found: every probe costs a
+        pause of the whole product (a 429), so it is rare, unless a higher limit held before
+        (a lowered limit is likely to come back, and is worth finding soon)."""
+        assert self._w_max is not None
+        if self._guessed or self._high > self._w_max / self._s.max_cut:
+            return self._s.reprobe_after_s
+        return self._s.probe_after_s
 
     def reserve(self) -> int | None:
         """Take a ticket for the next sending slot (None: nothing to wait for); the caller
@@ -224,20 +281,34 @@ class RateController:
         if sent_at < self._epoch + s.hold_s:
             return Verdict.ABSORBED
         current = self.rate()
-        delivered = self._delivered.rate(now, since=self._held)
-        candidates = [c for c in (current, delivered or None, self.ceiling) if c is not None]
-        w_max = min(candidates) if candidates else s.initial
-        pace = current if current is not None else self.ceiling
-        if pace is not None:
-            # One event moves at most to `max_cut` of the pace (the configured ceiling, when
-            # the pace was at it): a window that still holds a ramp or a start-up reads low,
-            # and a few events in a row converge just as well.
-            w_max = max(w_max, s.max_cut * pace)
-        if self._slow_start and current is not None:
-            # The pace doubled every `doubling_s`: the previous pace was not yet too fast, and
-            # the short window lags a ramp, so neither alone should set how far to fall back.
-            w_max = max(w_max, current / 2)
+        guessed = False
+        if self._slow_start and current is not None and self._started is not None:
+            pace_now, initial, doubling = current, s.initial, s.doubling_s
+
+            def slow_start(t: float) -> float:
+                return min(pace_now, initial * math.pow(2.0, min(t / doubling, _MAX_DOUBLINGS)))
+
+            w_max = self._found(slow_start, self._started, now)
+        elif self._w_max is None:
+            # At the configured ceiling (or past `unbounded`): the 429 says the pace is too
+            # fast, but not by how much. What got through bounds it; a window that still
+            # holds a start-up reads low, so one event moves at most to `max_cut` of the pace.
+            delivered = self._delivered.rate(now, since=self._held)
+            candidates = [c for c in (delivered or None, self.ceiling) if c is not None]
+            w_max = min(candidates) if candidates else s.initial
+            if self.ceiling is not None:
+                w_max = max(w_max, s.max_cut * self.ceiling)
+            guessed = True
+        else:
+            if not self._guessed or now - self._epoch >= s.reprobe_after_s:
+                # A limit found (or one that held a while) was real, and may come back.
+                self._high = max(self._high, self._w_max)
+            w_max = self._found(self._curve, self._epoch, now)
+            if now - self._epoch >= self._quiet():
+                # A probe: the plateau below it held, so the limit is no lower than it was.
+                w_max = max(w_max, self._w_max)
         self._w_max = max(s.floor, w_max)
+        self._guessed = guessed
         self._epoch = now
         self._slow_start = False
         self.decreases += 1
