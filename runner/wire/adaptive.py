@@ -11,20 +11,20 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
 * **Slow start.** Before the first 429 the pace doubles every ``doubling_s`` from ``initial``,
   but never beyond twice what actually got through; past ``unbounded`` it is switched off (the
   server is evidently not rate-limiting).
-* **The limit a 429 reveals.** The server's bucket was full when the pace last started (the
-  run's start, or the end of a pause), and a 429 says the requests sent above the limit have
-  used up its burst; with the burst assumed ``burst_s`` of the limit (of the highest one found:
-  a lowered limit keeps its bucket), the pace sent over the last ``estimate_window_s`` solves
-  ``∫ (pace - limit)+ dt = burst`` for the limit ``w_max``. One decrease per congestion event:
-  429s for requests sent before the last decrease (plus ``hold_s`` for the server's bucket to
-  refill) are already answered by it.
+* **The limit a 429 reveals.** The server's bucket was full when sending last started (the
+  run's start, or the end of a pause), and a 429 says the requests it accepted since have used
+  up its burst: ``w_max`` is the largest rate at which a bucket holding ``burst_s`` of it (of
+  the highest limit found: a lowered limit keeps its bucket) would have run dry on them. One
+  decrease per congestion event: 429s for requests sent before the last decrease (plus
+  ``hold_s`` for the server's bucket to refill) are already answered by it.
 * **Plateau.** The pace then stays at ``beta * w_max``, just under the limit, for
-  ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` when a limit
-  at least ``1 / max_cut`` times higher held before (a lowered limit may come back, and finding
-  it is worth a pause) or the limit is a guess (a 429 at a configured rate).
+  ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` (doubled
+  after each probe that found nothing higher) when a limit ``1 / max_cut`` times higher held
+  before (a lowered limit may come back, and finding it is worth a pause) or the limit is a
+  guess (a 429 at a configured rate, which says too fast but not by how much).
 * **Probe.** Then ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just above the
   plateau, so the 429 it ends with reads the limit closely, then ever faster, so a raised limit
-  is found within seconds; back up to a higher limit that held before it stops there until
+  is found within seconds; back up to a higher limit that held before, it stops there until
   ``probe_after_s``. A probe's 429 never lowers ``w_max``: the plateau under it held.
 
 Pacing is by numbered tickets against credit that accrues at the pace: waiting workers leave
@@ -115,6 +115,11 @@ class _Delivered:
             count = len(self._times)
         return count / max(span, 0.05)
 
+    def times(self, now: float, since: float) -> list[float]:
+        """When the acceptances of the window from ``since`` on came."""
+        self._trim(now)
+        return [t for t in self._times if t >= since]
+
     def _trim(self, now: float) -> None:
         horizon = now - self._window
         while self._times and self._times[0] < horizon:
@@ -139,6 +144,7 @@ class RateController:
         self._slow_start = ceiling is None
         self._w_max: float | None = None
         self._high = 0.0  # the highest limit that held a while: a lowered limit may come back
+        self._misses = 0  # probes in a row that found no higher limit
         self._guessed = False  # w_max is a guess (a 429 at a configured rate), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
         self._issued = 0  # tickets handed out
@@ -190,23 +196,26 @@ class RateController:
                 pace = min(pace, s.beta * self._high)
         return pace
 
-    def _found(self, curve: Callable[[float], float], since: float, now: float) -> float:
-        """The limit that explains a 429 now, after sending at ``curve(t)`` (seconds after
-        ``since``): the server's bucket, full at ``since``, ran dry when the requests sent above
-        the limit used up its burst (assumed ``burst_s`` of the limit, or of the highest found:
-        a lowered limit keeps its bucket), so solve ``∫ (pace - limit)+ dt = burst`` for it."""
+    def _found(self, since: float, now: float) -> float:
+        """The limit that explains a 429 now: the largest rate at which a bucket, full at
+        ``since`` (the run's start or a pause's end, at most ``window_s`` ago) and holding
+        ``burst_s`` of it (of the highest limit found: a lowered limit keeps its bucket), would
+        have run dry by now on the acceptances since then."""
         s = self._s
-        cap = self.ceiling if self.ceiling is not None else s.unbounded
-        start = max(0.0, now - since - s.estimate_window_s)
-        end = max(start, now - since)
-        steps = 100
-        dt = (end - start) / steps
-        paces = [min(cap, curve(start + (i + 0.5) * dt)) for i in range(steps)]
-        low, high = 0.0, max(paces, default=0.0)
+        start = max(since, now - s.window_s)
+        # Since a decrease that no pause followed, the bucket refilled from empty.
+        full = self._epoch <= since
+        start = max(start, self._epoch)
+        times = [*self._delivered.times(now, start), now]
+        low, high = 0.0, 2.0 * len(times) / max(now - start, 0.01) + 1.0
         for _ in range(30):
             mid = (low + high) / 2
-            excess = sum(p - mid for p in paces if p > mid) * dt
-            if excess > s.burst_s * max(mid, self._high, self._w_max or 0.0):
+            burst = max(1.0, s.burst_s * max(mid, self._high, self._w_max or 0.0))
+            tokens, last = (burst if full else 0.0), start
+            for t in times:
+                tokens = min(burst, tokens + (t - last) * mid) - 1.0
+                last = t
+            if tokens < 0.0:  # the last one (the 429) found less than a token
                 low = mid
             else:
                 high = mid
@@ -217,9 +226,11 @@ class RateController:
         pause of the whole product (a 429), so it is rare, unless a higher limit held before
         (a lowered limit is likely to come back, and is worth finding soon)."""
         assert self._w_max is not None
-        if self._guessed or self._high > self._w_max / self._s.max_cut:
-            return self._s.reprobe_after_s
-        return self._s.probe_after_s
+        s = self._s
+        if self._guessed or self._high > self._w_max / s.max_cut:
+            # Twice as long after each probe that found nothing higher: it may never return.
+            return min(s.probe_after_s, s.reprobe_after_s * math.pow(2.0, self._misses))
+        return s.probe_after_s
 
     def reserve(self) -> int | None:
         """Take a ticket for the next sending slot (None: nothing to wait for); the caller
@@ -266,10 +277,9 @@ class RateController:
     def hold(self, until: float) -> None:
         """Accrue no credit before ``until`` (the end of a pause of this product): a pause is
         not an idle spell, and the waiters queued through it must leave at the pace when it
-        ends, not all at once on the slots it would otherwise have banked. The cubic curve
-        restarts there too: its climb back to ``w_max`` is for sending time, and a pause
-        longer than ``K`` would otherwise end with the pace already probing above the limit
-        that caused it (and a 429 that pauses the product once more)."""
+        ends, not all at once on the slots it would otherwise have banked. The plateau
+        restarts there too: its quiet time is sending time, and the bucket the server refilled
+        meanwhile is where :meth:`_found` starts counting."""
         self._held = max(self._held, until)
         if self._w_max is not None:
             self._epoch = max(self._epoch, until)
@@ -280,15 +290,10 @@ class RateController:
         s = self._s
         if sent_at < self._epoch + s.hold_s:
             return Verdict.ABSORBED
-        current = self.rate()
+        self.rate()  # brings the slow start up to date: it ends past `unbounded`
         guessed = False
-        if self._slow_start and current is not None and self._started is not None:
-            pace_now, initial, doubling = current, s.initial, s.doubling_s
-
-            def slow_start(t: float) -> float:
-                return min(pace_now, initial * math.pow(2.0, min(t / doubling, _MAX_DOUBLINGS)))
-
-            w_max = self._found(slow_start, self._started, now)
+        if self._slow_start and self._started is not None:
+            w_max = self._found(self._started, now)
         elif self._w_max is None:
             # At the configured ceiling (or past `unbounded`): the 429 says the pace is too
             # fast, but not by how much. What got through bounds it; a window that still
@@ -303,10 +308,13 @@ class RateController:
             if not self._guessed or now - self._epoch >= s.reprobe_after_s:
                 # A limit found (or one that held a while) was real, and may come back.
                 self._high = max(self._high, self._w_max)
-            w_max = self._found(self._curve, self._epoch, now)
+            w_max = self._found(self._held, now)
             if now - self._epoch >= self._quiet():
                 # A probe: the plateau below it held, so the limit is no lower than it was.
+                self._misses = self._misses + 1 if w_max <= self._w_max / s.beta else 0
                 w_max = max(w_max, self._w_max)
+            else:
+                self._misses = 0
         self._w_max = max(s.floor, w_max)
         self._guessed = guessed
         self._epoch = now
