@@ -66,7 +66,6 @@ class AdaptiveSettings:
     concurrency_regrow_s: float = 1.0
     probe_after_s: float = 30.0
     reprobe_after_s: float = 2.0
-    estimate_window_s: float = 1.0
     burst_s: float = 0.1
 
 
