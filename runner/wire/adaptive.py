@@ -21,7 +21,8 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
   ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` (doubled
   after each probe that found nothing higher) when a limit ``1 / max_cut`` times higher held
   before (a lowered limit may come back, and finding it is worth a pause) or the limit is a
-  guess (a 429 at a configured rate, which says too fast but not by how much).
+  guess (a 429 at a configured rate, or at the plateau long after the last pause: too fast,
+  but not by how much).
 * **Probe.** Then ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just above the
   plateau, so the 429 it ends with reads the limit closely, then ever faster, so a raised limit
   is found within seconds; back up to a higher limit that held before, it stops there until
@@ -144,7 +145,7 @@ class RateController:
         self._w_max: float | None = None
         self._high = 0.0  # the highest limit that held a while: a lowered limit may come back
         self._misses = 0  # probes in a row that found no higher limit
-        self._guessed = False  # w_max is a guess (a 429 at a configured rate), not a limit found
+        self._guessed = False  # w_max is a guess (see the module's docstring), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
@@ -314,6 +315,9 @@ class RateController:
                 w_max = max(w_max, self._w_max)
             else:
                 self._misses = 0
+                # The limit fell while the pace held, but when is unknown (the bucket may have
+                # been full for longer than the window says): a guess, soon probed above.
+                guessed = now - self._held > s.window_s
         self._w_max = max(s.floor, w_max)
         self._guessed = guessed
         self._epoch = now
