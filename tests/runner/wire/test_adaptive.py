@@ -62,56 +62,6 @@ def drive(controller: RateController, clock: FakeClock, bucket: Bucket, seconds:
     return accepted, throttled, paces
 
 
-def drive_paused(controller: RateController, clock: FakeClock, bucket: Bucket, seconds: float,
-                 rng: random.Random) -> tuple[list[float], list[float]]:
-    """As :func:`drive`, but each 429 pauses the product for Retry-After 1 s plus jitter (as
-    runner.wire.limits does): nothing is sent until it ends. Returns (acceptances, 429s)."""
-    accepted: list[float] = []
-    throttled: list[float] = []
-    end = clock.now + seconds
-    while clock.now < end:
-        ticket = controller.reserve()
-        while ticket is not None and (wait := controller.delay(ticket)) > 0:
-            clock.now += wait
-        clock.now += 0.0005
-        if bucket.take(clock.now):
-            controller.accepted()
-            accepted.append(clock.now)
-        else:
-            throttled.append(clock.now)
-            controller.throttled(clock.now)
-            until = clock.now + 1.0 + rng.uniform(0.0, 0.2)
-            controller.hold(until)
-            clock.now = until
-    return accepted, throttled
-
-
-def test_a_429_that_pauses_the_product_is_rarely_risked() -> None:
-    """Each 429 costs a second of nothing sent, so after the first one (slow start) the pace
-    stays just under the limit it revealed, instead of probing above it every few seconds."""
-    clock = FakeClock()
-    controller = RateController(clock)
-    accepted, throttled = drive_paused(controller, clock, Bucket(200, 20), 30, random.Random(1))
-    assert len(throttled) <= 2
-    assert len(accepted) / 30 >= 0.93 * 200  # the first pause alone costs 1/30 of it
-    later = [t for t in accepted if t >= 5]
-    assert len(later) / (clock.now - 5) >= 0.97 * 200
-
-
-def test_with_pauses_follows_a_lower_limit_and_finds_it_raised_again() -> None:
-    """200/s, then 100/s, then 200/s again: settles under 100/s after a few 429s, and back at
-    200/s within three seconds of the raise (a lowered limit is probed for sooner)."""
-    clock = FakeClock()
-    controller = RateController(clock)
-    rng = random.Random(2)
-    drive_paused(controller, clock, Bucket(200, 20), 7, rng)
-    low, low_429s = drive_paused(controller, clock, Bucket(100, 20), 6, rng)
-    assert len(low_429s) <= 4
-    assert sum(1 for t in low if t >= 10) / 3 >= 0.9 * 100
-    raised, _ = drive_paused(controller, clock, Bucket(200, 20), 6, rng)
-    assert sum(1 for t in raised if 16 <= t < 19) / 3 >= 0.9 * 200
-
-
 def test_finds_an_unknown_limit_with_few_429s() -> None:
     """Against an unannounced 200/s limit the pace settles at it, with about 1 % 429s."""
     clock = FakeClock()
