@@ -38,6 +38,9 @@ class Emulator:
         self.store = Store(dataset)
         self.ledger = Ledger()
         self.clock = WallClock()
+        # Moves the monotonic clock on without waiting, so a test can step an Operation
+        # through its states; like the wall offset, it only grows.
+        self.monotonic_offset_s = 0.0
         self.operations = OperationBook(settings.seed)
         self.faults = FaultInjector(settings.seed)
         self.minter = IdMinter(settings.seed + 7919)
@@ -51,10 +54,15 @@ class Emulator:
 
     # ------------------------------------------------------------------ clocks
 
-    @staticmethod
-    def monotonic() -> float:
+    def monotonic(self) -> float:
         """The clock of rate windows and operation delays."""
-        return time.monotonic()
+        return time.monotonic() + self.monotonic_offset_s
+
+    def advance_monotonic(self, seconds: float) -> None:
+        """Move operation delays and rate windows on by ``seconds`` (never back)."""
+        if seconds < 0:
+            raise ValueError("the clock only moves forward")
+        self.monotonic_offset_s += seconds
 
     # ------------------------------------------------------------------ limits
 
