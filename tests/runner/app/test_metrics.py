@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
@@ -41,6 +42,8 @@ from runner.report.completion import OUTCOMES
 from runner.values import Progress, Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 
+REPO = Path(__file__).resolve().parents[3]
+ALERT_RULES = REPO / "deploy" / "prometheus" / "bulkops-alerts.yaml"
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"
 # v1 conversations, messages one by one, and v2 conversations half of whose Operations fail:
 # several kinds, deleted and failed outcomes, and exit code 1.
@@ -181,6 +184,29 @@ async def test_retries_count_the_resends_after_429s_as_their_help_says(
     text = out.read_text()
     assert value(text, "bulkops_throttled_total") == throttled > 0
     assert value(text, "bulkops_retries_total") == throttled
+
+
+def test_the_staleness_alert_fires_for_a_job_that_never_succeeded() -> None:
+    """bulkops writes no last-success series until a run exits 0, so the shipped stale rule
+    must also fire on its absence: ``time() - S > limit or absent(S)``, the same S twice. The
+    README shows that rule, and every rule reads only series bulkops exports."""
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    rules = {rule["alert"]: rule for group in groups for rule in group["rules"]}
+    expr = " ".join(rules["BulkopsRetentionStale"]["expr"].split())
+    series = rf"{LAST_SUCCESS}\{{bulkops_job=\"[A-Za-z0-9._-]+\"\}}"
+    shape = rf"time\(\) - (?P<s>{series}) > [0-9 *]+ or absent\((?P=s)\)"
+    assert re.fullmatch(shape, expr), expr
+    assert expr in " ".join((REPO / "README.md").read_text().split())
+
+    exported = {
+        family.name
+        for family in text_string_to_metric_families(
+            render(figures(exit_code=0, last_success=1.0), LABELS).decode()
+        )
+    }
+    for rule in rules.values():
+        for name in re.findall(r"\bbulkops_[a-z_]+\b(?!=)", rule["expr"]):
+            assert name.removesuffix("_total") in exported, (rule["alert"], name)
 
 
 def test_last_success_only_when_the_run_exited_zero() -> None:
