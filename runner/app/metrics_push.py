@@ -18,6 +18,7 @@ that is slow, down or refusing is a warning in the log, never a failed run.
 from __future__ import annotations
 
 import http.client
+import threading
 from collections.abc import Callable
 from functools import partial
 from urllib.parse import urlsplit
@@ -35,6 +36,10 @@ log = structlog.get_logger("bulkops.metrics")
 
 PUSH_INTERVAL = 30.0  # seconds between pushes while the run goes
 PUSH_TIMEOUT = 10.0  # seconds a push may take before the run stops waiting for it
+
+# Pushes leave in the order they were made: a periodic push the run stopped waiting for must
+# not land after the final one and overwrite it with older figures.
+_IN_ORDER = threading.Lock()
 
 
 def gateway_url(text: str) -> str:
@@ -65,13 +70,14 @@ def _grouping_key(labels: RunLabels) -> dict[str, str]:
 
 
 def _push_now(gateway: str, figures: RunFigures, labels: RunLabels, timeout: float) -> None:
-    pushadd_to_gateway(
-        gateway,
-        job=labels.job,
-        registry=build_registry(lambda: figures, labels),
-        grouping_key=_grouping_key(labels),
-        timeout=timeout,
-    )
+    with _IN_ORDER:
+        pushadd_to_gateway(
+            gateway,
+            job=labels.job,
+            registry=build_registry(lambda: figures, labels),
+            grouping_key=_grouping_key(labels),
+            timeout=timeout,
+        )
 
 
 async def push(
@@ -80,7 +86,7 @@ async def push(
     """Push one snapshot; True when the gateway took it.
 
     Waits ``within`` seconds at most: a push still going then is left to its thread (whose
-    socket times out on its own) and logged as failed.
+    socket times out on its own, and which sends after any earlier push) and logged as failed.
     """
     error: str | None = None
     with anyio.move_on_after(within) as waited:
