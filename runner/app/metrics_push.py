@@ -69,15 +69,25 @@ def _grouping_key(labels: RunLabels) -> dict[str, str]:
     return {} if labels.shard is None else {"shard": str(labels.shard.index)}
 
 
-def _push_now(gateway: str, figures: RunFigures, labels: RunLabels, timeout: float) -> None:
-    with _IN_ORDER:
+def _push_now(gateway: str, figures: RunFigures, labels: RunLabels, within: float) -> None:
+    # The whole push, its wait behind an earlier one included, fits in `within`: a thread
+    # the run stopped waiting for ends about when the wait did, and never holds the exit up.
+    deadline = MONOTONIC.now() + within
+    if not _IN_ORDER.acquire(timeout=within):
+        raise TimeoutError("an earlier push is still going")
+    try:
+        left = deadline - MONOTONIC.now()
+        if left <= 0:
+            raise TimeoutError("an earlier push took all the time")
         pushadd_to_gateway(
             gateway,
             job=labels.job,
             registry=build_registry(lambda: figures, labels),
             grouping_key=_grouping_key(labels),
-            timeout=timeout,
+            timeout=left,
         )
+    finally:
+        _IN_ORDER.release()
 
 
 async def push(
@@ -85,8 +95,8 @@ async def push(
 ) -> bool:
     """Push one snapshot; True when the gateway took it.
 
-    Waits ``within`` seconds at most: a push still going then is left to its thread (whose
-    socket times out on its own, and which sends after any earlier push) and logged as failed.
+    Waits ``within`` seconds at most: a push still going then is left to its thread, which
+    gives up about then too, and logged as failed. Pushes go after any earlier one.
     """
     error: str | None = None
     with anyio.move_on_after(within) as waited:
