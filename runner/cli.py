@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
             type=duration,
             default=30.0,
             metavar="DURATION",
-            help="with --metrics-push: seconds between pushes (default 30s)",
+            help="with --metrics-push: time between pushes, e.g. 1m (default 30s)",
         )
 
     run = sub.add_parser("run", help="run a job spec")
