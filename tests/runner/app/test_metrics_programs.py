@@ -7,8 +7,9 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from runner.app.metrics import LAST_SUCCESS, RunFigures, RunLabels
 from runner.app.metrics_push import push, push_periodically
+from runner.clock import FakeClock
 from runner.errors import ExitCode
 from runner.kinds.registry import by_name
 from runner.plan.shard import Shard
@@ -185,25 +187,46 @@ async def test_a_failed_push_keeps_the_last_success_on_the_gateway(workdir: Path
     assert value(text, LAST_SUCCESS, job="nightly", shard="1") == 2000.0
 
 
-async def test_pushes_go_on_periodically_with_fresh_figures(workdir: Path) -> None:
-    """While a run goes, each tick pushes what the source says at that moment."""
+class WatchedClock(FakeClock):
+    """A FakeClock that says when a task has gone to sleep on it (the pusher, its push done)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slept = anyio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.set()
+        await super().sleep(seconds)
+
+
+async def test_pushes_go_on_every_interval_of_the_clock_with_fresh_figures(
+    workdir: Path,
+) -> None:
+    """The first push goes at once, the next when the (injected) clock has moved on by the
+    interval and not before, each with what the source says at that moment."""
+    clock = WatchedClock()
     calls = 0
-    enough = anyio.Event()
 
     def source() -> RunFigures:
         nonlocal calls
         calls += 1
-        if calls == 3:
-            enough.set()
         return figures(retries=calls)
 
     labels = RunLabels("live")
-    async with pushgateway(workdir) as gateway:
-        every_tick: Callable[..., Any] = push_periodically
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(lambda: every_tick(gateway, source, labels, interval=0.01))
-            await enough.wait()
-            tg.cancel_scope.cancel()
-        text = await scrape(gateway)
+    async with pushgateway(workdir) as gateway, anyio.create_task_group() as tg:
+        tg.start_soon(
+            partial(push_periodically, gateway, source, labels, interval=30.0, clock=clock)
+        )
+        await clock.slept.wait()  # the first push is done
+        assert value(await scrape(gateway), "bulkops_retries_total", job="live") == 1
+        clock.slept = anyio.Event()
 
-    assert value(text, "bulkops_retries_total", job="live") >= 2
+        clock.advance(29.0)
+        await anyio.wait_all_tasks_blocked()
+        assert calls == 1 and clock.sleepers == 1
+
+        clock.advance(1.0)
+        await clock.slept.wait()  # the second push is done
+        assert calls == 2
+        assert value(await scrape(gateway), "bulkops_retries_total", job="live") == 2
+        tg.cancel_scope.cancel()
