@@ -97,6 +97,7 @@ async def scrape(url: str) -> str:
 
 
 def job_spec(workdir: Path, name: str) -> Path:
+    """TINY_JOB named ``name``, written in ``workdir``."""
     spec = workdir / f"{name}.yaml"
     spec.write_text(TINY_JOB.format(name=name))
     return spec
