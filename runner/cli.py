@@ -75,6 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT"
         )
+        # Batch jobs that no scraper may catch alive push to a Prometheus Pushgateway.
+        p.add_argument(
+            "--metrics-push",
+            type=push_url,
+            metavar="URL",
+            help="push metrics to this Prometheus Pushgateway (e.g. http://pushgateway:9091) "
+            "periodically and at the end; grouped by job and shard",
+        )
+        p.add_argument(
+            "--metrics-push-interval",
+            type=duration,
+            default=30.0,
+            metavar="DURATION",
+            help="with --metrics-push: time between pushes, e.g. 1m (default 30s)",
+        )
 
     run = sub.add_parser("run", help="run a job spec")
     run.add_argument("job", type=Path, help="job spec (YAML)")
@@ -305,12 +320,24 @@ def duration(text: str) -> float:
     return bound.ago.total_seconds()
 
 
+def push_url(text: str) -> str:
+    """An argparse type: a Pushgateway URL like http://pushgateway:9091."""
+    from runner.app.metrics_push import gateway_url  # prometheus_client only when asked for
+
+    try:
+        return gateway_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The run options given on the command line."""
     return RunOptions(
         max_duration=args.max_duration,
         metrics_textfile=args.metrics_textfile,
         metrics_port=args.metrics_port,
+        metrics_push=args.metrics_push,
+        metrics_push_interval=args.metrics_push_interval,
     )
 
 
