@@ -162,9 +162,10 @@ class LiveView(Progress):
     def get_renderables(self) -> Iterable[RenderableType]:
         """The job and its checkpoint, the rows, and the traffic below them."""
         run = self.run
-        yield Text.assemble(
-            ("bulkops ", "bold"), f"job {run.job} · checkpoint {run.checkpoint}", no_wrap=True
-        )
+        yield Text.assemble(("bulkops ", "bold"), f"job {run.job}", no_wrap=True)
+        # Folded, not cut, at the terminal's width (the console soft-wraps, which a live view
+        # would crop): the checkpoint is what `bulkops resume` needs.
+        yield Text(f"checkpoint {run.checkpoint}", no_wrap=False, overflow="fold")
         yield self.make_tasks_table(self.tasks)
         elapsed = timedelta(seconds=int(self.clock.now() - self.began))
         traffic = run.traffic
