@@ -189,6 +189,8 @@ def _build_parts(
     writer = CheckpointWriter(log_path, header.started_at)
     requester = build_requester(build_client(session, config), plan, random.Random())
     engine = Engine(settings, requester, plan.sources, writer, prior=prior, fanout=plan.fanout)
+    shard = f" (shard {header.shard})" if header.shard else ""
+    engine.progress.job, engine.progress.checkpoint = f"{header.job}{shard}", str(log_path)
     # A checkpoint that cannot be written stops everything at once: no request may be sent that
     # the log could not record.
     writer.on_error = lambda _exc: engine.hard_stop()
