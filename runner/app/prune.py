@@ -192,7 +192,8 @@ def judge(runs: list[Run], keep: int) -> list[Verdict]:
         for rank, run in enumerate(members):
             code = run.log.exit_code
             if rank < keep:
-                verdicts.append(Verdict(run, False, f"{_newest(keep)} of {group}"))
+                newest = "the newest run" if keep == 1 else f"one of the {keep} newest runs"
+                verdicts.append(Verdict(run, False, f"{newest} of {group}"))
             elif code in FINISHED:
                 verdicts.append(Verdict(run, True, f"finished with exit {code}"))
             elif code is None:
@@ -208,8 +209,8 @@ def judge(runs: list[Run], keep: int) -> list[Verdict]:
     return verdicts
 
 
-def _newest(keep: int) -> str:
-    return "the newest run" if keep == 1 else f"the {keep} newest runs"
+def _many(count: int, one: str, many: str = "") -> str:
+    return f"{count} {one}" if count == 1 else f"{count} {many or one + 's'}"
 
 
 def _delete(directory: Path, verdict: Verdict, dry_run: bool, errors: list[str]) -> Verdict:
@@ -249,7 +250,8 @@ def print_pruning(pruning: Pruning, console: Console, err: Console) -> None:
     """What prune did (or would do), a line per run and per entry left alone, then the totals."""
     deleting = "would delete" if pruning.dry_run else "deleted"
     console.print(
-        f"checkpoint directory {pruning.directory}: keeping {_newest(pruning.keep)} of each job",
+        f"checkpoint directory {pruning.directory}: keeping the "
+        f"{'newest run' if pruning.keep == 1 else f'{pruning.keep} newest runs'} of each job",
         highlight=False,
     )
     gone = [v for v in pruning.verdicts if v.delete]
@@ -266,9 +268,10 @@ def print_pruning(pruning: Pruning, console: Console, err: Console) -> None:
     for error in pruning.errors:
         err.print(f"error: {error}", highlight=False, markup=False)
     files = sum(len(v.run.files) for v in gone)
+    kept = len(pruning.verdicts) - len(gone)
     console.print(
-        f"{deleting} {files} files of {len(gone)} runs ({decimal(sum(v.run.size for v in gone))}); "
-        f"kept {len(pruning.verdicts) - len(gone)} runs; left {len(pruning.ignored)} other "
-        "entries alone",
+        f"{deleting} {_many(files, 'file')} of {_many(len(gone), 'run')} "
+        f"({decimal(sum(v.run.size for v in gone))}); kept {_many(kept, 'run')}; left "
+        f"{_many(len(pruning.ignored), 'other entry', 'other entries')} alone",
         highlight=False,
     )
