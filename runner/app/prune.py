@@ -221,7 +221,7 @@ def _delete(directory: Path, verdict: Verdict, dry_run: bool, errors: list[str])
         fd = open_own(directory / run.name, os.O_RDONLY)
     except (UntrustedFile, OSError) as exc:
         reason = exc.reason if isinstance(exc, UntrustedFile) else exc.strerror
-        return Verdict(run, False, f"kept: it cannot be opened any more ({reason})")
+        return Verdict(run, False, f"it cannot be opened any more ({reason})")
     try:
         try:
             # The flock every run holds on its log for as long as it drives it.
