@@ -134,6 +134,17 @@ def test_a_credentials_file_others_can_use_is_refused(
     assert expected in (tmp_path / "syslog").read_text()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_a_credentials_file_of_another_user_is_refused(tmp_path: Path) -> None:
+    """A credentials file another user owns (who could put commands in it: the shell runs it)
+    stops the wrapper before bulkops starts: exit 2, and the fix."""
+    env = cron_environment(tmp_path, "TWILIO_ACCOUNT_SID=REPLACE_ME\n")
+    os.chown(env["BULKOPS_ENV_FILE"], 12345, 12345)
+    done = wrapper(env, "prune", "--keep", "1", "--checkpoint-dir", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == ExitCode.BAD_INPUT
+    assert "belongs to another user (uid 12345), who could put commands in it" in done.stderr
+
+
 def test_a_missing_credentials_file_is_named(tmp_path: Path) -> None:
     """Without its credentials file the wrapper says which file and how to fix it, exit 2."""
     env = cron_environment(tmp_path, "")
