@@ -43,6 +43,7 @@ from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Source
+from runner.plan.shard import Shard
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.output import write_reports
 from runner.spec.config import Config
@@ -65,6 +66,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def new_run_id(now: datetime) -> str:
     """A sortable, unique run id: UTC time plus randomness."""
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def log_name(job: str, shard: Shard | None, run_id: str) -> str:
+    """The file name of a run's checkpoint log in the checkpoint directory (``bulkops prune``
+    recognises a log by it)."""
+    name = job if shard is None else f"{job}.{shard.suffix}"
+    return f"{name}-{run_id}.jsonl"
 
 
 def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
@@ -664,8 +672,9 @@ async def start_run(
     """Start a new run of ``plan`` with a new checkpoint log (``checkpoint``, or a new file
     named after the job, its shard and the run in ``directory``)."""
     run_id = new_run_id(datetime.now(UTC))
-    name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
-    log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
+    log_path = checkpoint or (directory or config.checkpoint_dir) / log_name(
+        plan.name, plan.shard, run_id
+    )
     header = start_header(
         plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
     )
