@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -256,12 +257,14 @@ class Engine:
             durable = self._writer.put_durable(
                 target_record(target, State.REQUESTED, generation=generation)
             )
-            tg.start_soon(self._drive, target, tg, generation, durable, True)
+            tg.start_soon(
+                partial(self._drive, target, tg, generation, durable, requested_before=True)
+            )
         else:
             # Requested: send again with the same Idempotency-Key, so Twilio answers with the
             # original Operation (v1 answers 404 if the first delete went through: gone after
             # request).
-            tg.start_soon(self._drive, target, tg, rec.generation, None, True)
+            tg.start_soon(partial(self._drive, target, tg, rec.generation, requested_before=True))
 
     async def _discover(self) -> None:
         try:
@@ -361,6 +364,7 @@ class Engine:
         tg: anyio.abc.TaskGroup,
         generation: int = 0,
         durable: anyio.Event | None = None,
+        *,
         requested_before: bool = False,
     ) -> None:
         """Send ``target``'s DELETE and act on the answer. ``requested_before``: an earlier

@@ -56,8 +56,8 @@ class State(StrEnum):
     FAILED = "F"
     COVERED = "C"  # removed by the deletion of its conversation, which the same job deletes
     # Absent (404) when a later process of the run sent the DELETE again: an earlier one had
-    # requested it and stopped before it logged the answer, so most likely that one deleted it.
-    # GONE is absent at the first request the run sent for it.
+    # requested it and stopped before it logged the answer (or logged a failure), so most
+    # likely that one deleted it. GONE is absent at the first request the run sent for it.
     GONE_AFTER_REQUEST = "R"
 
     @property
@@ -71,8 +71,8 @@ class State(StrEnum):
         return self in ABSENT_STATES
 
 
-# A 404 means the target no longer exists, whoever removed it: a v1 conversation in one of these
-# states covers its messages and participants as a deleted one does.
+# A target known to no longer exist: deleted, or answered 404 whoever removed it. A v1
+# conversation in one of these states covers its messages and participants.
 ABSENT_STATES = frozenset({State.DELETED, State.GONE, State.GONE_AFTER_REQUEST})
 FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED}
 
