@@ -369,7 +369,7 @@ class Engine:
     ) -> None:
         """Send ``target``'s DELETE and act on the answer. ``requested_before``: an earlier
         process of this run requested it (its answer was never logged, or was a failure), so a
-        404 may well answer this run's own earlier delete."""
+        404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
         info = target.kind
@@ -396,9 +396,10 @@ class Engine:
             return  # not sent into the pause: the target stays requested, for a resume
         except PermanentError as exc:
             if exc.status == 404:
-                self._finish(
-                    target, State.GONE_AFTER_REQUEST if requested_before else State.GONE
-                )
+                # Absent: at the first DELETE this run sent, or after an earlier one (in a process
+                # that stopped, or an attempt that met a fault) that may have deleted it.
+                again = requested_before or exc.after_fault
+                self._finish(target, State.GONE_AFTER_REQUEST if again else State.GONE)
             else:
                 self.last_failure = exc
                 self._finish(

@@ -55,9 +55,10 @@ class State(StrEnum):
     GONE = "G"
     FAILED = "F"
     COVERED = "C"  # removed by the deletion of its conversation, which the same job deletes
-    # Absent (404) when a later process of the run sent the DELETE again: an earlier one had
-    # requested it and stopped before it logged the answer (or logged a failure), so most
-    # likely that one deleted it. GONE is absent at the first request the run sent for it.
+    # Absent (404) when the DELETE was sent again: an earlier process of the run had requested
+    # it and stopped before it logged the answer (or logged a failure), or an earlier attempt
+    # met a fault (timeout, reset, 5xx) after which the server may have acted — so most likely
+    # this run deleted it. GONE is absent at the first DELETE the run sent for it.
     GONE_AFTER_REQUEST = "R"
 
     @property

@@ -97,9 +97,10 @@ class Requester:
                         rate=_rounded(self._limits.controllers[product].rate()),
                     )
                 error = exc
-            except PermanentError:
+            except PermanentError as exc:
                 # A 404 (gone) or other refusal still got through the server's limits.
                 self._limits.accepted(product, None)
+                exc.after_fault = faults > 0  # not after a 429: Twilio refused before acting
                 raise
             except TransientError as exc:
                 faults += 1
