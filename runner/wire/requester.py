@@ -100,7 +100,8 @@ class Requester:
             except PermanentError as exc:
                 # A 404 (gone) or other refusal still got through the server's limits.
                 self._limits.accepted(product, None)
-                exc.after_fault = faults > 0  # not after a 429: Twilio refused before acting
+                if faults:  # not after a 429 alone: Twilio refused those before acting
+                    exc.after_fault = True
                 raise
             except TransientError as exc:
                 faults += 1
