@@ -18,7 +18,7 @@ from runner.values import Progress
 
 log = structlog.get_logger("bulkops.progress")
 
-DONE_STATES = (State.DELETED, State.GONE, State.GONE_AFTER_REQUEST, State.COVERED)
+DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
 
 
 def progress_table(
