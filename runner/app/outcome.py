@@ -63,7 +63,8 @@ def print_summary(replay: Replay, console: Console) -> None:
     )
     table.add_column("kind")
     for outcome in OUTCOMES:
-        table.add_column(outcome, justify="right")
+        # In words, so that a narrow terminal wraps "gone after request" rather than cut it.
+        table.add_column(outcome.replace("_", " "), justify="right")
     for kind, counts in summary.counts.items():
         table.add_row(kind.label, *(str(counts[o]) for o in OUTCOMES))
     totals = summary.totals

@@ -19,7 +19,11 @@ from runner.log.records import State, key_hash, kind_of, line_ids, target_key
 from runner.log.replay import Replay, iter_target_objects
 from runner.report.formats import ReportFormat, report_formats
 
-OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
+# ``gone``: absent (404) at the first DELETE this run sent for it. ``gone_after_request``: absent
+# when sent again, after an earlier process of the run had requested it (and stopped before it
+# logged the answer, or logged a failure) or an earlier attempt met a fault: most likely this
+# run's own delete.
+OUTCOMES = ("deleted", "gone", "gone_after_request", "covered", "failed", "pending")
 REPORT_FIELDS = (
     "id",
     "kind",
