@@ -31,7 +31,7 @@ from runner.errors import (
     SafetyAbort,
 )
 from runner.internal import diagnose, leaves
-from runner.kinds.timespec import parse_bound
+from runner.kinds.timespec import duration_seconds
 from runner.log.replay import read_checkpoint
 from runner.report.completion import render
 from runner.report.formats import report_formats
@@ -297,12 +297,9 @@ def _print_problems(err: Console, exc: InputError) -> None:
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
     try:
-        bound = parse_bound(text)
+        return duration_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if bound.ago is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 45m, 6h or 1d")
-    return bound.ago.total_seconds()
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
