@@ -20,10 +20,12 @@ from rich.console import Console
 from runner import __version__
 from runner.app import logs
 from runner.app.apply import prepare_apply, run_applied
+from runner.app.display import print_resolution
 from runner.app.job import NO_OPTIONS, RunOptions
 from runner.app.outcome import finish, print_status
 from runner.app.resume import ResumeRequest, resume_checkpoint
 from runner.app.run import RunRequest, dry_run, run_job
+from runner.app.unattended import api_hosts
 from runner.errors import (
     ExitCode,
     InputError,
@@ -339,6 +341,13 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
         log_level=args.log_level,
     )
     total = applying.plan_file.total
+    print_resolution(
+        applying.plan.resolution(
+            api_hosts(applying.config), applying.config.credentials.account_sid
+        ),
+        console,
+        f"apply plan {args.plan} of job {applying.plan.name!r} ({total} targets):",
+    )
     if total > args.confirm_above and not args.yes and sys.stdin.isatty():
         answer = console.input(f"delete the {total} targets plan {args.plan} lists? type yes: ")
         if answer.strip().lower() != "yes":

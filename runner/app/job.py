@@ -592,10 +592,12 @@ def start_header(
     plan_file: PlanFile | None = None,
     *,
     hosts: dict[str, str] | None = None,
+    account: str | None = None,
 ) -> Header:
     """The header of a new run's log; paths are stored relative to the log's directory, so a
     checkpoint directory copied to another machine with the spec beside it still resumes.
-    ``hosts`` (product → API origin) lets a resume refuse other hosts than the run's."""
+    ``hosts`` (product → API origin) lets a resume refuse other hosts than the run's;
+    ``account`` (the Account SID) is for the report."""
 
     def rel(path: Path) -> str:
         return os.path.relpath(path.resolve(), log_path.parent.resolve())
@@ -615,6 +617,7 @@ def start_header(
         plan=None if plan_file is None else rel(plan_file.path),
         plan_sha256=None if plan_file is None else plan_file.digest,
         hosts=hosts,
+        account=account,
     )
 
 
@@ -639,6 +642,13 @@ async def start_run(
     name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
     log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
     header = start_header(
-        plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
+        plan,
+        run_id,
+        config_path,
+        spec_path,
+        log_path,
+        plan_file,
+        hosts=api_hosts(config),
+        account=config.credentials.account_sid,
     )
     return await execute(plan, config, log_path, header, None, display, options=options)
