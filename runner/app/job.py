@@ -530,11 +530,11 @@ _SHELL_STAGES: dict[CodeType, str] = {
 
 @dataclass
 class PlanResult:
-    """What a dry run found: counts by resource and a sample of IDs."""
+    """What a dry run found: counts by resource and a sample of the targets."""
 
     selected: Counter[ResourceKind] = field(default_factory=Counter)
     covered: Counter[ResourceKind] = field(default_factory=Counter)
-    samples: dict[ResourceKind, list[str]] = field(default_factory=dict)
+    samples: dict[ResourceKind, list[Target]] = field(default_factory=dict)
 
 
 async def plan_targets(
@@ -569,9 +569,9 @@ async def plan_targets(
                     chosen.append(target)
                 elif verdict is Verdict.ADMITTED:
                     chosen.append(target)
-                    ids = result.samples.setdefault(target.kind, [])
-                    if len(ids) < sample:
-                        ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+                    shown = result.samples.setdefault(target.kind, [])
+                    if len(shown) < sample:
+                        shown.append(target)
             if sink is not None and chosen:
                 sink(chosen)
 

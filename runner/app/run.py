@@ -15,13 +15,13 @@ from pathlib import Path
 
 import anyio
 from rich.console import Console
-from rich.table import Table
 
 from runner.app.display import print_resolution, terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
+from runner.app.planview import print_plan
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import (
     Action,
@@ -34,7 +34,6 @@ from runner.app.unattended import (
 from runner.engine.scheduler import preflight
 from runner.errors import AuthError, ExitCode, OperationFailed, RemoteError
 from runner.internal import leaves
-from runner.kinds.registry import KINDS
 from runner.log.replay import read_checkpoint
 from runner.plan.planfile import PlanWriter
 from runner.plan.planfile import new_header as new_plan_header
@@ -130,7 +129,7 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
     print_resolution(
         plan.resolution(api_hosts(config), config.credentials.account_sid),
         console,
-        f"plan of job {plan.name!r} (dry run: nothing deleted):",
+        f"plan of job {plan.name!r}:",
     )
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
@@ -153,20 +152,7 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
         return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
     if writer is not None:
         writer.commit()
-    table = Table(
-        title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
-    )
-    for column in ("kind", "selected", "covered by conversation", "sample"):
-        table.add_column(column)
-    for kind in KINDS:
-        if result.selected[kind] or result.covered[kind]:
-            table.add_row(
-                kind.label,
-                str(result.selected[kind]),
-                str(result.covered[kind]),
-                ", ".join(result.samples.get(kind, [])),
-            )
-    console.print(table)
+    print_plan(plan.name, result.selected, result.covered, result.samples, console)
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:
         console.print(

@@ -86,7 +86,7 @@ class Header:
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
-        return {
+        record = {
             "t": "H",
             "v": RECORD_VERSION,
             "run": self.run_id,
@@ -103,8 +103,11 @@ class Header:
             "plan": self.plan,
             "plan_sha256": self.plan_sha256,
             "hosts": self.hosts,
-            "account": self.account,
         }
+        if self.account is not None:
+            # Left out when unknown, so a header read from an older log is written back as it was.
+            record["account"] = self.account
+        return record
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:

@@ -45,10 +45,12 @@ class Cutoff:
         return "after" if self.field.endswith("_after") else "before"
 
     def describe(self) -> str:
-        """``targets[0].where.created_before 90d → before 2026-09-05T14:30:00Z (messages)``."""
+        """``targets[0] messages: created_before 90d → before 2026-09-05T14:30:00Z``."""
         instant = utc_text(self.at)
         written = "" if self.written in ("", instant) else f"{self.written} → "
-        return f"{self.field} {written}{self.side} {instant} ({self.kind})"
+        target, _, name = self.field.partition(".")
+        name = name.removeprefix("where.")
+        return f"{target} {self.kind}: {name} {written}{self.side} {instant}"
 
     def to_json(self) -> dict[str, str]:
         """A JSON-ready form."""
@@ -81,8 +83,8 @@ class Resolution:
         if self.service is not None:
             return f"Service: {self.service} (the spec's `service:`)"
         return (
-            "Service: the account's default Conversations Service (/v1/Conversations); "
-            "data in another Service is not listed: to purge one, set `service: IS…` in the spec"
+            "Service: the account's default Conversations Service (/v1/Conversations);\n"
+            "  another Service's data is not listed: choose one with `service: IS…` in the spec"
         )
 
     def lines(self) -> list[str]:
@@ -94,7 +96,7 @@ class Resolution:
         ]
         service = self.service_line()
         if service is not None:
-            out.append(service)
+            out.extend(service.splitlines())
         if self.cutoffs:
             frozen = "" if self.frozen_at is None else f" at {utc_text(self.frozen_at)}"
             out.append(f"cutoffs (frozen{frozen}):")
