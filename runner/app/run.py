@@ -7,6 +7,7 @@ do nothing, or start anew. ``plan`` (a dry run) lists what the job selects and s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -126,15 +127,18 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
     """List what the job selects (GET requests only) and print it, writing the targets to the
     plan file ``out`` if given; the exit code."""
     plan, config, _shard = plan_job(request)
-    print_resolution(
-        plan.resolution(api_hosts(config), config.credentials.account_sid),
-        console,
-        f"plan of job {plan.name!r}:",
-    )
+    resolution = plan.resolution(api_hosts(config), config.credentials.account_sid)
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
         result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
+            partial(
+                plan_targets,
+                plan,
+                config,
+                sink=None if writer is None else writer.add,
+                # With no `service:`, name the Service that was listed.
+                ask_default_service=resolution.in_service and resolution.service is None,
+            ),
             backend="asyncio",
         )
     except BaseException as exc:
@@ -152,6 +156,8 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
         return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
     if writer is not None:
         writer.commit()
+    resolution = dataclasses.replace(resolution, default_service=result.default_service)
+    print_resolution(resolution, console, f"plan of job {plan.name!r}:")
     print_plan(plan.name, result.selected, result.covered, result.samples, console)
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:

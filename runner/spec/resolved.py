@@ -74,6 +74,8 @@ class Resolution:
     in_service: bool  # whether a target of the job is listed in a Conversations Service (v1)
     account_sid: str | None  # None when not known (a log from before it was recorded)
     hosts: Mapping[str, str]  # product → API origin, for the products the job uses
+    # With no `service:`, the default Service's SID when it was asked for (`plan` asks).
+    default_service: str | None = None
 
     def service_line(self) -> str | None:
         """Which Service the job's v1 kinds are listed in, and how to choose another; None when
@@ -82,8 +84,9 @@ class Resolution:
             return None
         if self.service is not None:
             return f"Service: {self.service} (the spec's `service:`)"
+        sid = "" if self.default_service is None else f" {self.default_service}"
         return (
-            "Service: the account's default Conversations Service (/v1/Conversations);\n"
+            f"Service: the account's default Conversations Service{sid} (/v1/Conversations);\n"
             "  another Service's data is not listed: choose one with `service: IS…` in the spec"
         )
 
@@ -109,6 +112,7 @@ class Resolution:
             "job": self.job,
             "account_sid": self.account_sid,
             "service": None if not self.in_service else self.service or "default",
+            "default_service": self.default_service,
             "hosts": dict(self.hosts),
             "frozen_at": None if self.frozen_at is None else utc_text(self.frozen_at),
             "cutoffs": [cutoff.to_json() for cutoff in self.cutoffs],

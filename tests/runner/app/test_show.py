@@ -56,13 +56,15 @@ async def test_plan_without_a_service_says_the_default_one_is_listed(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """With no `service:`, the plan says it lists the default Service and how to choose
-    another — the hint a user with `total selected: 0` needed."""
+    """With no `service:`, the plan names the default Service it listed, by the SID the
+    account's configuration gives, and how to choose another — the hint a user with
+    `total selected: 0` needed."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         assert await run_cli("plan", job(workdir, MESSAGES)) == ExitCode.OK
+        default = emu.dataset.default_service.sid
     text = capsys.readouterr().out
-    assert "Service: the account's default Conversations Service (/v1/Conversations)" in text
+    assert f"the account's default Conversations Service {default} (/v1/Conversations)" in text
     assert "choose one with `service: IS…` in the spec" in text
 
 
@@ -91,6 +93,7 @@ async def test_a_run_reports_the_cutoffs_it_froze(
         "job": "job",
         "account_sid": DEFAULT_ACCOUNT_SID,
         "service": SUPPORT_SERVICE,
+        "default_service": None,
         "hosts": {"conversations": emu.url},
         "frozen_at": z(header.frozen_now),
         "cutoffs": [

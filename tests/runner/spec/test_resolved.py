@@ -68,6 +68,7 @@ def test_a_job_outside_any_service_says_nothing_of_one() -> None:
         "job": "j",
         "account_sid": None,
         "service": None,
+        "default_service": None,
         "hosts": {"memory": "https://memory.twilio.com"},
         "frozen_at": None,
         "cutoffs": [],
