@@ -84,10 +84,13 @@ class Resolution:
             return None
         if self.service is not None:
             return f"Service: {self.service} (the spec's `service:`)"
-        sid = "" if self.default_service is None else f" {self.default_service}"
+        if self.default_service is not None:
+            which = f"{self.default_service} (the account's default)"
+        else:
+            which = "the account's default Conversations Service (/v1/Conversations)"
         return (
-            f"Service: the account's default Conversations Service{sid} (/v1/Conversations);\n"
-            "  another Service's data is not listed: choose one with `service: IS…` in the spec"
+            f"Service: {which};\n"
+            "  other Services are not listed: to purge one, set `service: IS…` in the spec"
         )
 
     def lines(self) -> list[str]:

@@ -64,8 +64,8 @@ async def test_plan_without_a_service_says_the_default_one_is_listed(
         assert await run_cli("plan", job(workdir, MESSAGES)) == ExitCode.OK
         default = emu.dataset.default_service.sid
     text = capsys.readouterr().out
-    assert f"the account's default Conversations Service {default} (/v1/Conversations)" in text
-    assert "choose one with `service: IS…` in the spec" in text
+    assert f"Service: {default} (the account's default);" in text
+    assert "other Services are not listed: to purge one, set `service: IS…` in the spec" in text
 
 
 async def test_a_run_reports_the_cutoffs_it_froze(
