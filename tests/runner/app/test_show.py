@@ -4,6 +4,7 @@ the UTC instant frozen for the run; the JSON report records the frozen cutoffs."
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -106,3 +107,36 @@ async def test_a_run_reports_the_cutoffs_it_froze(
             }
         ],
     }
+
+
+class _Terminal(io.StringIO):
+    """Standard input that says it is a terminal, holding the answer a person would type."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+async def test_apply_shows_the_plan_cutoffs_before_it_asks(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`apply` says what the plan resolved to — the cutoffs its file froze, not today's — before
+    the confirmation question; a 'no' sends nothing."""
+    async with start_emulator("tiny") as emu:
+        point_at(monkeypatch, emu.url)
+        spec = job(workdir, f"service: {SUPPORT_SERVICE}\n" + MESSAGES)
+        plan = workdir / "p.plan"
+        assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
+        capsys.readouterr()
+        monkeypatch.setattr("sys.stdin", _Terminal("no\n"))
+        code = await run_cli("apply", plan, "--confirm-above", "0")
+        requests = (await emu.ledger())["requests"]
+    assert code == ExitCode.ABORTED
+    assert all(r["method"] == "GET" for r in requests)
+    (frozen,) = read_plan(plan).header.times.values()
+    text = capsys.readouterr().out
+    line = f"targets[0] messages: created_before 1d → before {z(frozen)}"
+    assert f"apply plan {plan} of job 'job'" in text
+    assert text.index(line) < text.index("type yes:")
