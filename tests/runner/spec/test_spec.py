@@ -511,6 +511,31 @@ def test_bad_bounds_say_what_a_bound_looks_like(text: str, fragment: str) -> Non
     assert fragment in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("after", "before", "empty"),
+    [
+        pytest.param("3mo", "1y", True, id="months-after-a-year"),
+        pytest.param("1y", "3mo", False, id="a-year-then-months"),
+        pytest.param("1mo", "30d", False, id="empty-only-in-some-months"),
+        pytest.param("P2M", "60d", False, id="iso-months-around-days"),
+        pytest.param("P2M", "70d", True, id="iso-months-always-short"),
+    ],
+)
+def test_calendar_bounds_are_refused_as_inverted_only_when_always_empty(
+    after: str, before: str, empty: bool
+) -> None:
+    """`created_after: 3mo, created_before: 1y` can match nothing, whatever the start; `1mo`
+    against `30d` is empty only in some months, so only the start can tell."""
+    text = (
+        "version: 1\nname: j\ntargets:\n  - kind: conversations\n"
+        f"    where: {{created_after: {after}, created_before: {before}}}\n"
+    )
+    if empty:
+        assert any("is not earlier than created_before" in p for p in problems(text))
+    else:
+        parse(text)
+
+
 def test_calendar_months_end_on_the_last_day_of_a_shorter_month() -> None:
     """A month back from 31 May is 30 April (the calendar's month, not 30 days), and 3mo back
     from 31 May is 28 February."""
