@@ -40,7 +40,7 @@ import orjson
 
 from runner.errors import UntrustedLine
 from runner.kinds.base import ResourceKind, Target
-from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value
+from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value, validate_id
 from runner.kinds.registry import KINDS
 
 RECORD_VERSION = 2
@@ -98,10 +98,12 @@ class Header:
     # The API origin of each product the run began with ({"conversations": url, ...}): a resume
     # must name the same ones. None in logs written before it was recorded.
     hosts: dict[str, str] | None = None
+    # The Account SID the run deletes from (not a secret), for the report; None in older logs.
+    account: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
-        return {
+        record = {
             "t": "H",
             "v": RECORD_VERSION,
             "run": self.run_id,
@@ -119,6 +121,10 @@ class Header:
             "plan_sha256": self.plan_sha256,
             "hosts": self.hosts,
         }
+        if self.account is not None:
+            # Left out when unknown, so a header read from an older log is written back as it was.
+            record["account"] = self.account
+        return record
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:
@@ -143,12 +149,21 @@ class Header:
             plan=None if rec.get("plan") is None else str(rec["plan"]),
             plan_sha256=None if rec.get("plan_sha256") is None else str(rec["plan_sha256"]),
             hosts=_hosts(rec.get("hosts")),
+            account=_account(rec.get("account")),
         )
 
     @property
     def started_at(self) -> datetime:
         """When the run began (UTC)."""
         return datetime.fromisoformat(self.started)
+
+
+def _account(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("header field 'account' is not an Account SID")
+    return validate_id("account", value)
 
 
 def _hosts(value: object) -> dict[str, str] | None:
