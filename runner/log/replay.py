@@ -71,6 +71,10 @@ class Replay:
     discovery_done: set[int] = field(default_factory=set)
     # Conversations whose children each source listed in full, so a resume skips them.
     children_listed: dict[int, set[str]] = field(default_factory=dict)
+    # Targets whose first line is a final one (no requested line before it): logs written by
+    # the scheduler at 0610c85 have just that for sync kinds. The report makes their rows from
+    # it; a log of today's writer always logs a request first, so this stays empty.
+    unrequested: set[int] = field(default_factory=set)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -142,9 +146,14 @@ class Replay:
             # The common case, kept tight: a batch of targets finished.
             for one in ids:
                 digest = key_hash(prefix + str(one))
+                if (
+                    lazy.pop(digest, None) is None
+                    and open_.pop(digest, None) is None
+                    and state is not State.COVERED
+                    and states.get(digest) is None
+                ):
+                    self.unrequested.add(digest)
                 states[digest] = code
-                if lazy.pop(digest, None) is None:
-                    open_.pop(digest, None)
                 if failed:
                     failed.pop(digest, None)
         else:
@@ -187,6 +196,12 @@ class Replay:
         target = rec.target
         digest = key_hash(target.key)
         ts = rec.ts or 0
+        if (
+            rec.state.is_final
+            and rec.state is not State.COVERED
+            and self.states.get(digest) is None
+        ):
+            self.unrequested.add(digest)
         self.states[digest] = pack(ts, target.kind, rec.state)
         if ts > self.last_ts:
             self.last_ts = ts

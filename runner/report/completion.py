@@ -92,14 +92,17 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
     Every target has exactly one first *requested* line (generation 0) or, if its conversation
     took it along, one *covered* line; that line is where its row is made, with the outcome,
     time, Operation and error that the replay knows — so a report of millions of targets holds
-    none of them in memory. Lines are read as plain objects through the records codec (no
-    record objects): this runs once per target.
+    none of them in memory. A target whose only lines are final ones (a log of an older
+    writer) gets its row at the first of them. Lines are read as plain objects through the
+    records codec (no record objects): this runs once per target.
     """
     started = replay.header.started_at
     times: dict[int, str] = {}
+    # Targets logged by their final line alone (older logs): a row at the first such line.
+    unrequested = set(replay.unrequested)
     for rec in iter_target_objects(replay.path):
         first = rec["s"] == State.REQUESTED.value and not rec.get("g")
-        if not (first or rec["s"] == State.COVERED.value):
+        if not (first or rec["s"] == State.COVERED.value or unrequested):
             continue
         resource = kind_of(rec["k"])
         kind, prefix = resource.name, target_key(resource, "")
@@ -107,6 +110,10 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
         for one in line_ids(rec):
             id_ = str(one)
             digest = key_hash(prefix + id_)
+            if not (first or rec["s"] == State.COVERED.value):
+                if digest not in unrequested:
+                    continue
+                unrequested.discard(digest)
             latest = replay.latest(digest)
             if latest is None:
                 continue

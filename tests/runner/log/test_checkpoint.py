@@ -701,13 +701,6 @@ def test_report_lists_a_retried_failure_once(tmp_path: Path) -> None:
     assert totals == Counter({"deleted": 3, "failed": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the reworked report.final_records makes rows only from generation-0 requested "
-    "(or covered) lines, but a version-1 log written by the scheduler at 0610c85 has just a "
-    "final line for each v1 target, so the report drops them while the summary counts them",
-)
 def test_report_lists_targets_logged_only_by_their_final_line(tmp_path: Path) -> None:
     """A target whose only line is its final one (sync kinds, as 0610c85 logs them) is reported."""
     path = write_log(
@@ -718,6 +711,26 @@ def test_report_lists_targets_logged_only_by_their_final_line(tmp_path: Path) ->
     )
     outcomes = {r["id"]: r["outcome"] for r in report_rows(path)}
     assert outcomes == {M1.id: "deleted", CH_DELETED.id: "gone", PARTICIPANT.id: "failed"}
+
+
+def test_each_target_has_one_row_whatever_lines_it_has(tmp_path: Path) -> None:
+    """A target failed and then deleted by its final lines alone, one requested first and one
+    covered: one row each, and a log of today's writer (a request before every end) leaves
+    no target to the final-line path."""
+    modern = read_checkpoint(write_log(tmp_path / "new.jsonl", requested(M1),
+                                       target_record(M1, State.DELETED, ts=1)))
+    assert modern.unrequested == set()
+    path = write_log(
+        tmp_path / "run.jsonl",
+        target_record(PARTICIPANT, State.FAILED, ts=1, code=50300, message="down"),
+        requested(M1),
+        target_record(M1, State.DELETED, ts=2),
+        target_record(PARTICIPANT, State.DELETED, ts=3),
+    )
+    rows = report_rows(path)
+    assert sorted((r["id"], r["outcome"]) for r in rows) == sorted(
+        [(M1.id, "deleted"), (PARTICIPANT.id, "deleted")]
+    )
 
 
 def test_report_survives_a_carriage_return_in_an_error(tmp_path: Path) -> None:
