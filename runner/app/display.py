@@ -39,7 +39,6 @@ from runner.values import Progress as RunProgress
 
 log = structlog.get_logger("bulkops.progress")
 
-DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
 RATE_WINDOW = 10.0  # seconds of finished targets the rate (and so the time left) is taken over
 REFRESH = 0.25  # seconds between frames
 
@@ -205,6 +204,7 @@ async def show_progress(
             found=sum(progress.found.values()),
             deleted=progress.outcome(State.DELETED),
             gone=progress.outcome(State.GONE),
+            gone_after_request=progress.outcome(State.GONE_AFTER_REQUEST),
             covered=progress.outcome(State.COVERED),
             failed=progress.outcome(State.FAILED),
             operations_pending=progress.pending_operations,

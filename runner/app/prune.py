@@ -14,7 +14,6 @@ nothing outside the directory is touched.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import stat
@@ -30,6 +29,7 @@ from runner.app.job import log_name
 from runner.app.unattended import LogSummary, summarize_log, trusted_directory
 from runner.errors import ExitCode, InputError, UntrustedFile
 from runner.files import check_own, kind_of, open_own
+from runner.log.lock import lock_log
 from runner.plan.shard import parse_shard
 from runner.report.output import report_paths
 
@@ -223,10 +223,7 @@ def _delete(directory: Path, verdict: Verdict, dry_run: bool, errors: list[str])
         reason = exc.reason if isinstance(exc, UntrustedFile) else exc.strerror
         return Verdict(run, False, f"it cannot be opened any more ({reason})")
     try:
-        try:
-            # The flock every run holds on its log for as long as it drives it.
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_log(fd):
             return Verdict(run, False, "in use by another bulkops process")
         st = os.fstat(fd)
         if (st.st_ino, st.st_size, st.st_mtime_ns) != run.identity:

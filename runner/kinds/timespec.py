@@ -191,10 +191,10 @@ def parse_bound(text: str) -> Bound:
 
 
 def _unit_lookback(count: int, unit: str) -> Lookback | None:
-    """``count`` of ``unit`` as a Lookback, or None when it reaches back too far to build."""
+    """``count`` of ``unit`` as a Lookback, or None when its seconds reach back too far to
+    build a timedelta from."""
     if unit in _MONTHS:
-        months = count * _MONTHS[unit]
-        return Lookback(months=months) if months <= 12 * 100 else None
+        return Lookback(months=count * _MONTHS[unit])  # _checked bounds it
     seconds = count * _EXACT_SECONDS[unit]
     return (
         Lookback(exact=timedelta(seconds=seconds))

@@ -19,6 +19,17 @@ from runner.log.records import HEADER_START, Header, decode_object, encode
 from runner.log.replay import read_checkpoint, untrusted
 
 
+def lock_log(fd: int) -> bool:
+    """Take the log's lock on ``fd`` without waiting: an exclusive flock on the file itself,
+    the one a run holds for as long as it drives the log. False when another process holds it
+    (it is released when ``fd`` is closed)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 def ensure_not_in_use(path: Path) -> None:
     """Refuse (exit 2) a log another process holds, or one that is not this user's own regular
     file (a link, a FIFO, another user's file), before anything else is tried."""
@@ -29,9 +40,8 @@ def ensure_not_in_use(path: Path) -> None:
     except OSError:
         return  # read_checkpoint reports what is wrong with the file
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError as exc:
-        raise CheckpointError(_IN_USE.format(path=path)) from exc
+        if not lock_log(fd):
+            raise CheckpointError(_IN_USE.format(path=path))
     finally:
         os.close(fd)
 
@@ -142,10 +152,8 @@ def open_log(
         ) from exc
     handle = os.fdopen(fd, "ab")
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise CheckpointError(_IN_USE.format(path=path)) from exc
+        if not lock_log(fd):
+            raise CheckpointError(_IN_USE.format(path=path))
         if restart:
             found = _headerless(fd)
             if found is not _Found.NOTHING:  # another process wrote its header meanwhile

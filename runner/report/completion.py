@@ -101,8 +101,11 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
     # Targets logged by their final line alone (older logs): a row at the first such line.
     unrequested = set(replay.unrequested)
     for rec in iter_target_objects(replay.path):
-        first = rec["s"] == State.REQUESTED.value and not rec.get("g")
-        if not (first or rec["s"] == State.COVERED.value or unrequested):
+        # A target's own line: its first request, or the covered line that stands for one.
+        own = rec["s"] == State.COVERED.value or (
+            rec["s"] == State.REQUESTED.value and not rec.get("g")
+        )
+        if not (own or unrequested):
             continue
         resource = kind_of(rec["k"])
         kind, prefix = resource.name, target_key(resource, "")
@@ -110,7 +113,7 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
         for one in line_ids(rec):
             id_ = str(one)
             digest = key_hash(prefix + id_)
-            if not (first or rec["s"] == State.COVERED.value):
+            if not own:
                 if digest not in unrequested:
                     continue
                 unrequested.discard(digest)
