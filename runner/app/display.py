@@ -80,12 +80,12 @@ async def show_progress(
 
 
 def terminal_display(
-    console: Console,
+    console: Console, clock: Clock
 ) -> Callable[[Progress[ResourceKind, State]], Awaitable[None]]:
     """The display a run from the terminal gets (:data:`runner.app.job.Display`): the progress
-    shown on ``console``, as :func:`show_progress` does."""
+    shown on ``console``, as :func:`show_progress` does, timed on the run's ``clock``."""
 
     async def display(progress: Progress[ResourceKind, State]) -> None:
-        await show_progress(progress, console)
+        await show_progress(progress, console, clock=clock)
 
     return display

@@ -24,6 +24,7 @@ from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import Action, decide, job_lock, job_logs, usable_directory
+from runner.clock import MONOTONIC
 from runner.engine.scheduler import preflight
 from runner.errors import AuthError, ExitCode, OperationFailed, RemoteError
 from runner.internal import leaves
@@ -100,7 +101,8 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
                 request.job,
                 request.config,
                 request.checkpoint,
-                terminal_display(console),
+                terminal_display(console, MONOTONIC),
+                clock=MONOTONIC,
                 directory=directory,
                 options=request.options,
             ),
@@ -116,7 +118,13 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
         result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
+            partial(
+                plan_targets,
+                plan,
+                config,
+                clock=MONOTONIC,
+                sink=None if writer is None else writer.add,
+            ),
             backend="asyncio",
         )
     except BaseException as exc:
