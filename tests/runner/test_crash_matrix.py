@@ -28,7 +28,13 @@ import pytest
 from runner.errors import CheckpointError
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
-from tests.runner.conftest import deleted, point_at, start_bulkops, successful_deletes
+from tests.runner.conftest import (
+    deleted,
+    point_at,
+    start_bulkops,
+    successful_deletes,
+    until_or_ended,
+)
 from tests.runner.test_run_faults import job
 
 SEEDS = int(os.environ.get("BULKOPS_CRASH_SEEDS", "8"))
@@ -134,12 +140,6 @@ def next_step(spec: Path, log: Path) -> list[str]:
     return ["resume", str(log)]
 
 
-async def requests_so_far(emu: Any) -> int:
-    """How many requests the emulator has answered (from every process so far)."""
-    async with emu.session.get(f"{emu.url}/_emulator/ledger/summary") as resp:
-        return int((await resp.json())["requests"])
-
-
 async def drive(
     process: Any, emu: Any, kill_after: int | None, after: Path | None = None
 ) -> int | None:
@@ -149,8 +149,8 @@ async def drive(
 
     The moment is a count of requests, not a time: on a busy machine a process starts and runs
     slower, and a kill after N seconds then lands ever earlier in its work (or in start-up).
-    Another process does the work, so there is no event to wait on, only the emulator's count
-    (and the log) to poll."""
+    The count is an event of the emulator's ledger (it runs in this process). The end of
+    discovery is only in the other process's log, which has no such event: that one is polled."""
     async with process:
         if kill_after is None:
             with anyio.fail_after(120):
@@ -160,11 +160,8 @@ async def drive(
             if after is not None:
                 while not discovered(after, 6) and process.returncode is None:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
-            goal = await requests_so_far(emu) + kill_after
-            while kill_after and process.returncode is None and (  # noqa: ASYNC110
-                await requests_so_far(emu) < goal
-            ):
-                await anyio.sleep(0.02)
+            if kill_after:
+                await until_or_ended(process, emu.until(requests=emu.requests() + kill_after))
         if process.returncode is not None:
             return int(process.returncode)
         process.send_signal(signal.SIGKILL)

@@ -130,7 +130,7 @@ async def test_an_interrupted_user_purge_resumes_to_the_end(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            await wait_for_deletions(workdir, 2)
+            await wait_for_deletions(emu, 2)
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(10):
                 assert await process.wait() == 130
