@@ -278,6 +278,8 @@ class Engine:
             with self._discovery_scope:
                 await in_phases(self._sources, self._discover_source, self._admission.settled)
                 self.progress.discovery_done = True
+                # A line to wait for (an operator's log search, a test watching the process).
+                log.info("listing_done", found=sum(self.progress.found.values()))
         finally:
             self._queue.close()
 

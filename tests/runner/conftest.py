@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -147,16 +148,19 @@ def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("BULKOPS_MEMORY_URL", url)
 
 
-async def start_bulkops(argv: list[str], workdir: Path) -> anyio.abc.Process:
+async def start_bulkops(
+    argv: list[str], workdir: Path, *, watched: bool = False
+) -> anyio.abc.Process:
     """`python -m runner ARGV` as a real process in ``workdir``, its output appended to files
-    there (an unread pipe would block the process once full)."""
+    there (an unread pipe would block the process once full) — or, if ``watched``, its log
+    lines (standard error) on a pipe, which the caller must read to its end."""
     with (workdir / "stdout.log").open("ab") as out, (workdir / "stderr.log").open("ab") as err:
         return await anyio.open_process(
             [sys.executable, "-m", "runner", *argv, "--log-format", "json"],
             env=dict(os.environ),
             cwd=workdir,
             stdout=out,
-            stderr=err,
+            stderr=subprocess.PIPE if watched else err,
         )
 
 
