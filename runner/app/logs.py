@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 import structlog
@@ -65,3 +66,21 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+
+
+def writes_json() -> bool:
+    """Whether log lines are written as JSON (then nothing else may share their terminal)."""
+    processors = structlog.get_config()["processors"]
+    return bool(processors) and isinstance(processors[-1], structlog.processors.JSONRenderer)
+
+
+@contextmanager
+def written_to(stream: TextIO) -> Iterator[None]:
+    """Log lines go to ``stream`` for a while: a live view that holds the terminal prints them
+    above itself, where a line written straight to the terminal would be drawn over."""
+    factory = structlog.get_config()["logger_factory"]
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
+    try:
+        yield
+    finally:
+        structlog.configure(logger_factory=factory)
