@@ -55,6 +55,10 @@ async def test_store_list_bad_parameters(http: aiohttp.ClientSession, params: di
 async def test_delete_store_to_completed(http: aiohttp.ClientSession, emu: Running,
                                          dataset: Dataset) -> None:
     """DELETE is 202 {message, statusUrl}; the Operation reaches COMPLETED with a result."""
+    # Each spell lasts an hour, ended by moving the emulator's clock: the conflict and the
+    # pending GET below see a pending Operation however slowly this test runs.
+    emu.settings.operation_pending_s = 3600.0
+    emu.settings.operation_running_s = 3600.0
     sid = dataset.stores[0].id
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 200
     r = await http.delete(f"/v1/ControlPlane/Stores/{sid}")

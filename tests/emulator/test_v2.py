@@ -99,6 +99,8 @@ async def test_async_delete_lifecycle(http: aiohttp.ClientSession, emu: Running,
 async def test_second_delete_while_pending_conflicts(http: aiohttp.ClientSession, emu: Running,
                                                      dataset: Dataset) -> None:
     """A second DELETE while the first is pending is 409 naming the pending Operation."""
+    emu.settings.operation_pending_s = 3600.0  # pending until _wait_done moves the clock on
+    emu.settings.operation_running_s = 3600.0
     cfg = dataset.configurations[0].id
     first = await http.delete(f"/v2/ControlPlane/Configurations/{cfg}")
     assert first.status == 202
