@@ -53,13 +53,15 @@ MONOTONIC = MonotonicClock()
 class FakeClock:
     """A clock that moves only when a test calls :meth:`advance`; sleepers wake in order.
 
-    Wait for the sleepers with ``anyio.wait_all_tasks_blocked()``, then advance.
+    Wait for the sleepers (:meth:`until_sleeping`, or ``anyio.wait_all_tasks_blocked()`` when
+    nothing else is in flight), then advance.
     """
 
     def __init__(self, start: float = 1000.0) -> None:
         self._now = start
         self._sleepers: list[tuple[float, int, anyio.Event]] = []
         self._order = itertools.count()
+        self._fell_asleep: anyio.Event | None = None  # made on first use: it needs the loop
 
     def now(self) -> float:
         return self._now
@@ -72,8 +74,17 @@ class FakeClock:
             await anyio.lowlevel.checkpoint()
             return
         woken = anyio.Event()
-        heapq.heappush(self._sleepers, (deadline, next(self._order), woken))
-        await woken.wait()
+        entry = (deadline, next(self._order), woken)
+        heapq.heappush(self._sleepers, entry)
+        if self._fell_asleep is not None:
+            self._fell_asleep.set()
+            self._fell_asleep = None
+        try:
+            await woken.wait()
+        finally:
+            if not woken.is_set():  # cancelled: no longer a sleeper (sleepers counts them)
+                self._sleepers.remove(entry)
+                heapq.heapify(self._sleepers)
 
     def advance(self, seconds: float) -> None:
         """Move the time on by ``seconds`` and wake every sleeper whose deadline has come."""
@@ -85,3 +96,15 @@ class FakeClock:
     def sleepers(self) -> int:
         """How many tasks are sleeping on this clock."""
         return len(self._sleepers)
+
+    async def until_sleeping(self, count: int) -> None:
+        """Return once ``count`` tasks (or more) sleep on this clock.
+
+        An event, not a poll: where tasks also wait on sockets, "every task blocked" (what
+        ``wait_all_tasks_blocked`` sees) may just mean a reply is on its way, but the sleepers
+        a test expects are a fact it can wait for before it moves the time on.
+        """
+        while len(self._sleepers) < count:
+            if self._fell_asleep is None:
+                self._fell_asleep = anyio.Event()
+            await self._fell_asleep.wait()

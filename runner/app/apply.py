@@ -22,6 +22,7 @@ from runner.app.job import NO_OPTIONS, RunOptions, RunResult, start_run
 from runner.app.replan import replan
 from runner.app.scope import confine_plan
 from runner.app.unattended import job_lock, usable_directory
+from runner.clock import MONOTONIC
 from runner.engine.scheduler import preflight
 from runner.errors import InputError
 from runner.plan.planfile import PlanFile, read_plan
@@ -110,7 +111,8 @@ def run_applied(
                 applying.spec_path,
                 config_path,
                 None,
-                terminal_display(console),
+                terminal_display(console, MONOTONIC),
+                clock=MONOTONIC,
                 directory=directory,
                 options=options,
                 plan_file=applying.plan_file,

@@ -18,6 +18,7 @@ from runner.app import logs
 from runner.app.display import terminal_display
 from runner.app.job import RunResult, start_run
 from runner.app.outcome import finish
+from runner.clock import MONOTONIC
 from runner.emulator import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
@@ -73,4 +74,12 @@ async def _demo(
         config = load_config(None, demo_environment(url), cwd=checkpoint_dir or Path.cwd())
         plan = build_plan(load_spec(spec_path), datetime.now(UTC).replace(microsecond=0))
         preflight(plan.sources, plan.max_deletions)
-        return await start_run(plan, config, spec_path, None, None, terminal_display(console))
+        return await start_run(
+            plan,
+            config,
+            spec_path,
+            None,
+            None,
+            terminal_display(console, MONOTONIC),
+            clock=MONOTONIC,
+        )

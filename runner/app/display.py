@@ -230,12 +230,12 @@ async def _live(progress: RunProgress[ResourceKind, State], console: Console, cl
 
 
 def terminal_display(
-    console: Console,
+    console: Console, clock: Clock
 ) -> Callable[[RunProgress[ResourceKind, State]], Awaitable[None]]:
     """The display a run from the terminal gets (:data:`runner.app.job.Display`): the progress
-    shown on ``console``, as :func:`show_progress` does."""
+    shown on ``console``, as :func:`show_progress` does, timed on the run's ``clock``."""
 
     async def display(progress: RunProgress[ResourceKind, State]) -> None:
-        await show_progress(progress, console)
+        await show_progress(progress, console, clock=clock)
 
     return display

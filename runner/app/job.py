@@ -29,7 +29,7 @@ import structlog.contextvars
 from runner import __version__
 from runner.app.explain import remote_problem
 from runner.app.unattended import api_hosts
-from runner.clock import MONOTONIC
+from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
@@ -89,8 +89,10 @@ def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient
     )
 
 
-def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> Requester:
-    """Limits and retry policy of one run."""
+def build_requester(
+    client: TwilioClient, plan: JobPlan, rng: random.Random, clock: Clock
+) -> Requester:
+    """Limits and retry policy of one run, waiting on ``clock``."""
     limits = Limits(
         concurrency=plan.concurrency,
         per_conversation_rate=plan.per_conversation_rate,
@@ -98,8 +100,9 @@ def build_requester(client: TwilioClient, plan: JobPlan, rng: random.Random) -> 
         products=plan.products,
         rng=rng,
         max_pause=plan.retry.max_pause,
+        clock=clock,
     )
-    return Requester(client, limits, plan.retry, rng)
+    return Requester(client, limits, plan.retry, rng, clock=clock)
 
 
 def _session(plan: JobPlan) -> aiohttp.ClientSession:
@@ -155,22 +158,23 @@ async def execute(
     prior: Replay | None,
     display: Display,
     *,
+    clock: Clock,
     retry_failed: bool = False,
     options: RunOptions = NO_OPTIONS,
 ) -> RunResult:
     """Run (or resume) a job against the checkpoint at ``log_path``: build the parts of the
     run, drive them to the footer (``display`` shows its progress until cancelled), then read
-    the log back for the report."""
+    the log back for the report. Everything of the run that waits waits on ``clock``."""
     structlog.contextvars.bind_contextvars(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
-    began = MONOTONIC.now()
+    began = clock.now()
     settings = EngineSettings.of(plan, header.run_id, retry_failed=retry_failed)
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         async with _session(plan) as session:
-            parts = _build_parts(plan, config, settings, session, log_path, header, prior)
-            run = _Run(parts, plan, log_path, header, handle, options, began)
+            parts = _build_parts(plan, config, settings, session, log_path, header, prior, clock)
+            run = _Run(parts, plan, log_path, header, handle, options, clock, began)
             await run.drive(display)
         await run.close(prior)
     return run.result()
@@ -194,10 +198,13 @@ def _build_parts(
     log_path: Path,
     header: Header,
     prior: Replay | None,
+    clock: Clock,
 ) -> _Parts:
-    writer = CheckpointWriter(log_path, header.started_at)
-    requester = build_requester(build_client(session, config), plan, random.Random())
-    engine = Engine(settings, requester, plan.sources, writer, prior=prior, fanout=plan.fanout)
+    writer = CheckpointWriter(log_path, header.started_at, clock)
+    requester = build_requester(build_client(session, config), plan, random.Random(), clock)
+    engine = Engine(
+        settings, requester, plan.sources, writer, clock=clock, prior=prior, fanout=plan.fanout
+    )
     shard = f" (shard {header.shard})" if header.shard else ""
     engine.progress.job, engine.progress.checkpoint = f"{header.job}{shard}", str(log_path)
     # A checkpoint that cannot be written stops everything at once: no request may be sent that
@@ -218,6 +225,7 @@ class _Run:
         header: Header,
         handle: BinaryIO,
         options: RunOptions,
+        clock: Clock,
         began: float,
     ) -> None:
         self.engine = parts.engine
@@ -227,6 +235,7 @@ class _Run:
         self._header = header
         self._handle = handle
         self._options = options
+        self._clock = clock
         self._began = began
         self._stages = {**STAGES, **_SHELL_STAGES}
         self._labels: RunLabels | None = None  # when metrics are asked for
@@ -288,6 +297,7 @@ class _Run:
                     self._live,
                     self._metric_labels(),
                     interval=options.metrics_push_interval,
+                    clock=self._clock,
                 ),
             )
         if options.metrics_textfile is not None:
@@ -300,6 +310,7 @@ class _Run:
                     self._live,
                     self._metric_labels(),
                     interval=options.metrics_interval,
+                    clock=self._clock,
                 ),
             )
         if options.metrics_port is not None:
@@ -326,7 +337,7 @@ class _Run:
         return metrics.figures_from_progress(
             self.engine.progress,
             self.requester.tally,
-            duration_seconds=MONOTONIC.now() - self._began,
+            duration_seconds=self._clock.now() - self._began,
         )
 
     def _internal(self, exc: BaseException, stage: str = "the run") -> None:
@@ -361,16 +372,16 @@ class _Run:
                     self.interrupted = True
                     log.warning("stopping", signal=signal.Signals(signum).name)
                     self.engine.stop()
-                    self._tg.start_soon(_hard_stop_later, self.engine)
+                    self._tg.start_soon(_hard_stop_later, self.engine, self._clock)
                 else:
                     self.engine.hard_stop()
 
     async def _budget(self, seconds: float) -> None:
-        await MONOTONIC.sleep(seconds)
+        await self._clock.sleep(seconds)
         self.out_of_time = True
         log.warning("max_duration_reached", seconds=seconds)
         self.engine.stop()
-        self._tg.start_soon(_hard_stop_later, self.engine)
+        self._tg.start_soon(_hard_stop_later, self.engine, self._clock)
 
     def _exit_code(self) -> ExitCode:
         return _exit_code(self.engine, self.writer, self.interrupted, self.out_of_time)
@@ -396,7 +407,9 @@ class _Run:
                 # (every delete is idempotent).
                 self.code = self._exit_code()
                 footer = {**footer, "exit": self.code}
-                await _rescue_footer(self._handle, self._log_path, self._header, footer)
+                await _rescue_footer(
+                    self._handle, self._log_path, self._header, footer, self._clock
+                )
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -416,7 +429,7 @@ class _Run:
                 write_reports(log_path, replay)
             except OSError as exc:
                 self._problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
-            _log_finished(replay, self.code, self._began, self.requester)
+            _log_finished(replay, self.code, self._clock.now() - self._began, self.requester)
             if self._options.metrics:
                 await self._final_metrics(replay)
         except Exception as exc:
@@ -426,7 +439,7 @@ class _Run:
             if self.code != ExitCode.INTERNAL:
                 self.code = ExitCode.INTERNAL
                 footer = footer_record(self.code, self.writer.seconds())  # traffic counted once
-                await _rescue_footer(self._handle, log_path, self._header, footer)
+                await _rescue_footer(self._handle, log_path, self._header, footer, self._clock)
 
     async def _final_metrics(self, replay: Replay) -> None:
         from runner.app import metrics, metrics_push
@@ -434,7 +447,7 @@ class _Run:
         final = metrics.figures_from_replay(
             replay,
             self.requester.tally,
-            duration_seconds=MONOTONIC.now() - self._began,
+            duration_seconds=self._clock.now() - self._began,
             exit_code=self.code,
         )
         if self._options.metrics_textfile is not None:
@@ -457,12 +470,12 @@ class _Run:
         )
 
 
-def _log_finished(replay: Replay, code: int, began: float, requester: Requester) -> None:
+def _log_finished(replay: Replay, code: int, seconds: float, requester: Requester) -> None:
     totals = summarize(replay).totals
     log.info(
         "run_finished",
         exit_code=int(code),  # a number in the log, not the enum's repr
-        seconds=round(MONOTONIC.now() - began, 1),
+        seconds=round(seconds, 1),
         **{outcome: totals[outcome] for outcome in OUTCOMES},
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
@@ -516,10 +529,10 @@ def internal_error_line(fault: InternalFault, log_path: Path) -> str:
 
 
 async def _rescue_footer(
-    handle: BinaryIO, log_path: Path, header: Header, footer: dict[str, Any]
+    handle: BinaryIO, log_path: Path, header: Header, footer: dict[str, Any], clock: Clock
 ) -> None:
     """Append ``footer`` through a writer of its own (the run's has died or closed)."""
-    rescue = CheckpointWriter(log_path, header.started_at)
+    rescue = CheckpointWriter(log_path, header.started_at, clock)
     rescue.put(footer)
     rescue.close()
     try:
@@ -530,8 +543,8 @@ async def _rescue_footer(
         log.error("footer_not_written", exit_code=int(footer["exit"]))
 
 
-async def _hard_stop_later(engine: Engine) -> None:
-    await MONOTONIC.sleep(GRACE_SECONDS)
+async def _hard_stop_later(engine: Engine, clock: Clock) -> None:
+    await clock.sleep(GRACE_SECONDS)
     engine.hard_stop()
 
 
@@ -579,6 +592,7 @@ async def plan_targets(
     plan: JobPlan,
     config: Config,
     *,
+    clock: Clock,
     sample: int = 5,
     sink: Callable[[Sequence[Target]], None] | None = None,
     ask_default_service: bool = False,
@@ -594,7 +608,7 @@ async def plan_targets(
     admission = Admission(shard=plan.shard, planning=True)
     result.selected, result.covered = admission.admitted, admission.covered
     async with _session(plan) as session:
-        requester = build_requester(build_client(session, config), plan, random.Random())
+        requester = build_requester(build_client(session, config), plan, random.Random(), clock)
         discovery = Discovery(
             requester,
             plan.service,
@@ -687,6 +701,7 @@ async def start_run(
     checkpoint: Path | None,
     display: Display,
     *,
+    clock: Clock,
     directory: Path | None = None,
     options: RunOptions = NO_OPTIONS,
     plan_file: PlanFile | None = None,
@@ -707,4 +722,6 @@ async def start_run(
         hosts=api_hosts(config),
         account=config.credentials.account_sid,
     )
-    return await execute(plan, config, log_path, header, None, display, options=options)
+    return await execute(
+        plan, config, log_path, header, None, display, clock=clock, options=options
+    )

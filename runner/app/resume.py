@@ -22,6 +22,7 @@ from runner.app.job import NO_OPTIONS, RunOptions, RunResult, execute
 from runner.app.outcome import finish
 from runner.app.scope import confine_resume, resume_plan
 from runner.app.unattended import api_hosts, check_same_hosts, job_lock
+from runner.clock import MONOTONIC
 from runner.errors import CheckpointError, ExitCode
 from runner.log.lock import ensure_not_in_use
 from runner.log.replay import Replay, read_checkpoint
@@ -108,7 +109,8 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
             path,
             header,
             replay,
-            terminal_display(console),
+            terminal_display(console, MONOTONIC),
+            clock=MONOTONIC,
             retry_failed=request.retry_failed,
             options=request.options,
         ),

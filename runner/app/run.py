@@ -32,6 +32,7 @@ from runner.app.unattended import (
     job_logs,
     usable_directory,
 )
+from runner.clock import MONOTONIC
 from runner.engine.scheduler import preflight
 from runner.errors import AuthError, ExitCode, OperationFailed, RemoteError
 from runner.internal import leaves
@@ -114,7 +115,8 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
                 request.job,
                 request.config,
                 request.checkpoint,
-                terminal_display(console),
+                terminal_display(console, MONOTONIC),
+                clock=MONOTONIC,
                 directory=directory,
                 options=request.options,
             ),
@@ -135,6 +137,7 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
                 plan_targets,
                 plan,
                 config,
+                clock=MONOTONIC,
                 sink=None if writer is None else writer.add,
                 # With no `service:`, name the Service that was listed.
                 ask_default_service=resolution.in_service and resolution.service is None,

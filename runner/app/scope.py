@@ -28,6 +28,7 @@ import anyio
 import structlog
 
 from runner.app.replan import replan
+from runner.clock import MONOTONIC
 from runner.errors import CheckpointError, InputError
 from runner.kinds.base import ResourceKind, Target
 from runner.log.records import Header, State, TargetRecord, key_hash
@@ -309,7 +310,7 @@ def _listed_again(plan: JobPlan, config: Config, wanted: set[int]) -> set[int]:
             if digest in wanted:
                 found.add(digest)
 
-    anyio.run(partial(plan_targets, plan, config, sink=sink), backend="asyncio")
+    anyio.run(partial(plan_targets, plan, config, clock=MONOTONIC, sink=sink), backend="asyncio")
     return found
 
 

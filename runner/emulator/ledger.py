@@ -6,6 +6,7 @@ admin API renders them as JSON on demand.
 
 from __future__ import annotations
 
+import asyncio
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -85,6 +86,7 @@ class Ledger:
         self.faults: Counter[str] = Counter({k: 0 for k in FAULT_KINDS})
         self.deleted_by_kind: Counter[str] = Counter({k: 0 for k in KINDS})
         self._seq = 0
+        self._moved: asyncio.Event | None = None  # made when someone waits: it needs the loop
 
     def next_seq(self) -> int:
         """A number for a new request (1-based)."""
@@ -95,15 +97,31 @@ class Ledger:
         self.request_count += 1
         if keep:
             self.requests.append(record)
+        self._changed()
 
     def deletion(self, record: DeletionRecord) -> None:
         self.deletions.append(record)
         self.deleted_by_kind[record.kind] += 1
+        self._changed()
 
     def cascade(self, record: CascadeRecord) -> None:
         self.deletions.append(record)
         self.deleted_by_kind["message"] += len(record.message_positions)
         self.deleted_by_kind["participant"] += len(record.participant_sids)
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        """Return once ``done()`` holds, asking again after each request or deletion recorded:
+        a test in the emulator's process waits for "N requests answered" as an event."""
+        while not done():
+            if self._moved is None:
+                self._moved = asyncio.Event()
+            await self._moved.wait()
 
     def iter_deletions(self) -> Iterator[DeletionRecord]:
         """Every deletion in order, cascades expanded."""

@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 import structlog
 
+from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
@@ -146,10 +147,12 @@ class Engine:
         sources: list[Source],
         writer: CheckpointWriter,
         *,
+        clock: Clock,
         prior: Replay | None = None,
         fanout: int = 32,
     ) -> None:
         self.settings = settings
+        self._clock = clock
         self._admission = Admission(
             shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
         )
@@ -176,6 +179,7 @@ class Engine:
         self._prior = prior
         self._stopping = False
         self._work_scope = anyio.CancelScope()
+        self._timers: anyio.abc.TaskGroup  # what waits on the clock to stop the run, once it runs
         self._discovery_scope = anyio.CancelScope()
         self._tracking = anyio.Semaphore(settings.max_tracked_operations)
         # Room for many conversations' pages at once (each is paced at 30/s), while a manifest
@@ -243,17 +247,24 @@ class Engine:
 
     async def run(self) -> None:
         """Discover, delete and track until done, stopped or aborted."""
-        with self._work_scope:
-            async with anyio.create_task_group() as tg:
-                for _ in range(self.settings.workers):
-                    tg.start_soon(self._worker, tg)
-                if self._prior is not None:
-                    unfinished = list(self._prior.open.values())
-                    if self.settings.retry_failed:
-                        unfinished += list(self._prior.failed.values())
-                    for rec in unfinished:
-                        await self._resume_unfinished(rec, tg)
-                tg.start_soon(self._discover)
+        # The timers (a grace period on the run's clock) must not keep the run alive once its
+        # work is over: they live in a task group of their own, cancelled when the work ends.
+        async with anyio.create_task_group() as timers:
+            self._timers = timers
+            try:
+                with self._work_scope:
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(self.settings.workers):
+                            tg.start_soon(self._worker, tg)
+                        if self._prior is not None:
+                            unfinished = list(self._prior.open.values())
+                            if self.settings.retry_failed:
+                                unfinished += list(self._prior.failed.values())
+                            for rec in unfinished:
+                                await self._resume_unfinished(rec, tg)
+                        tg.start_soon(self._discover)
+            finally:
+                timers.cancel_scope.cancel()
 
     async def _resume_unfinished(self, rec: TargetRecord, tg: anyio.abc.TaskGroup) -> None:
         target = rec.target
@@ -281,6 +292,8 @@ class Engine:
             with self._discovery_scope:
                 await in_phases(self._sources, self._discover_source, self._admission.settled)
                 self.progress.discovery_done = True
+                # A line to wait for (an operator's log search, a test watching the process).
+                log.info("listing_done", found=sum(self.progress.found.values()))
         finally:
             self._queue.close()
 
@@ -458,6 +471,7 @@ class Engine:
                 accepted,
                 poll_interval=self.settings.poll_interval,
                 give_up_after=self.settings.operation_timeout,
+                clock=self._clock,
             )
         except OperationFailed as exc:
             self._finish(
@@ -534,10 +548,11 @@ class Engine:
                 "paused_too_long", scope=exc.scope, seconds=exc.seconds, max_pause=exc.max_pause
             )
             self.stop()
-            self._work_scope.deadline = min(
-                # A cancel scope's deadline is on anyio's clock (the loop's: the same seconds).
-                self._work_scope.deadline, anyio.current_time() + PAUSE_GRACE_SECONDS
-            )
+            self._timers.start_soon(self._hard_stop_after, PAUSE_GRACE_SECONDS)
+
+    async def _hard_stop_after(self, seconds: float) -> None:
+        await self._clock.sleep(seconds)
+        self.hard_stop()
 
     def _fatal_auth(self, exc: AuthError) -> None:
         if self.auth_error is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -13,14 +12,14 @@ from runner.emulator import Dataset, EmulatorSettings
 from .conftest import Running, fast_settings
 
 
-async def _until_done(http: aiohttp.ClientSession, url: str) -> dict[str, Any]:
-    """Poll an Operation (as a client would) until it is terminal."""
-    for _ in range(500):
-        op: dict[str, Any] = await (await http.get(url)).json()
-        if op["status"] in ("FAILED", "COMPLETED"):
-            return op
-        await asyncio.sleep(0.02)
-    raise AssertionError("operation never finished")
+async def _until_done(http: aiohttp.ClientSession, emu: Running, url: str) -> dict[str, Any]:
+    """The Operation once its time is up: the emulator's clock is moved past its PENDING and
+    RUNNING spells (where a client would poll through them), then one GET finds it ended."""
+    emu.emulator.advance_monotonic(emu.settings.operation_pending_s
+                                   + emu.settings.operation_running_s)
+    op: dict[str, Any] = await (await http.get(url)).json()
+    assert op["status"] in ("FAILED", "COMPLETED")
+    return op
 
 
 async def test_store_list_is_ids_with_order(http: aiohttp.ClientSession, dataset: Dataset
@@ -56,6 +55,10 @@ async def test_store_list_bad_parameters(http: aiohttp.ClientSession, params: di
 async def test_delete_store_to_completed(http: aiohttp.ClientSession, emu: Running,
                                          dataset: Dataset) -> None:
     """DELETE is 202 {message, statusUrl}; the Operation reaches COMPLETED with a result."""
+    # Each spell lasts an hour, ended by moving the emulator's clock: the conflict and the
+    # pending GET below see a pending Operation however slowly this test runs.
+    emu.settings.operation_pending_s = 3600.0
+    emu.settings.operation_running_s = 3600.0
     sid = dataset.stores[0].id
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 200
     r = await http.delete(f"/v1/ControlPlane/Stores/{sid}")
@@ -69,20 +72,20 @@ async def test_delete_store_to_completed(http: aiohttp.ClientSession, emu: Runni
     assert conflict.headers["X-Conflicting-Resource-Id"] == r.headers["Operation-Id"]
     pending = await http.get(body["statusUrl"])
     assert "Retry-After" in pending.headers
-    op = await _until_done(http, body["statusUrl"])
+    op = await _until_done(http, emu, body["statusUrl"])
     assert op["result"] == {"type": "RESOURCE_ID", "id": sid}
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 404
     assert sid not in (await (await http.get("/v1/ControlPlane/Stores")).json())["stores"]
 
 
 @pytest.mark.parametrize("settings", [fast_settings(operation_failure_rate=1.0)])
-async def test_failed_store_deletion(http: aiohttp.ClientSession, dataset: Dataset,
+async def test_failed_store_deletion(http: aiohttp.ClientSession, emu: Running, dataset: Dataset,
                                      settings: EmulatorSettings) -> None:
     """A FAILED store deletion carries {type, title, code, detail} and keeps the store."""
     sid = dataset.stores[1].id
     r = await http.delete(f"/v1/ControlPlane/Stores/{sid}")
     url = (await r.json())["statusUrl"]
-    op = await _until_done(http, url)
+    op = await _until_done(http, emu, url)
     assert op["status"] == "FAILED" and set(op["error"]) == {"type", "title", "code", "detail"}
     assert "result" not in op
     assert (await http.get(f"/v1/ControlPlane/Stores/{sid}")).status == 200

@@ -116,20 +116,32 @@ async def test_a_product_pause_covers_every_request_of_the_product(
         assert counts(emu)["product_rate"] == 2
 
 
-async def test_an_account_pause_covers_every_request(demo: Dataset) -> None:
+async def test_an_account_pause_covers_every_request(
+    demo: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A concurrency 429 pauses the whole account: the next request of any product counts."""
     async with served(
         demo, account_concurrency=1, latency_median_s=0.3, latency_p99_s=0.3
     ) as emu:
+        # The event of the slow request taking the account's one slot (it then holds it for
+        # its latency), not a poll of the in-flight count.
+        concurrency = emu.emulator.concurrency
+        admit = concurrency.enter
+        entered = anyio.Event()
+
+        def enter(cap: int | None) -> bool:
+            admitted = admit(cap)
+            entered.set()
+            return admitted
+
+        monkeypatch.setattr(concurrency, "enter", enter)
         async with (
             connection(emu) as slow,
             connection(emu) as http,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(status, slow, "GET", "/v2/Conversations")
-            with anyio.fail_after(5):
-                while emu.emulator.concurrency.in_flight < 1:  # noqa: ASYNC110
-                    await anyio.sleep(0.005)
+            await entered.wait()
             assert await status(http, "GET", "/v1/ControlPlane/Stores") == 429
             await status(http, "GET", "/v2/Conversations")
         assert counts(emu)["account_concurrency"] == 1

@@ -7,7 +7,6 @@ every exchange still passes the spec checker.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -72,17 +71,17 @@ async def test_sdk_fetches_and_deletes_v1_kinds(client: Client, dataset: Dataset
     await asyncio.to_thread(_v1_every_kind, client, dataset)
 
 
-def _poll(fetch: Any) -> Any:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        op = fetch()
-        if op.status in ("COMPLETED", "FAILED"):
-            return op
-        time.sleep(0.02)
-    raise AssertionError("operation did not finish")
+def _done(emu: Running, fetch: Any) -> Any:
+    """The Operation once its time is up: the emulator's clock is moved past its PENDING and
+    RUNNING spells (where the SDK's caller would poll through them), then one fetch."""
+    emu.emulator.advance_monotonic(emu.settings.operation_pending_s
+                                   + emu.settings.operation_running_s)
+    op = fetch()
+    assert op.status in ("COMPLETED", "FAILED")
+    return op
 
 
-def _v2_and_memory(client: Client, dataset: Dataset) -> None:
+def _v2_and_memory(client: Client, dataset: Dataset, emu: Running) -> None:
     v2 = client.conversations.v2
     active = v2.conversations.list(status=["ACTIVE", "CLOSED"], page_size=1)
     assert {c.id for c in active} == {c.id for c in dataset.conversations_v2
@@ -92,19 +91,19 @@ def _v2_and_memory(client: Client, dataset: Dataset) -> None:
     assert response.status_code == 202
     op_id = response.headers["Operation-Id"]
     assert int(response.headers["Retry-After"]) >= 1
-    op = _poll(v2.operations(op_id).fetch)
+    op = _done(emu, v2.operations(op_id).fetch)
     assert op.status == "COMPLETED" and op.related == {"conversationId": target}
     configs = v2.configurations.list(page_size=1)
     assert [c.id for c in configs] == [c.id for c in dataset.configurations]
     body = v2.configurations(configs[0].id).delete()
     assert body["related"] == {"configurationId": configs[0].id}
-    op = _poll(v2.operations(body["statusUrl"].rsplit("/", 1)[1]).fetch)
+    op = _done(emu, v2.operations(body["statusUrl"].rsplit("/", 1)[1]).fetch)
     assert op.status == "COMPLETED"
     stores = client.memory.v1.stores.list(page_size=1)
     assert sorted(stores) == sorted(s.id for s in dataset.stores)
     deleted = client.memory.v1.stores(stores[0]).delete_with_http_info()
     assert deleted.status_code == 202
-    mem_op = _poll(client.memory.v1.operations(deleted.headers["Operation-Id"]).fetch)
+    mem_op = _done(emu, client.memory.v1.operations(deleted.headers["Operation-Id"]).fetch)
     assert mem_op.status == "COMPLETED" and mem_op.result == {"type": "RESOURCE_ID",
                                                               "id": stores[0]}
 
@@ -112,7 +111,7 @@ def _v2_and_memory(client: Client, dataset: Dataset) -> None:
 async def test_sdk_v2_and_memory_operations(client: Client, dataset: Dataset, emu: Running
                                             ) -> None:
     """v2 and Memory deletes go through the SDK and their Operations read to COMPLETED."""
-    await asyncio.to_thread(_v2_and_memory, client, dataset)
+    await asyncio.to_thread(_v2_and_memory, client, dataset, emu)
     kinds = sorted(d.kind for d in list(emu.emulator.ledger.iter_deletions()))
     assert kinds == ["configuration", "conversation_v2", "memory_store"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any
 
@@ -14,15 +13,17 @@ from runner.emulator import Dataset, EmulatorSettings
 from .conftest import Running, fast_settings
 
 
-async def _wait_done(http: aiohttp.ClientSession, status_url: str) -> dict[str, Any]:
-    for _ in range(200):
-        r = await http.get(status_url)
-        assert r.status == 200
-        body: dict[str, Any] = await r.json()
-        if body["status"] in ("COMPLETED", "FAILED"):
-            return body
-        await asyncio.sleep(0.02)
-    raise AssertionError("operation never finished")
+async def _wait_done(http: aiohttp.ClientSession, emu: Running, status_url: str
+                     ) -> dict[str, Any]:
+    """The Operation once its time is up: the emulator's clock is moved past its PENDING and
+    RUNNING spells (where a client would poll through them), then one GET finds it ended."""
+    emu.emulator.advance_monotonic(emu.settings.operation_pending_s
+                                   + emu.settings.operation_running_s)
+    r = await http.get(status_url)
+    assert r.status == 200
+    body: dict[str, Any] = await r.json()
+    assert body["status"] in ("COMPLETED", "FAILED")
+    return body
 
 
 async def test_list_status_filter_and_tokens(http: aiohttp.ClientSession, dataset: Dataset
@@ -95,9 +96,11 @@ async def test_async_delete_lifecycle(http: aiohttp.ClientSession, emu: Running,
     assert (deletion.kind, deletion.id, deletion.via) == ("conversation_v2", cid, "operation")
 
 
-async def test_second_delete_while_pending_conflicts(http: aiohttp.ClientSession,
+async def test_second_delete_while_pending_conflicts(http: aiohttp.ClientSession, emu: Running,
                                                      dataset: Dataset) -> None:
     """A second DELETE while the first is pending is 409 naming the pending Operation."""
+    emu.settings.operation_pending_s = 3600.0  # pending until _wait_done moves the clock on
+    emu.settings.operation_running_s = 3600.0
     cfg = dataset.configurations[0].id
     first = await http.delete(f"/v2/ControlPlane/Configurations/{cfg}")
     assert first.status == 202
@@ -106,7 +109,7 @@ async def test_second_delete_while_pending_conflicts(http: aiohttp.ClientSession
     assert second.status == 409
     assert second.headers["X-Conflicting-Resource-Id"] == first.headers["Operation-Id"]
     assert (await second.json())["code"] == 20409
-    done = await _wait_done(http, (await first.json())["statusUrl"])
+    done = await _wait_done(http, emu, (await first.json())["statusUrl"])
     assert done["status"] == "COMPLETED"
 
 
@@ -117,7 +120,7 @@ async def test_failed_operation_keeps_resource(http: aiohttp.ClientSession, emu:
     """A FAILED Operation carries the spec's error object and the resource stays."""
     cid = dataset.conversations_v2[1].id
     r = await http.delete(f"/v2/Conversations/{cid}")
-    done = await _wait_done(http, (await r.json())["statusUrl"])
+    done = await _wait_done(http, emu, (await r.json())["statusUrl"])
     assert done["status"] == "FAILED"
     assert set(done["error"]) == {"type", "title", "status", "detail", "instance"}
     listed = await (await http.get("/v2/Conversations", params={"pageSize": "1000"})).json()
@@ -137,7 +140,7 @@ async def test_idempotency_replay(http: aiohttp.ClientSession, emu: Running, dat
     again = await http.delete(f"/v2/Conversations/{cid}", headers={"Idempotency-Key": key})
     assert again.status == 202 and await again.read() == body
     assert again.headers["Operation-Id"] == first.headers["Operation-Id"]
-    await _wait_done(http, (await first.json())["statusUrl"])
+    await _wait_done(http, emu, (await first.json())["statusUrl"])
     late = await http.delete(f"/v2/Conversations/{cid}", headers={"Idempotency-Key": key})
     assert late.status == 202 and late.headers["Operation-Id"] == first.headers["Operation-Id"]
     assert len(emu.emulator.operations.operations) == 1
@@ -195,11 +198,11 @@ async def test_configurations_list_and_filter(http: aiohttp.ClientSession, datas
     assert r.status == 400
 
 
-async def test_operations_expire_after_retention(http: aiohttp.ClientSession, dataset: Dataset
-                                                 ) -> None:
+async def test_operations_expire_after_retention(http: aiohttp.ClientSession, emu: Running,
+                                                 dataset: Dataset) -> None:
     """Finished Operations are queryable for 7 emulated days, then 404."""
     r = await http.delete(f"/v2/Conversations/{dataset.conversations_v2[5].id}")
     url = (await r.json())["statusUrl"]
-    await _wait_done(http, url)
+    await _wait_done(http, emu, url)
     await http.post("/_emulator/clock", json={"advance_s": 8 * 86_400})
     assert (await http.get(url)).status == 404

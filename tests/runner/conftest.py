@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -17,16 +18,19 @@ import anyio
 import anyio.abc
 import pytest
 import structlog
+from aiohttp import web
 
 from runner.cli import main
 from runner.emulator import (
     DEFAULT_ACCOUNT_SID,
     DEFAULT_AUTH_TOKEN,
+    EMULATOR_KEY,
     Dataset,
     EmulatorSettings,
+    build_app,
     generate,
-    running_emulator,
 )
+from runner.emulator import Emulator as EmulatorState
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_OPERATIONS = {"operation_pending_s": 0.05, "operation_running_s": 0.05}
@@ -39,6 +43,7 @@ class Emulator:
     url: str
     dataset: Dataset
     session: aiohttp.ClientSession
+    state: EmulatorState | None = None  # when served by this process: see :meth:`until`
 
     async def ledger(self) -> dict[str, Any]:
         """The whole ledger."""
@@ -53,6 +58,25 @@ class Emulator:
             assert r.status == 200
             items: list[dict[str, Any]] = (await r.json())["items"]
             return items
+
+    def requests(self) -> int:
+        """How many requests it has answered so far."""
+        assert self.state is not None, "served by start_emulator or serving"
+        return self.state.ledger.request_count
+
+    async def until(self, *, requests: int = 0, deletions: int = 0) -> None:
+        """Return once it has answered ``requests`` requests and deleted ``deletions``
+        resources (an event of its ledger, not a poll: a test waits on it for a process)."""
+        state = self.state
+        assert state is not None, "served by start_emulator or serving"
+        ledger = state.ledger
+
+        def done() -> bool:
+            state.settle()  # Operations that are due have deleted their resources
+            total = sum(ledger.deleted_by_kind.values())
+            return ledger.request_count >= requests and total >= deletions
+
+        await ledger.until(done)
 
     async def configure(self, **changes: Any) -> None:
         """Change settings at runtime."""
@@ -85,13 +109,26 @@ def start_emulator() -> Callable[..., Any]:
     ) -> AsyncIterator[Emulator]:
         dataset = generate(preset, seed=dataset_seed, **(dataset_args or {}))
         config = EmulatorSettings(**{**FAST_OPERATIONS, **settings})
-        async with (
-            running_emulator(config, dataset) as url,
-            aiohttp.ClientSession() as session,
-        ):
-            yield Emulator(url, dataset, session)
+        async with serving(config, dataset) as emulator:
+            yield emulator
 
     return start
+
+
+@asynccontextmanager
+async def serving(config: EmulatorSettings, dataset: Dataset) -> AsyncIterator[Emulator]:
+    """Serve ``dataset`` on 127.0.0.1 (as runner.emulator.running_emulator does), its state at
+    hand for :meth:`Emulator.until`."""
+    app = build_app(config, dataset)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async with aiohttp.ClientSession() as session:
+            yield Emulator(url, dataset, session, app[EMULATOR_KEY])
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -111,17 +148,35 @@ def point_at(monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     monkeypatch.setenv("BULKOPS_MEMORY_URL", url)
 
 
-async def start_bulkops(argv: list[str], workdir: Path) -> anyio.abc.Process:
+async def start_bulkops(
+    argv: list[str], workdir: Path, *, watched: bool = False
+) -> anyio.abc.Process:
     """`python -m runner ARGV` as a real process in ``workdir``, its output appended to files
-    there (an unread pipe would block the process once full)."""
+    there (an unread pipe would block the process once full) — or, if ``watched``, its log
+    lines (standard error) on a pipe, which the caller must read to its end."""
     with (workdir / "stdout.log").open("ab") as out, (workdir / "stderr.log").open("ab") as err:
         return await anyio.open_process(
             [sys.executable, "-m", "runner", *argv, "--log-format", "json"],
             env=dict(os.environ),
             cwd=workdir,
             stdout=out,
-            stderr=err,
+            stderr=subprocess.PIPE if watched else err,
         )
+
+
+async def until_or_ended(process: anyio.abc.Process, waiting: Awaitable[None]) -> None:
+    """Return once ``waiting`` is done or ``process`` has ended, whichever comes first. Both
+    are events (an emulator's :meth:`Emulator.until`, the process's end): a test waiting for
+    another process is bounded by its timeout, not by a wall-clock deadline of its own."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait() -> None:
+            await waiting
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(wait)
+        await process.wait()
+        tg.cancel_scope.cancel()
 
 
 async def run_cli(*argv: str | os.PathLike[str]) -> int:

@@ -13,6 +13,10 @@ so a test counts every deletion of every incarnation, exactly once each.
 Only v1 messages and participants are replayed (the kinds whose deletes are synchronous); any
 other kind in a journal is an error, so a test cannot silently rely on state that was not kept.
 The emulator itself has no save/load of its state — see docs/reliability.md.
+
+Its standard output says when it listens (``bulkops emulator listening on URL``) and, with
+``--announce-deletions``, how many deletions it has journaled after each request that added
+some (``deleted N``): lines a test waits for instead of polling the port or the ledger.
 """
 
 from __future__ import annotations
@@ -58,8 +62,9 @@ def replay(emu: Emulator, journal: Path) -> int:
     return applied
 
 
-def journaling(emu: Emulator, journal: Path) -> Any:
-    """Middleware appending each new ledger deletion to ``journal`` before the response goes."""
+def journaling(emu: Emulator, journal: Path, announce: bool = False) -> Any:
+    """Middleware appending each new ledger deletion to ``journal`` before the response goes
+    (and, if ``announce``, printing how many there are so far)."""
     fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     written = 0
     pid = os.getpid()
@@ -79,6 +84,8 @@ def journaling(emu: Emulator, journal: Path) -> Any:
                 for rec in fresh
             )
             os.write(fd, "".join(lines).encode())
+            if announce:
+                print(f"deleted {written}", flush=True)
         return response
 
     return middleware
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     """Parse ``--journal FILE`` plus the emulator's own options, replay, serve."""
     own = argparse.ArgumentParser(add_help=False)
     own.add_argument("--journal", type=Path, required=True)
+    own.add_argument("--announce-deletions", action="store_true")
     known, rest = own.parse_known_args(argv)
     try:
         args = parser().parse_args(rest)
@@ -116,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     emu = app[EMULATOR_KEY]
     applied = replay(emu, known.journal)
     print(f"replayed {applied} deletions", flush=True)
-    app.middlewares.insert(0, journaling(emu, known.journal))
+    app.middlewares.insert(0, journaling(emu, known.journal, known.announce_deletions))
     asyncio.run(serve(app, args.host, args.port))
     return 0
 

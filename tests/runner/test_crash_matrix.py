@@ -24,11 +24,18 @@ from typing import Any
 
 import anyio
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 from runner.errors import CheckpointError
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
-from tests.runner.conftest import deleted, point_at, start_bulkops, successful_deletes
+from tests.runner.conftest import (
+    deleted,
+    point_at,
+    start_bulkops,
+    successful_deletes,
+    until_or_ended,
+)
 from tests.runner.test_run_faults import job
 
 SEEDS = int(os.environ.get("BULKOPS_CRASH_SEEDS", "8"))
@@ -119,14 +126,6 @@ def moments(log: Path, sources: int) -> set[str]:
     return seen
 
 
-def discovered(log: Path, sources: int) -> bool:
-    """Whether every source of the run in ``log`` has finished listing."""
-    try:
-        return len(read_checkpoint(log).discovery_done) >= sources
-    except CheckpointError:
-        return False
-
-
 def next_step(spec: Path, log: Path) -> list[str]:
     """`run` again if the killed run left no header (nothing to resume), else `resume`."""
     if moments(log, 6) == {"before the header"}:
@@ -134,42 +133,52 @@ def next_step(spec: Path, log: Path) -> list[str]:
     return ["resume", str(log)]
 
 
-async def requests_so_far(emu: Any) -> int:
-    """How many requests the emulator has answered (from every process so far)."""
-    async with emu.session.get(f"{emu.url}/_emulator/ledger/summary") as resp:
-        return int((await resp.json())["requests"])
-
-
 async def drive(
-    process: Any, emu: Any, kill_after: int | None, after: Path | None = None
+    process: Any, emu: Any, kill_after: int | None, log_lines: Path | None = None
 ) -> int | None:
     """Wait for the process, or SIGKILL it once the emulator has answered ``kill_after`` more
-    requests (0: at once, during start-up) counted from its start — or, with ``after``, from
-    when that log shows discovery finished; its exit code if it ended first.
+    requests (0: at once, during start-up) counted from its start — or, for a process started
+    ``watched``, from its ``listing_done`` log line (its log lines are copied to
+    ``log_lines``); its exit code if it ended first.
 
     The moment is a count of requests, not a time: on a busy machine a process starts and runs
     slower, and a kill after N seconds then lands ever earlier in its work (or in start-up).
-    Another process does the work, so there is no event to wait on, only the emulator's count
-    (and the log) to poll."""
-    async with process:
-        if kill_after is None:
-            with anyio.fail_after(120):
-                code: int = await process.wait()
-            return code
+    Both are events: the emulator's ledger (it runs in this process) and a line on a pipe."""
+    code: int | None = None
+    async with process, anyio.create_task_group() as tg:
+        listed = anyio.Event()
+        if log_lines is not None:
+            tg.start_soon(copy_lines, process.stderr, log_lines, listed)
         with anyio.fail_after(120):
-            if after is not None:
-                while not discovered(after, 6) and process.returncode is None:  # noqa: ASYNC110
-                    await anyio.sleep(0.05)
-            goal = await requests_so_far(emu) + kill_after
-            while kill_after and process.returncode is None and (  # noqa: ASYNC110
-                await requests_so_far(emu) < goal
-            ):
-                await anyio.sleep(0.02)
-        if process.returncode is not None:
-            return int(process.returncode)
-        process.send_signal(signal.SIGKILL)
-        await process.wait()
-        return None
+            if kill_after is None:
+                code = await process.wait()
+            else:
+                if log_lines is not None:
+                    await until_or_ended(process, listed.wait())
+                if kill_after:
+                    goal = emu.requests() + kill_after
+                    await until_or_ended(process, emu.until(requests=goal))
+                if process.returncode is not None:
+                    code = int(process.returncode)
+                else:
+                    process.send_signal(signal.SIGKILL)
+                    await process.wait()
+    return code
+
+
+async def copy_lines(stream: Any, path: Path, listed: anyio.Event) -> None:
+    """Copy a process's log lines to ``path`` to their end, setting ``listed`` at the line
+    that says its discovery is done."""
+    lines = BufferedByteReceiveStream(stream)
+    with path.open("ab") as out:
+        while True:
+            try:
+                line = await lines.receive_until(b"\n", 1 << 20)
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                return
+            out.write(line + b"\n")
+            if b'"listing_done"' in line:
+                listed.set()
 
 
 # The matrix is CPU-bound (about 6 s of CPU per seed: five processes started, 2,000 targets,
@@ -198,14 +207,15 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
             spec = job(directory, SPEC.format(service=service), name="crash")
             log = directory / "crash.jsonl"
             for attempt in range(rng.choice([4, 5, 6])):
-                process = await start_bulkops(next_step(spec, log), directory)
                 # Every other seed waits for discovery to end once, so kills land mid-deletion too.
                 late = seed % 2 == 1 and attempt == 0
+                process = await start_bulkops(next_step(spec, log), directory, watched=late)
                 if late:
                     requests = rng.randint(0, 400)
                 else:  # one kill in six during start-up, the others anywhere in the run
                     requests = 0 if rng.random() < 1 / 6 else rng.randint(1, 1500)
-                code = await drive(process, emu, requests, log if late else None)
+                lines = directory / "stderr.log" if late else None
+                code = await drive(process, emu, requests, lines)
                 if code is not None:
                     break  # it finished before the kill
                 kills += 1

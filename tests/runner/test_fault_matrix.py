@@ -40,6 +40,7 @@ import ssl
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ import anyio
 import anyio.abc
 import pytest
 from aiohttp import web
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import runner.app.job
 from runner.emulator import EMULATOR_KEY, EmulatorSettings, build_app, generate
@@ -164,15 +166,13 @@ async def deletions_so_far(session: aiohttp.ClientSession, url: str) -> int:
         return int(sum(body["deletions"].values()))
 
 
-async def wait_for_deletions(
-    session: aiohttp.ClientSession, url: str, at_least: int, within: float = 15.0
-) -> None:
-    """Return once ``at_least`` deletions happened: the fault then lands mid-run."""
-    with anyio.fail_after(within):
-        while True:
-            if await deletions_so_far(session, url) >= at_least:
-                return
-            await anyio.sleep(0.05)
+async def line_until(output: BufferedByteReceiveStream, wanted: Callable[[str], bool]) -> str:
+    """Read a process's output line by line up to the first that is ``wanted`` (an event: the
+    bound is the test's timeout); its end first is a failure."""
+    while True:
+        line = (await output.receive_until(b"\n", 4096)).decode()
+        if wanted(line):
+            return line
 
 
 # --- credentials rotated mid-run ---------------------------------------------------------------
@@ -197,7 +197,7 @@ async def test_credentials_rotated_mid_run_stop_cleanly_and_resume_finishes(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
-            await wait_for_deletions(emu.session, emu.url, len(expected) // 4)
+            await emu.until(deletions=len(expected) // 4)  # the rotation then lands mid-run
             await emu.configure(auth_token=ROTATED_TOKEN)
 
         first = await emu.ledger()
@@ -251,9 +251,12 @@ def refused(port: int) -> bool:
     return False
 
 
-async def start_durable_emulator(port: int, journal: Path, directory: Path) -> anyio.abc.Process:
-    """The emulator as its own process (tests/runner/fault_durable_emulator.py) on ``port``."""
-    with (directory / "emulator.log").open("ab") as out:
+async def start_durable_emulator(
+    port: int, journal: Path, directory: Path, *, announce: bool = False
+) -> tuple[anyio.abc.Process, BufferedByteReceiveStream]:
+    """The emulator as its own process (tests/runner/fault_durable_emulator.py) on ``port``,
+    once it listens, and its standard output (``deleted N`` lines if ``announce``)."""
+    with (directory / "emulator.log").open("ab") as err:
         proc = await anyio.open_process(
             [
                 sys.executable,
@@ -261,6 +264,7 @@ async def start_durable_emulator(port: int, journal: Path, directory: Path) -> a
                 "tests.runner.fault_durable_emulator",
                 "--journal",
                 str(journal),
+                *(["--announce-deletions"] if announce else []),
                 "--port",
                 str(port),
                 "--generate",
@@ -272,14 +276,15 @@ async def start_durable_emulator(port: int, journal: Path, directory: Path) -> a
             ],
             cwd=REPO,
             env={**os.environ, "PYTHONPATH": str(REPO)},
-            stdout=out,
-            stderr=out,
+            stderr=err,
         )
-    with anyio.fail_after(15):
-        while refused(port):
-            assert proc.returncode is None, (directory / "emulator.log").read_text()
-            await anyio.sleep(0.05)
-    return proc
+    assert proc.stdout is not None
+    output = BufferedByteReceiveStream(proc.stdout)
+    try:
+        await line_until(output, lambda line: line.startswith("bulkops emulator listening"))
+    except (anyio.EndOfStream, anyio.IncompleteRead):
+        raise AssertionError((directory / "emulator.log").read_text()) from None
+    return proc, output
 
 
 async def test_emulator_killed_and_restarted_mid_run(
@@ -295,7 +300,7 @@ async def test_emulator_killed_and_restarted_mid_run(
     point_at(monkeypatch, url)
     spec = job(workdir, SLOW_PURGE)
     codes: list[int] = []
-    first = await start_durable_emulator(port, journal, workdir)
+    first, said = await start_durable_emulator(port, journal, workdir, announce=True)
     second: anyio.abc.Process | None = None
     try:
         async with aiohttp.ClientSession() as session:
@@ -308,14 +313,17 @@ async def test_emulator_killed_and_restarted_mid_run(
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run)
-                await wait_for_deletions(session, url, len(expected) // 3)
+                third = len(expected) // 3
+                await line_until(
+                    said, lambda line: line.startswith("deleted ") and int(line[8:]) >= third
+                )
                 first.send_signal(signal.SIGKILL)
                 await first.wait()
                 down = time.monotonic()
                 assert refused(port)
                 await anyio.sleep(outage)
                 assert refused(port)
-                second = await start_durable_emulator(port, journal, workdir)
+                second, _ = await start_durable_emulator(port, journal, workdir)
                 refused_for = time.monotonic() - down
 
             async with session.get(f"{url}/_emulator/ledger") as r:
@@ -524,7 +532,7 @@ async def test_500_then_503_bursts_mid_run_are_waited_out(
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(run)
-            await wait_for_deletions(emu.session, emu.url, len(expected) // 4)
+            await emu.until(deletions=len(expected) // 4)  # the fault then lands mid-run
             await emu.configure(fault_500=1.0)
             await anyio.sleep(1.5)
             await emu.configure(fault_500=0.0, fault_503=1.0)

@@ -172,15 +172,27 @@ def in_report(mp: pytest.MonkeyPatch) -> None:
 
 def in_display(mp: pytest.MonkeyPatch) -> None:
     """The progress display raises once the first target is done."""
+    original = runner.engine.scheduler.Engine._finish
+    done = False
+    first_done: anyio.Event | None = None  # made by the display, in the run's event loop
+
+    def finish(self: runner.engine.scheduler.Engine, *args: Any, **kwargs: Any) -> None:
+        nonlocal done
+        original(self, *args, **kwargs)
+        done = True
+        if first_done is not None:
+            first_done.set()
 
     async def show_progress(
-        progress: Progress[ResourceKind, State], *_args: Any, **_kwargs: Any
+        _progress: Progress[ResourceKind, State], *_args: Any, **_kwargs: Any
     ) -> None:
-        # Polls the live counters, as the real display does.
-        while not sum(progress.outcomes.values()):  # noqa: ASYNC110
-            await anyio.sleep(0.01)
+        nonlocal first_done
+        if not done:
+            first_done = anyio.Event()
+            await first_done.wait()
         raise Boom
 
+    mp.setattr(runner.engine.scheduler.Engine, "_finish", finish)
     mp.setattr(runner.app.display, "show_progress", show_progress)
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import anyio
 import orjson
 import pytest
 
@@ -22,7 +21,7 @@ from runner.errors import CheckpointError, ExitCode
 from runner.log.records import State
 from runner.log.replay import read_checkpoint
 from runner.plan.shard import Shard, shard_of, share_deletions
-from tests.runner.app.test_interrupt import deletions_logged
+from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     REPO,
     Emulator,
@@ -295,9 +294,7 @@ async def test_max_deletions_holds_across_a_run_and_two_resumes(
         else:
             process = await start_bulkops(["run", str(spec)], workdir)
             async with process:
-                with anyio.fail_after(30):
-                    while process.returncode is None and deletions_logged(workdir) < 1:  # noqa: ASYNC110
-                        await anyio.sleep(0.02)
+                await wait_for_deletions(emu, 1, process)
                 if process.returncode is None:
                     process.send_signal(signal.SIGKILL)
                 await process.wait()
@@ -469,9 +466,7 @@ async def test_resume_of_an_apply_checks_every_entry_of_its_plan(
         assert await run_cli("plan", spec, "--out", plan) == ExitCode.OK
         process = await start_bulkops(["apply", str(plan)], workdir)
         async with process:
-            with anyio.fail_after(30):
-                while deletions_logged(workdir) < 1:  # noqa: ASYNC110 (another process's log)
-                    await anyio.sleep(0.02)
+            await wait_for_deletions(emu, 1)
             process.send_signal(signal.SIGKILL)
             await process.wait()
         (log,) = checkpoints(workdir)

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,11 +98,15 @@ async def test_apply_refuses_a_changed_spec_an_old_plan_and_a_damaged_one(
         requests = len((await emu.ledger())["requests"])
         capsys.readouterr()
 
-        await anyio.sleep(1.1)
-        assert await run_cli("apply", plan, "--max-age", "1s") == ExitCode.BAD_INPUT
+        lines = plan.read_bytes().splitlines(keepends=True)
+        # A plan made two hours ago (its header's time: the digest covers the targets only).
+        header = orjson.loads(lines[0])
+        header["created"] = (datetime.now(UTC) - timedelta(hours=2)).isoformat()
+        aged = workdir / "aged.plan"
+        aged.write_bytes(orjson.dumps(header) + b"\n" + b"".join(lines[1:]))
+        assert await run_cli("apply", aged, "--max-age", "1h") == ExitCode.BAD_INPUT
         assert "older than --max-age" in capsys.readouterr().err
 
-        lines = plan.read_bytes().splitlines(keepends=True)
         edited = workdir / "edited.plan"
         target = orjson.loads(lines[1])
         target["ids"] = target["ids"][:-1] if len(target["ids"]) > 1 else target["ids"] * 2
@@ -136,7 +141,7 @@ async def test_a_killed_apply_resumes_from_its_plan(
 
         process = await start_bulkops(["apply", str(plan)], workdir)
         async with process:
-            await wait_for_deletions(workdir, 3)
+            await wait_for_deletions(emu, 3)
             process.send_signal(signal.SIGKILL)
             await process.wait()
         (log,) = checkpoints(workdir)
@@ -159,6 +164,7 @@ async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
         requests = len((await emu.ledger())["requests"])
 
         primary, secondary = os.openpty()
+        child: subprocess.Popen[bytes] | None = None
         with (
             (workdir / "out.txt").open("wb") as out,
             (workdir / "err.txt").open("wb") as err,
@@ -173,12 +179,13 @@ async def test_apply_on_a_terminal_asks_and_a_no_sends_nothing(
                     cwd=workdir,
                 )
                 os.write(primary, b"no\n")
-                with anyio.fail_after(30):
-                    while child.poll() is None:  # noqa: ASYNC110 (a plain child: poll it)
-                        await anyio.sleep(0.05)
+                # A plain child has no awaitable end: a worker thread waits for it.
+                await anyio.to_thread.run_sync(child.wait, abandon_on_cancel=True)
             finally:
+                if child is not None and child.poll() is None:  # timed out: the child goes too
+                    child.kill()
                 os.close(primary)
                 os.close(secondary)
-        assert child.returncode == ExitCode.ABORTED
+        assert child is not None and child.returncode == ExitCode.ABORTED
         assert "not confirmed" in (workdir / "err.txt").read_text()
         assert len((await emu.ledger())["requests"]) == requests

@@ -98,7 +98,7 @@ async def test_a_second_process_cannot_drive_a_checkpoint_in_use(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            await wait_for_deletions(workdir, 1)
+            await wait_for_deletions(emu, 1)
             (log,) = checkpoints(workdir)
             seen = len((await emu.ledger())["requests"])
             capsys.readouterr()
@@ -159,7 +159,7 @@ async def test_resume_does_not_list_again_the_conversations_it_listed(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            await wait_for_deletions(workdir, 5)
+            await wait_for_deletions(emu, 5)
             process.send_signal(signal.SIGKILL)
             await process.wait()
         (log,) = checkpoints(workdir)

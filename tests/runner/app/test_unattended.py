@@ -57,7 +57,7 @@ async def test_a_second_run_of_an_active_job_exits_5_at_once(
         spec = job(workdir, SLOW)
         first = await start_bulkops(["run", str(spec)], workdir)
         async with first:
-            await wait_for_deletions(workdir, 3)
+            await wait_for_deletions(emu, 3)
             # Frozen, the first run holds its lock and cannot finish while the second starts,
             # however long a busy machine takes to start it (it then raced the first to the end).
             first.send_signal(signal.SIGSTOP)
@@ -91,7 +91,7 @@ async def test_three_cron_invocations_with_a_crash_between(
 
         first = await start_bulkops(cron, workdir)
         async with first:
-            await wait_for_deletions(workdir, 5)
+            await wait_for_deletions(emu, 5)
             first.send_signal(signal.SIGKILL)
             await first.wait()
         partial = deleted(await emu.ledger())

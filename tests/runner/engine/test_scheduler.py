@@ -11,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+from runner.clock import MONOTONIC
 from runner.engine.discovery import CHUNK
 from runner.engine.scheduler import Engine, EngineSettings
 from runner.kinds.base import Target
@@ -54,7 +55,8 @@ async def engine_at(
     with open_log(log, HEADER) as handle:
         writer = CheckpointWriter(log, HEADER.started_at)
         try:
-            yield Engine(settings(workers), requester, sources, writer), writer, handle
+            engine = Engine(settings(workers), requester, sources, writer, clock=MONOTONIC)
+            yield engine, writer, handle
         finally:
             writer.close()
 

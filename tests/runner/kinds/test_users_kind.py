@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from tests.runner.app.test_interrupt import wait_for_deletions
@@ -130,10 +129,9 @@ async def test_an_interrupted_user_purge_resumes_to_the_end(
         )
         process = await start_bulkops(["run", str(spec)], workdir)
         async with process:
-            await wait_for_deletions(workdir, 2)
+            await wait_for_deletions(emu, 2)
             process.send_signal(signal.SIGINT)
-            with anyio.fail_after(10):
-                assert await process.wait() == 130
+            assert await process.wait() == 130
         partial = deleted(await emu.ledger())
         assert partial and partial < expected
 
