@@ -69,6 +69,7 @@ class AdaptiveSettings:
     reprobe_after_s: float = 2.0
     burst_s: float = 0.1
     climb_s: float = 1.0
+    recheck_s: float = 0.05
 
 
 _MAX_DOUBLINGS = 64.0  # initial * 2**64: past any rate, far from a float's range
@@ -268,9 +269,26 @@ class RateController:
         if pace is None:
             return 0.0
         wait = (ticket + 1 - self._credit) / pace
+        if self._rising():
+            # A rising pace moves every turn earlier, but only for a waiter that asks again: one
+            # asleep until its turn at the old pace would wake late, with the credit of the
+            # turns it missed banked, and leave with every other such waiter in a burst that
+            # empties the server's bucket.
+            wait = min(wait, self._s.recheck_s)
         # Under a millisecond is now: a pace easing while we sleep must not turn the caller's
         # sleep-and-ask loop into ever shorter sleeps.
         return wait if wait >= 0.001 else 0.0
+
+    def give_back(self) -> None:
+        """A ticket's turn goes unused (its request queued again, see
+        :meth:`runner.wire.limits.Limits.acquire`): the next ticket may have it."""
+        self._credit += 1.0
+
+    def _rising(self) -> bool:
+        """Whether the pace is climbing now (slow start, a climb back, a probe)."""
+        if self._w_max is None:
+            return self._slow_start
+        return self._clock() - self._epoch > self._quiet()
 
     def _accrue(self) -> float | None:
         now = self._clock()
