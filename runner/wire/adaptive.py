@@ -19,17 +19,26 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
   ``hold_s`` for the server's bucket to refill) are already answered by it.
 * **Plateau.** The pace then stays at ``beta * w_max``, just under the limit, for
   ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` (doubled
-  after each probe that found nothing higher) when a limit ``1 / max_cut`` times higher held
-  before (a lowered limit may come back, and finding it is worth a pause) or the limit is a
-  guess (a 429 at a configured rate, or at the plateau long after the last pause: too fast,
-  but not by how much).
-* **Probe.** Then ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just above the
-  plateau, so the 429 it ends with reads the limit closely, then ever faster, so a raised limit
-  is found within seconds; back up to a higher limit that held before, it stops there until
-  ``probe_after_s``. A probe's 429 never lowers ``w_max``: the plateau under it held.
+  after the second probe in a row that found nothing higher) when a limit ``1 / max_cut`` times
+  higher held before (a lowered limit may come back, and finding it is worth a pause) or the
+  limit is a guess (a 429 at a configured rate, or at the plateau long after the last pause: too
+  fast, but not by how much).
+* **The way back up.** A 429 that is not about a learned limit (a storm, a server's hiccup)
+  reads a limit far under the pace that held before it. That pace is kept (``_high``), and
+  after the short plateau the pace climbs back to it within ``climb_s``, slowly at first (a
+  limit that is still low is met with little excess), and once it has held there for
+  ``window_s`` it is the limit again; a slow start cut off by such a 429 goes on from where it
+  was. A limit that really fell meets the climb with a 429 that reads it exactly (the bucket was
+  full at the pause's end), and the plateau under it holds.
+* **Probe.** Beyond the limit, ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just
+  above the plateau, so the 429 it ends with reads the limit closely, then ever faster, so a
+  raised limit is found within seconds. A probe's 429 never lowers ``w_max``: the plateau under
+  it held.
 
 Pacing is by numbered tickets against credit that accrues at the pace: waiting workers leave
-one by one, in order, never as a herd, and a new pace applies at once to everyone waiting.
+one by one, in order, never as a herd, and a new pace applies at once to everyone waiting (who
+sleeps no longer than the plateau lasts, and ``recheck_s`` while the pace climbs). A turn that
+goes unused, its request sent back by a pause, is given back to the next ticket.
 
 The ``Twilio-Concurrent-Requests`` header (Twilio's 20429 page says to watch it) separates a
 concurrency 429 from a rate 429: one that reports more requests in flight than any accepted
@@ -68,7 +77,7 @@ class AdaptiveSettings:
     probe_after_s: float = 30.0
     reprobe_after_s: float = 2.0
     burst_s: float = 0.1
-    climb_s: float = 1.0
+    climb_s: float = 0.6
     recheck_s: float = 0.05
 
 
@@ -146,6 +155,7 @@ class RateController:
         self._slow_start = ceiling is None
         self._w_max: float | None = None
         self._high = 0.0  # the highest limit that held a while: a lowered limit may come back
+        self._restart = False  # _high is where a slow start was cut off (see throttled)
         self._misses = 0  # probes in a row that found no higher limit
         self._guessed = False  # w_max is a guess (see the module's docstring), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
@@ -185,6 +195,13 @@ class RateController:
                 # it is the limit once more, and probes above it are rare again.
                 self._w_max, self._epoch = self._high, self._epoch + back
                 self._misses, self._guessed = 0, False
+                if self._restart:
+                    # Only a slow start's pace, never a limit: the slow start goes on from it.
+                    doublings = math.log2(max(1.0, self._high / s.initial))
+                    self._started = now - s.doubling_s * doublings
+                    self._w_max, self._high, self._restart = None, 0.0, False
+                    self._slow_start = True
+                    return self.rate()
         # Not before the epoch: during a pause (see hold) the pace is where the plateau starts.
         pace = self._curve(max(0.0, now - self._epoch))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
@@ -269,12 +286,11 @@ class RateController:
         if pace is None:
             return 0.0
         wait = (ticket + 1 - self._credit) / pace
-        if self._rising():
-            # A rising pace moves every turn earlier, but only for a waiter that asks again: one
-            # asleep until its turn at the old pace would wake late, with the credit of the
-            # turns it missed banked, and leave with every other such waiter in a burst that
-            # empties the server's bucket.
-            wait = min(wait, self._s.recheck_s)
+        # A rising pace moves every turn earlier, but only for a waiter that asks again: one
+        # asleep until its turn at the old pace would wake late, with the credit of the turns it
+        # missed banked, and leave with every other such waiter in a burst that empties the
+        # server's bucket. So nobody sleeps past the end of a plateau, nor long in a climb.
+        wait = min(wait, max(self._s.recheck_s, self._steady_for()))
         # Under a millisecond is now: a pace easing while we sleep must not turn the caller's
         # sleep-and-ask loop into ever shorter sleeps.
         return wait if wait >= 0.001 else 0.0
@@ -284,11 +300,12 @@ class RateController:
         :meth:`runner.wire.limits.Limits.acquire`): the next ticket may have it."""
         self._credit += 1.0
 
-    def _rising(self) -> bool:
-        """Whether the pace is climbing now (slow start, a climb back, a probe)."""
+    def _steady_for(self) -> float:
+        """Seconds the pace holds still from now (0.0 while it climbs: a slow start, a climb
+        back, a probe)."""
         if self._w_max is None:
-            return self._slow_start
-        return self._clock() - self._epoch > self._quiet()
+            return 0.0 if self._slow_start else math.inf
+        return max(0.0, self._epoch + self._quiet() - self._clock())
 
     def _accrue(self) -> float | None:
         now = self._clock()
@@ -332,6 +349,7 @@ class RateController:
                 # Far under what the last doubling explains: a storm or a hiccup as likely as a
                 # limit, so the pace that ran before is climbed back to soon (see _quiet).
                 self._high = max(self._high, ran)
+                self._restart = True
         elif self._w_max is None:
             # At the configured ceiling (or past `unbounded`): the 429 says the pace is too
             # fast, but not by how much. What got through bounds it; a window that still
@@ -343,9 +361,10 @@ class RateController:
                 w_max = max(w_max, s.max_cut * self.ceiling)
             guessed = True
         else:
-            if not self._guessed or now - self._epoch >= s.reprobe_after_s:
+            held_a_while = not self._guessed or now - self._epoch >= s.reprobe_after_s
+            if held_a_while and self._w_max >= self._high:
                 # A limit found (or one that held a while) was real, and may come back.
-                self._high = max(self._high, self._w_max)
+                self._high, self._restart = self._w_max, False
             w_max = self._found(self._held, now)
             if now - self._epoch >= self._quiet():
                 # A probe: the plateau below it held, so the limit is no lower than it was.
