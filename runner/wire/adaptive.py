@@ -4,23 +4,41 @@ Twilio does not publish every limit, and a limit may change under a running job,
 with no configured rate is paced by a controller that learns it, and a configured rate becomes a
 ceiling the controller never exceeds but may stay under.
 
-The shape is TCP's: slow start, then CUBIC (RFC 9438) in requests per second.
+Every 429 pauses the whole product for its Retry-After (:mod:`runner.wire.pauses`): about a
+second of nothing sent, so a 429 costs as much as a second of sending, and the controller spends
+them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (RFC 9438) probe.
 
 * **Slow start.** Before the first 429 the pace doubles every ``doubling_s`` from ``initial``,
   but never beyond twice what actually got through; past ``unbounded`` it is switched off (the
   server is evidently not rate-limiting).
-* **Multiplicative decrease.** A 429 sets ``w_max`` to the lower of the current pace and the
-  rate the server actually *accepted* over the last ``window_s`` (while over a limit, what gets
-  through is the limit itself, so events land near it instead of halving blindly), but no lower
-  than ``max_cut`` of the pace, and the pace drops to ``beta * w_max``. One decrease per
-  congestion event: 429s for requests sent before the last decrease (plus ``hold_s`` for the
-  server's bucket to refill) are already answered by it.
-* **Cubic increase.** ``rate(t) = w_max * (1 + c * (t - K)**3)`` with ``K = cbrt((1-beta)/c)``:
-  quickly back to ``w_max``, flat around it (few probes where the last 429 was), then ever
-  faster beyond it, so a raised limit is found within seconds.
+* **The limit a 429 reveals.** The server's bucket was full when sending last started (the
+  run's start, or the end of a pause), and a 429 says the requests it accepted since have used
+  up its burst: ``w_max`` is the largest rate at which a bucket holding ``burst_s`` of it (of
+  the highest limit found: a lowered limit keeps its bucket) would have run dry on them. One
+  decrease per congestion event: 429s for requests sent before the last decrease (plus
+  ``hold_s`` for the server's bucket to refill) are already answered by it.
+* **Plateau.** The pace then stays at ``beta * w_max``, just under the limit, for
+  ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` (doubled
+  after the second probe in a row that found nothing higher) when a limit ``1 / max_cut`` times
+  higher held before (a lowered limit may come back, and finding it is worth a pause) or the
+  limit is a guess (a 429 at a configured rate, or at the plateau long after the last pause: too
+  fast, but not by how much).
+* **The way back up.** A 429 that is not about a learned limit (a storm, a server's hiccup)
+  reads a limit far under the pace that held before it. That pace is kept (``_high``), and
+  after the short plateau the pace climbs back to it within ``climb_s``, slowly at first (a
+  limit that is still low is met with little excess), and once it has held there for
+  ``window_s`` it is the limit again; a slow start cut off by such a 429 goes on from where it
+  was. A limit that really fell meets the climb with a 429 that reads it exactly (the bucket was
+  full at the pause's end), and the plateau under it holds.
+* **Probe.** Beyond the limit, ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just
+  above the plateau, so the 429 it ends with reads the limit closely, then ever faster, so a
+  raised limit is found within seconds. A probe's 429 never lowers ``w_max``: the plateau under
+  it held.
 
 Pacing is by numbered tickets against credit that accrues at the pace: waiting workers leave
-one by one, in order, never as a herd, and a new pace applies at once to everyone waiting.
+one by one, in order, never as a herd, and a new pace applies at once to everyone waiting (who
+sleeps no longer than the plateau lasts, and ``recheck_s`` while the pace climbs). A turn that
+goes unused, its request sent back by a pause, is given back to the next ticket.
 
 The ``Twilio-Concurrent-Requests`` header (Twilio's 20429 page says to watch it) separates a
 concurrency 429 from a rate 429: one that reports more requests in flight than any accepted
@@ -47,8 +65,8 @@ class AdaptiveSettings:
     initial: float = 100.0
     doubling_s: float = 0.2
     unbounded: float = 20_000.0
-    beta: float = 0.95
-    cubic: float = 0.2
+    beta: float = 0.99
+    cubic: float = 0.05
     hold_s: float = 0.15
     max_cut: float = 0.8
     window_s: float = 1.0
@@ -56,6 +74,11 @@ class AdaptiveSettings:
     catch_up_s: float = 0.05
     min_concurrency_signal: int = 8
     concurrency_regrow_s: float = 1.0
+    probe_after_s: float = 30.0
+    reprobe_after_s: float = 2.0
+    burst_s: float = 0.1
+    climb_s: float = 0.6
+    recheck_s: float = 0.05
 
 
 _MAX_DOUBLINGS = 64.0  # initial * 2**64: past any rate, far from a float's range
@@ -103,6 +126,11 @@ class _Delivered:
             count = len(self._times)
         return count / max(span, 0.05)
 
+    def times(self, now: float, since: float) -> list[float]:
+        """When the acceptances of the window from ``since`` on came."""
+        self._trim(now)
+        return [t for t in self._times if t >= since]
+
     def _trim(self, now: float) -> None:
         horizon = now - self._window
         while self._times and self._times[0] < horizon:
@@ -122,11 +150,14 @@ class RateController:
         self._clock = clock
         self._s = settings or AdaptiveSettings()
         self.ceiling = ceiling
-        self._k = math.cbrt((1.0 - self._s.beta) / self._s.cubic)
         self._started: float | None = None  # the first reservation: a slow start starts there
         # Slow start only when nothing is known; a configured rate is trusted until a 429.
         self._slow_start = ceiling is None
         self._w_max: float | None = None
+        self._high = 0.0  # the highest limit that held a while: a lowered limit may come back
+        self._restart = False  # _high is where a slow start was cut off (see throttled)
+        self._misses = 0  # probes in a row that found no higher limit
+        self._guessed = False  # w_max is a guess (see the module's docstring), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
@@ -157,12 +188,82 @@ class RateController:
                 self._slow_start = False
                 return None
             return pace
-        # Not before the epoch: during a pause (see hold) the pace is where the curve starts.
-        since = max(0.0, now - self._epoch)
-        pace = self._w_max * (1.0 + s.cubic * math.pow(since - self._k, 3))
+        if self._high > self._w_max:
+            back = self._quiet() + s.climb_s + s.window_s
+            if now - self._epoch >= back:
+                # Climbed back to the limit that held before, and it held again for a window:
+                # it is the limit once more, and probes above it are rare again.
+                self._w_max, self._epoch = self._high, self._epoch + back
+                self._misses, self._guessed = 0, False
+                if self._restart:
+                    # Only a slow start's pace, never a limit: the slow start goes on from it.
+                    doublings = math.log2(max(1.0, self._high / s.initial))
+                    self._started = now - s.doubling_s * doublings
+                    self._w_max, self._high, self._restart = None, 0.0, False
+                    self._slow_start = True
+                    return self.rate()
+        # Not before the epoch: during a pause (see hold) the pace is where the plateau starts.
+        pace = self._curve(max(0.0, now - self._epoch))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
             return None
         return max(s.floor, pace)
+
+    def _curve(self, since: float) -> float:
+        """The pace ``since`` seconds after the last decrease (or pause): flat just under the
+        limit found for :meth:`_quiet` seconds, then a cubic probe above it."""
+        assert self._w_max is not None
+        s = self._s
+        pace = s.beta * self._w_max
+        probing = since - self._quiet()
+        if probing <= 0:
+            return pace
+        if self._high > self._w_max:
+            # Back up to the limit that held before within `climb_s` however far under it the
+            # pace fell (a storm's or a hiccup's low reading costs seconds, not minutes), slowly
+            # at first (a limit that is still low is met with little excess), and no further:
+            # beyond it is a probe, which waits until the limit is back (see rate).
+            gap = s.beta * (self._high - self._w_max)
+            return pace + gap * min(1.0, math.pow(probing / s.climb_s, 3))
+        return pace + s.cubic * self._w_max * math.pow(probing, 3)
+
+    def _found(self, since: float, now: float) -> float:
+        """The limit that explains a 429 now: the largest rate at which a bucket, full at
+        ``since`` (the run's start or a pause's end, at most ``window_s`` ago) and holding
+        ``burst_s`` of it (of the highest limit found: a lowered limit keeps its bucket), would
+        have run dry by now on the acceptances since then."""
+        s = self._s
+        start = max(since, now - s.window_s)
+        # Since a decrease that no pause followed, the bucket refilled from empty.
+        full = self._epoch <= since
+        start = max(start, self._epoch)
+        times = [*self._delivered.times(now, start), now]
+        low, high = 0.0, 2.0 * len(times) / max(now - start, 0.01) + 1.0
+        for _ in range(30):
+            mid = (low + high) / 2
+            burst = max(1.0, s.burst_s * max(mid, self._high, self._w_max or 0.0))
+            tokens, last = (burst if full else 0.0), start
+            for t in times:
+                tokens = min(burst, tokens + (t - last) * mid) - 1.0
+                last = t
+            if tokens < 0.0:  # the last one (the 429) found less than a token
+                low = mid
+            else:
+                high = mid
+        return low
+
+    def _quiet(self) -> float:
+        """Seconds at the plateau before probing above the limit found: every probe costs a
+        pause of the whole product (a 429), so it is rare, unless a higher limit held before
+        (a lowered limit is likely to come back, and is worth finding soon)."""
+        assert self._w_max is not None
+        s = self._s
+        if self._guessed or self._high > self._w_max / s.max_cut:
+            # Twice as long after each further probe that found nothing higher (it may never
+            # return), but the first miss is not doubled: a limit that returns a second after
+            # a probe would otherwise wait twice as long to be found.
+            misses = max(0, self._misses - 1)
+            return min(s.probe_after_s, s.reprobe_after_s * math.pow(2.0, misses))
+        return s.probe_after_s
 
     def reserve(self) -> int | None:
         """Take a ticket for the next sending slot (None: nothing to wait for); the caller
@@ -185,9 +286,26 @@ class RateController:
         if pace is None:
             return 0.0
         wait = (ticket + 1 - self._credit) / pace
+        # A rising pace moves every turn earlier, but only for a waiter that asks again: one
+        # asleep until its turn at the old pace would wake late, with the credit of the turns it
+        # missed banked, and leave with every other such waiter in a burst that empties the
+        # server's bucket. So nobody sleeps past the end of a plateau, nor long in a climb.
+        wait = min(wait, max(self._s.recheck_s, self._steady_for()))
         # Under a millisecond is now: a pace easing while we sleep must not turn the caller's
         # sleep-and-ask loop into ever shorter sleeps.
         return wait if wait >= 0.001 else 0.0
+
+    def give_back(self) -> None:
+        """A ticket's turn goes unused (its request queued again, see
+        :meth:`runner.wire.limits.Limits.acquire`): the next ticket may have it."""
+        self._credit += 1.0
+
+    def _steady_for(self) -> float:
+        """Seconds the pace holds still from now (0.0 while it climbs: a slow start, a climb
+        back, a probe)."""
+        if self._w_max is None:
+            return 0.0 if self._slow_start else math.inf
+        return max(0.0, self._epoch + self._quiet() - self._clock())
 
     def _accrue(self) -> float | None:
         now = self._clock()
@@ -209,10 +327,9 @@ class RateController:
     def hold(self, until: float) -> None:
         """Accrue no credit before ``until`` (the end of a pause of this product): a pause is
         not an idle spell, and the waiters queued through it must leave at the pace when it
-        ends, not all at once on the slots it would otherwise have banked. The cubic curve
-        restarts there too: its climb back to ``w_max`` is for sending time, and a pause
-        longer than ``K`` would otherwise end with the pace already probing above the limit
-        that caused it (and a 429 that pauses the product once more)."""
+        ends, not all at once on the slots it would otherwise have banked. The plateau
+        restarts there too: its quiet time is sending time, and the bucket the server refilled
+        meanwhile is where :meth:`_found` starts counting."""
         self._held = max(self._held, until)
         if self._w_max is not None:
             self._epoch = max(self._epoch, until)
@@ -223,21 +340,43 @@ class RateController:
         s = self._s
         if sent_at < self._epoch + s.hold_s:
             return Verdict.ABSORBED
-        current = self.rate()
-        delivered = self._delivered.rate(now, since=self._held)
-        candidates = [c for c in (current, delivered or None, self.ceiling) if c is not None]
-        w_max = min(candidates) if candidates else s.initial
-        pace = current if current is not None else self.ceiling
-        if pace is not None:
-            # One event moves at most to `max_cut` of the pace (the configured ceiling, when
-            # the pace was at it): a window that still holds a ramp or a start-up reads low,
-            # and a few events in a row converge just as well.
-            w_max = max(w_max, s.max_cut * pace)
-        if self._slow_start and current is not None:
-            # The pace doubled every `doubling_s`: the previous pace was not yet too fast, and
-            # the short window lags a ramp, so neither alone should set how far to fall back.
-            w_max = max(w_max, current / 2)
+        current = self.rate()  # also brings the slow start up to date: it ends past `unbounded`
+        guessed = False
+        if self._slow_start and self._started is not None:
+            w_max = self._found(self._started, now)
+            ran = max(s.initial, (current or 0.0) / 2)
+            if w_max < s.max_cut * ran:
+                # Far under what the last doubling explains: a storm or a hiccup as likely as a
+                # limit, so the pace that ran before is climbed back to soon (see _quiet).
+                self._high = max(self._high, ran)
+                self._restart = True
+        elif self._w_max is None:
+            # At the configured ceiling (or past `unbounded`): the 429 says the pace is too
+            # fast, but not by how much. What got through bounds it; a window that still
+            # holds a start-up reads low, so one event moves at most to `max_cut` of the pace.
+            delivered = self._delivered.rate(now, since=self._held)
+            candidates = [c for c in (delivered or None, self.ceiling) if c is not None]
+            w_max = min(candidates) if candidates else s.initial
+            if self.ceiling is not None:
+                w_max = max(w_max, s.max_cut * self.ceiling)
+            guessed = True
+        else:
+            held_a_while = not self._guessed or now - self._epoch >= s.reprobe_after_s
+            if held_a_while and self._w_max >= self._high:
+                # A limit found (or one that held a while) was real, and may come back.
+                self._high, self._restart = self._w_max, False
+            w_max = self._found(self._held, now)
+            if now - self._epoch >= self._quiet():
+                # A probe: the plateau below it held, so the limit is no lower than it was.
+                self._misses = self._misses + 1 if w_max <= self._w_max / s.beta else 0
+                w_max = max(w_max, self._w_max)
+            else:
+                self._misses = 0
+                # The limit fell while the pace held, but when is unknown (the bucket may have
+                # been full for longer than the window says): a guess, soon probed above.
+                guessed = now - self._held > s.window_s
         self._w_max = max(s.floor, w_max)
+        self._guessed = guessed
         self._epoch = now
         self._slow_start = False
         self.decreases += 1

@@ -188,11 +188,9 @@ class Limits:
                 await rate.acquire()
             control = self.controllers[product]
             ticket = control.reserve()
-            if ticket is not None:
-                # Asked again after each sleep: the pace may have changed meanwhile (an Event
-                # would need someone to set it when a pace changes; the turn is a deadline).
-                while (delay := control.delay(ticket)) > 0:
-                    await self._time.sleep(delay)
+            turn = ticket is None or await self._take_turn(control, ticket, product, key, seen)
+            if not turn:
+                continue
             await self._account.acquire()
             cap = self._product_caps.get(product)
             if cap is not None:
@@ -211,6 +209,24 @@ class Limits:
                     pacer.granted(key, now)
                 return now
             self.release(product)
+            if ticket is not None:
+                control.give_back()
+
+    async def _take_turn(
+        self, control: RateController, ticket: int, product: Product, key: Scope | None, seen: int
+    ) -> bool:
+        """Wait for ``ticket``'s turn at the pace; False, the turn given back, when a 429 paused
+        one of the request's scopes meanwhile: it queues again at once instead of spending a
+        turn after the pause only to be sent back at the last step (64 waiters at 100/s cost
+        0.64 s of nothing sent after every pause)."""
+        # Asked again after each sleep: the pace may have changed meanwhile (an Event would
+        # need someone to set it when a pace changes; the turn is a deadline).
+        while (delay := control.delay(ticket)) > 0:
+            await self._time.sleep(delay)
+            if self._pauses != seen and self._paused_after(product, key, seen):
+                control.give_back()
+                return False
+        return True
 
     def release(self, product: Product) -> None:
         """Give back what :meth:`acquire` granted."""

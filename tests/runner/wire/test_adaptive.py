@@ -37,8 +37,9 @@ class Bucket:
         return False
 
 
-def drive(controller: RateController, clock: FakeClock, bucket: Bucket, seconds: float
-          ) -> tuple[int, int, list[float]]:
+def drive(
+    controller: RateController, clock: FakeClock, bucket: Bucket, seconds: float
+) -> tuple[int, int, list[float]]:
     """Send as fast as the controller lets one client; return (accepted, 429s, paces seen)."""
     accepted = throttled = 0
     paces: list[float] = []
@@ -60,6 +61,71 @@ def drive(controller: RateController, clock: FakeClock, bucket: Bucket, seconds:
             controller.throttled(clock.now)
             throttled += 1
     return accepted, throttled, paces
+
+
+def drive_paused(
+    controller: RateController, clock: FakeClock, bucket: Bucket, seconds: float, rng: random.Random
+) -> tuple[list[float], list[float]]:
+    """As :func:`drive`, but each 429 pauses the product for Retry-After 1 s plus jitter (as
+    runner.wire.limits does): nothing is sent until it ends. Returns (acceptances, 429s)."""
+    accepted: list[float] = []
+    throttled: list[float] = []
+    end = clock.now + seconds
+    while clock.now < end:
+        ticket = controller.reserve()
+        while ticket is not None and (wait := controller.delay(ticket)) > 0:
+            clock.now += wait
+        clock.now += 0.0005
+        if bucket.take(clock.now):
+            controller.accepted()
+            accepted.append(clock.now)
+        else:
+            throttled.append(clock.now)
+            controller.throttled(clock.now)
+            until = clock.now + 1.0 + rng.uniform(0.0, 0.2)
+            controller.hold(until)
+            clock.now = until
+    return accepted, throttled
+
+
+def test_a_429_that_pauses_the_product_is_rarely_risked() -> None:
+    """Each 429 costs a second of nothing sent, so after the first one (slow start) the pace
+    stays just under the limit it revealed, instead of probing above it every few seconds."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    accepted, throttled = drive_paused(controller, clock, Bucket(200, 20), 30, random.Random(1))
+    assert len(throttled) <= 2
+    assert len(accepted) / 30 >= 0.93 * 200  # the first pause alone costs 1/30 of it
+    later = [t for t in accepted if t >= 5]
+    assert len(later) / (clock.now - 5) >= 0.97 * 200
+
+
+def test_with_pauses_follows_a_lower_limit_and_finds_it_raised_again() -> None:
+    """200/s, then 100/s, then 200/s again: settles under 100/s after a few 429s, and back at
+    200/s within three seconds of the raise (a lowered limit is probed for sooner)."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    rng = random.Random(2)
+    drive_paused(controller, clock, Bucket(200, 20), 7, rng)
+    low, low_429s = drive_paused(controller, clock, Bucket(100, 20), 6, rng)
+    assert len(low_429s) <= 4
+    # Settled by 10 s; the first probe for the old limit comes 2 s after the pause that settled.
+    assert sum(1 for t in low if 10 <= t < 11.5) / 1.5 >= 0.9 * 100
+    raised, _ = drive_paused(controller, clock, Bucket(200, 20), 6, rng)
+    assert sum(1 for t in raised if 16 <= t < 19) / 3 >= 0.9 * 200
+
+
+def test_a_storm_at_start_up_costs_seconds_not_the_run() -> None:
+    """A run that starts into a 2-s storm (1/s) reads a limit far under its slow start's pace,
+    so it climbs back to that pace soon, and its slow start goes on from there to the limit
+    (whose 429 pauses it once more, as at any start)."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    rng = random.Random(3)
+    _, storm_429s = drive_paused(controller, clock, Bucket(1, 1), 2, rng)
+    after, after_429s = drive_paused(controller, clock, Bucket(200, 20), 10, rng)
+    assert len(storm_429s) + len(after_429s) <= 4
+    assert sum(1 for t in after if 8 <= t < 12) / 4 >= 0.9 * 200
 
 
 def test_finds_an_unknown_limit_with_few_429s() -> None:
@@ -102,8 +168,10 @@ def test_one_decrease_per_congestion_event() -> None:
     assert controller.decreases == 2
 
 
-@pytest.mark.parametrize("limit", [pytest.param(400.0, id="server-above-ceiling"),
-                                   pytest.param(10_000.0, id="server-unlimited")])
+@pytest.mark.parametrize(
+    "limit",
+    [pytest.param(400.0, id="server-above-ceiling"), pytest.param(10_000.0, id="server-unlimited")],
+)
 def test_never_exceeds_the_configured_ceiling(limit: float) -> None:
     """With a configured rate the controller only ever paces at or below it."""
     clock = FakeClock()
@@ -132,8 +200,7 @@ def test_a_long_slow_start_neither_overflows_nor_outruns_what_gets_through() -> 
 def test_waiters_leave_one_by_one_in_ticket_order() -> None:
     """Many callers waiting on one pace get distinct, increasing turns (no herd)."""
     clock = FakeClock()
-    controller = RateController(clock, ceiling=100,
-                                settings=AdaptiveSettings(catch_up_s=0.0))
+    controller = RateController(clock, ceiling=100, settings=AdaptiveSettings(catch_up_s=0.0))
     controller.throttled(0.0)
     pace = controller.rate()
     assert pace is not None
@@ -164,11 +231,13 @@ retry: {{base_delay: 0.05, max_delay: 0.5}}
 """
 
 
-async def _purge(start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch,
-                 name: str, limits: str) -> tuple[float, set[tuple[str, str]]]:
+async def _purge(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch, name: str, limits: str
+) -> tuple[float, set[tuple[str, str]]]:
     settings = {"product_rate": {"conversations": (200.0, 20)}}
-    async with start_emulator("scale", dataset_args={
-            "conversations": 80, "messages_per_conversation": 10}, **settings) as emu:
+    async with start_emulator(
+        "scale", dataset_args={"conversations": 80, "messages_per_conversation": 10}, **settings
+    ) as emu:
         point_at(monkeypatch, emu.url)
         messages = await emu.resources("message")
         service = messages[0]["service_sid"]
@@ -176,10 +245,12 @@ async def _purge(start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyP
         random.Random(3).shuffle(rows)
         (workdir / name).mkdir()
         (workdir / name / "manifest.csv").write_text(
-            "id,conversation_sid\n" + "\n".join(rows) + "\n")
+            "id,conversation_sid\n" + "\n".join(rows) + "\n"
+        )
         spec = workdir / name / "job.yaml"
-        spec.write_text(f"version: 1\nname: {name}\n"
-                        + SERVICE_PURGE.format(service=service) + limits)
+        spec.write_text(
+            f"version: 1\nname: {name}\n" + SERVICE_PURGE.format(service=service) + limits
+        )
 
         assert await run_cli("run", spec, "--checkpoint", workdir / name / "log.jsonl") == 0
 
