@@ -13,29 +13,19 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO, cast
-
-from rich.console import Console
+from typing import TYPE_CHECKING, TextIO, cast
 
 from runner import __version__
-from runner.app import logs
-from runner.app.apply import prepare_apply, run_applied
-from runner.app.job import NO_OPTIONS, RunOptions
-from runner.app.outcome import finish, print_status
-from runner.app.resume import ResumeRequest, resume_checkpoint
-from runner.app.run import RunRequest, dry_run, run_job
-from runner.errors import (
-    ExitCode,
-    InputError,
-    LockedOut,
-    SafetyAbort,
-)
-from runner.internal import diagnose, leaves
-from runner.kinds.timespec import parse_bound
-from runner.log.replay import read_checkpoint
-from runner.report.completion import render
-from runner.report.formats import report_formats
-from runner.report.output import write_report_file
+from runner.errors import ExitCode, InputError, LockedOut, SafetyAbort
+
+# The commands' modules (the engine, aiohttp, rich) are imported when a command runs, not here:
+# `bulkops --version` and `--help` answer without loading them (seconds on a cold start).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from runner.app.job import RunOptions
+    from runner.app.resume import ResumeRequest
+    from runner.app.run import RunRequest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
+    from runner.report.formats import report_formats
+
     report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
 
@@ -171,11 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["--version"]:
+        # Before anything is imported: a version check (a container's health probe, a
+        # packaging test) need not load the engine.
+        print(f"bulkops {__version__}")
+        return ExitCode.OK
     if args_list[:1] == ["emulator"]:
         from runner.emulator import main as emulator_main
 
         return emulator_main(args_list[1:])
     args = build_parser().parse_args(args_list)
+    from rich.console import Console
+
     # io.TextIOBase has every method a TextIO has; typeshed does not say so.
     out = cast(TextIO, ClosedPipeSafe(sys.stdout))
     console = Console(file=out, soft_wrap=True)
@@ -188,6 +187,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
     """Run the subcommand; every way it can fail becomes a message and an exit code."""
+    from runner.app import logs
+    from runner.app.resume import resume_checkpoint
+    from runner.app.run import dry_run, run_job
+    from runner.internal import diagnose, leaves
+
     # Until a command reads its config: log lines go to stderr, never into a report on stdout.
     logs.configure(getattr(args, "log_format", None) or "auto", "info")
     try:
@@ -296,6 +300,8 @@ def _print_problems(err: Console, exc: InputError) -> None:
 
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
+    from runner.kinds.timespec import parse_bound
+
     try:
         bound = parse_bound(text)
     except ValueError as exc:
@@ -307,6 +313,8 @@ def duration(text: str) -> float:
 
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The run options given on the command line."""
+    from runner.app.job import RunOptions
+
     return RunOptions(
         max_duration=args.max_duration,
         metrics_textfile=args.metrics_textfile,
@@ -316,6 +324,9 @@ def run_options(args: argparse.Namespace) -> RunOptions:
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """The run (or, for ``plan``, the dry run) the command line asks for."""
+    from runner.app.job import NO_OPTIONS
+    from runner.app.run import RunRequest
+
     driven = args.command == "run"
     return RunRequest(
         job=args.job,
@@ -333,6 +344,9 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
+    from runner.app.apply import prepare_apply, run_applied
+    from runner.app.outcome import finish
+
     applying = prepare_apply(
         args.plan,
         args.spec,
@@ -355,6 +369,8 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
 
 def resume_request(args: argparse.Namespace) -> ResumeRequest:
     """The resume the command line asks for."""
+    from runner.app.resume import ResumeRequest
+
     return ResumeRequest(
         checkpoint=args.checkpoint,
         spec=args.spec,
@@ -368,11 +384,18 @@ def resume_request(args: argparse.Namespace) -> ResumeRequest:
 
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+    from runner.app.outcome import print_status
+    from runner.log.replay import read_checkpoint
+
     print_status(read_checkpoint(args.checkpoint), args.checkpoint, console)
     return ExitCode.OK
 
 
 def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+    from runner.log.replay import read_checkpoint
+    from runner.report.completion import render
+    from runner.report.output import write_report_file
+
     text = render(args.format, read_checkpoint(args.checkpoint))
     if args.out:
         write_report_file(args.out, text)

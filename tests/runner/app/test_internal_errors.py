@@ -20,11 +20,11 @@ import pytest
 import runner.app.display
 import runner.app.job
 import runner.app.metrics
-import runner.cli
 import runner.engine.admission
 import runner.engine.operations
 import runner.engine.scheduler
 import runner.log.records
+import runner.log.replay
 import runner.log.writer
 import runner.wire.client
 from runner.engine.discovery import Discovery
@@ -342,7 +342,8 @@ async def test_a_fault_outside_a_run_is_one_line_and_exit_8(
     def read_checkpoint(*_args: Any, **_kwargs: Any) -> Any:
         raise Boom
 
-    monkeypatch.setattr(runner.cli, "read_checkpoint", read_checkpoint)
+    # The CLI imports it when the command runs: patched where it is imported from.
+    monkeypatch.setattr(runner.log.replay, "read_checkpoint", read_checkpoint)
 
     assert await run_cli("report", log) == ExitCode.INTERNAL
 
