@@ -65,6 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT"
         )
+        p.add_argument(
+            "--max-deletions",
+            type=positive,
+            metavar="N",
+            help="the run deletes at most N targets in all (its earlier processes included), "
+            "in place of the spec's safety.max_deletions; no spec edit, so no --force",
+        )
 
     run = sub.add_parser("run", help="run a job spec")
     run.add_argument("job", type=Path, help="job spec (YAML)")
@@ -311,6 +318,17 @@ def duration(text: str) -> float:
     return bound.ago.total_seconds()
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The run options given on the command line."""
     from runner.app.job import RunOptions
@@ -319,6 +337,7 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         max_duration=args.max_duration,
         metrics_textfile=args.metrics_textfile,
         metrics_port=args.metrics_port,
+        max_deletions=args.max_deletions,
     )
 
 
@@ -354,6 +373,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
         max_age=args.max_age,
         log_format=args.log_format,
         log_level=args.log_level,
+        options=run_options(args),
     )
     total = applying.plan_file.total
     if total > args.confirm_above and not args.yes and sys.stdin.isatty():

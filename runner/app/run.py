@@ -60,7 +60,7 @@ def plan_job(request: RunRequest) -> tuple[JobPlan, Config, Shard | None]:
     and a plan no safety limit allows are refused before anything is sent."""
     spec, config = load_inputs(request.job, request.config, request.log_format, request.log_level)
     shard = resolve_shard(request.shard, request.shards, os.environ)
-    plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
+    plan = request.options.braked(shard_plan(build_plan(spec, datetime.now(UTC)), shard))
     preflight(plan.sources, plan.max_deletions)
     return plan, config, shard
 
