@@ -145,8 +145,16 @@ def build_parser() -> argparse.ArgumentParser:
     driven(resume)
     common(resume)
 
-    status = sub.add_parser("status", help="counts, pending operations, rate of a run")
-    status.add_argument("checkpoint", type=Path)
+    status = sub.add_parser("status", help="where a run stands: its state in words, counts, rate")
+    status.add_argument(
+        "checkpoint",
+        type=Path,
+        metavar="CHECKPOINT|JOB",
+        help="a run's checkpoint log, or a job spec (.yaml): its latest run",
+    )
+    status.add_argument("--config", type=Path, help="with a JOB: the config naming checkpoint_dir")
+    status.add_argument("--checkpoint-dir", type=Path, help="with a JOB: where its checkpoints are")
+    status.add_argument("--shard", help="with a JOB run in shards: shard I/N's latest run")
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
@@ -405,9 +413,15 @@ def resume_request(args: argparse.Namespace) -> ResumeRequest:
 
 def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     from runner.app.outcome import print_status
+    from runner.app.status import is_spec, latest_log, run_status
     from runner.log.replay import read_checkpoint
+    from runner.plan.shard import parse_shard
 
-    print_status(read_checkpoint(args.checkpoint), args.checkpoint, console)
+    path = args.checkpoint
+    if is_spec(path):
+        shard = None if args.shard is None else parse_shard(args.shard)
+        path = latest_log(path, args.config, args.checkpoint_dir, shard)
+    print_status(run_status(read_checkpoint(path), path), console)
     return ExitCode.OK
 
 
