@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO, cast
+from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
 from runner import __version__
 from runner.errors import ExitCode, InputError, LockedOut, SafetyAbort
@@ -21,31 +21,77 @@ from runner.errors import ExitCode, InputError, LockedOut, SafetyAbort
 # The commands' modules (the engine, aiohttp, rich) are imported when a command runs, not here:
 # `bulkops --version` and `--help` answer without loading them (seconds on a cold start).
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
 
-    from runner.app.job import RunOptions
+    from runner.app.job import PlanResult, RunOptions
     from runner.app.resume import ResumeRequest
     from runner.app.run import RunRequest
+    from runner.plan.planner import JobPlan
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are a JSON line when JSON logs were asked for (nothing but
+    JSON on stderr), still exit 2."""
+
+    json_errors = False  # set by main() from the raw arguments, before they are parsed
+
+    def error(self, message: str) -> NoReturn:
+        """Report a usage error and exit 2."""
+        if not self.json_errors:
+            super().error(message)
+        import orjson
+
+        line = {"event": "bad_usage", "level": "error", "command": self.prog, "error": message}
+        self.exit(ExitCode.BAD_INPUT, orjson.dumps(line).decode() + "\n")
+
+
+def _wants_json(args: list[str]) -> bool:
+    return any(
+        a == "--log-format=json" or (a == "--log-format" and b == "json")
+        for a, b in zip(args, [*args[1:], ""], strict=True)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `bulkops` (also read by the tests of the deployment manifests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bulkops",
         description="Delete Twilio Conversations, Orchestrator and Memory data in bulk, resumably.",
     )
     parser.add_argument("--version", action="version", version=f"bulkops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="config file (default: none; env only)")
+    def logging_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--log-format", choices=("auto", "console", "json"), help="override the config's"
+            "--log-format",
+            choices=("auto", "console", "json"),
+            help="override the config's; json: nothing but JSON on stdout and stderr",
         )
         p.add_argument(
             "--log-level",
             choices=("debug", "info", "warning", "error"),
             help="override the config's",
+        )
+        p.add_argument(
+            "--log-file",
+            type=Path,
+            metavar="PATH",
+            help="append the logs here instead of standard error (format: --log-format)",
+        )
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="config file (default: none; env only)")
+        logging_options(p)
+
+    def output(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-o",
+            "--output",
+            choices=("text", "json"),
+            default="text",
+            help="json: one JSON document on standard output (schemas in docs/schemas/)",
         )
 
     def driven(p: argparse.ArgumentParser) -> None:
@@ -110,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--shard", help="plan shard I of N only, e.g. --shard 0/4")
     plan.add_argument("--shards", type=int, help="shard count; index from JOB_COMPLETION_INDEX")
     common(plan)
+    output(plan)
 
     apply = sub.add_parser("apply", help="delete exactly the targets a reviewed plan lists")
     apply.add_argument("plan", type=Path, help="a plan written by `bulkops plan JOB --out PLAN`")
@@ -136,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     driven(apply)
     common(apply)
+    output(apply)
 
     resume = sub.add_parser("resume", help="continue a run from its checkpoint log")
     resume.add_argument("checkpoint", type=Path)
@@ -152,9 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CHECKPOINT|JOB",
         help="a run's checkpoint log, or a job spec (.yaml): its latest run",
     )
-    status.add_argument("--config", type=Path, help="with a JOB: the config naming checkpoint_dir")
     status.add_argument("--checkpoint-dir", type=Path, help="with a JOB: where its checkpoints are")
     status.add_argument("--shard", help="with a JOB run in shards: shard I/N's latest run")
+    common(status)  # --config: with a JOB, the config naming checkpoint_dir
+    output(status)
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
@@ -162,12 +211,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
+    report.add_argument(
+        "--summary", action="store_true", help="the outcome counts per kind, not every target"
+    )
+    logging_options(report)
+    output(report)
 
     demo = sub.add_parser(
         "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
     )
     demo.add_argument("--job", type=Path, default=None, help="another job spec to run")
     demo.add_argument("--checkpoint-dir", type=Path, default=None)
+    logging_options(demo)
 
     sub.add_parser(
         "emulator", help="serve the Twilio emulator (see `bulkops emulator --help`)", add_help=False
@@ -187,17 +242,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         from runner.emulator import main as emulator_main
 
         return emulator_main(args_list[1:])
-    args = build_parser().parse_args(args_list)
-    from rich.console import Console
+    _Parser.json_errors = _wants_json(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command == "report" and args.output == "json" and not args.summary:
+        parser.error("report: -o json goes with --summary (the whole report: --format json)")
+    from runner.app import logs
 
     # io.TextIOBase has every method a TextIO has; typeshed does not say so.
     out = cast(TextIO, ClosedPipeSafe(sys.stdout))
-    console = Console(file=out, soft_wrap=True)
-    err = Console(stderr=True, soft_wrap=True)
+    # With -o json, standard output holds the document alone: what a person reads goes to
+    # standard error. With JSON logs, both are log events (runner.app.logs).
+    document = getattr(args, "output", "text") == "json"
+    console = logs.CommandConsole(file=None if document else out, stderr=document, soft_wrap=True)
+    err = logs.CommandConsole(stderr=True, soft_wrap=True, level="warning")
     try:
+        logs.choose(args.log_format, args.log_level, args.log_file)
         return _dispatch(args, console, err, out)
+    except InputError as exc:  # the --log-file
+        _print_problems(err, exc)
+        return ExitCode.BAD_INPUT
     finally:
         out.flush()
+        logs.release()
 
 
 def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
@@ -207,23 +274,24 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
     from runner.app.run import dry_run, run_job
     from runner.internal import diagnose, leaves
 
-    # Until a command reads its config: log lines go to stderr, never into a report on stdout.
-    logs.configure(getattr(args, "log_format", None) or "auto", "info")
+    # Until a command reads its config: log lines go to stderr (or --log-file), never into a
+    # report on stdout.
+    logs.configure()
     try:
         if args.command == "run" and args.dry_run:
             return dry_run(run_request(args), console, err, None)
         if args.command == "run":
             return run_job(run_request(args), console, err)
         if args.command == "plan":
-            return dry_run(run_request(args), console, err, args.out)
+            return dry_run(run_request(args), console, err, args.out, _plan_document(args, out))
         if args.command == "apply":
-            return _cmd_apply(args, console, err)
+            return _cmd_apply(args, console, err, out)
         if args.command == "resume":
             return resume_checkpoint(resume_request(args), console, err)
         if args.command == "status":
-            return _cmd_status(args, console)
+            return _cmd_status(args, console, out)
         if args.command == "report":
-            return _cmd_report(args, out)
+            return _cmd_report(args, console, out)
         if args.command == "demo":
             from runner.app.demo import run_demo
 
@@ -308,6 +376,15 @@ class ClosedPipeSafe(io.TextIOBase):
 
 
 def _print_problems(err: Console, exc: InputError) -> None:
+    from runner.app import logs
+
+    if logs.json_only():
+        import structlog
+
+        structlog.get_logger("bulkops.cli").error(
+            "bad_input", problems=list(exc.problems), sent_nothing=True
+        )
+        return
     err.print("[bold red]error:[/] bulkops did not start; nothing was sent.", highlight=False)
     for problem in exc.problems:
         err.print(f"  - {problem}", highlight=False, markup=False)
@@ -370,9 +447,24 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     )
 
 
-def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
+def _plan_document(
+    args: argparse.Namespace, out: TextIO
+) -> Callable[[JobPlan, PlanResult], None] | None:
+    """With ``-o json``: what writes the plan's document to standard output."""
+    if args.output != "json":
+        return None
+    from runner.app.documents import plan_document, write_document
+
+    def write(plan: JobPlan, result: PlanResult) -> None:
+        write_document(out, plan_document(plan, result, args.out))
+
+    return write
+
+
+def _cmd_apply(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
     from runner.app.apply import prepare_apply, run_applied
-    from runner.app.outcome import finish
+    from runner.app.documents import run_document, write_document
+    from runner.app.outcome import continue_with, finish
 
     applying = prepare_apply(
         args.plan,
@@ -392,7 +484,10 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
     result = run_applied(
         applying, args.checkpoint_dir, args.config, console, options=run_options(args)
     )
-    return finish(result, console, err)
+    code = finish(result, console, err)
+    if args.output == "json":
+        write_document(out, run_document(result, continue_with(result)))
+    return code
 
 
 def resume_request(args: argparse.Namespace) -> ResumeRequest:
@@ -411,7 +506,8 @@ def resume_request(args: argparse.Namespace) -> ResumeRequest:
     )
 
 
-def _cmd_status(args: argparse.Namespace, console: Console) -> int:
+def _cmd_status(args: argparse.Namespace, console: Console, out: TextIO) -> int:
+    from runner.app.documents import status_document, write_document
     from runner.app.outcome import print_status
     from runner.app.status import is_spec, latest_log, run_status
     from runner.log.replay import read_checkpoint
@@ -421,16 +517,29 @@ def _cmd_status(args: argparse.Namespace, console: Console) -> int:
     if is_spec(path):
         shard = None if args.shard is None else parse_shard(args.shard)
         path = latest_log(path, args.config, args.checkpoint_dir, shard)
-    print_status(run_status(read_checkpoint(path), path), console)
+    status = run_status(read_checkpoint(path), path)
+    if args.output == "json":
+        write_document(out, status_document(status))
+    else:
+        print_status(status, console)
     return ExitCode.OK
 
 
-def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
+def _cmd_report(args: argparse.Namespace, console: Console, out: TextIO) -> int:
+    from runner.app.documents import summary_document, write_document
+    from runner.app.outcome import print_summary
     from runner.log.replay import read_checkpoint
     from runner.report.completion import render
     from runner.report.output import write_report_file
 
-    text = render(args.format, read_checkpoint(args.checkpoint))
+    replay = read_checkpoint(args.checkpoint)
+    if args.summary and args.output == "json":
+        write_document(out, summary_document(replay, args.checkpoint))
+        return ExitCode.OK
+    if args.summary:
+        print_summary(replay, console)
+        return ExitCode.OK
+    text = render(args.format, replay)
     if args.out:
         write_report_file(args.out, text)
     else:

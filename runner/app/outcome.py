@@ -16,7 +16,7 @@ from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.formats import report_formats
 
-__all__ = ["finish", "print_status", "print_summary"]
+__all__ = ["continue_with", "finish", "print_status", "print_summary"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -31,26 +31,34 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
         )
     if result.message:
         err.print(f"[bold red]{result.message}[/]", highlight=False)
+    hint = continue_with(result)
+    if hint is not None:
+        err.print(f"to continue: {hint}", highlight=False)
+    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
+    first, *others = report_formats().values()
+    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
+    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
+    return result.exit_code
+
+
+def continue_with(result: RunResult) -> str | None:
+    """The command that goes on from how a run ended, when one does."""
     # An internal error's message already ends with the way to go on.
-    if result.exit_code in (
+    if result.exit_code not in (
         ExitCode.INTERRUPTED,
         ExitCode.AUTH,
         ExitCode.CHECKPOINT,
         ExitCode.ABORTED,
         ExitCode.FAILURES,
     ):
-        hint = "bulkops resume"
-        failed = result.replay is None or bool(result.replay.failed)
-        if result.exit_code == ExitCode.FAILURES and failed:
-            hint += " --retry-failed"
-        elif result.exit_code == ExitCode.FAILURES:
-            hint = "once the listing problem is fixed, " + hint
-        err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
-    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
-    first, *others = report_formats().values()
-    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
-    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
-    return result.exit_code
+        return None
+    hint = "bulkops resume"
+    failed = result.replay is None or bool(result.replay.failed)
+    if result.exit_code == ExitCode.FAILURES and failed:
+        hint += " --retry-failed"
+    elif result.exit_code == ExitCode.FAILURES:
+        hint = "once the listing problem is fixed, " + hint
+    return f"{hint} {result.checkpoint}"
 
 
 def print_summary(replay: Replay, console: Console) -> None:

@@ -8,6 +8,7 @@ do nothing, or start anew. ``plan`` (a dry run) lists what the job selects and s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,7 +21,7 @@ from rich.table import Table
 from runner.app.display import terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
-from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
+from runner.app.job import NO_OPTIONS, PlanResult, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import Action, decide, job_lock, job_logs, usable_directory
@@ -109,9 +110,16 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
     return finish(result, console, err)
 
 
-def dry_run(request: RunRequest, console: Console, err: Console, out: Path | None) -> int:
+def dry_run(
+    request: RunRequest,
+    console: Console,
+    err: Console,
+    out: Path | None,
+    on_plan: Callable[[JobPlan, PlanResult], None] | None = None,
+) -> int:
     """List what the job selects (GET requests only) and print it, writing the targets to the
-    plan file ``out`` if given; the exit code."""
+    plan file ``out`` if given, and handing the plan to ``on_plan`` (``-o json``); the exit
+    code."""
     plan, config, _shard = plan_job(request)
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
@@ -155,6 +163,8 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
             f"review it, then `bulkops apply {out}`",
             highlight=False,
         )
+    if on_plan is not None:
+        on_plan(plan, result)
     return ExitCode.OK
 
 
