@@ -378,12 +378,8 @@ class ClosedPipeSafe(io.TextIOBase):
 def _print_problems(err: Console, exc: InputError) -> None:
     from runner.app import logs
 
-    if logs.json_only():
-        import structlog
-
-        structlog.get_logger("bulkops.cli").error(
-            "bad_input", problems=list(exc.problems), sent_nothing=True
-        )
+    if logs.json_only() and isinstance(err, logs.CommandConsole):
+        err.event("bad_input", level="error", problems=list(exc.problems), sent_nothing=True)
         return
     err.print("[bold red]error:[/] bulkops did not start; nothing was sent.", highlight=False)
     for problem in exc.problems:

@@ -6,7 +6,7 @@ cannot leak one: bulkops logs IDs, counts and codes, never bodies, authors or id
 
 What the command line chose (``--log-format``, ``--log-level``, ``--log-file``) wins over the
 config's ``log_format``/``log_level``. With JSON chosen (``--log-format json``, or
-``log_format: json``), what a command would print for a person goes out as JSON log events too
+``log_format: json``), what a command would print for a person goes out as JSON lines too
 (:class:`CommandConsole`), so that nothing but JSON reaches standard output or error.
 """
 
@@ -18,9 +18,11 @@ import os
 import sys
 from collections.abc import MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
 import structlog
 from rich.console import Console
 from rich.table import Table
@@ -132,13 +134,21 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
 
 
 class CommandConsole(Console):
-    """The console a command speaks to a person through: rich text and tables, or — when the
-    logs are JSON by choice — the same content as JSON log events (``said``: a line of text;
-    ``table``: its title, columns and rows), at ``level``."""
+    """The console a command speaks to a person through (standard output or error): rich text
+    and tables, or — when the logs are JSON by choice — the same content as JSON lines on the
+    same stream, shaped like log events at ``level`` (``said``: a line of text; ``table``: its
+    title, columns and rows). They are the command's output, not its logs, so ``--log-file``
+    does not take them."""
 
     def __init__(self, *, level: str = "info", **options: Any) -> None:
         super().__init__(**options)
         self._level = level
+
+    def event(self, name: str, *, level: str | None = None, **fields: Any) -> None:
+        """One JSON line on this console's stream: ``name`` with ``fields``."""
+        line = {**fields, "event": name, "level": level or self._level, "timestamp": _now()}
+        self.file.write(orjson.dumps(line).decode() + "\n")
+        self.file.flush()
 
     @property
     def is_terminal(self) -> bool:
@@ -150,12 +160,16 @@ class CommandConsole(Console):
         if not json_only():
             super().print(*objects, **options)
             return
-        log = getattr(structlog.get_logger("bulkops.said"), self._level)
         for thing in objects:
             if isinstance(thing, Table):
-                log("table", **_table(thing))
+                self.event("table", **_table(thing))
             else:
-                log("said", text=_plain(thing, markup=options.get("markup", True) is not False))
+                markup = options.get("markup", True) is not False
+                self.event("said", text=_plain(thing, markup=markup))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _plain(thing: object, *, markup: bool) -> str:

@@ -233,8 +233,15 @@ async def expected_targets(emu: Any) -> set[tuple[str, str]]:
 
 
 def human_lines(stderr: str) -> list[str]:
-    """stderr without the JSON log lines."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+    """What stderr says to a person: its plain lines, and the text of the `said` events that
+    stand for them with JSON logs (the other JSON log lines left out)."""
+    said = []
+    for line in stderr.splitlines():
+        if not line.startswith("{"):
+            said += [line] if line.strip() else []
+        elif (event := json.loads(line)).get("event") == "said":
+            said.append(event["text"])
+    return said
 
 
 def log_events(stderr: str, name: str) -> list[dict[str, Any]]:
