@@ -82,11 +82,12 @@ def print_status(status: RunStatus, console: Console) -> None:
     the time it was at work, and (while it is not finished) how long the rest should take."""
     print_summary(status.replay, console)
     console.print(status.words, highlight=False)
-    pace = (
-        f"rate {status.rate:,.1f} targets/s over {status.active_seconds:,} s of work"
-        if status.active_seconds
-        else "rate: not measured yet"
-    )
+    if status.active_seconds:
+        pace = f"rate {status.rate:,.1f} targets/s over {status.active_seconds:,} s of work"
+    elif any(status.summary.totals[o] for o in OUTCOMES if o != "pending"):
+        pace = "rate: not measured (its work took under a second)"
+    else:
+        pace = "rate: not measured yet"
     console.print(f"operations pending: {status.operations_pending:,} · {pace}", highlight=False)
     if status.eta_words:
         console.print(status.eta_words, highlight=False)

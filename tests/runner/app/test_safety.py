@@ -139,3 +139,16 @@ async def test_max_deletions_option_brakes_a_run_the_spec_does_not(
             await run_cli("run", spec, "--max-deletions", str(len(stores) - 1)) == ExitCode.ABORTED
         )
         assert (await emu.ledger())["requests"] == []
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+async def test_max_deletions_option_must_be_a_positive_number(
+    workdir: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """--max-deletions 0 (or not a number) is a usage error naming the option: exit 2."""
+    spec = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n")
+    with pytest.raises(SystemExit) as usage:
+        await run_cli("run", spec, "--max-deletions", value)
+    assert usage.value.code == ExitCode.BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--max-deletions: {value!r} is not a whole number of at least 1" in err
