@@ -111,6 +111,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(
             "--metrics-port", type=int, metavar="PORT", help="serve /metrics on 127.0.0.1:PORT"
         )
+        # Batch jobs that no scraper may catch alive push to a Prometheus Pushgateway.
+        p.add_argument(
+            "--metrics-push",
+            type=push_url,
+            metavar="URL",
+            help="push metrics to this Prometheus Pushgateway (e.g. http://pushgateway:9091) "
+            "periodically and at the end; grouped by job and shard",
+        )
+        p.add_argument(
+            "--metrics-push-interval",
+            type=duration,
+            default=30.0,
+            metavar="DURATION",
+            help="with --metrics-push: time between pushes, e.g. 1m (default 30s)",
+        )
         p.add_argument(
             "--max-deletions",
             type=positive,
@@ -224,6 +239,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--checkpoint-dir", type=Path, default=None)
     logging_options(demo)
 
+    prune = sub.add_parser(
+        "prune", help="delete the files of old finished runs from a checkpoint directory"
+    )
+    prune.add_argument(
+        "--keep",
+        type=run_count,
+        required=True,
+        metavar="N",
+        help="keep the N newest runs of each job (and shard); of older ones, delete those that "
+        "finished (exit 0 or 1)",
+    )
+    prune.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=Path("checkpoints"),
+        help="the checkpoint directory (default: ./checkpoints)",
+    )
+    prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    logging_options(prune)
+
     sub.add_parser(
         "emulator", help="serve the Twilio emulator (see `bulkops emulator --help`)", add_help=False
     )
@@ -292,6 +327,12 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
             return _cmd_status(args, console, out)
         if args.command == "report":
             return _cmd_report(args, console, out)
+        if args.command == "prune":
+            from runner.app.prune import print_pruning, prune
+
+            pruning = prune(args.checkpoint_dir, args.keep, dry_run=args.dry_run)
+            print_pruning(pruning, console, err)
+            return pruning.exit_code
         if args.command == "demo":
             from runner.app.demo import run_demo
 
@@ -399,6 +440,30 @@ def duration(text: str) -> float:
     return bound.ago.total_seconds()
 
 
+def push_url(text: str) -> str:
+    """An argparse type: a Pushgateway URL like http://pushgateway:9091."""
+    from runner.app.metrics_push import gateway_url  # prometheus_client only when asked for
+
+    try:
+        return gateway_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def run_count(text: str) -> int:
+    """An argparse type: how many runs ``prune --keep`` keeps, 1 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of runs") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(
+            f"{count} keeps no run: give 1 or more (the newest run of a job is what "
+            "--resume-or-start and --min-interval read)"
+        )
+    return count
+
+
 def positive(text: str) -> int:
     """An argparse type: a whole number of at least 1."""
     try:
@@ -418,6 +483,8 @@ def run_options(args: argparse.Namespace) -> RunOptions:
         max_duration=args.max_duration,
         metrics_textfile=args.metrics_textfile,
         metrics_port=args.metrics_port,
+        metrics_push=args.metrics_push,
+        metrics_push_interval=args.metrics_push_interval,
         max_deletions=args.max_deletions,
     )
 

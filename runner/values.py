@@ -76,6 +76,16 @@ class Progress(Generic[K, S]):
     skipped_done: int = 0  # already final in the checkpoint being resumed
     pending_operations: int = 0
     discovery_done: bool = False
+    # What the live view adds to the counters: the final outcomes of the earlier runs of a
+    # resumed log that this run does not drive again, the sources of each kind still being
+    # listed (while one is, more may be found), the targets the job's ids and manifests name
+    # (known before they are listed), the run's traffic, and which run this is.
+    earlier: Counter[tuple[K, S]] = field(default_factory=Counter)
+    listing: Counter[K] = field(default_factory=Counter)
+    named: Counter[K] = field(default_factory=Counter)
+    traffic: Tally = field(default_factory=Tally)
+    job: str = ""
+    checkpoint: str = ""
 
     def outcome(self, state: S) -> int:
         """How many targets of any kind ended in ``state``."""

@@ -44,7 +44,7 @@ from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Source
-from runner.plan.shard import share_deletions
+from runner.plan.shard import Shard, share_deletions
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.output import write_reports
 from runner.spec.config import Config
@@ -67,6 +67,13 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 def new_run_id(now: datetime) -> str:
     """A sortable, unique run id: UTC time plus randomness."""
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def log_name(job: str, shard: Shard | None, run_id: str) -> str:
+    """The file name of a run's checkpoint log in the checkpoint directory (``bulkops prune``
+    recognises a log by it)."""
+    name = job if shard is None else f"{job}.{shard.suffix}"
+    return f"{name}-{run_id}.jsonl"
 
 
 def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
@@ -116,7 +123,16 @@ class RunOptions:
     metrics_textfile: Path | None = None
     metrics_port: int | None = None
     metrics_interval: float = 15.0
+    metrics_push: str | None = None  # a Pushgateway's URL
+    metrics_push_interval: float = 30.0
     max_deletions: int | None = None  # --max-deletions: instead of safety.max_deletions
+
+    @property
+    def metrics(self) -> bool:
+        """Whether metrics go anywhere."""
+        return any(
+            v is not None for v in (self.metrics_textfile, self.metrics_port, self.metrics_push)
+        )
 
     def braked(self, plan: JobPlan) -> JobPlan:
         """``plan`` under ``--max-deletions`` when it was given: the run's total in place of the
@@ -195,6 +211,8 @@ def _build_parts(
     writer = CheckpointWriter(log_path, header.started_at)
     requester = build_requester(build_client(session, config), plan, random.Random())
     engine = Engine(settings, requester, plan.sources, writer, prior=prior, fanout=plan.fanout)
+    shard = f" (shard {header.shard})" if header.shard else ""
+    engine.progress.job, engine.progress.checkpoint = f"{header.job}{shard}", str(log_path)
     # A checkpoint that cannot be written stops everything at once: no request may be sent that
     # the log could not record.
     writer.on_error = lambda _exc: engine.hard_stop()
@@ -225,15 +243,17 @@ class _Run:
         self._began = began
         self._stages = {**STAGES, **_SHELL_STAGES}
         self._labels: RunLabels | None = None  # when metrics are asked for
-        if options.metrics_textfile is not None or options.metrics_port is not None:
+        if options.metrics:
             # Loaded only when asked for: prometheus_client and aiohttp's server cost a run that
             # exports nothing about 10 MB of its memory budget.
-            from runner.app import metrics
+            from runner.app import metrics, metrics_push
 
-            self._labels = metrics.RunLabels(plan.name, plan.shard)
+            kinds = tuple(dict.fromkeys(source.kind for source in plan.sources))
+            self._labels = metrics.RunLabels(plan.name, plan.shard, kinds)
             self._stages[metrics.write_periodically.__code__] = "the metrics exporter"
             self._stages[metrics.serve_metrics.__code__] = "the metrics server"
             self._stages[metrics.write_textfile.__code__] = "writing the metrics"
+            self._stages[metrics_push.push.__code__] = "the metrics push"
         self._written = anyio.Event()
         self._tg: anyio.abc.TaskGroup  # the one that drives the run, once it does
         self.interrupted = self.out_of_time = self._writer_crashed = False
@@ -255,7 +275,7 @@ class _Run:
                 tg.start_soon(
                     self._guarded, "the --max-duration timer", self._budget, options.max_duration
                 )
-            if options.metrics_textfile is not None or options.metrics_port is not None:
+            if options.metrics:
                 await self._start_metrics(tg)
             try:
                 await self.engine.run()
@@ -268,9 +288,21 @@ class _Run:
                 tg.cancel_scope.cancel()
 
     async def _start_metrics(self, tg: anyio.abc.TaskGroup) -> None:
-        from runner.app import metrics
+        from runner.app import metrics, metrics_push
 
         options = self._options
+        if options.metrics_push is not None:
+            tg.start_soon(
+                self._guarded,
+                "the metrics push",
+                partial(
+                    metrics_push.push_periodically,
+                    options.metrics_push,
+                    self._live,
+                    self._metric_labels(),
+                    interval=options.metrics_push_interval,
+                ),
+            )
         if options.metrics_textfile is not None:
             tg.start_soon(
                 self._guarded,
@@ -398,8 +430,8 @@ class _Run:
             except OSError as exc:
                 self._problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
             _log_finished(replay, self.code, self._began, self.requester)
-            if self._options.metrics_textfile is not None:
-                self._write_final_metrics(replay, self._options.metrics_textfile)
+            if self._options.metrics:
+                await self._final_metrics(replay)
         except Exception as exc:
             # The footer is written and may say the run went well: a second footer (a process
             # ending) records the fault, so `resume` writes the report again.
@@ -409,8 +441,8 @@ class _Run:
                 footer = footer_record(self.code, self.writer.seconds())  # traffic counted once
                 await _rescue_footer(self._handle, log_path, self._header, footer)
 
-    def _write_final_metrics(self, replay: Replay, path: Path) -> None:
-        from runner.app import metrics
+    async def _final_metrics(self, replay: Replay) -> None:
+        from runner.app import metrics, metrics_push
 
         final = metrics.figures_from_replay(
             replay,
@@ -418,10 +450,13 @@ class _Run:
             duration_seconds=MONOTONIC.now() - self._began,
             exit_code=self.code,
         )
-        try:
-            metrics.write_textfile(path, final, self._metric_labels())
-        except OSError as exc:
-            log.warning("metrics_write_failed", error=exc.strerror)
+        if self._options.metrics_textfile is not None:
+            try:
+                metrics.write_textfile(self._options.metrics_textfile, final, self._metric_labels())
+            except OSError as exc:
+                log.warning("metrics_write_failed", error=exc.strerror)
+        if self._options.metrics_push is not None:
+            await metrics_push.push(self._options.metrics_push, final, self._metric_labels())
 
     def result(self) -> RunResult:
         """How the run ended, with the reasons it stopped early first."""
@@ -651,8 +686,9 @@ async def start_run(
     """Start a new run of ``plan`` with a new checkpoint log (``checkpoint``, or a new file
     named after the job, its shard and the run in ``directory``)."""
     run_id = new_run_id(datetime.now(UTC))
-    name = plan.name if plan.shard is None else f"{plan.name}.{plan.shard.suffix}"
-    log_path = checkpoint or (directory or config.checkpoint_dir) / f"{name}-{run_id}.jsonl"
+    log_path = checkpoint or (directory or config.checkpoint_dir) / log_name(
+        plan.name, plan.shard, run_id
+    )
     header = start_header(
         plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
     )

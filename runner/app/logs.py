@@ -16,7 +16,8 @@ import io
 import logging
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -191,3 +192,25 @@ def _table(table: Table) -> dict[str, Any]:
         "columns": columns,
         "rows": [list(row) for row in zip(*cells, strict=True)],
     }
+
+
+def writes_json() -> bool:
+    """Whether log lines are written as JSON (then nothing else may share their terminal)."""
+    processors = structlog.get_config()["processors"]
+    return bool(processors) and isinstance(processors[-1], structlog.processors.JSONRenderer)
+
+
+@contextmanager
+def written_to(stream: TextIO) -> Iterator[None]:
+    """Log lines go to ``stream`` for a while: a live view that holds the terminal prints them
+    above itself, where a line written straight to the terminal would be drawn over. Lines
+    bound for a ``--log-file`` stay there."""
+    if _chosen.file is not None:
+        yield
+        return
+    factory = structlog.get_config()["logger_factory"]
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(stream))
+    try:
+        yield
+    finally:
+        structlog.configure(logger_factory=factory)

@@ -58,6 +58,7 @@ __all__ = [
     "RunFigures",
     "RunLabels",
     "build_registry",
+    "exit_code_help",
     "figures_from_progress",
     "figures_from_replay",
     "metric_families",
@@ -79,10 +80,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 @dataclass(frozen=True, slots=True)
 class RunLabels:
-    """What tells one run's series from another's: the job and, when sharded, the shard."""
+    """What tells one run's series from another's: the job and, when sharded, the shard; and
+    the kinds the job selects, which alone get ``bulkops_targets`` series."""
 
     job: str
     shard: Shard | None = None
+    kinds: tuple[ResourceKind, ...] = ()
 
     def names(self) -> list[str]:
         """Label names, in the order of :meth:`values`."""
@@ -178,19 +181,29 @@ def _figures(
     )
 
 
+def exit_code_help() -> str:
+    """The exit code's HELP text, listing every code :class:`ExitCode` has (so it cannot drift
+    from them)."""
+    codes = ", ".join(f"{c.value} {c.name.lower().replace('_', ' ')}" for c in ExitCode)
+    return f"Exit code of the run that ended last (the README's table): {codes}."
+
+
 def metric_families(figures: RunFigures, labels: RunLabels) -> list[Metric]:
     """The metric families of one run.
 
-    Every (kind, outcome) pair is present (zeros included), so a dashboard's series exist from
-    the first scrape and ``rate()`` never sees a series appear mid-run.
+    Every outcome of every kind the job selects is present (zeros included), so a dashboard's
+    series exist from the first scrape and ``rate()`` never sees a series appear mid-run. Kinds
+    the job does not select have no series (a kind counted all the same is shown, never lost).
     """
     names, values = labels.names(), labels.values()
     targets = GaugeMetricFamily(
         "bulkops_targets",
-        "Targets of the run by kind and outcome (the completion report's counts).",
+        "Targets of the run by kind and outcome (the completion report's counts), for the "
+        "kinds the job selects.",
         labels=[*names, "kind", "outcome"],
     )
-    for resource in KINDS:
+    counted = {resource for resource, _ in figures.targets}
+    for resource in (k for k in KINDS if k in labels.kinds or k in counted):
         for outcome in OUTCOMES:
             n = figures.targets.get((resource, outcome), 0)
             targets.add_metric([*values, resource.name, outcome], n)
@@ -205,13 +218,16 @@ def metric_families(figures: RunFigures, labels: RunLabels) -> list[Metric]:
         (
             CounterMetricFamily,
             "bulkops_retries",
-            "Requests retried after a transient fault (5xx, timeout, reset, 20009).",
+            # The requester sends a request again after a 429 as after a fault: both count.
+            "Requests sent again after a 429 (also in bulkops_throttled_total) or a transient "
+            "fault (5xx, timeout, reset, 20009).",
             figures.retries,
         ),
         (
             CounterMetricFamily,
             "bulkops_throttled",
-            "429 answers; each paused its scope until Retry-After.",
+            "429 answers; each paused its scope until Retry-After (the request sent again "
+            "counts in bulkops_retries_total).",
             figures.throttled,
         ),
         (
@@ -232,8 +248,7 @@ def metric_families(figures: RunFigures, labels: RunLabels) -> list[Metric]:
             (
                 GaugeMetricFamily,
                 "bulkops_exit_code",
-                "Exit code of the run: 0 all done, 1 failures, 3 safety abort, "
-                "4 credentials refused, 130 interrupted.",
+                exit_code_help(),
                 figures.exit_code,
             )
         )

@@ -11,6 +11,7 @@ is found goes through the :class:`~runner.engine.admission.Admission` that ``pla
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +153,16 @@ class Engine:
             shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
-        self.progress: Progress[ResourceKind, State] = Progress(found=self._admission.admitted)
+        self.progress: Progress[ResourceKind, State] = Progress(
+            found=self._admission.admitted,
+            earlier=_earlier(prior, settings.retry_failed),
+            traffic=requester.tally,
+        )
+        for source in sources:
+            self.progress.listing[source.kind] += 1
+            if settings.shard is None and isinstance(source, Explicit | Manifest):
+                count = len(source.targets) if isinstance(source, Explicit) else source.count
+                self.progress.named[source.kind] += count
         self._req = requester
         self._discovery = Discovery(
             requester,
@@ -307,6 +317,7 @@ class Engine:
             return_early = False
         if return_early:
             return
+        self.progress.listing[source.kind] -= 1  # listed to its end, or as far as it could be
         if failure is not None:
             log.error(
                 "discovery_failed",
@@ -521,6 +532,20 @@ class Engine:
             self.auth_error = exc
             log.error("credentials_refused", status=exc.status, code=exc.code)
         self.hard_stop()
+
+
+def _earlier(prior: Replay | None, retry_failed: bool) -> Counter[tuple[ResourceKind, State]]:
+    """The final outcomes a resumed log records that this run will not drive again (failed ones
+    are driven again with ``--retry-failed``), for the live view's totals."""
+    if prior is None:
+        return Counter()
+    return Counter(
+        {
+            (kind, state): n
+            for (kind, state), n in prior.counts().items()
+            if state.is_final and not (retry_failed and state is State.FAILED)
+        }
+    )
 
 
 # Where an unexpected exception met in the engine happened, in words (runner.internal.diagnose

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from kubernetes import client
 
-from runner.cli import build_parser
-from runner.errors import InputError
+from runner.cli import build_parser, duration
+from runner.errors import ExitCode, InputError
 from runner.plan.planner import build_plan
 from runner.spec.config import load_config
 from runner.spec.jobspec import parse_spec
@@ -33,6 +33,11 @@ CREDENTIAL_ENV = {"TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN", "TWILIO_API_KEY", "
 # A real Account SID, API key SID or auth token shape: 32 hex digits, prefixed or not.
 CREDENTIAL_SHAPE = re.compile(r"\b(?:AC|SK)?[0-9a-fA-F]{32}\b")
 WORKLOADS = ("CronJob", "Job")
+# Exits another pod would repeat: podFailurePolicy fails the Job (or the index) on exactly these.
+FINAL = {ExitCode.FAILURES, ExitCode.BAD_INPUT, ExitCode.ABORTED, ExitCode.AUTH}
+# The least time between a scheduled run's --max-duration and its Job's activeDeadlineSeconds:
+# the pod's start and bulkops' own stop (the manifests keep 30 min; the README says why).
+MARGIN_S = 15 * 60
 
 Doc = dict[str, Any]
 
@@ -119,6 +124,30 @@ def containers(doc: Doc) -> Iterator[Doc]:
     yield from pod_spec(doc)["containers"]
 
 
+def bulkops_argv(container: Doc) -> list[str]:
+    """The bulkops command line of a container, after the ``tini … --`` that may run it."""
+    argv = [*container.get("command", []), *container.get("args", [])]
+    return argv[argv.index("--") + 1 :] if argv[:1] == ["tini"] and "--" in argv else argv
+
+
+def tini_remaps(container: Doc) -> set[int]:
+    """The exit codes the container's ``tini -e CODE`` turns into 0."""
+    argv = container.get("command", [])
+    if argv[:1] != ["tini"] or "--" not in argv:
+        return set()
+    prefix = argv[: argv.index("--")]
+    return {int(prefix[i + 1]) for i, word in enumerate(prefix[:-1]) if word == "-e"}
+
+
+def exit_rules(doc: Doc) -> dict[str, set[int]]:
+    """The exit codes each podFailurePolicy action names."""
+    rules: dict[str, set[int]] = {}
+    for rule in doc["spec"].get("podFailurePolicy", {}).get("rules", []):
+        if "onExitCodes" in rule:
+            rules.setdefault(rule["action"], set()).update(rule["onExitCodes"]["values"])
+    return rules
+
+
 def option(argv: list[str], flag: str) -> str | None:
     """The value after ``flag`` in ``argv``, if it is there."""
     return argv[argv.index(flag) + 1] if flag in argv and argv.index(flag) + 1 < len(argv) else None
@@ -143,7 +172,7 @@ def check_workload(doc: Doc, by_kind: dict[str, list[Doc]]) -> list[str]:
         if claim is not None and claim not in claims:
             problems.append(f"{name}: claimName {claim!r} is not a PVC in deploy/kubernetes")
     for container in containers(doc):
-        argv = [*container.get("command", []), *container.get("args", [])]
+        argv = bulkops_argv(container)
         if argv[:2] != ["bulkops", "run"]:
             problems.append(f"{name}: the command is not `bulkops run …`: {shlex.join(argv)}")
             continue
@@ -172,18 +201,45 @@ def check_workload(doc: Doc, by_kind: dict[str, list[Doc]]) -> list[str]:
                     f"{name}: env {env['name']} refers to {ref.get('name')}/{ref.get('key')}, "
                     "which no Secret in deploy/kubernetes defines"
                 )
+    rules = exit_rules(doc["spec"]["jobTemplate"] if doc["kind"] == "CronJob" else doc)
+    for action, codes in rules.items():
+        if action in ("FailJob", "FailIndex") and codes != FINAL:
+            problems.append(
+                f"{name}: podFailurePolicy {action} names exits {sorted(codes)}, not "
+                f"{sorted(FINAL)} (the exits another pod would repeat)"
+            )
+        if action == "Ignore":
+            problems.append(
+                f"{name}: podFailurePolicy Ignores exits {sorted(codes)}: Ignore starts another "
+                "pod, which resumes the run at once"
+            )
     if doc["kind"] == "CronJob":
         spec = doc["spec"]
         if spec.get("concurrencyPolicy") != "Forbid":
             problems.append(f"{name}: concurrencyPolicy must be Forbid (one run per checkpoint)")
         if not spec.get("startingDeadlineSeconds"):
             problems.append(f"{name}: startingDeadlineSeconds is not set")
+        deadline = spec["jobTemplate"]["spec"].get("activeDeadlineSeconds")
+        for container in containers(doc):
+            budget = option(bulkops_argv(container), "--max-duration")
+            if budget is None:
+                problems.append(f"{name}: a nightly run needs --max-duration (its time budget)")
+            elif deadline is None or deadline < duration(budget) + MARGIN_S:
+                problems.append(
+                    f"{name}: activeDeadlineSeconds {deadline} leaves less than {MARGIN_S} s "
+                    f"after --max-duration {budget}: the deadline would cut the run first"
+                )
+            if ExitCode.OUT_OF_TIME not in tini_remaps(container):
+                problems.append(
+                    f"{name}: the time budget's exit {int(ExitCode.OUT_OF_TIME)} is not turned "
+                    "into a success (tini -e): every night cut by it would be a failed Job"
+                )
     else:
         spec = doc["spec"]
         if spec.get("completionMode") != "Indexed":
             problems.append(f"{name}: completionMode must be Indexed (JOB_COMPLETION_INDEX)")
         for container in containers(doc):
-            argv = [*container.get("command", []), *container.get("args", [])]
+            argv = bulkops_argv(container)
             shards = option(argv, "--shards")
             counts = {spec.get("completions"), spec.get("parallelism")}
             if shards is None or counts != {int(shards)}:
@@ -276,6 +332,11 @@ def _rename(mapping: Doc, old: str, new: str) -> None:
     mapping[new] = mapping.pop(old)
 
 
+def _cron_spec(docs: list[Doc]) -> Doc:
+    spec: Doc = _doc(docs, "CronJob")["spec"]["jobTemplate"]["spec"]
+    return spec
+
+
 def _set_command(docs: list[Doc], kind: str, flag: str, value: str) -> None:
     command = _container(docs, kind)["command"]
     command[command.index(flag) + 1] = value
@@ -365,7 +426,7 @@ BROKEN: list[Any] = [
         id="bad-job-spec",
     ),
     pytest.param(
-        lambda d: _container(d, "CronJob")["command"].__setitem__(2, "/etc/bulkops/nope.yaml"),
+        lambda d: _container(d, "CronJob")["command"].__setitem__(6, "/etc/bulkops/nope.yaml"),
         "not a key of a mounted ConfigMap",
         id="job-spec-not-mounted",
     ),
@@ -373,6 +434,38 @@ BROKEN: list[Any] = [
         lambda d: _container(d, "CronJob")["command"].remove("--resume-or-start"),
         "--resume-or-start",
         id="no-resume-or-start",
+    ),
+    pytest.param(
+        lambda d: _cron_spec(d).update(activeDeadlineSeconds=5 * 3600),
+        "the deadline would cut the run first",
+        id="deadline-within-the-budget",
+    ),
+    pytest.param(
+        lambda d: _set_command(d, "CronJob", "--max-duration", "6h"),
+        "the deadline would cut the run first",
+        id="budget-beyond-the-deadline",
+    ),
+    pytest.param(
+        lambda d: _set_command(d, "CronJob", "-e", "130"),
+        "is not turned into a success",
+        id="time-budget-exit-not-remapped",
+    ),
+    pytest.param(
+        lambda d: _cron_spec(d)["podFailurePolicy"]["rules"][0]["onExitCodes"]["values"].append(
+            int(ExitCode.OUT_OF_TIME)
+        ),
+        "(the exits another pod would repeat)",
+        id="time-budget-fails-the-job",
+    ),
+    pytest.param(
+        lambda d: _cron_spec(d)["podFailurePolicy"]["rules"].append(
+            {
+                "action": "Ignore",
+                "onExitCodes": {"operator": "In", "values": [int(ExitCode.OUT_OF_TIME)]},
+            }
+        ),
+        "Ignore starts another pod",
+        id="ignore-the-time-budget",
     ),
 ]
 
@@ -400,11 +493,26 @@ def test_the_job_specs_plan_as_of_today() -> None:
     }
 
 
+def test_the_nightly_pod_prunes_its_own_checkpoint_directory_first() -> None:
+    """The CronJob's init container is `bulkops prune --keep N` (N >= 1) on the directory the
+    run writes its checkpoints in, mounted from the same claim."""
+    cron = _doc(load_docs(), "CronJob")
+    (init,) = pod_spec(cron)["initContainers"]
+    args = build_parser().parse_args(init["command"][1:])
+    assert (init["command"][0], args.command) == ("bulkops", "prune")
+    assert args.keep >= 1
+    run = bulkops_argv(_container([cron], "CronJob"))
+    assert str(args.checkpoint_dir) == option(run, "--checkpoint-dir")
+    mounts = {m["mountPath"]: m["name"] for m in init["volumeMounts"]}
+    volume = {v["name"]: v for v in pod_spec(cron)["volumes"]}[mounts[str(args.checkpoint_dir)]]
+    assert volume["persistentVolumeClaim"]["claimName"] == "bulkops-checkpoints"
+
+
 def test_every_container_command_is_one_the_cli_accepts() -> None:
     """The workloads' command lines parse with bulkops's own argument parser, so a renamed or
     misspelt flag breaks this test rather than the nightly job."""
     commands = [
-        c["command"]
+        bulkops_argv(c)
         for doc in load_docs()
         if doc.get("kind") in WORKLOADS
         for c in containers(doc)

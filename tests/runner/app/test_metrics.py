@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import anyio
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from structlog.testing import capture_logs
@@ -41,6 +42,8 @@ from runner.report.completion import OUTCOMES
 from runner.values import Progress, Tally
 from tests.runner.conftest import checkpoints, point_at, run_cli
 
+REPO = Path(__file__).resolve().parents[3]
+ALERT_RULES = REPO / "deploy" / "prometheus" / "bulkops-alerts.yaml"
 SUPPORT_SERVICE = "IS40744b2de48602dc47560213196a8f46"
 # v1 conversations, messages one by one, and v2 conversations half of whose Operations fail:
 # several kinds, deleted and failed outcomes, and exit code 1.
@@ -71,9 +74,7 @@ def samples(text: str) -> list[Sample]:
 
 def value(text: str, name: str, **labels: str) -> float:
     """The one sample called ``name`` whose labels include ``labels``."""
-    (found,) = [
-        s for s in samples(text) if s.name == name and labels.items() <= s.labels.items()
-    ]
+    (found,) = [s for s in samples(text) if s.name == name and labels.items() <= s.labels.items()]
     return float(found.value)
 
 
@@ -107,13 +108,18 @@ async def test_textfile_counts_equal_the_completion_report(
     tally = Tally(requests=Counter({"GET": 40, "DELETE": 30}), retries=2, throttled=5)
 
     out = workdir / "textfile" / "bulkops.prom"
-    write_textfile(out, figures_from_replay(replay, tally, duration_seconds=3.0), LABELS)
+    selected = tuple(by_name(k) for k in ("conversation_v1", "message", "conversation_v2"))
+    labels = RunLabels("metrics-job", kinds=selected)
+    write_textfile(out, figures_from_replay(replay, tally, duration_seconds=3.0), labels)
 
     text = out.read_text()
     with log.with_suffix(".report.csv").open() as f:
         report = Counter((row["kind"], row["outcome"]) for row in csv.DictReader(f))
     assert {o for _, o in report} >= {"deleted", "failed"}
-    for resource in KINDS:
+    # The kinds the job selects, every outcome of each; no series for the others.
+    kinds = {s.labels["kind"] for s in samples(text) if s.name == "bulkops_targets"}
+    assert kinds == {k.name for k in selected}
+    for resource in selected:
         for outcome in OUTCOMES:
             got = value(
                 text,
@@ -133,6 +139,74 @@ async def test_textfile_counts_equal_the_completion_report(
     assert LAST_SUCCESS not in {s.name for s in samples(text)}  # the run exited 1
     for sample in samples(text):
         assert not any(ID_SHAPE.search(v) for v in sample.labels.values()), sample
+
+
+def test_a_kind_not_selected_has_series_only_if_something_was_counted() -> None:
+    """Every outcome of a selected kind is there from the start, zeros included; a kind the
+    job does not select has none, unless a target of it was counted after all."""
+    labels = RunLabels("j", kinds=(by_name("user"),))
+    text = render(figures(), labels).decode()
+    kinds = Counter(s.labels["kind"] for s in samples(text) if s.name == "bulkops_targets")
+    assert kinds == {"user": len(OUTCOMES), "message": len(OUTCOMES)}  # figures() counts messages
+    assert value(text, "bulkops_targets", kind="user", outcome="deleted") == 0
+    assert len(KINDS) > 2  # the others have no series
+
+
+def test_help_texts_say_what_is_counted() -> None:
+    """The exit code's HELP lists every exit code bulkops has; retries say they include the
+    re-sends after a 429, which the requester counts as retries too."""
+    text = render(figures(exit_code=7), LABELS).decode()
+    helps = {family.name: family.documentation for family in text_string_to_metric_families(text)}
+    listed = re.findall(r"(\d+) [a-z ]+", helps["bulkops_exit_code"].split(":", 1)[1])
+    assert [int(code) for code in listed] == [code.value for code in ExitCode]
+    for word in ("bad input", "locked", "checkpoint", "out of time", "internal", "paused"):
+        assert word in helps["bulkops_exit_code"]
+    assert "429" in helps["bulkops_retries"] and "fault" in helps["bulkops_retries"]
+    assert "bulkops_retries_total" in helps["bulkops_throttled"]
+
+
+async def test_retries_count_the_resends_after_429s_as_their_help_says(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 429s and no fault, every retry is a re-send after a 429: the figures the HELP
+    explains, measured on a real run."""
+    rate = {"conversations": (20.0, 1)}  # a bucket of one: the DELETE after the list page waits
+    async with start_emulator(preset="tiny", product_rate=rate, retry_after="absent") as emu:
+        point_at(monkeypatch, emu.url)
+        spec = workdir / "job.yaml"
+        spec.write_text(
+            "version: 1\nname: throttled\ntargets:\n  - {kind: conversations, where: {all: true}}\n"
+            "retry: {base_delay: 0.01, max_delay: 0.05}\n"
+        )
+        out = workdir / "m.prom"
+        assert await run_cli("run", spec, "--metrics-textfile", out) == ExitCode.OK
+        throttled = sum(1 for r in (await emu.ledger())["requests"] if r["status"] == 429)
+    text = out.read_text()
+    assert value(text, "bulkops_throttled_total") == throttled > 0
+    assert value(text, "bulkops_retries_total") == throttled
+
+
+def test_the_staleness_alert_fires_for_a_job_that_never_succeeded() -> None:
+    """bulkops writes no last-success series until a run exits 0, so the shipped stale rule
+    must also fire on its absence: ``time() - S > limit or absent(S)``, the same S twice. The
+    README shows that rule, and every rule reads only series bulkops exports."""
+    groups = yaml.safe_load(ALERT_RULES.read_text())["groups"]
+    rules = {rule["alert"]: rule for group in groups for rule in group["rules"]}
+    expr = " ".join(rules["BulkopsRetentionStale"]["expr"].split())
+    series = rf"{LAST_SUCCESS}\{{bulkops_job=\"[A-Za-z0-9._-]+\"\}}"
+    shape = rf"time\(\) - (?P<s>{series}) > [0-9 *]+ or absent\((?P=s)\)"
+    assert re.fullmatch(shape, expr), expr
+    assert expr in " ".join((REPO / "README.md").read_text().split())
+
+    exported = {
+        family.name
+        for family in text_string_to_metric_families(
+            render(figures(exit_code=0, last_success=1.0), LABELS).decode()
+        )
+    }
+    for rule in rules.values():
+        for name in re.findall(r"\bbulkops_[a-z_]+\b(?!=)", rule["expr"]):
+            assert name.removesuffix("_total") in exported, (rule["alert"], name)
 
 
 def test_last_success_only_when_the_run_exited_zero() -> None:
