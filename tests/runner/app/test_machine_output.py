@@ -131,6 +131,7 @@ async def test_json_logs_put_nothing_but_json_on_stdout_and_stderr(
             ("report", log, "--summary"),
             ("report", log, "--format", "json", "--out", workdir / "r.json"),
             ("status", log, "-o", "json"),
+            ("prune", "--keep", "1", "--checkpoint-dir", log.parent, "--dry-run"),
         ):
             assert await run_cli(*argv, *as_json) == ExitCode.OK, argv
             only_json(capsys)
