@@ -137,8 +137,8 @@ def _state(replay: Replay, checkpoint: Path, totals: dict[str, int]) -> tuple[st
             return "finished_with_failures", words, "bulkops resume --retry-failed"
         return (
             "finished_with_failures",
-            f"{words}; some sources could not be listed in full",
-            "once the listing problem is fixed, bulkops resume",
+            f"{words}; some sources could not be listed in full (fix that first: see the log)",
+            "bulkops resume",
         )
     if code == ExitCode.ABORTED:
         return (

@@ -141,3 +141,33 @@ async def test_status_of_a_job_spec_reads_its_latest_run(
     assert f"no checkpoint of job 'purge' in {elsewhere}" in " ".join(
         capsys.readouterr().err.split()
     )
+
+
+async def test_failures_and_brakes_in_words(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that finished with failures names --retry-failed; one a brake stopped says to
+    look first, and how --max-deletions goes on."""
+    failed = target_record(TARGETS[9], State.FAILED, ts=3, code=50300, with_parent=False)
+    log = write_log(
+        workdir / "purge-r1.jsonl",
+        progress_record(0, 10, done=True),
+        *session(0, 9, 3),
+        requested(TARGETS[9]),
+        failed,
+        footer_record(ExitCode.FAILURES, 4),
+        header=ONE_SOURCE,
+    )
+    assert await run_cli("status", log) == ExitCode.OK
+    assert (
+        f"finished: 9 deleted, 1 failed — continue with: bulkops resume --retry-failed {log}"
+        in said(capsys)
+    )
+
+    braked = write_log(
+        workdir / "purge-r2.jsonl", *session(0, 2, 1), footer_record(3, 2), header=ONE_SOURCE
+    )
+    assert await run_cli("status", braked) == ExitCode.OK
+    out = said(capsys)
+    assert "stopped by a safety brake (exit 3); look at the report before going on" in out
+    assert f"`bulkops resume --max-deletions N {braked}`" in out
