@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from runner.app.resume import ResumeRequest
     from runner.app.run import RunRequest
     from runner.plan.planner import JobPlan
+    from runner.spec.resolved import Resolution
 
 
 class _Parser(argparse.ArgumentParser):
@@ -429,15 +430,12 @@ def _print_problems(err: Console, exc: InputError) -> None:
 
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
-    from runner.kinds.timespec import parse_bound
+    from runner.kinds.timespec import duration_seconds
 
     try:
-        bound = parse_bound(text)
+        return duration_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if bound.ago is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 45m, 6h or 1d")
-    return bound.ago.total_seconds()
 
 
 def push_url(text: str) -> str:
@@ -512,22 +510,24 @@ def run_request(args: argparse.Namespace) -> RunRequest:
 
 def _plan_document(
     args: argparse.Namespace, out: TextIO
-) -> Callable[[JobPlan, PlanResult], None] | None:
+) -> Callable[[JobPlan, PlanResult, Resolution], None] | None:
     """With ``-o json``: what writes the plan's document to standard output."""
     if args.output != "json":
         return None
     from runner.app.documents import plan_document, write_document
 
-    def write(plan: JobPlan, result: PlanResult) -> None:
-        write_document(out, plan_document(plan, result, args.out))
+    def write(plan: JobPlan, result: PlanResult, resolution: Resolution) -> None:
+        write_document(out, plan_document(plan, result, resolution, args.out))
 
     return write
 
 
 def _cmd_apply(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
     from runner.app.apply import prepare_apply, run_applied
+    from runner.app.display import print_resolution
     from runner.app.documents import run_document, write_document
     from runner.app.outcome import continue_with, finish
+    from runner.app.unattended import api_hosts
 
     applying = prepare_apply(
         args.plan,
@@ -539,6 +539,13 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console, out: Te
         options=run_options(args),
     )
     total = applying.plan_file.total
+    print_resolution(
+        applying.plan.resolution(
+            api_hosts(applying.config), applying.config.credentials.account_sid
+        ),
+        console,
+        f"apply plan {args.plan} of job {applying.plan.name!r} ({total} targets):",
+    )
     if total > args.confirm_above and not args.yes and sys.stdin.isatty():
         answer = console.input(f"delete the {total} targets plan {args.plan} lists? type yes: ")
         if answer.strip().lower() != "yes":

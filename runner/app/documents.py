@@ -21,8 +21,9 @@ from runner.kinds.registry import KINDS
 from runner.log.records import TRAFFIC
 from runner.log.replay import Replay
 from runner.plan.planner import JobPlan
-from runner.report.completion import OUTCOMES, Summary, summarize
+from runner.report.completion import OUTCOMES, Summary, resolved, summarize
 from runner.report.formats import report_formats
+from runner.spec.resolved import Resolution
 
 __all__ = [
     "VERSION",
@@ -46,13 +47,19 @@ def _head(name: str) -> dict[str, Any]:
     return {"document": name, "version": VERSION, "bulkops": __version__}
 
 
-def plan_document(plan: JobPlan, result: PlanResult, plan_file: Path | None) -> dict[str, Any]:
-    """``bulkops plan -o json``: what the job selects, by kind, with sample IDs."""
+def plan_document(
+    plan: JobPlan, result: PlanResult, resolution: Resolution, plan_file: Path | None
+) -> dict[str, Any]:
+    """``bulkops plan -o json``: what the job resolves to and selects, by kind, with a sample
+    of the targets."""
     kinds = {
         kind.name: {
             "selected": result.selected[kind],
             "covered": result.covered[kind],
-            "sample": list(result.samples.get(kind, [])),
+            "sample": [
+                {"id": target.id, "conversation": target.parent}
+                for target in result.samples.get(kind, [])
+            ],
         }
         for kind in KINDS
         if result.selected[kind] or result.covered[kind]
@@ -64,6 +71,7 @@ def plan_document(plan: JobPlan, result: PlanResult, plan_file: Path | None) -> 
         "fingerprint": plan.fingerprint,
         "frozen_now": plan.frozen_now,
         "times": dict(plan.times_json),
+        "resolved": resolution.to_json(),
         "kinds": kinds,
         "total_selected": sum(result.selected.values()),
         "total_covered": sum(result.covered.values()),
@@ -92,6 +100,7 @@ def _run(replay: Replay, checkpoint: Path) -> dict[str, Any]:
         "started": header.started,
         "checkpoint": str(checkpoint),
         "exit_code": replay.exit_code,
+        "resolved": resolved(replay).to_json(),
         "summary": _summary(summarize(replay)),
         "traffic": {name: replay.traffic[name] for name in TRAFFIC},
     }
@@ -125,7 +134,7 @@ def status_document(status: RunStatus) -> dict[str, Any]:
 def run_document(result: RunResult, continue_with: str | None) -> dict[str, Any]:
     """``bulkops apply -o json``: how the run ended, its counts, its reports, how to go on."""
     checkpoint = result.checkpoint
-    ran = {"checkpoint": str(checkpoint), "summary": None, "traffic": None}
+    ran = {"checkpoint": str(checkpoint), "resolved": None, "summary": None, "traffic": None}
     if result.replay is not None:
         ran = _run(result.replay, checkpoint)
     return {

@@ -16,7 +16,7 @@ from runner.log.lock import in_use
 from runner.log.records import State
 from runner.log.replay import Replay
 from runner.plan.shard import Shard, parse_shard
-from runner.report.completion import Summary, summarize
+from runner.report.completion import OUTCOMES, Summary, summarize
 from runner.spec.config import configured_checkpoint_dir
 from runner.spec.jobspec import load_spec
 
@@ -127,9 +127,9 @@ def _state(replay: Replay, checkpoint: Path, totals: dict[str, int]) -> tuple[st
         )
     if code in (ExitCode.OK, ExitCode.FAILURES):
         done = f"{totals.get('deleted', 0):,} deleted"
-        for outcome in ("gone", "covered"):
-            if totals.get(outcome):
-                done += f", {totals[outcome]:,} {outcome}"
+        for outcome in OUTCOMES:
+            if outcome not in ("deleted", "failed", "pending") and totals.get(outcome):
+                done += f", {totals[outcome]:,} {outcome.replace('_', ' ')}"
         words = f"finished: {done}, {totals.get('failed', 0):,} failed"
         if code == ExitCode.OK:
             return "finished", words, None

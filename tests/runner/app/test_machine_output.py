@@ -57,6 +57,8 @@ async def test_plan_apply_status_and_summary_documents_match_their_schemas(
         plan = valid("plan", the_document(capsys))
         assert plan["kinds"]["user"]["selected"] == plan["total_selected"] == len(users)
         assert plan["plan_file"] == str(plan_file)
+        assert plan["resolved"]["service"] == SUPPORT_SERVICE
+        assert {t["id"] for t in plan["kinds"]["user"]["sample"]} <= users
 
         assert await run_cli("apply", plan_file, "--output", "json") == ExitCode.OK
         ran = valid("run", the_document(capsys))
