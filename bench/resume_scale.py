@@ -85,7 +85,8 @@ def hwm_mb():
         if row.startswith("VmHWM:"):
             return int(row.split()[1]) / 1024
 t0 = time.perf_counter()
-import runner.cli  # everything the CLI imports (aiohttp, rich, pydantic, ...)
+import runner.cli
+import runner.app.resume  # everything `bulkops resume` imports (aiohttp, rich, pydantic, ...)
 from runner.log.replay import read_checkpoint
 from runner.plan.planner import build_plan
 from runner.spec.jobspec import load_spec

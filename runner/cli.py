@@ -13,52 +13,86 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO, cast
-
-from rich.console import Console
+from typing import TYPE_CHECKING, NoReturn, TextIO, cast
 
 from runner import __version__
-from runner.app import logs
-from runner.app.apply import prepare_apply, run_applied
-from runner.app.display import print_resolution
-from runner.app.job import NO_OPTIONS, RunOptions
-from runner.app.outcome import finish, print_status
-from runner.app.prune import print_pruning, prune
-from runner.app.resume import ResumeRequest, resume_checkpoint
-from runner.app.run import RunRequest, dry_run, run_job
-from runner.app.unattended import api_hosts
-from runner.errors import (
-    ExitCode,
-    InputError,
-    LockedOut,
-    SafetyAbort,
-)
-from runner.internal import diagnose, leaves
-from runner.kinds.timespec import duration_seconds
-from runner.log.replay import read_checkpoint
-from runner.report.completion import render
-from runner.report.formats import report_formats
-from runner.report.output import write_report_file
+from runner.errors import ExitCode, InputError, LockedOut, SafetyAbort
+
+# The commands' modules (the engine, aiohttp, rich) are imported when a command runs, not here:
+# `bulkops --version` and `--help` answer without loading them (seconds on a cold start).
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from rich.console import Console
+
+    from runner.app.job import PlanResult, RunOptions
+    from runner.app.resume import ResumeRequest
+    from runner.app.run import RunRequest
+    from runner.plan.planner import JobPlan
+    from runner.spec.resolved import Resolution
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors are a JSON line when JSON logs were asked for (nothing but
+    JSON on stderr), still exit 2."""
+
+    json_errors = False  # set by main() from the raw arguments, before they are parsed
+
+    def error(self, message: str) -> NoReturn:
+        """Report a usage error and exit 2."""
+        if not self.json_errors:
+            super().error(message)
+        import orjson
+
+        line = {"event": "bad_usage", "level": "error", "command": self.prog, "error": message}
+        self.exit(ExitCode.BAD_INPUT, orjson.dumps(line).decode() + "\n")
+
+
+def _wants_json(args: list[str]) -> bool:
+    return any(
+        a == "--log-format=json" or (a == "--log-format" and b == "json")
+        for a, b in zip(args, [*args[1:], ""], strict=True)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line of `bulkops` (also read by the tests of the deployment manifests)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bulkops",
         description="Delete Twilio Conversations, Orchestrator and Memory data in bulk, resumably.",
     )
     parser.add_argument("--version", action="version", version=f"bulkops {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", type=Path, help="config file (default: none; env only)")
+    def logging_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
-            "--log-format", choices=("auto", "console", "json"), help="override the config's"
+            "--log-format",
+            choices=("auto", "console", "json"),
+            help="override the config's; json: nothing but JSON on stdout and stderr",
         )
         p.add_argument(
             "--log-level",
             choices=("debug", "info", "warning", "error"),
             help="override the config's",
+        )
+        p.add_argument(
+            "--log-file",
+            type=Path,
+            metavar="PATH",
+            help="append the logs here instead of standard error (format: --log-format)",
+        )
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="config file (default: none; env only)")
+        logging_options(p)
+
+    def output(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-o",
+            "--output",
+            choices=("text", "json"),
+            default="text",
+            help="json: one JSON document on standard output (schemas in docs/schemas/)",
         )
 
     def driven(p: argparse.ArgumentParser) -> None:
@@ -92,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             metavar="DURATION",
             help="with --metrics-push: time between pushes, e.g. 1m (default 30s)",
+        )
+        p.add_argument(
+            "--max-deletions",
+            type=positive,
+            metavar="N",
+            help="the run deletes at most N targets in all (its earlier processes included), "
+            "in place of the spec's safety.max_deletions; no spec edit, so no --force",
         )
 
     run = sub.add_parser("run", help="run a job spec")
@@ -131,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--shard", help="plan shard I of N only, e.g. --shard 0/4")
     plan.add_argument("--shards", type=int, help="shard count; index from JOB_COMPLETION_INDEX")
     common(plan)
+    output(plan)
 
     apply = sub.add_parser("apply", help="delete exactly the targets a reviewed plan lists")
     apply.add_argument("plan", type=Path, help="a plan written by `bulkops plan JOB --out PLAN`")
@@ -157,6 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     driven(apply)
     common(apply)
+    output(apply)
 
     resume = sub.add_parser("resume", help="continue a run from its checkpoint log")
     resume.add_argument("checkpoint", type=Path)
@@ -166,19 +209,36 @@ def build_parser() -> argparse.ArgumentParser:
     driven(resume)
     common(resume)
 
-    status = sub.add_parser("status", help="counts, pending operations, rate of a run")
-    status.add_argument("checkpoint", type=Path)
+    status = sub.add_parser("status", help="where a run stands: its state in words, counts, rate")
+    status.add_argument(
+        "checkpoint",
+        type=Path,
+        metavar="CHECKPOINT|JOB",
+        help="a run's checkpoint log, or a job spec (.yaml): its latest run",
+    )
+    status.add_argument("--checkpoint-dir", type=Path, help="with a JOB: where its checkpoints are")
+    status.add_argument("--shard", help="with a JOB run in shards: shard I/N's latest run")
+    common(status)  # --config: with a JOB, the config naming checkpoint_dir
+    output(status)
 
     report = sub.add_parser("report", help="completion report of a run")
     report.add_argument("checkpoint", type=Path)
+    from runner.report.formats import report_formats
+
     report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
+    report.add_argument(
+        "--summary", action="store_true", help="the outcome counts per kind, not every target"
+    )
+    logging_options(report)
+    output(report)
 
     demo = sub.add_parser(
         "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
     )
     demo.add_argument("--job", type=Path, default=None, help="another job spec to run")
     demo.add_argument("--checkpoint-dir", type=Path, default=None)
+    logging_options(demo)
 
     prune = sub.add_parser(
         "prune", help="delete the files of old finished runs from a checkpoint directory"
@@ -198,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the checkpoint directory (default: ./checkpoints)",
     )
     prune.add_argument("--dry-run", action="store_true", help="list what would go; delete nothing")
+    logging_options(prune)
 
     sub.add_parser(
         "emulator", help="serve the Twilio emulator (see `bulkops emulator --help`)", add_help=False
@@ -208,41 +269,68 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list == ["--version"]:
+        # Before anything is imported: a version check (a container's health probe, a
+        # packaging test) need not load the engine.
+        print(f"bulkops {__version__}")
+        return ExitCode.OK
     if args_list[:1] == ["emulator"]:
         from runner.emulator import main as emulator_main
 
         return emulator_main(args_list[1:])
-    args = build_parser().parse_args(args_list)
+    _Parser.json_errors = _wants_json(args_list)
+    parser = build_parser()
+    args = parser.parse_args(args_list)
+    if args.command == "report" and args.output == "json" and not args.summary:
+        parser.error("report: -o json goes with --summary (the whole report: --format json)")
+    from runner.app import logs
+
     # io.TextIOBase has every method a TextIO has; typeshed does not say so.
     out = cast(TextIO, ClosedPipeSafe(sys.stdout))
-    console = Console(file=out, soft_wrap=True)
-    err = Console(stderr=True, soft_wrap=True)
+    # With -o json, standard output holds the document alone: what a person reads goes to
+    # standard error. With JSON logs, both are log events (runner.app.logs).
+    document = getattr(args, "output", "text") == "json"
+    console = logs.CommandConsole(file=None if document else out, stderr=document, soft_wrap=True)
+    err = logs.CommandConsole(stderr=True, soft_wrap=True, level="warning")
     try:
+        logs.choose(args.log_format, args.log_level, args.log_file)
         return _dispatch(args, console, err, out)
+    except InputError as exc:  # the --log-file
+        _print_problems(err, exc)
+        return ExitCode.BAD_INPUT
     finally:
         out.flush()
+        logs.release()
 
 
 def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
     """Run the subcommand; every way it can fail becomes a message and an exit code."""
-    # Until a command reads its config: log lines go to stderr, never into a report on stdout.
-    logs.configure(getattr(args, "log_format", None) or "auto", "info")
+    from runner.app import logs
+    from runner.app.resume import resume_checkpoint
+    from runner.app.run import dry_run, run_job
+    from runner.internal import diagnose, leaves
+
+    # Until a command reads its config: log lines go to stderr (or --log-file), never into a
+    # report on stdout.
+    logs.configure()
     try:
         if args.command == "run" and args.dry_run:
             return dry_run(run_request(args), console, err, None)
         if args.command == "run":
             return run_job(run_request(args), console, err)
         if args.command == "plan":
-            return dry_run(run_request(args), console, err, args.out)
+            return dry_run(run_request(args), console, err, args.out, _plan_document(args, out))
         if args.command == "apply":
-            return _cmd_apply(args, console, err)
+            return _cmd_apply(args, console, err, out)
         if args.command == "resume":
             return resume_checkpoint(resume_request(args), console, err)
         if args.command == "status":
-            return _cmd_status(args, console)
+            return _cmd_status(args, console, out)
         if args.command == "report":
-            return _cmd_report(args, out)
+            return _cmd_report(args, console, out)
         if args.command == "prune":
+            from runner.app.prune import print_pruning, prune
+
             pruning = prune(args.checkpoint_dir, args.keep, dry_run=args.dry_run)
             print_pruning(pruning, console, err)
             return pruning.exit_code
@@ -330,6 +418,11 @@ class ClosedPipeSafe(io.TextIOBase):
 
 
 def _print_problems(err: Console, exc: InputError) -> None:
+    from runner.app import logs
+
+    if logs.json_only() and isinstance(err, logs.CommandConsole):
+        err.event("bad_input", level="error", problems=list(exc.problems), sent_nothing=True)
+        return
     err.print("[bold red]error:[/] bulkops did not start; nothing was sent.", highlight=False)
     for problem in exc.problems:
         err.print(f"  - {problem}", highlight=False, markup=False)
@@ -337,6 +430,8 @@ def _print_problems(err: Console, exc: InputError) -> None:
 
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
+    from runner.kinds.timespec import duration_seconds
+
     try:
         return duration_seconds(text)
     except ValueError as exc:
@@ -367,19 +462,36 @@ def run_count(text: str) -> int:
     return count
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def run_options(args: argparse.Namespace) -> RunOptions:
     """The run options given on the command line."""
+    from runner.app.job import RunOptions
+
     return RunOptions(
         max_duration=args.max_duration,
         metrics_textfile=args.metrics_textfile,
         metrics_port=args.metrics_port,
         metrics_push=args.metrics_push,
         metrics_push_interval=args.metrics_push_interval,
+        max_deletions=args.max_deletions,
     )
 
 
 def run_request(args: argparse.Namespace) -> RunRequest:
     """The run (or, for ``plan``, the dry run) the command line asks for."""
+    from runner.app.job import NO_OPTIONS
+    from runner.app.run import RunRequest
+
     driven = args.command == "run"
     return RunRequest(
         job=args.job,
@@ -396,7 +508,27 @@ def run_request(args: argparse.Namespace) -> RunRequest:
     )
 
 
-def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
+def _plan_document(
+    args: argparse.Namespace, out: TextIO
+) -> Callable[[JobPlan, PlanResult, Resolution], None] | None:
+    """With ``-o json``: what writes the plan's document to standard output."""
+    if args.output != "json":
+        return None
+    from runner.app.documents import plan_document, write_document
+
+    def write(plan: JobPlan, result: PlanResult, resolution: Resolution) -> None:
+        write_document(out, plan_document(plan, result, resolution, args.out))
+
+    return write
+
+
+def _cmd_apply(args: argparse.Namespace, console: Console, err: Console, out: TextIO) -> int:
+    from runner.app.apply import prepare_apply, run_applied
+    from runner.app.display import print_resolution
+    from runner.app.documents import run_document, write_document
+    from runner.app.outcome import continue_with, finish
+    from runner.app.unattended import api_hosts
+
     applying = prepare_apply(
         args.plan,
         args.spec,
@@ -404,6 +536,7 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
         max_age=args.max_age,
         log_format=args.log_format,
         log_level=args.log_level,
+        options=run_options(args),
     )
     total = applying.plan_file.total
     print_resolution(
@@ -421,11 +554,16 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
     result = run_applied(
         applying, args.checkpoint_dir, args.config, console, options=run_options(args)
     )
-    return finish(result, console, err)
+    code = finish(result, console, err)
+    if args.output == "json":
+        write_document(out, run_document(result, continue_with(result)))
+    return code
 
 
 def resume_request(args: argparse.Namespace) -> ResumeRequest:
     """The resume the command line asks for."""
+    from runner.app.resume import ResumeRequest
+
     return ResumeRequest(
         checkpoint=args.checkpoint,
         spec=args.spec,
@@ -438,13 +576,40 @@ def resume_request(args: argparse.Namespace) -> ResumeRequest:
     )
 
 
-def _cmd_status(args: argparse.Namespace, console: Console) -> int:
-    print_status(read_checkpoint(args.checkpoint), args.checkpoint, console)
+def _cmd_status(args: argparse.Namespace, console: Console, out: TextIO) -> int:
+    from runner.app.documents import status_document, write_document
+    from runner.app.outcome import print_status
+    from runner.app.status import is_spec, latest_log, run_status
+    from runner.log.replay import read_checkpoint
+    from runner.plan.shard import parse_shard
+
+    path = args.checkpoint
+    if is_spec(path):
+        shard = None if args.shard is None else parse_shard(args.shard)
+        path = latest_log(path, args.config, args.checkpoint_dir, shard)
+    status = run_status(read_checkpoint(path), path)
+    if args.output == "json":
+        write_document(out, status_document(status))
+    else:
+        print_status(status, console)
     return ExitCode.OK
 
 
-def _cmd_report(args: argparse.Namespace, out: TextIO) -> int:
-    text = render(args.format, read_checkpoint(args.checkpoint))
+def _cmd_report(args: argparse.Namespace, console: Console, out: TextIO) -> int:
+    from runner.app.documents import summary_document, write_document
+    from runner.app.outcome import print_summary
+    from runner.log.replay import read_checkpoint
+    from runner.report.completion import render
+    from runner.report.output import write_report_file
+
+    replay = read_checkpoint(args.checkpoint)
+    if args.summary and args.output == "json":
+        write_document(out, summary_document(replay, args.checkpoint))
+        return ExitCode.OK
+    if args.summary:
+        print_summary(replay, console)
+        return ExitCode.OK
+    text = render(args.format, replay)
     if args.out:
         write_report_file(args.out, text)
     else:

@@ -52,10 +52,12 @@ def prepare_apply(
     max_age: float,
     log_format: str | None = None,
     log_level: str | None = None,
+    options: RunOptions = NO_OPTIONS,
 ) -> Applying:
     """Read and check the plan at ``plan_path`` against its spec (``spec_path``, or the one
     the plan names); InputError (exit 2, nothing sent) if it is too old, its spec changed or an
-    entry is one the spec does not select."""
+    entry is one the spec does not select. ``options`` may set the deletion brake
+    (``--max-deletions``)."""
     plan_file = read_plan(plan_path)
     header = plan_file.header
     age = datetime.now(UTC) - header.created_at
@@ -85,7 +87,7 @@ def prepare_apply(
             ]
         )
     confine_plan(plan_file, plan.sources, plan.shard)  # each entry's kind (and id) is the spec's
-    plan = dataclasses.replace(plan, sources=plan_file.sources())
+    plan = options.braked(dataclasses.replace(plan, sources=plan_file.sources()))
     preflight(plan.sources, plan.max_deletions)
     return Applying(plan, plan_file, spec_path, config, shard)
 

@@ -7,6 +7,7 @@ exit code. ``plan`` does the discovery half only and sends no DELETE.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import secrets
@@ -44,7 +45,7 @@ from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Source
-from runner.plan.shard import Shard
+from runner.plan.shard import Shard, share_deletions
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.output import write_reports
 from runner.spec.config import Config
@@ -119,7 +120,8 @@ COMPACT_REPLAY_FROM = 100_000  # targets: below, the final replay's dict costs u
 
 @dataclass(frozen=True)
 class RunOptions:
-    """How a run is driven, beyond its spec: a time budget and where metrics go."""
+    """How a run is driven, beyond its spec: a time budget, where metrics go, and the
+    deletion brake of this invocation."""
 
     max_duration: float | None = None  # seconds; then stop like Ctrl-C, resumable
     metrics_textfile: Path | None = None
@@ -127,6 +129,7 @@ class RunOptions:
     metrics_interval: float = 15.0
     metrics_push: str | None = None  # a Pushgateway's URL
     metrics_push_interval: float = 30.0
+    max_deletions: int | None = None  # --max-deletions: instead of safety.max_deletions
 
     @property
     def metrics(self) -> bool:
@@ -134,6 +137,17 @@ class RunOptions:
         return any(
             v is not None for v in (self.metrics_textfile, self.metrics_port, self.metrics_push)
         )
+
+    def braked(self, plan: JobPlan) -> JobPlan:
+        """``plan`` under ``--max-deletions`` when it was given: the run's total in place of the
+        spec's ``safety.max_deletions`` (a shard's share of it, as the spec's would be). It is
+        how the run is driven, not what it selects, so the spec and its fingerprint are
+        unchanged and a resume is not refused for it."""
+        if self.max_deletions is None:
+            return plan
+        limit = self.max_deletions
+        shared = limit if plan.shard is None else share_deletions(limit, plan.shard)
+        return dataclasses.replace(plan, max_deletions=shared)
 
 
 NO_OPTIONS = RunOptions()

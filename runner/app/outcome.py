@@ -6,20 +6,18 @@ is read back from the checkpoint log (:class:`runner.log.replay.Replay`), never 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from rich.console import Console
 from rich.table import Table
 
 from runner.app.display import print_resolution
 from runner.app.job import RunResult
+from runner.app.status import RunStatus
 from runner.errors import ExitCode
-from runner.log.records import State
 from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, resolved, summarize
 from runner.report.formats import report_formats
 
-__all__ = ["ending_line", "eta_line", "finish", "print_status", "print_summary"]
+__all__ = ["continue_with", "finish", "print_status", "print_summary"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -34,26 +32,34 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
         )
     if result.message:
         err.print(f"[bold red]{result.message}[/]", highlight=False)
+    hint = continue_with(result)
+    if hint is not None:
+        err.print(f"to continue: {hint}", highlight=False)
+    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
+    first, *others = report_formats().values()
+    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
+    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
+    return result.exit_code
+
+
+def continue_with(result: RunResult) -> str | None:
+    """The command that goes on from how a run ended, when one does."""
     # An internal error's message already ends with the way to go on.
-    if result.exit_code in (
+    if result.exit_code not in (
         ExitCode.INTERRUPTED,
         ExitCode.AUTH,
         ExitCode.CHECKPOINT,
         ExitCode.ABORTED,
         ExitCode.FAILURES,
     ):
-        hint = "bulkops resume"
-        failed = result.replay is None or bool(result.replay.failed)
-        if result.exit_code == ExitCode.FAILURES and failed:
-            hint += " --retry-failed"
-        elif result.exit_code == ExitCode.FAILURES:
-            hint = "once the listing problem is fixed, " + hint
-        err.print(f"to continue: {hint} {result.checkpoint}", highlight=False)
-    console.print(f"checkpoint: {result.checkpoint}", highlight=False)
-    first, *others = report_formats().values()
-    also = f" (and {', '.join(form.suffix for form in others)})" if others else ""
-    console.print(f"report: {result.checkpoint.with_suffix(first.suffix)}{also}", highlight=False)
-    return result.exit_code
+        return None
+    hint = "bulkops resume"
+    failed = result.replay is None or bool(result.replay.failed)
+    if result.exit_code == ExitCode.FAILURES and failed:
+        hint += " --retry-failed"
+    elif result.exit_code == ExitCode.FAILURES:
+        hint = "once the listing problem is fixed, " + hint
+    return f"{hint} {result.checkpoint}"
 
 
 def print_summary(replay: Replay, console: Console) -> None:
@@ -75,59 +81,17 @@ def print_summary(replay: Replay, console: Console) -> None:
     print_resolution(resolved(replay), console, "as resolved when the run began:")
 
 
-def print_status(replay: Replay, checkpoint: Path, console: Console) -> None:
-    """``bulkops status``: the outcome table, then counts, rate and how the run ended (or how
-    long the rest should take)."""
-    print_summary(replay, console)
-    counts = replay.counts()
-    pending = sum(n for (_, state), n in counts.items() if state is State.ACCEPTED)
-    done = sum(n for (_, state), n in counts.items() if state.is_final)
-    elapsed = replay.last_ts
-    rate = done / elapsed if elapsed else 0.0
-    state = "finished" if replay.exit_code is not None else "running or stopped"
-    console.print(
-        f"{state}; exit code {replay.exit_code}; operations pending: {pending}; "
-        f"rate {rate:.1f} targets/s over {elapsed} s",
-        highlight=False,
-    )
-    if replay.exit_code is None:
-        console.print(eta_line(replay, rate), highlight=False)
+def print_status(status: RunStatus, console: Console) -> None:
+    """``bulkops status``: the outcome table, then the run's state in words, its pace over
+    the time it was at work, and (while it is not finished) how long the rest should take."""
+    print_summary(status.replay, console)
+    console.print(status.words, highlight=False)
+    if status.active_seconds:
+        pace = f"rate {status.rate:,.1f} targets/s over {status.active_seconds:,} s of work"
+    elif any(status.summary.totals[o] for o in OUTCOMES if o != "pending"):
+        pace = "rate: not measured (its work took under a second)"
     else:
-        console.print(ending_line(replay.exit_code, checkpoint), highlight=False)
-
-
-# How the last process that drove a log ended, in words, and what goes on from there.
-_ENDINGS: dict[int, tuple[str, str | None]] = {
-    ExitCode.OK: ("finished: every selected target is done", None),
-    ExitCode.FAILURES: ("finished with failures", "bulkops resume --retry-failed"),
-    ExitCode.ABORTED: ("stopped by a safety brake (exit 3); look before going on", None),
-    ExitCode.AUTH: ("stopped: credentials refused (exit 4)", "bulkops resume"),
-    ExitCode.CHECKPOINT: (
-        "stopped: the checkpoint could not be written (exit 6)",
-        "bulkops resume",
-    ),
-    ExitCode.OUT_OF_TIME: ("stopped at --max-duration (exit 7)", "bulkops resume"),
-    ExitCode.INTERNAL: ("stopped by an internal error (exit 8)", "bulkops resume"),
-    ExitCode.PAUSED: ("paused: the server asked for a long pause (exit 9)", "bulkops resume"),
-    ExitCode.INTERRUPTED: ("interrupted (exit 130)", "bulkops resume"),
-}
-
-
-def ending_line(exit_code: int, checkpoint: Path) -> str:
-    """How a run ended, by its footer's exit code, with the command that continues it."""
-    words, command = _ENDINGS.get(exit_code, (f"ended with exit code {exit_code}", None))
-    return words if command is None else f"{words} — continue with: {command} {checkpoint}"
-
-
-def eta_line(replay: Replay, rate: float) -> str:
-    """How long the rest should take: known only once every source has been listed."""
-    sources = len(replay.header.canonical_spec.get("targets", []))
-    listing = sources - len(replay.discovery_done)
-    if listing > 0:
-        return f"ETA unknown: {listing} of {sources} sources still being listed"
-    remaining = len(replay.open)
-    if not remaining:
-        return "ETA: nothing left but the report"
-    if rate <= 0:
-        return f"ETA unknown: {remaining} targets left, no rate measured yet"
-    return f"ETA about {remaining / rate:.0f} s for the {remaining} targets left"
+        pace = "rate: not measured yet"
+    console.print(f"operations pending: {status.operations_pending:,} · {pace}", highlight=False)
+    if status.eta_words:
+        console.print(status.eta_words, highlight=False)

@@ -75,6 +75,7 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
         return finish(RunResult(ExitCode.OK, path, replay, None), console, err)
     shard = parse_shard(header.shard) if header.shard else None
     plan, changed = resume_plan(spec, header, shard, force=request.force)
+    plan = request.options.braked(plan)  # --max-deletions: no spec edit, so no --force
     spec_sources = plan.sources
     plan_file: PlanFile | None = None
     if header.plan is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -20,7 +21,7 @@ from rich.console import Console
 from runner.app.display import print_resolution, terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
-from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
+from runner.app.job import NO_OPTIONS, PlanResult, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
 from runner.app.planview import print_plan
 from runner.app.resume import ResumeRequest, resume
@@ -42,6 +43,7 @@ from runner.plan.planfile import new_header as new_plan_header
 from runner.plan.planner import JobPlan, build_plan, shard_plan
 from runner.plan.shard import Shard, resolve_shard
 from runner.spec.config import Config
+from runner.spec.resolved import Resolution
 
 __all__ = ["RunRequest", "dry_run", "plan_job", "remote_failure", "run_job"]
 
@@ -70,7 +72,7 @@ def plan_job(request: RunRequest) -> tuple[JobPlan, Config, Shard | None]:
     shard = resolve_shard(request.shard, request.shards, os.environ)
     # A whole second: the cutoffs shown (to the second) are then exactly the ones applied.
     now = datetime.now(UTC).replace(microsecond=0)
-    plan = shard_plan(build_plan(spec, now), shard)
+    plan = request.options.braked(shard_plan(build_plan(spec, now), shard))
     preflight(plan.sources, plan.max_deletions)
     return plan, config, shard
 
@@ -125,9 +127,16 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
     return finish(result, console, err)
 
 
-def dry_run(request: RunRequest, console: Console, err: Console, out: Path | None) -> int:
+def dry_run(
+    request: RunRequest,
+    console: Console,
+    err: Console,
+    out: Path | None,
+    on_plan: Callable[[JobPlan, PlanResult, Resolution], None] | None = None,
+) -> int:
     """List what the job selects (GET requests only) and print it, writing the targets to the
-    plan file ``out`` if given; the exit code."""
+    plan file ``out`` if given, and handing the plan to ``on_plan`` (``-o json``); the exit
+    code."""
     plan, config, _shard = plan_job(request)
     resolution = plan.resolution(api_hosts(config), config.credentials.account_sid)
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
@@ -169,6 +178,8 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
             f"review it, then `bulkops apply {out}`",
             highlight=False,
         )
+    if on_plan is not None:
+        on_plan(plan, result, resolution)
     return ExitCode.OK
 
 

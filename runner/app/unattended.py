@@ -96,8 +96,7 @@ def job_lock(directory: Path, job: str, shard: str | None) -> Iterator[Path]:
     file, since its content (the holder's pid) is rewritten."""
     make_private_directory(directory)
     trusted_directory(directory)
-    name = f".{job}.{shard}.lock" if shard else f".{job}.lock"
-    path = directory / name
+    path = directory / _lock_name(job, shard)
     try:
         fd = open_own(path, os.O_RDWR, create=True)
     except UntrustedFile as exc:
@@ -119,6 +118,24 @@ def job_lock(directory: Path, job: str, shard: str | None) -> Iterator[Path]:
         yield path
     finally:
         os.close(fd)
+
+
+def lock_holder(directory: Path, job: str, shard: str | None) -> int | None:
+    """The pid :func:`job_lock` wrote in the job's lock file, if it holds a number (read only:
+    the probe of whether a run is active is the checkpoint's flock, not this text)."""
+    try:
+        fd = open_own(directory / _lock_name(job, shard), os.O_RDONLY)
+    except (UntrustedFile, OSError):
+        return None
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    finally:
+        os.close(fd)
+    return int(text) if text.isdigit() else None
+
+
+def _lock_name(job: str, shard: str | None) -> str:
+    return f".{job}.{shard}.lock" if shard else f".{job}.lock"
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,8 @@ class Admission:
         earlier = f" ({self._spent} of them before this resume)" if self._spent else ""
         return SafetyAbort(
             f"discovery selected more than safety.max_deletions = {self._max_deletions} targets"
-            f"{earlier}; stopped before deleting more. Raise the limit or narrow the selection."
+            f"{earlier}; stopped before deleting more. Raise the limit for this run "
+            "(`bulkops resume --max-deletions N LOG`: no spec edit) or narrow the selection."
         )
 
     def settle(self, conversation: str, deleted: bool) -> None:

@@ -88,8 +88,8 @@ def preflight(sources: list[Source], max_deletions: int | None) -> None:
     if known > max_deletions:
         raise SafetyAbort(
             f"the job's ids and manifests select {known} targets, more than "
-            f"safety.max_deletions = {max_deletions}; nothing was deleted. Raise the limit or "
-            "narrow the selection."
+            f"safety.max_deletions = {max_deletions}; nothing was deleted. Raise the limit "
+            "(--max-deletions N, or in the spec) or narrow the selection."
         )
 
 

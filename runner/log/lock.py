@@ -46,6 +46,24 @@ def ensure_not_in_use(path: Path) -> None:
         os.close(fd)
 
 
+def in_use(path: Path) -> bool:
+    """Whether another process is driving the log at ``path`` now (it holds the log's flock).
+
+    The probe takes a shared lock for an instant and never waits; a file that cannot be opened
+    as this user's own regular file is not in use by a run of this user's."""
+    try:
+        fd = open_own(path, os.O_RDONLY)
+    except (UntrustedFile, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock with the descriptor
+    return False
+
+
 _IN_USE = (
     "checkpoint {path} is in use by another bulkops process; "
     "wait for it to finish (two processes must never drive one checkpoint)"

@@ -377,12 +377,18 @@ class Footer:
 
     exit_code: int
     traffic: dict[str, int]  # each name of TRAFFIC: that process's own figure
+    ts: int | None = None  # when that process ended (seconds since the run began)
 
 
 def decode_footer_object(rec: dict[str, Any]) -> Footer:
     """A footer line's object as a :class:`Footer` (KeyError/ValueError/TypeError on a
     malformed one)."""
-    return Footer(int(rec["exit"]), {name: int(rec.get(name, 0)) for name in TRAFFIC})
+    ts = rec.get("ts")
+    return Footer(
+        int(rec["exit"]),
+        {name: int(rec.get(name, 0)) for name in TRAFFIC},
+        None if ts is None else int(ts),
+    )
 
 
 def decode_footer(raw: bytes) -> int | None:

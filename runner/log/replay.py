@@ -81,7 +81,33 @@ class Replay:
     lines: int = 0
     size: int = 0  # bytes of the log replayed: the end of its last whole, valid line
     last_ts: int = 0
+    # Seconds the processes that drove the log were at work, as its lines show: each from its
+    # first timed line (the run's start, for the first) to its footer or its last line. The
+    # time between a stop and the resume that followed is not counted.
+    ended_sessions: int = 0
+    session_start: int | None = 0  # the current process's first ts; None after a footer
     _lazy: dict[int, _Lazy] = field(default_factory=dict, repr=False)
+
+    @property
+    def active_seconds(self) -> int:
+        """Seconds of work over every process that drove the log (not the wall time since the
+        run began, which counts the pauses between a stop and its resume)."""
+        current = 0 if self.session_start is None else self.last_ts - self.session_start
+        return self.ended_sessions + max(0, current)
+
+    def _timed(self, ts: int) -> None:
+        """A line of ``ts`` (seconds since the run began) was read."""
+        if ts > self.last_ts:
+            self.last_ts = ts
+        if self.session_start is None:
+            self.session_start = ts
+
+    def _session_ended(self, ts: int | None) -> None:
+        """A footer: the process that drove the log ended (at ``ts``, if it says)."""
+        if self.session_start is not None:
+            end = max(self.last_ts, ts or 0)
+            self.ended_sessions += max(0, end - self.session_start)
+        self.session_start = None
 
     def state_of(self, target: Target) -> State | None:
         """The latest recorded state of ``target``, if the log names it."""
@@ -138,8 +164,8 @@ class Replay:
             raise ValueError("malformed grouped line")
         check_ids(resource, ids)
         code = pack(ts, resource, state)
-        if ts > self.last_ts:
-            self.last_ts = ts
+        if "ts" in rec:
+            self._timed(ts)
         prefix = kind_code(resource) + ":"
         states, lazy, open_, failed = self.states, self._lazy, self.open, self.failed
         if state is not State.REQUESTED:
@@ -203,8 +229,8 @@ class Replay:
         ):
             self.unrequested.add(digest)
         self.states[digest] = pack(ts, target.kind, rec.state)
-        if ts > self.last_ts:
-            self.last_ts = ts
+        if rec.ts is not None:
+            self._timed(ts)
         if rec.operation is not None:
             self.operations[digest] = rec.operation
         previous = self._pop_open(digest)
@@ -387,6 +413,7 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
     elif kind == "E":
         footer = decode_footer_object(rec)
         replay.exit_code = footer.exit_code
+        replay._session_ended(footer.ts)
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "H":
         raise ValueError("a second header line")

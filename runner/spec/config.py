@@ -40,6 +40,7 @@ __all__ = [
     "LogLevel",
     "Secret",
     "check_base_url",
+    "configured_checkpoint_dir",
     "load_config",
 ]
 
@@ -354,6 +355,18 @@ def _without_secret(problem: str) -> str:
                 f"named by {name}_env, not in this file)"
             )
     return problem
+
+
+def configured_checkpoint_dir(path: Path | None, *, cwd: Path | None = None) -> Path:
+    """The checkpoint directory the config at ``path`` names (None: the default), as
+    :func:`load_config` resolves it, without the credentials: for commands that only read
+    logs (``bulkops status JOB``). ConfigError if the file is not a valid config."""
+    if path is None:
+        return ((cwd if cwd is not None else Path.cwd()) / _ConfigFile().checkpoint_dir).resolve()
+    section, problems = _read_file(path)
+    if problems:
+        raise ConfigError(problems)
+    return (path.parent / section.checkpoint_dir).resolve()
 
 
 def load_config(path: Path | None, env: Mapping[str, str], *, cwd: Path | None = None) -> Config:

@@ -4,6 +4,7 @@ standard output changes no exit code."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -35,8 +36,15 @@ LIST_PATH = f"/v1/Services/{SUPPORT_SERVICE}/Conversations"
 
 
 def human_lines(stderr: str) -> list[str]:
-    """stderr without the JSON log lines."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+    """What stderr says to a person: its plain lines, and the text of the `said` events that
+    stand for them with JSON logs (the other JSON log lines left out)."""
+    said = []
+    for line in stderr.splitlines():
+        if not line.startswith("{"):
+            said += [line] if line.strip() else []
+        elif (event := json.loads(line)).get("event") == "said":
+            said.append(event["text"])
+    return said
 
 
 def one_line(stderr: str) -> str:

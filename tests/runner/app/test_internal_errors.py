@@ -20,11 +20,11 @@ import pytest
 import runner.app.display
 import runner.app.job
 import runner.app.metrics
-import runner.cli
 import runner.engine.admission
 import runner.engine.operations
 import runner.engine.scheduler
 import runner.log.records
+import runner.log.replay
 import runner.log.writer
 import runner.wire.client
 from runner.engine.discovery import Discovery
@@ -245,8 +245,15 @@ async def expected_targets(emu: Any) -> set[tuple[str, str]]:
 
 
 def human_lines(stderr: str) -> list[str]:
-    """stderr without the JSON log lines."""
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("{")]
+    """What stderr says to a person: its plain lines, and the text of the `said` events that
+    stand for them with JSON logs (the other JSON log lines left out)."""
+    said = []
+    for line in stderr.splitlines():
+        if not line.startswith("{"):
+            said += [line] if line.strip() else []
+        elif (event := json.loads(line)).get("event") == "said":
+            said.append(event["text"])
+    return said
 
 
 def log_events(stderr: str, name: str) -> list[dict[str, Any]]:
@@ -354,7 +361,8 @@ async def test_a_fault_outside_a_run_is_one_line_and_exit_8(
     def read_checkpoint(*_args: Any, **_kwargs: Any) -> Any:
         raise Boom
 
-    monkeypatch.setattr(runner.cli, "read_checkpoint", read_checkpoint)
+    # The CLI imports it when the command runs: patched where it is imported from.
+    monkeypatch.setattr(runner.log.replay, "read_checkpoint", read_checkpoint)
 
     assert await run_cli("report", log) == ExitCode.INTERNAL
 

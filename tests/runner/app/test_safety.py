@@ -9,7 +9,14 @@ import pytest
 
 from runner.emulator import DEFAULT_AUTH_TOKEN
 from runner.errors import ExitCode
-from tests.runner.conftest import REPO, deleted, point_at, run_cli
+from tests.runner.conftest import (
+    REPO,
+    checkpoints,
+    deleted,
+    point_at,
+    run_cli,
+    successful_deletes,
+)
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job, report_rows
 
 
@@ -86,3 +93,62 @@ async def test_no_secret_or_pii_reaches_any_artifact(
             assert DEFAULT_AUTH_TOKEN not in text, name
             leaked = [s for s in pii if s in text]
             assert not leaked, f"{name} leaks {leaked[:3]}"
+
+
+async def test_max_deletions_option_clears_a_brake_without_a_spec_edit(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stopped by safety.max_deletions (exit 3) is resumed with a higher --max-deletions:
+    no spec edit, no --force, and the run finishes with every User deleted exactly once."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        users = {
+            u["sid"] for u in await emu.resources("user") if u["service_sid"] == SUPPORT_SERVICE
+        }
+        assert len(users) > 2
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\n"
+            "targets:\n  - {kind: users, where: {all: true}}\nsafety: {max_deletions: 1}\n",
+        )
+        assert await run_cli("run", spec) == ExitCode.ABORTED
+        (log,) = checkpoints(workdir)
+        assert len(deleted(await emu.ledger())) <= 1
+
+        # A limit below what the run selects stops it again, counting what it already deleted.
+        assert await run_cli("resume", log, "--max-deletions", "2") == ExitCode.ABORTED
+        assert len(deleted(await emu.ledger())) <= 2
+
+        assert await run_cli("resume", log, "--max-deletions", str(len(users))) == ExitCode.OK
+        ledger = await emu.ledger()
+        assert deleted(ledger) == {("user", sid) for sid in users}
+        assert max(successful_deletes(ledger).values()) == 1
+
+
+async def test_max_deletions_option_brakes_a_run_the_spec_does_not(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-deletions on `run` brakes a spec that has no limit (and refuses explicit ids beyond
+    it before the first request)."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        stores = [s["id"] for s in await emu.resources("memory_store")]
+        spec = job(workdir, f"targets:\n  - {{kind: memory_stores, ids: {stores}}}\n")
+
+        assert (
+            await run_cli("run", spec, "--max-deletions", str(len(stores) - 1)) == ExitCode.ABORTED
+        )
+        assert (await emu.ledger())["requests"] == []
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "ten"])
+async def test_max_deletions_option_must_be_a_positive_number(
+    workdir: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """--max-deletions 0 (or not a number) is a usage error naming the option: exit 2."""
+    spec = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n")
+    with pytest.raises(SystemExit) as usage:
+        await run_cli("run", spec, "--max-deletions", value)
+    assert usage.value.code == ExitCode.BAD_INPUT
+    err = capsys.readouterr().err
+    assert f"--max-deletions: {value!r} is not a whole number of at least 1" in err

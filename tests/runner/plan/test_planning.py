@@ -171,4 +171,5 @@ async def test_status_of_an_interrupted_run_gives_an_eta(
         assert await run_cli("status", log) == ExitCode.OK
 
         out = " ".join(capsys.readouterr().out.split())
-        assert "running or stopped" in out and "ETA" in out
+        assert "ended without a footer" in out and "ETA" in out
+        assert f"continue with: bulkops resume {log}" in out
