@@ -25,6 +25,7 @@ from runner.app.outcome import finish, print_status
 from runner.app.prune import print_pruning, prune
 from runner.app.resume import ResumeRequest, resume_checkpoint
 from runner.app.run import RunRequest, dry_run, run_job
+from runner.app.verify import VerifyRequest, verify_checkpoint
 from runner.errors import (
     ExitCode,
     InputError,
@@ -172,6 +173,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=tuple(report_formats()), default="csv")
     report.add_argument("--out", type=Path, help="write here instead of standard output")
 
+    verify = sub.add_parser(
+        "verify", help="prove a run's deletions: everything it deleted answers 404 (GETs only)"
+    )
+    verify.add_argument("checkpoint", type=Path)
+    verify.add_argument("--spec", type=Path, help="job spec, if it moved since the run started")
+    verify.add_argument(
+        "--sample",
+        type=sample_size,
+        metavar="N",
+        help="fetch a random sample of N of the targets the run deleted, not all of them",
+    )
+    verify.add_argument(
+        "--seed", type=int, metavar="S", help="with --sample: the sample's seed (default: random)"
+    )
+    common(verify)
+
     demo = sub.add_parser(
         "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
     )
@@ -240,6 +257,8 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
             return _cmd_status(args, console)
         if args.command == "report":
             return _cmd_report(args, out)
+        if args.command == "verify":
+            return verify_checkpoint(verify_request(args), console, err)
         if args.command == "prune":
             pruning = prune(args.checkpoint_dir, args.keep, dry_run=args.dry_run)
             print_pruning(pruning, console, err)
@@ -366,6 +385,30 @@ def run_count(text: str) -> int:
             "--resume-or-start and --min-interval read)"
         )
     return count
+
+
+def sample_size(text: str) -> int:
+    """An argparse type: how many targets ``verify --sample`` fetches, 1 or more."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of targets") from None
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"{count} checks nothing: give 1 or more")
+    return count
+
+
+def verify_request(args: argparse.Namespace) -> VerifyRequest:
+    """The verify the command line asks for."""
+    return VerifyRequest(
+        checkpoint=args.checkpoint,
+        spec=args.spec,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        sample=args.sample,
+        seed=args.seed,
+    )
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:
