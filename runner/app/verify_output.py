@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from runner import __version__
 from runner.app.verification import CheckError, Remains, Verification
@@ -39,6 +40,7 @@ VERIFY_SUFFIX = ".verify.json"
 SCHEMA_VERSION = 1
 SHOWN = 20  # remaining targets named on the terminal; the file names them all
 _HASH_CHUNK = 1 << 20
+_COUNTS = ("checked", "gone", "remained", "errors")
 
 
 def verify_path(log_path: Path) -> Path:
@@ -99,12 +101,14 @@ def verify_document(found: Verification, log_path: Path) -> dict[str, Any]:
         found.remains.values(),
         key=lambda r: (r.target.kind.log_index, r.target.parent or "", r.target.id),
     )
+    remained = Counter(r.target.kind for r in remaining)
+    errors = Counter(e.target.kind for e in found.errors)
     for kind in KINDS:
         counts = {
             "checked": found.checked[kind],
             "gone": found.gone[kind],
-            "remained": sum(1 for r in remaining if r.target.kind is kind),
-            "errors": sum(1 for e in found.errors if e.target.kind is kind),
+            "remained": remained[kind],
+            "errors": errors[kind],
         }
         if any(counts.values()):
             by_kind[kind.name] = counts
@@ -162,20 +166,22 @@ def print_verification(
     found: Verification, document: dict[str, Any], path: Path, console: Console, err: Console
 ) -> None:
     """The counts per kind, then the verdict and what remains (the first :data:`SHOWN`)."""
-    sample = document["sample"]
+    sample, header = document["sample"], found.replay.header
     what = (
-        f"a sample of {document['checked']} of {found.population} (seed {sample['seed']})"
+        f"a sample of {document['checked']:,} (seed {sample['seed']}) of the {found.population:,}"
         if sample
-        else f"{document['checked']} of {found.population}"
+        else f"{document['checked']:,} of the {found.population:,}"
     )
     console.print(
-        f"verify of run {found.replay.header.run_id} (job {found.replay.header.job}): fetched "
-        f"{what} targets recorded as gone; listed {found.listed_sources} sources again",
+        f"verify of run {header.run_id} (job {header.job}): fetched {what} targets the log "
+        f"records as gone; listed {found.listed_sources} sources again",
         highlight=False,
     )
-    table = Table("kind", "checked", "gone", "remained", "errors")
-    for name, counts in document["by_kind"].items():
-        table.add_row(name, *(f"{counts[c]:,}" for c in ("checked", "gone", "remained", "errors")))
+    table = Table("kind", *(Column(c, justify="right") for c in _COUNTS))
+    for kind in KINDS:
+        counts = document["by_kind"].get(kind.name)
+        if counts is not None:
+            table.add_row(kind.label, *(f"{counts[c]:,}" for c in _COUNTS))
     console.print(table)
     for line in _problems(found, document):
         err.print(line, highlight=False, markup=False)
