@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from runner.cli import main
 from tests.runner.conftest import REPO, checkpoints, point_at, run_cli
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
@@ -141,7 +142,17 @@ async def test_verify_fails_naming_what_remains(
             and datetime.fromisoformat(m["date_created"]) < cutoff
         ]
         v2 = next(c for c in await emu.resources("conversation_v2") if c["status"] == "CLOSED")
-        kept = {("message", old[0]["sid"]), ("conversation_v2", v2["id"])}
+        user = next(
+            u
+            for u in await emu.resources("user")
+            if u["service_sid"] == SUPPORT_SERVICE
+            and datetime.fromisoformat(u["date_created"]) < cutoff - timedelta(days=90)
+        )
+        kept = {
+            ("message", old[0]["sid"]),
+            ("conversation_v2", v2["id"]),
+            ("user", user["sid"]),
+        }
         await emu.configure(keep_resources=[i for _k, i in kept])
         log, _ran = await purged(emu, workdir, PURGE)
         capsys.readouterr()
@@ -153,7 +164,7 @@ async def test_verify_fails_naming_what_remains(
         assert {(r["kind"], r["id"]) for r in document["remaining"]} == kept
         assert all(r["found_by"] == ["fetch", "listing"] for r in document["remaining"])
         err = capsys.readouterr().err
-        assert old[0]["sid"] in err and v2["id"] in err and "not verified" in err
+        assert all(i in err for _k, i in kept) and "not verified" in err
 
 
 async def test_sample_checks_n_with_a_recorded_seed(
@@ -198,39 +209,33 @@ async def test_a_429_during_verify_is_waited_out(
         assert evidence(workdir)["verified"] is True
 
 
-@pytest.mark.parametrize(
-    ("settings", "code", "expected"),
-    [
-        pytest.param({"fault_500": 1.0}, 1, "could not be checked", id="500"),
-        pytest.param(
-            {"auth_token": "x" * 32, "api_key": None, "api_secret": None},
-            4,
-            "credentials refused",
-            id="401",
-        ),
-    ],
-)
 async def test_other_answers_are_classified(
     start_emulator: Any,
     workdir: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    settings: dict[str, Any],
-    code: int,
-    expected: str,
 ) -> None:
     """Answers other than 200 and 404 are errors with their exit code and one line, never a
-    traceback: a 500 after retries is not proof (exit 1), refused credentials exit 4."""
+    traceback: 500s past the retries are not proof (exit 1, each target in the evidence with
+    its status), refused credentials exit 4."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         log, _ran = await purged(emu, workdir)
-        await emu.configure(**settings)
+        await emu.configure(fault_500=1.0)
         capsys.readouterr()
 
-        assert await run_cli("verify", log) == code
-
+        assert await run_cli("verify", log) == 1
+        document = evidence(workdir)
+        assert len(document["errors"]) == document["checked"] > 0
+        assert {e["status"] for e in document["errors"]} == {500}
+        assert document["listing"]["errors"]
         err = " ".join(capsys.readouterr().err.split())
-        assert expected in err and "Traceback" not in err
+        assert "could not be checked" in err and "Traceback" not in err
+
+        await emu.configure(fault_500=0.0, auth_token="x" * 32, api_key=None, api_secret=None)
+        assert await run_cli("verify", log) == 4
+        err = " ".join(capsys.readouterr().err.split())
+        assert "credentials refused (HTTP 401)" in err and "Traceback" not in err
 
 
 async def test_a_damaged_log_is_refused_before_any_request(
@@ -254,3 +259,37 @@ async def test_a_damaged_log_is_refused_before_any_request(
         assert await run_cli("verify", log, "--seed", "3") == 2
 
         assert (await emu.ledger())["requests"][-1]["seq"] == ran
+
+
+async def test_a_run_that_left_failures_is_not_proven(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Targets the log leaves failed are not proof of anything: verify exits 1, counts them,
+    says to resume with --retry-failed, and the listing finds them still there."""
+    async with start_emulator(operation_failure_rate=1.0) as emu:
+        point_at(monkeypatch, emu.url)
+        assert await run_cli("run", job(workdir, SMALL)) == 1
+        (log,) = checkpoints(workdir)
+        capsys.readouterr()
+
+        assert await run_cli("verify", log) == 1
+
+        document = evidence(workdir)
+        asynchronous = {c["id"] for c in await emu.resources("conversation_v2")} | {
+            s["id"] for s in await emu.resources("memory_store")
+        }
+        assert document["unfinished"]["failed"] > 0
+        assert document["remaining"]
+        assert {r["id"] for r in document["remaining"]} <= asynchronous
+        assert "--retry-failed" in " ".join(capsys.readouterr().err.split())
+
+
+@pytest.mark.parametrize("sample", ["0", "-1", "many"])
+def test_a_sample_must_be_a_positive_count(sample: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """--sample takes a whole number of targets, 1 or more: anything else is exit 2."""
+    with pytest.raises(SystemExit) as exited:
+        main(["verify", "any.jsonl", "--sample", sample])
+    assert exited.value.code == 2 and "--sample" in capsys.readouterr().err
