@@ -36,7 +36,7 @@ from runner.log.lock import ensure_not_in_use
 from runner.log.replay import read_checkpoint
 from runner.plan.shard import parse_shard
 
-__all__ = ["VerifyRequest", "prepare_verify", "verify_checkpoint"]
+__all__ = ["VerifyRequest", "holds_of", "prepare_verify", "verify_checkpoint"]
 
 
 @dataclass(frozen=True)
@@ -70,12 +70,19 @@ def prepare_verify(request: VerifyRequest) -> Prepared:
     return Prepared(path, replay, plan, config, shard)
 
 
-def verify_checkpoint(
-    request: VerifyRequest, console: Console, err: Console, held: Held = nothing_held
-) -> int:
+def holds_of(prepared: Prepared) -> Held:
+    """What the job holds: targets a listing may still select without their being "remaining".
+
+    The one place legal holds (issue 13 §1) are to be read from the verified job; a job has
+    none yet."""
+    return nothing_held
+
+
+def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) -> int:
     """Verify the run of ``request.checkpoint``, write the evidence, say what remains; the exit
     code (0 only when everything checked is gone)."""
     prepared = prepare_verify(request)
+    held = holds_of(prepared)
     for warning in prepared.replay.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if prepared.replay.exit_code is None:
@@ -110,6 +117,12 @@ def verify_checkpoint(
     try:
         write_verify_file(path, document)
     except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+        # Checked, but with no evidence to file: not verified.
+        print_verification(found, document, None, console, err)
+        err.print(
+            f"[bold red]not verified:[/] cannot write {path}: {exc.strerror} (exit 1)",
+            highlight=False,
+        )
+        return ExitCode.FAILURES
     print_verification(found, document, path, console, err)
     return exit_code(found)

@@ -163,9 +163,14 @@ def write_verify_file(path: Path, document: dict[str, Any]) -> None:
 
 
 def print_verification(
-    found: Verification, document: dict[str, Any], path: Path, console: Console, err: Console
+    found: Verification,
+    document: dict[str, Any],
+    path: Path | None,
+    console: Console,
+    err: Console,
 ) -> None:
-    """The counts per kind, then the verdict and what remains (the first :data:`SHOWN`)."""
+    """The counts per kind, what remains (the first :data:`SHOWN`), then the verdict with the
+    evidence file (``path``; None when it could not be written: the caller says why)."""
     sample, header = document["sample"], found.replay.header
     what = (
         f"a sample of {document['checked']:,} (seed {sample['seed']}) of the {found.population:,}"
@@ -185,6 +190,8 @@ def print_verification(
     console.print(table)
     for line in _problems(found, document):
         err.print(line, highlight=False, markup=False)
+    if path is None:
+        return
     if found.proven:
         console.print(f"verified: everything checked is gone. Evidence: {path}", highlight=False)
     else:

@@ -168,10 +168,13 @@ async def test_verify_fails_naming_what_remains(
 
 
 async def test_sample_checks_n_with_a_recorded_seed(
-    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """--sample N fetches N targets, records the seed, and the same seed fetches the same ones;
-    without --seed a seed is drawn and recorded."""
+    without --seed a seed is drawn and recorded. Evidence that cannot be written is no proof."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         log, ran = await purged(emu, workdir)
@@ -188,6 +191,12 @@ async def test_sample_checks_n_with_a_recorded_seed(
 
         assert await run_cli("verify", log, "--sample", "2") == 0
         assert isinstance(evidence(workdir)["sample"]["seed"], int)
+
+        log.with_suffix(".verify.json").unlink()
+        log.with_suffix(".verify.json").mkdir()
+        capsys.readouterr()
+        assert await run_cli("verify", log, "--sample", "1") == 1
+        assert "not verified: cannot write" in " ".join(capsys.readouterr().err.split())
 
 
 async def test_a_429_during_verify_is_waited_out(
