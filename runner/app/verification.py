@@ -226,6 +226,18 @@ async def run_verification(
             raise _first(group) from None
     found.listed_sources = len(sources)
     found.finished = datetime.now(UTC)
+    log.info(
+        "verify_finished",
+        population=found.population,
+        checked=sum(found.checked.values()),
+        gone=sum(found.gone.values()),
+        remained=len(found.remains),
+        errors=len(found.errors),
+        listing_errors=len(found.listing_errors),
+        requests=sum(requester.tally.requests.values()),
+        retries=requester.tally.retries,
+        throttled=requester.tally.throttled,
+    )
     return found
 
 
@@ -299,7 +311,6 @@ class _Checker:
             found.errors.append(CheckError(target, exc.status, exc.code))
         else:
             found.remained(target, "fetch")
-            log.warning("verify_remains", kind=kind.name, id=target.id)
 
 
 async def _list_again(
