@@ -203,7 +203,7 @@ async def test_a_429_during_verify_is_waited_out(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Throttled during verify, it pauses as the 429 asks (nothing is sent into a pause) and
-    still proves every target gone."""
+    still proves every target gone; a pause longer than retry.max_pause stops it (exit 9)."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         log, _ran = await purged(emu, workdir)
@@ -216,6 +216,10 @@ async def test_a_429_during_verify_is_waited_out(
         assert ledger["throttled"]["product_rate"] > 0
         assert sum(ledger["sent_during_pause"].values()) == 0
         assert evidence(workdir)["verified"] is True
+
+        # A pause beyond retry.max_pause is not waited for: exit 9, as for a run.
+        await emu.configure(retry_after_s=100_000)
+        assert await run_cli("verify", log) == 9
 
 
 async def test_other_answers_are_classified(
