@@ -26,6 +26,7 @@ import anyio
 import structlog
 
 from runner.app.job import build_client, build_requester
+from runner.clock import MONOTONIC
 from runner.engine.discovery import Discovery
 from runner.errors import (
     AuthError,
@@ -57,6 +58,7 @@ __all__ = [
 log = structlog.get_logger("bulkops.verify")
 
 _GONE = frozenset({State.DELETED, State.GONE, State.COVERED})
+PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
 
 # Whether a target is held (never to be deleted, so not "remaining" when listed again). Legal
 # holds (issue 13 §1) fill this in from the spec's `exclude`; until then nothing is held.
@@ -214,12 +216,15 @@ async def run_verification(
             skip_conversation=replay.deleted_conversations.__contains__,
         )
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(checker.check_all, chosen, plan.concurrency)
-                for index, source in sources:
-                    tg.start_soon(
-                        _list_again, discovery, index, source, prepared.shard, held, found
-                    )
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(_report_progress, found, PROGRESS_EVERY)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(checker.check_all, chosen, plan.concurrency)
+                    for index, source in sources:
+                        tg.start_soon(
+                            _list_again, discovery, index, source, prepared.shard, held, found
+                        )
+                outer.cancel_scope.cancel()
         except* AuthError as group:
             raise _first(group) from None
         except* PausedTooLong as group:
@@ -239,6 +244,20 @@ async def run_verification(
         throttled=requester.tally.throttled,
     )
     return found
+
+
+async def _report_progress(found: Verification, interval: float) -> None:
+    """Until cancelled: a ``verify_progress`` log line every ``interval`` seconds (a verify of
+    millions of targets takes a while, and says nothing else until its end)."""
+    while True:
+        await MONOTONIC.sleep(interval)
+        log.info(
+            "verify_progress",
+            checked=sum(found.checked.values()),
+            gone=sum(found.gone.values()),
+            remained=len(found.remains),
+            errors=len(found.errors),
+        )
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
