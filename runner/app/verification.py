@@ -57,7 +57,8 @@ __all__ = [
 
 log = structlog.get_logger("bulkops.verify")
 
-_GONE = frozenset({State.DELETED, State.GONE, State.COVERED})
+# Every final state but a failure: the target is recorded as gone, one way or another.
+_GONE = frozenset(state for state in State if state.is_final and state is not State.FAILED)
 PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
 
 # Whether a target is held (never to be deleted, so not "remaining" when listed again). Legal
