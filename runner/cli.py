@@ -20,11 +20,13 @@ from rich.console import Console
 from runner import __version__
 from runner.app import logs
 from runner.app.apply import prepare_apply, run_applied
+from runner.app.display import print_resolution
 from runner.app.job import NO_OPTIONS, RunOptions
 from runner.app.outcome import finish, print_status
 from runner.app.prune import print_pruning, prune
 from runner.app.resume import ResumeRequest, resume_checkpoint
 from runner.app.run import RunRequest, dry_run, run_job
+from runner.app.unattended import api_hosts
 from runner.app.verify import VerifyRequest, verify_checkpoint
 from runner.errors import (
     ExitCode,
@@ -33,7 +35,7 @@ from runner.errors import (
     SafetyAbort,
 )
 from runner.internal import diagnose, leaves
-from runner.kinds.timespec import parse_bound
+from runner.kinds.timespec import duration_seconds
 from runner.log.replay import read_checkpoint
 from runner.report.completion import render
 from runner.report.formats import report_formats
@@ -355,12 +357,9 @@ def _print_problems(err: Console, exc: InputError) -> None:
 def duration(text: str) -> float:
     """An argparse type: a duration like 90s, 45m, 6h, 1d or 2w, in seconds."""
     try:
-        bound = parse_bound(text)
+        return duration_seconds(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if bound.ago is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 45m, 6h or 1d")
-    return bound.ago.total_seconds()
 
 
 def push_url(text: str) -> str:
@@ -450,6 +449,13 @@ def _cmd_apply(args: argparse.Namespace, console: Console, err: Console) -> int:
         log_level=args.log_level,
     )
     total = applying.plan_file.total
+    print_resolution(
+        applying.plan.resolution(
+            api_hosts(applying.config), applying.config.credentials.account_sid
+        ),
+        console,
+        f"apply plan {args.plan} of job {applying.plan.name!r} ({total} targets):",
+    )
     if total > args.confirm_above and not args.yes and sys.stdin.isatty():
         answer = console.input(f"delete the {total} targets plan {args.plan} lists? type yes: ")
         if answer.strip().lower() != "yes":

@@ -97,6 +97,10 @@ class RemoteError(BulkopsError):
     # Where it came from, for the person reading the error: scheme, host and path only (no
     # credentials, no query). Set by the client, which alone knows the URL.
     url: str | None = None
+    # Whether an earlier attempt of the same request met a fault after which the server may
+    # have acted on it (a timeout, a reset, a 5xx, an unreadable 2xx): a 404 may then answer
+    # bulkops' own delete. Set by the requester, which alone retries.
+    after_fault: bool = False
 
     def __init__(self, status: int, code: int | None, message: str) -> None:
         self.status = status

@@ -71,6 +71,6 @@ async def _demo(
     async with running_emulator(settings, dataset) as url:
         console.print(f"emulator (demo dataset) serving at {url}", highlight=False)
         config = load_config(None, demo_environment(url), cwd=checkpoint_dir or Path.cwd())
-        plan = build_plan(load_spec(spec_path), datetime.now(UTC))
+        plan = build_plan(load_spec(spec_path), datetime.now(UTC).replace(microsecond=0))
         preflight(plan.sources, plan.max_deletions)
         return await start_run(plan, config, spec_path, None, None, terminal_display(console))

@@ -34,6 +34,7 @@ from runner.clock import MONOTONIC, Clock
 from runner.kinds.base import ResourceKind
 from runner.kinds.registry import KINDS
 from runner.log.records import FINAL_STATES, State
+from runner.spec.resolved import Resolution
 from runner.values import Progress as RunProgress
 
 log = structlog.get_logger("bulkops.progress")
@@ -41,6 +42,15 @@ log = structlog.get_logger("bulkops.progress")
 DONE_STATES = (State.DELETED, State.GONE, State.COVERED)
 RATE_WINDOW = 10.0  # seconds of finished targets the rate (and so the time left) is taken over
 REFRESH = 0.25  # seconds between frames
+
+
+def print_resolution(resolution: Resolution, console: Console, title: str) -> None:
+    """``title``, then what the job resolves to (account, host, Service, each cutoff as written
+    and as the UTC instant it is frozen to): said by plan, run, resume and apply before they
+    act, and by the completion report."""
+    console.print(title, highlight=False, markup=False)
+    for line in resolution.lines():
+        console.print(f"  {line}", highlight=False, markup=False)
 
 
 class RateColumn(ProgressColumn):

@@ -33,9 +33,10 @@ from runner.clock import MONOTONIC
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
-from runner.errors import ConfigError, ExitCode, SafetyAbort
+from runner.errors import ConfigError, ExitCode, RemoteError, SafetyAbort
 from runner.internal import InternalFault, diagnose
 from runner.kinds.base import Product, ResourceKind, Target
+from runner.kinds.ids import ID_PATTERNS
 from runner.log.lock import open_log
 from runner.log.records import Header, State, footer_record
 from runner.log.replay import Replay, read_checkpoint
@@ -566,11 +567,12 @@ _SHELL_STAGES: dict[CodeType, str] = {
 
 @dataclass
 class PlanResult:
-    """What a dry run found: counts by resource and a sample of IDs."""
+    """What a dry run found: counts by resource and a sample of the targets."""
 
     selected: Counter[ResourceKind] = field(default_factory=Counter)
     covered: Counter[ResourceKind] = field(default_factory=Counter)
-    samples: dict[ResourceKind, list[str]] = field(default_factory=dict)
+    samples: dict[ResourceKind, list[Target]] = field(default_factory=dict)
+    default_service: str | None = None  # when asked for: the account's default Service SID
 
 
 async def plan_targets(
@@ -579,9 +581,12 @@ async def plan_targets(
     *,
     sample: int = 5,
     sink: Callable[[Sequence[Target]], None] | None = None,
+    ask_default_service: bool = False,
 ) -> PlanResult:
     """List what the job selects without deleting anything (GET requests only); ``sink`` gets
-    every selected target (covered ones included), a page at a time.
+    every selected target (covered ones included), a page at a time. With
+    ``ask_default_service``, also ask which Service is the account's default, for the plan to
+    name it (a job with no ``service:`` lists only that one).
 
     Discovery and admission are the run's (:mod:`runner.engine.admission`), with no workers and
     no log: a plan takes every conversation it selects as deleted, and applies no brake."""
@@ -605,9 +610,9 @@ async def plan_targets(
                     chosen.append(target)
                 elif verdict is Verdict.ADMITTED:
                     chosen.append(target)
-                    ids = result.samples.setdefault(target.kind, [])
-                    if len(ids) < sample:
-                        ids.append(f"{target.parent}/{target.id}" if target.parent else target.id)
+                    shown = result.samples.setdefault(target.kind, [])
+                    if len(shown) < sample:
+                        shown.append(target)
             if sink is not None and chosen:
                 sink(chosen)
 
@@ -616,7 +621,21 @@ async def plan_targets(
 
         # One source at a time: a plan file lists its targets in the order of the spec's.
         await in_phases(plan.sources, discover, admission.settled, together=False)
+        if ask_default_service:
+            result.default_service = await _default_service(requester)
     return result
+
+
+async def _default_service(requester: Requester) -> str | None:
+    """The account's default Conversations Service (``GET /v1/Configuration``), or None when
+    the server does not say: it is only shown, so it fails nothing."""
+    try:
+        reply = await requester.send("GET", Product.CONVERSATIONS, "/v1/Configuration")
+    except RemoteError:
+        return None
+    sid = reply.body.get("default_chat_service_sid") if isinstance(reply.body, dict) else None
+    # A reply is not trusted: only a Service SID is shown.
+    return sid if isinstance(sid, str) and ID_PATTERNS["service"].matches(sid) else None
 
 
 def start_header(
@@ -628,10 +647,12 @@ def start_header(
     plan_file: PlanFile | None = None,
     *,
     hosts: dict[str, str] | None = None,
+    account: str | None = None,
 ) -> Header:
     """The header of a new run's log; paths are stored relative to the log's directory, so a
     checkpoint directory copied to another machine with the spec beside it still resumes.
-    ``hosts`` (product → API origin) lets a resume refuse other hosts than the run's."""
+    ``hosts`` (product → API origin) lets a resume refuse other hosts than the run's;
+    ``account`` (the Account SID) is for the report."""
 
     def rel(path: Path) -> str:
         return os.path.relpath(path.resolve(), log_path.parent.resolve())
@@ -651,6 +672,7 @@ def start_header(
         plan=None if plan_file is None else rel(plan_file.path),
         plan_sha256=None if plan_file is None else plan_file.digest,
         hosts=hosts,
+        account=account,
     )
 
 
@@ -676,6 +698,13 @@ async def start_run(
         plan.name, plan.shard, run_id
     )
     header = start_header(
-        plan, run_id, config_path, spec_path, log_path, plan_file, hosts=api_hosts(config)
+        plan,
+        run_id,
+        config_path,
+        spec_path,
+        log_path,
+        plan_file,
+        hosts=api_hosts(config),
+        account=config.credentials.account_sid,
     )
     return await execute(plan, config, log_path, header, None, display, options=options)

@@ -11,11 +11,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from runner.app.display import print_resolution
 from runner.app.job import RunResult
 from runner.errors import ExitCode
 from runner.log.records import State
 from runner.log.replay import Replay
-from runner.report.completion import OUTCOMES, summarize
+from runner.report.completion import OUTCOMES, resolved, summarize
 from runner.report.formats import report_formats
 
 __all__ = ["ending_line", "eta_line", "finish", "print_status", "print_summary"]
@@ -56,19 +57,22 @@ def finish(result: RunResult, console: Console, err: Console) -> int:
 
 
 def print_summary(replay: Replay, console: Console) -> None:
-    """The end-of-run table: outcome counts per kind."""
+    """The end-of-run table: outcome counts per kind, then what the run resolved to (its
+    frozen cutoffs, the Service, the account and the hosts)."""
     summary = summarize(replay)
     table = Table(
         title=f"job {replay.header.job} · run {replay.header.run_id}", title_justify="left"
     )
     table.add_column("kind")
     for outcome in OUTCOMES:
-        table.add_column(outcome, justify="right")
+        # In words, so that a narrow terminal wraps "gone after request" rather than cut it.
+        table.add_column(outcome.replace("_", " "), justify="right")
     for kind, counts in summary.counts.items():
         table.add_row(kind.label, *(str(counts[o]) for o in OUTCOMES))
     totals = summary.totals
     table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
     console.print(table)
+    print_resolution(resolved(replay), console, "as resolved when the run began:")
 
 
 def print_status(replay: Replay, checkpoint: Path, console: Console) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
-from runner.app.display import terminal_display
+from runner.app.display import print_resolution, terminal_display
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, RunResult, execute
 from runner.app.outcome import finish
@@ -94,6 +94,11 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
         changed=changed,
         retry_failed=request.retry_failed,
         plan_file=plan_file,
+    )
+    print_resolution(
+        plan.resolution(api_hosts(config), config.credentials.account_sid),
+        console,
+        f"resuming run {header.run_id} of job {plan.name!r}:",
     )
     result = anyio.run(
         partial(

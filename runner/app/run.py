@@ -7,6 +7,7 @@ do nothing, or start anew. ``plan`` (a dry run) lists what the job selects and s
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,19 +16,25 @@ from pathlib import Path
 
 import anyio
 from rich.console import Console
-from rich.table import Table
 
-from runner.app.display import terminal_display
+from runner.app.display import print_resolution, terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
+from runner.app.planview import print_plan
 from runner.app.resume import ResumeRequest, resume
-from runner.app.unattended import Action, decide, job_lock, job_logs, usable_directory
+from runner.app.unattended import (
+    Action,
+    api_hosts,
+    decide,
+    job_lock,
+    job_logs,
+    usable_directory,
+)
 from runner.engine.scheduler import preflight
 from runner.errors import AuthError, ExitCode, OperationFailed, RemoteError
 from runner.internal import leaves
-from runner.kinds.registry import KINDS
 from runner.log.replay import read_checkpoint
 from runner.plan.planfile import PlanWriter
 from runner.plan.planfile import new_header as new_plan_header
@@ -60,7 +67,9 @@ def plan_job(request: RunRequest) -> tuple[JobPlan, Config, Shard | None]:
     and a plan no safety limit allows are refused before anything is sent."""
     spec, config = load_inputs(request.job, request.config, request.log_format, request.log_level)
     shard = resolve_shard(request.shard, request.shards, os.environ)
-    plan = shard_plan(build_plan(spec, datetime.now(UTC)), shard)
+    # A whole second: the cutoffs shown (to the second) are then exactly the ones applied.
+    now = datetime.now(UTC).replace(microsecond=0)
+    plan = shard_plan(build_plan(spec, now), shard)
     preflight(plan.sources, plan.max_deletions)
     return plan, config, shard
 
@@ -92,6 +101,11 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
                     options=request.options,
                 )
                 return resume(again, console, err, read_checkpoint(decision.log))
+        print_resolution(
+            plan.resolution(api_hosts(config), config.credentials.account_sid),
+            console,
+            f"run of job {plan.name!r}:",
+        )
         result = anyio.run(
             partial(
                 start_run,
@@ -113,10 +127,18 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
     """List what the job selects (GET requests only) and print it, writing the targets to the
     plan file ``out`` if given; the exit code."""
     plan, config, _shard = plan_job(request)
+    resolution = plan.resolution(api_hosts(config), config.credentials.account_sid)
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
         result = anyio.run(
-            partial(plan_targets, plan, config, sink=None if writer is None else writer.add),
+            partial(
+                plan_targets,
+                plan,
+                config,
+                sink=None if writer is None else writer.add,
+                # With no `service:`, name the Service that was listed.
+                ask_default_service=resolution.in_service and resolution.service is None,
+            ),
             backend="asyncio",
         )
     except BaseException as exc:
@@ -134,20 +156,9 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
         return ExitCode.AUTH if isinstance(failure, AuthError) else ExitCode.FAILURES
     if writer is not None:
         writer.commit()
-    table = Table(
-        title=f"plan for job {plan.name!r} (dry run: nothing deleted)", title_justify="left"
-    )
-    for column in ("kind", "selected", "covered by conversation", "sample"):
-        table.add_column(column)
-    for kind in KINDS:
-        if result.selected[kind] or result.covered[kind]:
-            table.add_row(
-                kind.label,
-                str(result.selected[kind]),
-                str(result.covered[kind]),
-                ", ".join(result.samples.get(kind, [])),
-            )
-    console.print(table)
+    resolution = dataclasses.replace(resolution, default_service=result.default_service)
+    print_resolution(resolution, console, f"plan of job {plan.name!r}:")
+    print_plan(plan.name, result.selected, result.covered, result.samples, console)
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:
         console.print(

@@ -31,6 +31,7 @@ TOKEN_PREFIX = "PT"
 def register(router: web.UrlDispatcher) -> None:
     """Add every v1 route (both the default and the Service-scoped form)."""
     router.add_get("/v1/Services", list_services)
+    router.add_get("/v1/Configuration", fetch_configuration)
     for prefix in ("/v1", "/v1/Services/{service}"):
         router.add_get(prefix + "/Conversations", list_conversations)
         router.add_get(prefix + "/Conversations/{sid}", fetch_conversation)
@@ -235,6 +236,23 @@ async def list_services(request: web.Request) -> web.Response:
     items = [render_service(request, emu, s) for s in result.items]
     return _envelope(request, "services", items, [], size, page, result.next_token,
                      result.previous_token)
+
+
+async def fetch_configuration(request: web.Request) -> web.Response:
+    """GET /v1/Configuration: the account's defaults, as conversations.v1.configuration renders
+    them (the emulator has no Messaging Service and no timers: those fields are nullable)."""
+    emu = _emu(request)
+    url = f"{base_url(request)}/v1/Configuration"
+    return json_response({
+        "account_sid": emu.settings.account_sid,
+        "default_chat_service_sid": emu.store.default_service_sid,
+        "default_messaging_service_sid": None,
+        "default_inactive_timer": None,
+        "default_closed_timer": None,
+        "url": url,
+        "links": {"service": f"{base_url(request)}/v1/Services/{emu.store.default_service_sid}",
+                  "webhooks": f"{url}/Webhooks"},
+    })
 
 
 # -------------------------------------------------------------------------------- conversations

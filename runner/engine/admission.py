@@ -4,7 +4,8 @@
 ask the same :class:`Admission` about every target found, in the order it was found:
 
 * a target of another shard is passed over (the shard is the only filter here: discovery lists
-  what the spec selects, the admission keeps this process's part of it);
+  what the spec selects, the admission keeps this process's part of it — and spares it the
+  messages and participants of another shard's conversations, :meth:`Admission.skips_children_of`);
 * a target already seen — by key, listed twice or by two sources — is passed over;
 * a target the log being resumed records as final is not driven again;
 * a message or participant whose conversation this job deletes is *covered*: it goes with it;
@@ -140,9 +141,12 @@ class Admission:
 
     def skips_children_of(self, sid: str) -> bool:
         """Whether discovery need not list the children of v1 conversation ``sid``: none of
-        them would be admitted, as it was deleted with them. (The one hook through which the
-        admission spares discovery work: a shard-aware discovery would add here that ``sid``
-        is another shard's.)"""
+        them would be admitted, as they are another shard's (a child is sharded by its
+        conversation), or were deleted with it. The one hook through which the admission spares
+        discovery work: n shards list each conversation's children once between them, not n
+        times."""
+        if self._shard is not None and not self._shard.owns_key(sid):
+            return True
         return self.conversation_deleted(sid)
 
     def release(self) -> int:

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -266,11 +267,14 @@ class Engine:
             durable = self._writer.put_durable(
                 target_record(target, State.REQUESTED, generation=generation)
             )
-            tg.start_soon(self._drive, target, tg, generation, durable)
+            tg.start_soon(
+                partial(self._drive, target, tg, generation, durable, requested_before=True)
+            )
         else:
             # Requested: send again with the same Idempotency-Key, so Twilio answers with the
-            # original Operation (v1 answers 404 if the first delete went through: gone).
-            tg.start_soon(self._drive, target, tg, rec.generation)
+            # original Operation (v1 answers 404 if the first delete went through: gone after
+            # request).
+            tg.start_soon(partial(self._drive, target, tg, rec.generation, requested_before=True))
 
     async def _discover(self) -> None:
         try:
@@ -371,7 +375,12 @@ class Engine:
         tg: anyio.abc.TaskGroup,
         generation: int = 0,
         durable: anyio.Event | None = None,
+        *,
+        requested_before: bool = False,
     ) -> None:
+        """Send ``target``'s DELETE and act on the answer. ``requested_before``: an earlier
+        process of this run requested it (its answer was never logged, or was a failure), so a
+        404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
         info = target.kind
@@ -398,7 +407,10 @@ class Engine:
             return  # not sent into the pause: the target stays requested, for a resume
         except PermanentError as exc:
             if exc.status == 404:
-                self._finish(target, State.GONE)
+                # Absent: at the first DELETE this run sent, or after an earlier one (in a process
+                # that stopped, or an attempt that met a fault) that may have deleted it.
+                again = requested_before or exc.after_fault
+                self._finish(target, State.GONE_AFTER_REQUEST if again else State.GONE)
             else:
                 self.last_failure = exc
                 self._finish(
@@ -498,7 +510,7 @@ class Engine:
             "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
         )
         if target.kind.covers_children and state is not State.COVERED:
-            self._admission.settle(target.id, state in (State.DELETED, State.GONE))
+            self._admission.settle(target.id, state.is_absent)
         self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:

@@ -26,7 +26,7 @@ from pydantic_core import PydanticCustomError
 
 from runner.kinds.base import Target
 from runner.kinds.ids import Api, validate_id
-from runner.kinds.timespec import Bound
+from runner.kinds.timespec import Bound, window_is_empty
 
 if TYPE_CHECKING:
     from runner.kinds.base import ResourceKind
@@ -116,17 +116,7 @@ def bound_order(where: BaseModel, prefix: str = "") -> list[tuple[str, str]]:
         before: Bound | None = getattr(where, f"{stem}_before", None)
         if after is None or before is None:
             continue
-        comparable = (after.absolute is not None and before.absolute is not None) or (
-            after.ago is not None and before.ago is not None
-        )
-        if not comparable:
-            continue  # one absolute, one relative: only the start time can tell
-        if after.absolute is not None and before.absolute is not None:
-            empty = after.absolute >= before.absolute
-        else:
-            assert after.ago is not None and before.ago is not None
-            empty = after.ago <= before.ago
-        if empty:
+        if window_is_empty(after, before):
             problems.append(
                 (
                     join_path(prefix, f"{stem}_after"),

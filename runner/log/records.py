@@ -3,14 +3,18 @@
 Everything that writes a line encodes it here, and everything that reads one decodes and
 validates it here (:class:`UntrustedLine` on anything bulkops could not have written). The
 format is record version 2, unchanged by this module's move out of ``checkpoint.py``: the same
-run writes the same bytes (tests/fixtures/checkpoint-v2 pins it).
+run writes the same bytes (tests/fixtures/checkpoint-v2 pins it). State ``R`` (gone after a
+request of an earlier process) was added to version 2 without a new version: every version-2
+log still replays, and a bulkops from before it takes such a line for damage (refused, or
+ignored as a torn last line), never for another state.
 
 Layout (one JSON object per line)::
 
     {"t":"H", "v":1, "run":…, "job":…, "fp":…, "now":…, "times":{…}, …}   header, first line
     {"s":"Q", "k":"c2", "id":…}                                          requested (async kinds)
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
-    {"s":"D"|"G"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}  deleted/gone/failed/covered
+    {"s":"D"|"G"|"R"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}   deleted/gone/gone after
+                                                       request/failed/covered
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
     {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
@@ -36,7 +40,7 @@ import orjson
 
 from runner.errors import UntrustedLine
 from runner.kinds.base import ResourceKind, Target
-from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value
+from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value, validate_id
 from runner.kinds.registry import KINDS
 
 RECORD_VERSION = 2
@@ -51,14 +55,27 @@ class State(StrEnum):
     GONE = "G"
     FAILED = "F"
     COVERED = "C"  # removed by the deletion of its conversation, which the same job deletes
+    # Absent (404) when the DELETE was sent again: an earlier process of the run had requested
+    # it and stopped before it logged the answer (or logged a failure), or an earlier attempt
+    # met a fault (timeout, reset, 5xx) after which the server may have acted — so most likely
+    # this run deleted it. GONE is absent at the first DELETE the run sent for it.
+    GONE_AFTER_REQUEST = "R"
 
     @property
     def is_final(self) -> bool:
         """Whether nothing more will be done for a target in this state."""
         return self in FINAL_STATES
 
+    @property
+    def is_absent(self) -> bool:
+        """Whether the target is known to no longer exist (deleted, or found absent)."""
+        return self in ABSENT_STATES
 
-FINAL_STATES = frozenset({State.DELETED, State.GONE, State.FAILED, State.COVERED})
+
+# A target known to no longer exist: deleted, or answered 404 whoever removed it. A v1
+# conversation in one of these states covers its messages and participants.
+ABSENT_STATES = frozenset({State.DELETED, State.GONE, State.GONE_AFTER_REQUEST})
+FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,10 +98,12 @@ class Header:
     # The API origin of each product the run began with ({"conversations": url, ...}): a resume
     # must name the same ones. None in logs written before it was recorded.
     hosts: dict[str, str] | None = None
+    # The Account SID the run deletes from (not a secret), for the report; None in older logs.
+    account: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         """The header line's JSON object."""
-        return {
+        record = {
             "t": "H",
             "v": RECORD_VERSION,
             "run": self.run_id,
@@ -102,6 +121,10 @@ class Header:
             "plan_sha256": self.plan_sha256,
             "hosts": self.hosts,
         }
+        if self.account is not None:
+            # Left out when unknown, so a header read from an older log is written back as it was.
+            record["account"] = self.account
+        return record
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Header:
@@ -126,12 +149,21 @@ class Header:
             plan=None if rec.get("plan") is None else str(rec["plan"]),
             plan_sha256=None if rec.get("plan_sha256") is None else str(rec["plan_sha256"]),
             hosts=_hosts(rec.get("hosts")),
+            account=_account(rec.get("account")),
         )
 
     @property
     def started_at(self) -> datetime:
         """When the run began (UTC)."""
         return datetime.fromisoformat(self.started)
+
+
+def _account(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("header field 'account' is not an Account SID")
+    return validate_id("account", value)
 
 
 def _hosts(value: object) -> dict[str, str] | None:

@@ -18,6 +18,7 @@ from runner.files import open_regular
 from runner.kinds.base import ResourceKind, Target
 from runner.log.digests import DigestMap
 from runner.log.records import (
+    ABSENT_STATES,
     DRIVEN,
     RECORD_VERSION,
     STATE_BY_VALUE,
@@ -42,7 +43,7 @@ from runner.log.records import (
 )
 
 _GROUPED_KEYS = frozenset({"s", "k", "c", "ts", "ids"})
-_GONE_FOR_GOOD = frozenset({State.DELETED, State.GONE, State.COVERED})
+_GONE_FOR_GOOD = ABSENT_STATES | {State.COVERED}
 
 # A requested target read from a grouped line, kept as a tuple until the log is fully read:
 # most are finished by a later line, so building their records would be wasted work.
@@ -150,7 +151,7 @@ class Replay:
             for one in ids:
                 self._requested(str(one), prefix, code, resource, parent)
         if resource.covers_children:
-            if state in (State.DELETED, State.GONE):
+            if state.is_absent:
                 self.deleted_conversations.update(str(i) for i in ids)
             else:
                 self.deleted_conversations.difference_update(str(i) for i in ids)
@@ -213,7 +214,7 @@ class Replay:
         elif rec.state is State.FAILED:
             self.failed[digest] = rec
         if target.kind.covers_children:
-            if rec.state in (State.DELETED, State.GONE):
+            if rec.state.is_absent:
                 self.deleted_conversations.add(target.id)
             else:
                 self.deleted_conversations.discard(target.id)

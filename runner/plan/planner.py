@@ -27,6 +27,7 @@ from runner.plan.shard import (
     share_slots,
 )
 from runner.spec.jobspec import JobSpec, describe_changes, spec_fingerprint
+from runner.spec.resolved import Resolution, resolution
 from runner.values import ProductLimit, RetryPolicy
 
 __all__ = ["JobPlan", "build_plan", "describe_changes", "shard_plan"]
@@ -56,6 +57,18 @@ class JobPlan:
     failure_rate_min_count: int
     fanout: int
     shard: Shard | None = None  # this process's part of the targets, when the job is sharded
+
+    def resolution(self, hosts: Mapping[str, str], account_sid: str) -> Resolution:
+        """What the plan resolves to (its frozen cutoffs, the Service), sent to ``hosts`` on
+        the account ``account_sid``: what plan, run and apply show before they act."""
+        return resolution(
+            self.name,
+            self.canonical,
+            self.times_json,
+            frozen_at=self.frozen_now,
+            hosts=hosts,
+            account_sid=account_sid,
+        )
 
 
 def build_plan(

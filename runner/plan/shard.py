@@ -1,10 +1,11 @@
 """Splitting one job across ``n`` processes: ``--shard i/n``, or ``--shards n`` in an Indexed Job.
 
-Every process lists the same targets and keeps those whose *grouping key* hashes to its index.
-The key is the conversation SID for messages, participants and v1 conversations, so a
+Every process lists the same top-level lists and keeps the targets whose *grouping key* hashes to
+its index. The key is the conversation SID for messages, participants and v1 conversations, so a
 conversation and everything in it land on the same shard: "covered" (a message removed with its
-conversation) and Twilio's per-conversation limit both stay decisions of one process. Other
-resources are keyed by their own id.
+conversation) and Twilio's per-conversation limit both stay decisions of one process, and a
+shard lists the messages and participants of its own conversations only (:meth:`Shard.owns_key`).
+Other resources are keyed by their own id.
 
 The hash is blake2b of the key's bytes, never Python's ``hash()``: that one is salted per process,
 and shards in different pods (or a resume a day later) must agree on every target's owner.
@@ -63,7 +64,12 @@ class Shard:
 
     def owns(self, target: Target) -> bool:
         """Whether ``target`` is this shard's to delete."""
-        return shard_of(shard_key(target), self.count) == self.index
+        return self.owns_key(shard_key(target))
+
+    def owns_key(self, key: str) -> bool:
+        """Whether targets sharded by ``key`` are this shard's: for a v1 conversation's SID,
+        the conversation and every message and participant in it (:func:`shard_key`)."""
+        return shard_of(key, self.count) == self.index
 
 
 def shard_key(target: Target) -> str:

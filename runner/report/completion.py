@@ -18,8 +18,13 @@ from runner.kinds.base import ResourceKind
 from runner.log.records import State, key_hash, kind_of, line_ids, target_key
 from runner.log.replay import Replay, iter_target_objects
 from runner.report.formats import ReportFormat, report_formats
+from runner.spec.resolved import Resolution, resolution
 
-OUTCOMES = ("deleted", "gone", "covered", "failed", "pending")
+# ``gone``: absent (404) at the first DELETE this run sent for it. ``gone_after_request``: absent
+# when sent again, after an earlier process of the run had requested it (and stopped before it
+# logged the answer, or logged a failure) or an earlier attempt met a fault: most likely this
+# run's own delete.
+OUTCOMES = ("deleted", "gone", "gone_after_request", "covered", "failed", "pending")
 REPORT_FIELDS = (
     "id",
     "kind",
@@ -57,6 +62,20 @@ class Summary:
             "by_kind": {r.name: dict(c) for r, c in self.counts.items()},
             "totals": dict(self.totals),
         }
+
+
+def resolved(replay: Replay) -> Resolution:
+    """What the run resolved to, as its log's header froze it: the cutoffs (the instants the
+    run applied, whatever the clock says now), the Service, the account and the hosts."""
+    header = replay.header
+    return resolution(
+        header.job,
+        header.canonical_spec,
+        header.times,
+        frozen_at=header.frozen_now,
+        hosts=header.hosts,
+        account_sid=header.account,
+    )
 
 
 def summarize(replay: Replay) -> Summary:

@@ -97,9 +97,11 @@ class Requester:
                         rate=_rounded(self._limits.controllers[product].rate()),
                     )
                 error = exc
-            except PermanentError:
+            except PermanentError as exc:
                 # A 404 (gone) or other refusal still got through the server's limits.
                 self._limits.accepted(product, None)
+                if faults:  # not after a 429 alone: Twilio refused those before acting
+                    exc.after_fault = True
                 raise
             except TransientError as exc:
                 faults += 1

@@ -47,6 +47,16 @@ async def test_default_service_scope(http: aiohttp.ClientSession, dataset: Datas
     assert sids == expected and expected
 
 
+async def test_configuration_names_the_default_service(
+    http: aiohttp.ClientSession, dataset: Dataset
+) -> None:
+    """GET /v1/Configuration answers the account's default Conversations Service, as Twilio's
+    conversations.v1.configuration does (the exchange is spec-checked)."""
+    r = await http.get("/v1/Configuration")
+    assert r.status == 200
+    assert (await r.json())["default_chat_service_sid"] == dataset.default_service.sid
+
+
 async def test_next_page_url_carries_filters_and_survives_deletes(
     http: aiohttp.ClientSession, dataset: Dataset
 ) -> None:

@@ -11,7 +11,7 @@ import orjson
 
 from runner.log.records import TRAFFIC
 from runner.log.replay import Replay
-from runner.report.completion import summarize
+from runner.report.completion import resolved, summarize
 from runner.report.formats import ReportFormat
 
 
@@ -25,6 +25,8 @@ class JsonReport:
             "job": replay.header.job,
             "started": replay.header.started,
             "exit_code": replay.exit_code,
+            # The frozen cutoffs (the instants applied), the Service, the account, the hosts.
+            "resolved": resolved(replay).to_json(),
             "summary": summarize(replay).to_json(),
             "traffic": {name: replay.traffic[name] for name in TRAFFIC},
         }

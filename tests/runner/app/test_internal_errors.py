@@ -214,11 +214,11 @@ def footers(log: Path) -> list[int]:
 
 
 def recorded_done(log: Path) -> set[tuple[str, str]]:
-    """(kind, id) of every target the log records as deleted or gone."""
+    """(kind, id) of every target the log records as deleted or gone (after a request or not)."""
     return {
         (row["kind"], row["id"])
         for row in rows(read_checkpoint(log))
-        if row["outcome"] in ("deleted", "gone")
+        if row["outcome"] in ("deleted", "gone", "gone_after_request")
     }
 
 

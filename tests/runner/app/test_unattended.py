@@ -108,8 +108,9 @@ async def test_three_cron_invocations_with_a_crash_between(
         assert len((await emu.ledger())["requests"]) == requests, "the third did nothing"
         assert checkpoints(workdir) == [log]
         rows = report_rows(workdir)
-        # A delete the kill cut off before its line was written is re-sent and reads 404: gone.
-        assert {r["outcome"] for r in rows} <= {"deleted", "gone"}
+        # A delete the kill cut off before its line was written is re-sent and reads 404: gone
+        # after request.
+        assert {r["outcome"] for r in rows} <= {"deleted", "gone", "gone_after_request"}
         assert {("message", r["id"]) for r in rows} == expected
 
 

@@ -431,10 +431,15 @@ def test_failure_after_acceptance_keeps_the_operation(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "final",
-    [pytest.param(State.DELETED, id="deleted"), pytest.param(State.GONE, id="gone")],
+    [
+        pytest.param(State.DELETED, id="deleted"),
+        pytest.param(State.GONE, id="gone"),
+        pytest.param(State.GONE_AFTER_REQUEST, id="gone-after-request"),
+    ],
 )
 def test_retried_failure_is_no_longer_failed(tmp_path: Path, final: State) -> None:
-    """F then D (or G) — a retry — replays to the retry's outcome and leaves ``failed``."""
+    """F then D (or G, or R) — a retry — replays to the retry's outcome and leaves ``failed``;
+    a v1 conversation in any of them covers its children."""
     path = write_log(
         tmp_path / "run.jsonl",
         target_record(CH_FAILED, State.FAILED, ts=1, code=50300, message="down"),
@@ -630,6 +635,32 @@ def test_second_process_cannot_drive_a_held_log(tmp_path: Path) -> None:
 def report_rows(replay_path: Path) -> list[dict[str, str]]:
     """The completion report of the log at ``replay_path``, as CSV rows."""
     return list(csv.DictReader(io.StringIO(render_csv(read_checkpoint(replay_path)))))
+
+
+def test_gone_after_request_replays_grouped_and_reads_as_its_own_outcome(tmp_path: Path) -> None:
+    """R lines (grouped or not) are final and their own outcome in the rows and the summary;
+    the targets of a later process are not driven again."""
+    path = write_log(
+        tmp_path / "run.jsonl",
+        requested(M1),
+        requested(M2),
+        requested(M3),
+        # killed; the resume re-sent all three: two read 404, one was still there
+        *group_records(
+            [
+                target_record(M1, State.GONE_AFTER_REQUEST, ts=5, with_parent=False),
+                target_record(M2, State.GONE_AFTER_REQUEST, ts=5, with_parent=False),
+                target_record(M3, State.DELETED, ts=5, with_parent=False),
+            ]
+        ),
+    )
+    lines = [json.loads(raw) for raw in path.read_text().splitlines()]
+    assert [len(line["ids"]) for line in lines if line.get("s") == "R"] == [2]
+    replay = read_checkpoint(path)
+    assert replay.open == {} and replay.state_of(M1) is State.GONE_AFTER_REQUEST
+    outcomes = {r["id"]: r["outcome"] for r in report_rows(path)}
+    assert outcomes == {M1.id: "gone_after_request", M2.id: "gone_after_request", M3.id: "deleted"}
+    assert summarize(replay).totals == Counter({"gone_after_request": 2, "deleted": 1})
 
 
 def test_report_lists_a_retried_failure_once(tmp_path: Path) -> None:

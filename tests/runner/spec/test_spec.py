@@ -17,7 +17,13 @@ from runner.kinds.base import Target
 from runner.kinds.conversations import ConversationsTarget
 from runner.kinds.messages import MessagesTarget, MessagesWhere
 from runner.kinds.registry import by_spec
-from runner.kinds.timespec import Bound, ResolvedTimes, parse_bound, resolve_times
+from runner.kinds.timespec import (
+    Bound,
+    ResolvedTimes,
+    duration_seconds,
+    parse_bound,
+    resolve_times,
+)
 from runner.kinds.v1 import ConversationFilter
 from runner.spec.jobspec import (
     JobSpec,
@@ -67,7 +73,6 @@ PARTICIPANTS = by_spec("participants")
 CONVERSATIONS = by_spec("conversations", "v1")
 CONVERSATIONS_V2 = by_spec("conversations", "v2")
 MEMORY_STORES = by_spec("memory_stores")
-
 
 
 def parse(text: str, base_dir: Path = Path(".")) -> JobSpec:
@@ -152,7 +157,9 @@ def test_single_values_become_lists() -> None:
         pytest.param(
             "version: 1\nname: j\ntargets:\n  - kind: conversations\n    where:\n"
             "      created_before: 90x\n",
-            "targets[0].where.created_before: '90x' is not a date or a duration like 90d (line 6)",
+            "targets[0].where.created_before: '90x' is not a date or a duration like 90d; a "
+            "duration is a whole number and a unit (s, min, h, d, w, mo = calendar months, "
+            "y = calendar years) or ISO-8601 (P3M, P1Y2M, PT12H) (line 6)",
             id="bad-duration-with-line",
         ),
         pytest.param(
@@ -458,9 +465,16 @@ def test_canonical_absolute_bounds_are_normalised() -> None:
         pytest.param("2026-01-31T10:00:00", datetime(2026, 1, 31, 10, tzinfo=UTC), id="naive-utc"),
         pytest.param("90d", NOW - timedelta(days=90), id="days"),
         pytest.param("12h", NOW - timedelta(hours=12), id="hours"),
-        pytest.param("30m", NOW - timedelta(minutes=30), id="minutes"),
+        pytest.param("30min", NOW - timedelta(minutes=30), id="minutes"),
         pytest.param("45s", NOW - timedelta(seconds=45), id="seconds"),
         pytest.param("2w", NOW - timedelta(weeks=2), id="weeks"),
+        pytest.param("3mo", datetime(2025, 12, 1, 12, tzinfo=UTC), id="calendar-months"),
+        pytest.param("1y", datetime(2025, 3, 1, 12, tzinfo=UTC), id="calendar-year"),
+        pytest.param("P3M", datetime(2025, 12, 1, 12, tzinfo=UTC), id="iso-months"),
+        pytest.param("P1Y2M", datetime(2025, 1, 1, 12, tzinfo=UTC), id="iso-years-months"),
+        pytest.param("PT12H", NOW - timedelta(hours=12), id="iso-hours"),
+        pytest.param("P1MT6H", datetime(2026, 2, 1, 6, tzinfo=UTC), id="iso-months-then-hours"),
+        pytest.param("P2W", NOW - timedelta(weeks=2), id="iso-weeks"),
     ],
 )
 def test_bounds_resolve_to_aware_utc(text: str, expected: datetime) -> None:
@@ -481,6 +495,13 @@ def test_bounds_resolve_to_aware_utc(text: str, expected: datetime) -> None:
         pytest.param("99999999999d", "more than 100 years", id="huge"),
         pytest.param("d", "is not a date or a duration", id="no-number"),
         pytest.param("", "is not a date or a duration", id="empty"),
+        pytest.param("3m", "did you mean 3mo (months) or 3min (minutes)?", id="bare-m"),
+        pytest.param("90x", "s, min, h, d, w, mo = calendar months, y", id="units-listed"),
+        pytest.param("P1.5M", "a fraction of a month", id="iso-fraction"),
+        pytest.param("-P3M", "cannot be negative", id="iso-negative"),
+        pytest.param("PT0S", "is a zero duration", id="iso-zero"),
+        pytest.param("P3X", "is not an ISO-8601 duration", id="iso-malformed"),
+        pytest.param("101y", "more than 100 years", id="too-many-years"),
     ],
 )
 def test_bad_bounds_say_what_a_bound_looks_like(text: str, fragment: str) -> None:
@@ -488,6 +509,65 @@ def test_bad_bounds_say_what_a_bound_looks_like(text: str, fragment: str) -> Non
     with pytest.raises(ValueError) as info:
         parse_bound(text)
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("after", "before", "empty"),
+    [
+        pytest.param("3mo", "1y", True, id="months-after-a-year"),
+        pytest.param("1y", "3mo", False, id="a-year-then-months"),
+        pytest.param("1mo", "30d", False, id="empty-only-in-some-months"),
+        pytest.param("P2M", "60d", False, id="iso-months-around-days"),
+        pytest.param("P2M", "70d", True, id="iso-months-always-short"),
+    ],
+)
+def test_calendar_bounds_are_refused_as_inverted_only_when_always_empty(
+    after: str, before: str, empty: bool
+) -> None:
+    """`created_after: 3mo, created_before: 1y` can match nothing, whatever the start; `1mo`
+    against `30d` is empty only in some months, so only the start can tell."""
+    text = (
+        "version: 1\nname: j\ntargets:\n  - kind: conversations\n"
+        f"    where: {{created_after: {after}, created_before: {before}}}\n"
+    )
+    if empty:
+        assert any("is not earlier than created_before" in p for p in problems(text))
+    else:
+        parse(text)
+
+
+def test_calendar_months_end_on_the_last_day_of_a_shorter_month() -> None:
+    """A month back from 31 May is 30 April (the calendar's month, not 30 days), and 3mo back
+    from 31 May is 28 February."""
+    may_31 = datetime(2026, 5, 31, 9, tzinfo=UTC)
+    assert parse_bound("1mo").resolve(may_31) == datetime(2026, 4, 30, 9, tzinfo=UTC)
+    assert parse_bound("3mo").resolve(may_31) == datetime(2026, 2, 28, 9, tzinfo=UTC)
+    assert parse_bound("P3M").resolve(may_31) == parse_bound("3mo").resolve(may_31)
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("45m", 2700), ("45min", 2700), ("90s", 90), ("6h", 21600), ("1d", 86400), ("2w", 1209600)],
+)
+def test_command_line_durations_read_m_as_minutes(text: str, seconds: float) -> None:
+    """A duration on the command line (--max-duration, --min-interval) is a length of time:
+    `m` is minutes there."""
+    assert duration_seconds(text) == seconds
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param("3mo", "months and years have no fixed length", id="months"),
+        pytest.param("1y", "months and years have no fixed length", id="years"),
+        pytest.param("0s", "zero duration", id="zero"),
+        pytest.param("2026-01-31", "not a duration like 45m, 6h or 1d", id="date"),
+    ],
+)
+def test_command_line_durations_refuse_calendar_units(text: str, fragment: str) -> None:
+    """A calendar month is no fixed number of seconds, so a time budget cannot be one."""
+    with pytest.raises(ValueError, match=fragment):
+        duration_seconds(text)
 
 
 def test_relative_bounds_need_an_aware_now() -> None:
