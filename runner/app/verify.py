@@ -20,6 +20,7 @@ from pathlib import Path
 import anyio
 from rich.console import Console
 
+from runner.app.display import print_resolution
 from runner.app.inputs import load_inputs
 from runner.app.scope import resume_plan
 from runner.app.unattended import api_hosts, check_same_hosts
@@ -83,6 +84,10 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
     code (0 only when everything checked is gone)."""
     prepared = prepare_verify(request)
     held = holds_of(prepared)
+    config, header = prepared.config, prepared.replay.header
+    # The cutoffs the listing applies are the run's, frozen in its log: said before it starts.
+    resolution = prepared.plan.resolution(api_hosts(config), config.credentials.account_sid)
+    print_resolution(resolution, console, f"verifying run {header.run_id} of job {header.job!r}:")
     for warning in prepared.replay.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     if prepared.replay.exit_code is None:
@@ -113,7 +118,7 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
         )
         return ExitCode.PAUSED
     path = verify_path(prepared.path)
-    document = verify_document(found, prepared.path)
+    document = verify_document(found, prepared.path, resolution.to_json())
     try:
         write_verify_file(path, document)
     except OSError as exc:

@@ -93,8 +93,11 @@ def report_digests(log_path: Path) -> dict[str, str | None]:
     return digests
 
 
-def verify_document(found: Verification, log_path: Path) -> dict[str, Any]:
-    """The evidence file's content (``docs/schemas/verify.json``)."""
+def verify_document(
+    found: Verification, log_path: Path, resolved: dict[str, Any]
+) -> dict[str, Any]:
+    """The evidence file's content (``docs/schemas/verify.json``); ``resolved`` is what the
+    verified job resolves to (its frozen cutoffs, Service, account and hosts)."""
     header = found.replay.header
     by_kind: dict[str, dict[str, int]] = {}
     remaining = sorted(
@@ -120,6 +123,7 @@ def verify_document(found: Verification, log_path: Path) -> dict[str, Any]:
         "shard": header.shard,
         "checkpoint": log_path.name,
         "run_exit_code": found.replay.exit_code,
+        "resolved": resolved,
         "started": _iso(found.started),
         "finished": _iso(found.finished) if found.finished else None,
         "verified": found.proven,

@@ -87,7 +87,8 @@ async def test_verify_passes_after_a_full_run(
 ) -> None:
     """After a run that deleted every kind, verify fetches each target the log records as gone
     (every GET answers 404), lists the selection again, sends no DELETE, exits 0, and files the
-    evidence: counts per kind and the SHA-256 of the reports it verified."""
+    evidence: counts per kind, the cutoffs the run froze, the SHA-256 of the reports it
+    verified."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         log, ran = await purged(emu, workdir, PURGE)
@@ -113,6 +114,8 @@ async def test_verify_passes_after_a_full_run(
             "user",
         }
         assert document["listing"]["sources"] == 7 and document["sample"] is None
+        frozen = json.loads(log.with_suffix(".report.json").read_text())["resolved"]
+        assert document["resolved"] == frozen and len(frozen["cutoffs"]) == 5
         for suffix in (".report.csv", ".report.json"):
             report = log.with_suffix(suffix)
             digest = hashlib.sha256(report.read_bytes()).hexdigest()
