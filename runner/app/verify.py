@@ -21,6 +21,7 @@ import anyio
 from rich.console import Console
 
 from runner.app.display import print_resolution
+from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.scope import resume_plan
 from runner.app.unattended import api_hosts, check_same_hosts
@@ -104,12 +105,7 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
             backend="asyncio",
         )
     except AuthError as exc:
-        url = f" by {exc.url}" if exc.url else ""
-        err.print(
-            f"[bold red]error:[/] credentials refused (HTTP {exc.status}){url}; fix them and "
-            "verify again",
-            highlight=False,
-        )
+        err.print(f"[bold red]error:[/] {remote_problem(exc)}; then verify again", highlight=False)
         return ExitCode.AUTH
     except PausedTooLong as exc:
         err.print(
