@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from runner.app.job import PlanResult, RunOptions
     from runner.app.resume import ResumeRequest
     from runner.app.run import RunRequest
+    from runner.app.verify import VerifyRequest
     from runner.plan.planner import JobPlan
     from runner.spec.resolved import Resolution
 
@@ -233,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
     logging_options(report)
     output(report)
 
+    verify = sub.add_parser(
+        "verify", help="prove a run's deletions: everything it deleted answers 404 (GETs only)"
+    )
+    verify.add_argument("checkpoint", type=Path)
+    verify.add_argument("--spec", type=Path, help="job spec, if it moved since the run started")
+    verify.add_argument(
+        "--sample",
+        type=positive,
+        metavar="N",
+        help="fetch a random sample of N of the targets the run deleted, not all of them",
+    )
+    verify.add_argument(
+        "--seed", type=int, metavar="S", help="with --sample: the sample's seed (default: random)"
+    )
+    common(verify)
+
     demo = sub.add_parser(
         "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
     )
@@ -328,6 +345,10 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
             return _cmd_status(args, console, out)
         if args.command == "report":
             return _cmd_report(args, console, out)
+        if args.command == "verify":
+            from runner.app.verify import verify_checkpoint
+
+            return verify_checkpoint(verify_request(args), console, err)
         if args.command == "prune":
             from runner.app.prune import print_pruning, prune
 
@@ -471,6 +492,21 @@ def positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
     return value
+
+
+def verify_request(args: argparse.Namespace) -> VerifyRequest:
+    """The verify the command line asks for."""
+    from runner.app.verify import VerifyRequest
+
+    return VerifyRequest(
+        checkpoint=args.checkpoint,
+        spec=args.spec,
+        config=args.config,
+        log_format=args.log_format,
+        log_level=args.log_level,
+        sample=args.sample,
+        seed=args.seed,
+    )
 
 
 def run_options(args: argparse.Namespace) -> RunOptions:

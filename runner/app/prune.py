@@ -1,9 +1,10 @@
 """``bulkops prune``: the files of old finished runs, deleted from a checkpoint directory.
 
-Every run leaves a log and its reports in the checkpoint directory, and nothing else removes
-them. Prune keeps the ``keep`` newest runs of each job (each shard of a job on its own) and, of
-the older ones, deletes those that finished (exit 0 or 1): never a run that did not (no footer,
-a resumable exit, a safety brake's 3), never a log another process holds.
+Every run leaves a log and its reports in the checkpoint directory (and a verify its evidence),
+and nothing else removes them. Prune keeps the ``keep`` newest runs of each job (each shard of
+a job on its own) and, of the older ones, deletes those that finished (exit 0 or 1): never a
+run that did not (no footer, a resumable exit, a safety brake's 3), never a log another process
+holds.
 
 The directory is trusted no further than a run trusts it (:mod:`runner.files`): a log is
 recognised only by the name bulkops gives it *and* a header naming that same job, shard and run,
@@ -27,6 +28,7 @@ from rich.filesize import decimal
 
 from runner.app.job import log_name
 from runner.app.unattended import LogSummary, summarize_log, trusted_directory
+from runner.app.verify_output import verify_path
 from runner.errors import ExitCode, InputError, UntrustedFile
 from runner.files import check_own, kind_of, open_own
 from runner.log.lock import lock_log
@@ -126,7 +128,9 @@ def scan(directory: Path) -> tuple[list[Run], list[tuple[str, str]]]:
             ignored[name] = why or "not a bulkops checkpoint"
             continue
         files = []
-        for path in report_paths(directory / name).values():
+        # Its reports and the evidence of its verify (`bulkops verify`) go with it.
+        written = (*report_paths(directory / name).values(), verify_path(directory / name))
+        for path in written:
             for report in (path.name, f"{path.name}.partial"):
                 if report not in found:
                     continue

@@ -162,6 +162,8 @@ async def delete_user(request: web.Request) -> web.Response:
     user = _user(request)
     # twilio-api.md section 9: user create/update/delete share the per-Service APS budget.
     emu.check_aps("service_aps", user.service_sid, arrival_of(request))
+    if emu.kept(user.sid):
+        return web.Response(status=204)
     emu.store.delete_user(user)
     emu.ledger.deletion(DeletionRecord("user", user.sid, None, user.service_sid,
                                        seq_of(request), "request"))

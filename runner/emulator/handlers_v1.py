@@ -336,6 +336,8 @@ async def delete_conversation(request: web.Request) -> web.Response:
     if plan_of(request).error_20009:
         emu.ledger.faults["20009"] += 1
         raise TwilioError(409, 20009, "Cannot delete this resource before it is complete")
+    if emu.kept(conv.sid):
+        return web.Response(status=204)
     seq = seq_of(request)
     messages, participants = emu.store.delete_conversation(conv)
     emu.ledger.deletion(DeletionRecord("conversation_v1", conv.sid, conv.sid, conv.service_sid,
@@ -407,9 +409,12 @@ async def delete_message(request: web.Request) -> web.Response:
     conv = _conversation(request)
     index = _message_index(request, conv)
     emu.check_aps("conversation_aps", conv.sid, arrival_of(request))
+    sid = emu.store.message_sid(conv, index)
+    if emu.kept(sid):
+        return web.Response(status=204)
     emu.store.delete_message(conv, index)
-    emu.ledger.deletion(DeletionRecord("message", emu.store.message_sid(conv, index), conv.sid,
-                                       conv.service_sid, seq_of(request), "request"))
+    emu.ledger.deletion(DeletionRecord("message", sid, conv.sid, conv.service_sid,
+                                       seq_of(request), "request"))
     return web.Response(status=204)
 
 
@@ -463,6 +468,8 @@ async def delete_participant(request: web.Request) -> web.Response:
     if p is None:
         raise not_found(f"Participant {sid} was not found")
     emu.check_aps("conversation_aps", conv.sid, arrival_of(request))
+    if emu.kept(p.sid):
+        return web.Response(status=204)
     emu.store.delete_participant(conv, p.sid)
     emu.ledger.deletion(DeletionRecord("participant", p.sid, conv.sid, conv.service_sid,
                                        seq_of(request), "request"))

@@ -1,5 +1,5 @@
-"""Conversation Orchestrator v2: list and async-delete Conversations and Configurations, and the
-Operations endpoint.
+"""Conversation Orchestrator v2: list, fetch and async-delete Conversations and Configurations,
+and the Operations endpoint.
 
 An async DELETE answers 202 with Operation-Id, Retry-After and Location headers and
 ``{statusUrl, related}``. Idempotency-Key: malformed -> 400; the same key on the same request
@@ -35,8 +35,10 @@ TOKEN_PREFIX = ""
 def register(router: web.UrlDispatcher) -> None:
     """Add the v2 routes."""
     router.add_get("/v2/Conversations", list_conversations)
+    router.add_get("/v2/Conversations/{sid}", fetch_conversation)
     router.add_delete("/v2/Conversations/{sid}", delete_conversation)
     router.add_get("/v2/ControlPlane/Configurations", list_configurations)
+    router.add_get("/v2/ControlPlane/Configurations/{sid}", fetch_configuration)
     router.add_delete("/v2/ControlPlane/Configurations/{sid}", delete_configuration)
     router.add_get("/v2/ControlPlane/Operations/{sid}", fetch_operation)
 
@@ -162,6 +164,37 @@ async def list_configurations(request: web.Request) -> web.Response:
     })
 
 
+def _conversation_id(request: web.Request) -> str:
+    cid = request.match_info["sid"]
+    if not CONVERSATION_V2_ID.match(cid):
+        raise bad_request(f"Invalid conversation id {cid!r}")
+    if cid not in _emu(request).store.conversations_v2:
+        raise not_found(f"Conversation {cid} was not found")
+    return cid
+
+
+def _configuration_id(request: web.Request) -> str:
+    cid = request.match_info["sid"]
+    # The configuration paths declare no 400, so a malformed ID is simply not found.
+    if not CONFIGURATION_ID.match(cid) or cid not in _emu(request).store.configurations:
+        raise not_found(f"Configuration {cid} was not found")
+    return cid
+
+
+async def fetch_conversation(request: web.Request) -> web.Response:
+    """GET /v2/Conversations/{id}: the conversation until its deletion completes, then 404."""
+    emu = _emu(request)
+    return json_response(
+        render_conversation(emu, emu.store.conversations_v2[_conversation_id(request)]))
+
+
+async def fetch_configuration(request: web.Request) -> web.Response:
+    """GET /v2/ControlPlane/Configurations/{id}: until its deletion completes, then 404."""
+    emu = _emu(request)
+    return json_response(
+        render_configuration(emu.store.configurations[_configuration_id(request)]))
+
+
 def idempotency_key(request: web.Request) -> str | None:
     """The request's Idempotency-Key, or 400 when it is not a UUID."""
     key = request.headers.get("Idempotency-Key")
@@ -222,11 +255,7 @@ async def delete_conversation(request: web.Request) -> web.Response:
     if replayed is not None:
         return replayed
     emu = _emu(request)
-    cid = request.match_info["sid"]
-    if not CONVERSATION_V2_ID.match(cid):
-        raise bad_request(f"Invalid conversation id {cid!r}")
-    if cid not in emu.store.conversations_v2:
-        raise not_found(f"Conversation {cid} was not found")
+    cid = _conversation_id(request)
     conflict_if_pending(emu, cid)
     op = emu.new_operation("conversation_v2", cid, "proc_job_", key, seq_of(request))
     return accepted(request, op, "/v2/ControlPlane/Operations",
@@ -240,10 +269,7 @@ async def delete_configuration(request: web.Request) -> web.Response:
     if replayed is not None:
         return replayed
     emu = _emu(request)
-    cid = request.match_info["sid"]
-    # DeleteConfiguration declares no 400, so a malformed ID is simply not found.
-    if not CONFIGURATION_ID.match(cid) or cid not in emu.store.configurations:
-        raise not_found(f"Configuration {cid} was not found")
+    cid = _configuration_id(request)
     conflict_if_pending(emu, cid)
     op = emu.new_operation("configuration", cid, "proc_job_", key, seq_of(request))
     return accepted(request, op, "/v2/ControlPlane/Operations",

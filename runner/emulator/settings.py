@@ -62,6 +62,10 @@ class EmulatorSettings:
     # latency added to every Twilio request, log-normal from median and p99
     latency_median_s: float = 0.0
     latency_p99_s: float = 0.0
+    # IDs (SIDs, v2 and Memory ids) whose DELETE is answered as usual (204, or 202 and an
+    # Operation that completes) yet leaves the resource in place: a server that loses deletes,
+    # which only a check afterwards (`bulkops verify`) can catch.
+    keep_resources: list[str] = field(default_factory=list)
     seed: int = 0
     # the request log can be switched off for multi-million-request benchmarks
     record_requests: bool = True
@@ -122,6 +126,8 @@ class EmulatorSettings:
                 raise SettingsError(f"{name} must be >= 0")
         if self.latency_p99_s and self.latency_p99_s < self.latency_median_s:
             raise SettingsError("latency_p99_s must be >= latency_median_s")
+        if not all(isinstance(one, str) for one in self.keep_resources):
+            raise SettingsError("keep_resources must be a list of resource IDs")
         for name in ("operation_failure_rate", *(f"fault_{kind}" for kind in FAULT_KINDS)):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingsError(f"{name} must be a probability between 0 and 1")
@@ -130,7 +136,9 @@ class EmulatorSettings:
         """Apply a partial update from JSON, all or nothing."""
         fields = {f.name: f for f in dataclasses.fields(self)}
         hints = typing.get_type_hints(type(self))
-        candidate = dataclasses.replace(self, product_rate=dict(self.product_rate))
+        candidate = dataclasses.replace(
+            self, product_rate=dict(self.product_rate), keep_resources=list(self.keep_resources)
+        )
         for name, raw in changes.items():
             if name not in fields:
                 raise SettingsError(f"unknown setting {name!r}")
@@ -177,6 +185,10 @@ def _coerce(name: str, hint: Any, raw: Any) -> Any:
                 raise SettingsError(f"{name}[{key!r}] must be [rate, burst] numbers")
             out[str(key)] = (float(pair[0]), int(pair[1]))
         return out
+    if origin is list:
+        if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            raise SettingsError(f"{name} must be a list of strings")
+        return list(raw)
     if hint is bool:
         if not isinstance(raw, bool):
             raise SettingsError(f"{name} must be a boolean, not {raw!r}")

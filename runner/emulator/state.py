@@ -112,6 +112,12 @@ class Emulator:
         if wait > 0:
             raise self.throttle(kind, wait, key)
 
+    def kept(self, resource_id: str) -> bool:
+        """Whether a DELETE of ``resource_id`` is to be answered without acting
+        (``keep_resources``)."""
+        kept = self.settings.keep_resources
+        return bool(kept) and resource_id in kept
+
     # ------------------------------------------------------------------ operations
 
     def settle(self) -> None:
@@ -119,7 +125,7 @@ class Emulator:
         self.operations.settle(self.monotonic(), self._apply_operation)
 
     def _apply_operation(self, op: Operation) -> None:
-        if op.settled is None or op.settled.value != "COMPLETED":
+        if op.settled is None or op.settled.value != "COMPLETED" or self.kept(op.resource_id):
             return
         removed = {
             "conversation_v2": self.store.delete_conversation_v2,

@@ -44,7 +44,9 @@ class ResourceKind:
 
     ``delete_path`` and ``limit_scope`` take the target and the job's Service SID (None for the
     account's default Service). ``select`` turns a spec target's ``where`` into the listing that
-    finds what it selects, given the target's resolved time windows.
+    finds what it selects, given the target's resolved time windows. ``fetch_path`` (same
+    arguments) is where a GET of one target answers 404 once it is gone: what ``bulkops verify``
+    asks; a kind without one cannot be checked one by one.
     """
 
     name: str  # as reports, plan counts and metrics name it: message, conversation_v1 …
@@ -66,6 +68,7 @@ class ResourceKind:
     # what its `where` selects: a Listing, whose `list` is this kind's lister.
     target_model: type[SpecTarget]
     select: Callable[[SpecTarget, Windows], Listing]
+    fetch_path: Callable[[Target, str | None], str] | None = None
 
     def __repr__(self) -> str:
         return f"<kind {self.name}>"

@@ -31,4 +31,5 @@ KIND = ResourceKind(
     limit_scope=service_scope,
     target_model=ConversationsTarget,
     select=select_conversations,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

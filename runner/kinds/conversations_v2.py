@@ -29,4 +29,5 @@ KIND = ResourceKind(
     limit_scope=no_scope,
     target_model=ConversationsTarget,
     select=select_conversations,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

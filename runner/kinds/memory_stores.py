@@ -107,4 +107,5 @@ KIND = ResourceKind(
     limit_scope=no_scope,
     target_model=MemoryStoresTarget,
     select=_select,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

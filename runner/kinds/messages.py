@@ -82,4 +82,5 @@ KIND = ResourceKind(
     limit_scope=conversation_scope,
     target_model=MessagesTarget,
     select=_select,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

@@ -78,4 +78,5 @@ KIND = ResourceKind(
     limit_scope=conversation_scope,
     target_model=ParticipantsTarget,
     select=_select,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

@@ -130,4 +130,5 @@ KIND = ResourceKind(
     limit_scope=service_scope,
     target_model=UsersTarget,
     select=_select,
+    fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
 )

@@ -270,3 +270,21 @@ async def test_unknown_path_and_method(http: aiohttp.ClientSession) -> None:
     assert r.status == 404 and (await r.json())["code"] == 20404
     r = await http.post("/v2/ControlPlane/Operations/proc_job_01h9d8r0vte3hz8tykdj329t7r")
     assert r.status == 405 and (await r.json())["status"] == 405
+
+
+async def test_kept_resources_answer_204_and_stay(http: aiohttp.ClientSession, emu: Running,
+                                                  dataset: Dataset) -> None:
+    """keep_resources: a kept message, participant or conversation DELETE is answered 204, yet
+    each is still fetched (a kept conversation takes nothing with it) and nothing is recorded
+    as deleted."""
+    conv = next(c for c in dataset.conversations if c.message_count and c.participants)
+    base = f"/v1/Services/{conv.service_sid}/Conversations/{conv.sid}"
+    msg = (await (await http.get(f"{base}/Messages")).json())["messages"][0]["sid"]
+    part = conv.participants[0].sid
+    emu.settings.keep_resources = [conv.sid, msg, part]
+    paths = [f"{base}/Messages/{msg}", f"{base}/Participants/{part}", base]
+    for path in paths:
+        assert (await http.delete(path)).status == 204
+    for path in paths:
+        assert (await http.get(path)).status == 200
+    assert list(emu.emulator.ledger.iter_deletions()) == []

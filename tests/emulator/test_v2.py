@@ -206,3 +206,41 @@ async def test_operations_expire_after_retention(http: aiohttp.ClientSession, em
     await _wait_done(http, emu, url)
     await http.post("/_emulator/clock", json={"advance_s": 8 * 86_400})
     assert (await http.get(url)).status == 404
+
+
+@pytest.mark.parametrize("path", [
+    pytest.param("/v2/Conversations", id="conversation"),
+    pytest.param("/v2/ControlPlane/Configurations", id="configuration"),
+])
+async def test_fetch_until_the_deletion_completes(http: aiohttp.ClientSession, emu: Running,
+                                                  path: str) -> None:
+    """A v2 conversation or configuration is fetched (200) while its deletion is pending, and
+    404 once the Operation completed; malformed IDs answer as their DELETE does."""
+    emu.settings.operation_pending_s = 3600.0
+    listed = await (await http.get(path)).json()
+    item = next(iter(listed.values()))[0]
+    fetched = await http.get(f"{path}/{item['id']}")
+    assert fetched.status == 200 and await fetched.json() == item
+    r = await http.delete(f"{path}/{item['id']}")
+    assert (await http.get(f"{path}/{item['id']}")).status == 200
+    assert (await _wait_done(http, emu, (await r.json())["statusUrl"]))["status"] == "COMPLETED"
+    gone = await http.get(f"{path}/{item['id']}")
+    assert gone.status == 404 and (await gone.json())["code"] == 20404
+    assert (await http.get("/v2/Conversations/CH123")).status == 400
+    assert (await http.get("/v2/ControlPlane/Configurations/nope")).status == 404
+
+
+async def test_kept_resource_answers_its_delete_but_stays(http: aiohttp.ClientSession,
+                                                         emu: Running, dataset: Dataset) -> None:
+    """keep_resources: the DELETE gets its 202 and the Operation completes, yet the resource is
+    still fetched and listed, and the ledger records no deletion."""
+    cid = dataset.conversations_v2[1].id
+    r = await http.post("/_emulator/settings", json={"keep_resources": [cid]})
+    assert r.status == 200 and (await r.json())["keep_resources"] == [cid]
+    r = await http.delete(f"/v2/Conversations/{cid}")
+    assert r.status == 202
+    assert (await _wait_done(http, emu, (await r.json())["statusUrl"]))["status"] == "COMPLETED"
+    assert (await http.get(f"/v2/Conversations/{cid}")).status == 200
+    assert not [d for d in emu.emulator.ledger.iter_deletions() if d.id == cid]
+    bad = await http.post("/_emulator/settings", json={"keep_resources": [1]})
+    assert bad.status == 400

@@ -11,6 +11,7 @@ import pytest
 
 from runner import __version__
 from runner.app.job import log_name
+from runner.app.verify_output import verify_path
 from runner.cli import main
 from runner.errors import ExitCode
 from runner.log.lock import open_log
@@ -115,6 +116,18 @@ def test_only_finished_runs_older_than_the_newest_n_go(
     # Pruning again finds nothing more to do.
     assert prune_cli(ckdir, "--keep", "2") == ExitCode.OK
     assert left(ckdir) == before - {p.name for p in gone}
+
+
+def test_a_verify_file_goes_with_its_run(ckdir: Path) -> None:
+    """The evidence `bulkops verify` wrote beside an old run's log is one of that run's files:
+    deleted with it, kept with a kept run."""
+    old, new = write_run(ckdir, "nightly", 1, 0), write_run(ckdir, "nightly", 2, 0)
+    for run in (old, new):
+        verify_path(run[0]).write_text("{}\n")
+        verify_path(run[0]).chmod(0o600)
+
+    assert prune_cli(ckdir, "--keep", "1") == ExitCode.OK
+    assert left(ckdir) == {*(p.name for p in new), verify_path(new[0]).name}
 
 
 def test_each_job_and_each_shard_keeps_its_own_newest(ckdir: Path) -> None:

@@ -69,7 +69,8 @@ async def test_no_secret_or_pii_reaches_any_artifact(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Logs, checkpoints and reports of a full run (and of a failing one) hold IDs only."""
+    """Logs, checkpoints and reports of a full run (and of a failing one), and the evidence of
+    a verify, hold IDs only."""
     async with start_emulator(fault_500=0.05, seed=3) as emu:
         point_at(monkeypatch, emu.url)
         pii = emu.dataset.pii_samples()
@@ -80,6 +81,11 @@ async def test_no_secret_or_pii_reaches_any_artifact(
         await emu.configure(operation_failure_rate=1.0)
         failing = job(workdir, "targets:\n  - {kind: memory_stores, where: {all: true}}\n")
         await run_cli("run", failing, "--log-format", "json", "--log-level", "debug")
+        # And the evidence of a verify of the full run (no fault: retries would only be slow).
+        await emu.configure(fault_500=0.0)
+        (log,) = (p for p in checkpoints(workdir) if p.name.startswith("demo-"))
+        code = await run_cli("verify", log, "--log-format", "json", "--log-level", "debug")
+        assert code == ExitCode.OK
         out = capsys.readouterr()
         assert "target_finished" in out.err
         artifacts = {"stdout": out.out, "stderr": out.err}
@@ -88,7 +94,8 @@ async def test_no_secret_or_pii_reaches_any_artifact(
                 artifacts[str(path)] = path.read_text()
                 if "checkpoints" in path.parts:
                     assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
-        assert len(artifacts) >= 6
+        assert len(artifacts) >= 8
+        assert [p for p in artifacts if p.endswith(".verify.json")]
         for name, text in artifacts.items():
             assert DEFAULT_AUTH_TOKEN not in text, name
             leaked = [s for s in pii if s in text]

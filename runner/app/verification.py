@@ -1,0 +1,370 @@
+"""The checks of ``bulkops verify`` (:mod:`runner.app.verify`): GETs only, through the run's own
+limits and retry policy (:mod:`runner.wire`: the account's in-flight cap, 429 pauses and
+``Retry-After``, backoff).
+
+* Every target the log records as deleted, gone or covered — or a seeded random sample of
+  them — is fetched at its kind's ``fetch_path`` and must answer 404.
+* The job's selection is listed again, exactly as the run froze it, and must select nothing.
+  Targets named by ``ids`` or ``from_file`` are all in the log, so only the ``where`` queries
+  are listed; held targets are excepted (:data:`Held`).
+
+Nothing here writes: a verification is idempotent, and its GETs change nothing.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import anyio
+import structlog
+
+from runner.app.job import build_client, build_requester
+from runner.clock import MONOTONIC
+from runner.engine.discovery import Discovery
+from runner.errors import (
+    AuthError,
+    PausedTooLong,
+    PermanentError,
+    RemoteError,
+)
+from runner.kinds.base import ResourceKind, Target
+from runner.kinds.listing import Listing
+from runner.log.records import State
+from runner.log.replay import Replay, iter_target_lines
+from runner.plan.planner import JobPlan
+from runner.plan.shard import Shard
+from runner.spec.config import Config
+from runner.wire.requester import Requester
+
+__all__ = [
+    "CheckError",
+    "Held",
+    "ListingError",
+    "Prepared",
+    "Remains",
+    "Verification",
+    "gone_targets",
+    "nothing_held",
+    "run_verification",
+]
+
+log = structlog.get_logger("bulkops.verify")
+
+# Every final state but a failure: the target is recorded as gone, one way or another.
+_GONE = frozenset(state for state in State if state.is_final and state is not State.FAILED)
+PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
+
+# Whether a target is held (never to be deleted, so not "remaining" when listed again). Legal
+# holds (issue 13 §1) fill this in from the spec's `exclude`; until then nothing is held.
+Held = Callable[[Target], bool]
+
+
+def nothing_held(_target: Target) -> bool:
+    """The hold of a job without holds."""
+    return False
+
+
+@dataclass(slots=True)
+class Remains:
+    """A target that is still there, and the checks that found it (``fetch``, ``listing``)."""
+
+    target: Target
+    found_by: set[str]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckError:
+    """A target whose GET ended neither 200 nor 404 (after retries): not proven gone."""
+
+    target: Target
+    status: int
+    code: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListingError:
+    """A source that could not be listed again to its end: its selection is not proven empty."""
+
+    source: int
+    path: str
+    status: int
+    code: int | None
+
+
+@dataclass
+class Verification:
+    """What one verification found; :mod:`runner.app.verify_output` writes and prints it."""
+
+    replay: Replay
+    plan: JobPlan
+    started: datetime
+    finished: datetime | None = None
+    population: int = 0  # targets the log records as deleted, gone or covered
+    sample_size: int | None = None
+    seed: int | None = None
+    checked: Counter[ResourceKind] = field(default_factory=Counter)
+    gone: Counter[ResourceKind] = field(default_factory=Counter)
+    remains: dict[str, Remains] = field(default_factory=dict)  # by target key
+    errors: list[CheckError] = field(default_factory=list)
+    listed_sources: int = 0
+    listing_errors: list[ListingError] = field(default_factory=list)
+    held: int = 0  # listed again, but held
+    unfinished: Counter[str] = field(default_factory=Counter)  # failed / pending in the log
+
+    @property
+    def proven(self) -> bool:
+        """Whether everything checked is gone, and nothing kept a check from its end."""
+        return not (self.remains or self.errors or self.listing_errors or self.unfinished)
+
+    def remained(self, target: Target, found_by: str) -> None:
+        """Record that ``found_by`` (a check) found ``target`` still there."""
+        self.remains.setdefault(target.key, Remains(target, set())).found_by.add(found_by)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A verification's inputs, all checked before its first request: the replayed log, the
+    plan it froze, the config (credentials and hosts) and the shard."""
+
+    path: Path
+    replay: Replay
+    plan: JobPlan
+    config: Config
+    shard: Shard | None
+
+
+def gone_targets(replay: Replay) -> Iterator[Target]:
+    """Every target the log records as deleted, gone or covered, once each, streamed from the
+    log (a target's row is made where the report makes it: its first *requested* line, or its
+    *covered* line)."""
+    for record in iter_target_lines(replay.path):
+        first = record.state is State.REQUESTED and record.generation == 0
+        if first or record.state is State.COVERED:
+            target = record.target
+            if replay.state_of(target) in _GONE:
+                yield target
+
+
+def sample_of(targets: Iterator[Target], size: int, rng: random.Random) -> tuple[list[Target], int]:
+    """A uniform random sample of ``size`` of ``targets`` (reservoir sampling: one pass, memory
+    for the sample only), and how many there were."""
+    chosen: list[Target] = []
+    seen = 0
+    for seen, target in enumerate(targets, start=1):
+        if len(chosen) < size:
+            chosen.append(target)
+        else:
+            slot = rng.randrange(seen)
+            if slot < size:
+                chosen[slot] = target
+    return chosen, seen
+
+
+def listing_sources(prepared: Prepared) -> list[tuple[int, Listing]]:
+    """The sources listed again: the ``where`` queries (named targets are all in the log, and
+    fetched). A run of a reviewed plan (``apply``) deleted a list, not a query: nothing."""
+    if prepared.replay.header.plan is not None:
+        return []
+    return [
+        (index, source)
+        for index, source in enumerate(prepared.plan.sources)
+        if isinstance(source, Listing)
+    ]
+
+
+async def run_verification(
+    prepared: Prepared,
+    *,
+    sample: int | None = None,
+    seed: int | None = None,
+    held: Held = nothing_held,
+) -> Verification:
+    """Check every target (or a sample) and list the selection again; what was found.
+
+    Raises AuthError when the credentials are refused and PausedTooLong when the server asks
+    for a pause beyond ``retry.max_pause``: the caller turns them into exit codes 4 and 9.
+    """
+    replay, plan = prepared.replay, prepared.plan
+    found = Verification(replay, plan, started=datetime.now(UTC))
+    found.unfinished = _unfinished(replay)
+    if sample is not None:
+        found.sample_size = sample
+        found.seed = secrets.randbits(32) if seed is None else seed
+        targets, found.population = sample_of(
+            gone_targets(replay), sample, random.Random(found.seed)
+        )
+        chosen: Iterator[Target] = iter(targets)
+    else:
+        chosen = _counting(gone_targets(replay), found)
+    sources = listing_sources(prepared)
+    connector = aiohttp.TCPConnector(limit=plan.concurrency + 8)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        requester = build_requester(
+            build_client(session, prepared.config), plan, random.Random(), MONOTONIC
+        )
+        checker = _Checker(requester, plan.service, found)
+        discovery = Discovery(
+            requester,
+            plan.service,
+            fanout=plan.fanout,
+            # A conversation the log records as deleted is fetched itself; listing its children
+            # would only say 404 again.
+            skip_conversation=replay.deleted_conversations.__contains__,
+        )
+        try:
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(_report_progress, found, PROGRESS_EVERY)
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(checker.check_all, chosen, plan.concurrency)
+                    for index, source in sources:
+                        tg.start_soon(
+                            _list_again, discovery, index, source, prepared.shard, held, found
+                        )
+                outer.cancel_scope.cancel()
+        except* AuthError as group:
+            raise _first(group) from None
+        except* PausedTooLong as group:
+            raise _first(group) from None
+    found.listed_sources = len(sources)
+    found.finished = datetime.now(UTC)
+    log.info(
+        "verify_finished",
+        population=found.population,
+        checked=sum(found.checked.values()),
+        gone=sum(found.gone.values()),
+        remained=len(found.remains),
+        errors=len(found.errors),
+        listing_errors=len(found.listing_errors),
+        requests=sum(requester.tally.requests.values()),
+        retries=requester.tally.retries,
+        throttled=requester.tally.throttled,
+    )
+    return found
+
+
+async def _report_progress(found: Verification, interval: float) -> None:
+    """Until cancelled: a ``verify_progress`` log line every ``interval`` seconds (a verify of
+    millions of targets takes a while, and says nothing else until its end)."""
+    while True:
+        await MONOTONIC.sleep(interval)
+        log.info(
+            "verify_progress",
+            checked=sum(found.checked.values()),
+            gone=sum(found.gone.values()),
+            remained=len(found.remains),
+            errors=len(found.errors),
+        )
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first leaf exception of ``group``."""
+    leaf: BaseException = group
+    while isinstance(leaf, BaseExceptionGroup):
+        leaf = leaf.exceptions[0]
+    return leaf
+
+
+def _unfinished(replay: Replay) -> Counter[str]:
+    """Targets the log leaves failed or pending: not deleted, so nothing proves them gone."""
+    counts: Counter[str] = Counter()
+    for (_kind, state), count in replay.counts().items():
+        if state is State.FAILED:
+            counts["failed"] += count
+        elif not state.is_final:
+            counts["pending"] += count
+    return counts
+
+
+def _counting(targets: Iterator[Target], found: Verification) -> Iterator[Target]:
+    for target in targets:
+        found.population += 1
+        yield target
+
+
+class _Checker:
+    """Fetches targets with a pool of workers fed through a bounded stream."""
+
+    def __init__(self, requester: Requester, service: str | None, found: Verification) -> None:
+        self._requester = requester
+        self._service = service
+        self._found = found
+
+    async def check_all(self, targets: Iterator[Target], workers: int) -> None:
+        """Fetch every target of ``targets``, ``workers`` at a time (the limits decide how many
+        are really in flight)."""
+        send, receive = anyio.create_memory_object_stream[Target](workers)
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(self._work, receive.clone())
+            receive.close()
+            async with send:
+                for target in targets:
+                    await send.send(target)
+
+    async def _work(self, targets: anyio.abc.ObjectReceiveStream[Target]) -> None:
+        async with targets:
+            async for target in targets:
+                await self.check(target)
+
+    async def check(self, target: Target) -> None:
+        """GET ``target`` and record what the answer proves."""
+        kind, found = target.kind, self._found
+        if kind.fetch_path is None or (kind.has_parent and target.parent is None):
+            found.errors.append(CheckError(target, 0, None))  # nothing to ask: not proven
+            return
+        found.checked[kind] += 1
+        try:
+            await self._requester.send("GET", kind.product, kind.fetch_path(target, self._service))
+        except AuthError:
+            raise
+        except PermanentError as exc:
+            if exc.status == 404:
+                found.gone[kind] += 1
+            else:
+                found.errors.append(CheckError(target, exc.status, exc.code))
+        except RemoteError as exc:  # 5xx, faults or 429s past the retry policy's bounds
+            found.errors.append(CheckError(target, exc.status, exc.code))
+        else:
+            found.remained(target, "fetch")
+
+
+async def _list_again(
+    discovery: Discovery,
+    index: int,
+    source: Listing,
+    shard: Shard | None,
+    held: Held,
+    found: Verification,
+) -> None:
+    """List ``source`` as the run did; whatever it still selects remains (unless held)."""
+
+    async def emit(targets: Sequence[Target]) -> None:
+        for target in targets:
+            if shard is not None and not shard.owns(target):
+                continue
+            if held(target):
+                found.held += 1
+                continue
+            found.remained(target, "listing")
+
+    # Discovery runs task groups of its own, so its errors arrive as exception groups.
+    try:
+        await discovery.run(source, emit)
+    except* AuthError:
+        raise
+    except* PausedTooLong:
+        raise
+    except* RemoteError as group:
+        failure = _first(group)
+        assert isinstance(failure, RemoteError)
+        found.listing_errors.append(
+            ListingError(index, source.path(discovery.service), failure.status, failure.code)
+        )
+        log.error("verify_listing_failed", source=index, status=failure.status, code=failure.code)
