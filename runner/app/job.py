@@ -571,6 +571,8 @@ class PlanResult:
     selected: Counter[ResourceKind] = field(default_factory=Counter)
     covered: Counter[ResourceKind] = field(default_factory=Counter)
     samples: dict[ResourceKind, list[str]] = field(default_factory=dict)
+    # A job of several Services: (selected, covered) of its v1 targets in each Service.
+    by_service: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 async def plan_targets(
@@ -593,6 +595,7 @@ async def plan_targets(
         discovery = Discovery(
             requester,
             plan.service,
+            services=plan.services,
             fanout=plan.fanout,
             skip_conversation=admission.skips_children_of,
         )
@@ -601,6 +604,9 @@ async def plan_targets(
             chosen: list[Target] = []
             for target in targets:
                 verdict = admission.admit(target)
+                if target.service is not None and verdict in (Verdict.ADMITTED, Verdict.COVERED):
+                    counts = result.by_service.setdefault(target.service, Counter())
+                    counts["selected" if verdict is Verdict.ADMITTED else "covered"] += 1
                 if verdict is Verdict.COVERED:
                     chosen.append(target)
                 elif verdict is Verdict.ADMITTED:

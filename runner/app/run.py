@@ -20,7 +20,7 @@ from rich.table import Table
 from runner.app.display import terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
-from runner.app.job import NO_OPTIONS, RunOptions, plan_targets, start_run
+from runner.app.job import NO_OPTIONS, PlanResult, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import Action, decide, job_lock, job_logs, usable_directory
@@ -148,6 +148,8 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
                 ", ".join(result.samples.get(kind, [])),
             )
     console.print(table)
+    if plan.services is not None:
+        console.print(_per_service(result))
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:
         console.print(
@@ -156,6 +158,16 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
             highlight=False,
         )
     return ExitCode.OK
+
+
+def _per_service(result: PlanResult) -> Table:
+    """The v1 targets of a job of several Services, counted in each Service."""
+    table = Table(title="per Service (v1 targets)", title_justify="left")
+    for column in ("service", "selected", "covered by conversation"):
+        table.add_column(column)
+    for service, counts in sorted(result.by_service.items()):
+        table.add_row(service, str(counts["selected"]), str(counts["covered"]))
+    return table
 
 
 def remote_failure(exc: BaseException) -> RemoteError | OperationFailed | None:

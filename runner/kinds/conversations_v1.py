@@ -31,4 +31,5 @@ KIND = ResourceKind(
     limit_scope=service_scope,
     target_model=ConversationsTarget,
     select=select_conversations,
+    per_service=True,
 )

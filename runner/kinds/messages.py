@@ -82,4 +82,5 @@ KIND = ResourceKind(
     limit_scope=conversation_scope,
     target_model=MessagesTarget,
     select=_select,
+    per_service=True,
 )

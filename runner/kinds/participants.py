@@ -78,4 +78,5 @@ KIND = ResourceKind(
     limit_scope=conversation_scope,
     target_model=ParticipantsTarget,
     select=_select,
+    per_service=True,
 )

@@ -130,4 +130,5 @@ KIND = ResourceKind(
     limit_scope=service_scope,
     target_model=UsersTarget,
     select=_select,
+    per_service=True,
 )

@@ -1,0 +1,178 @@
+"""Every Service in one job (`service: all` or a list), end to end: `bulkops run` over real HTTP
+against the emulator, judged by its ledger — each Service's selection deleted through its own
+paths, nothing outside it touched, and a resume that finishes the rest exactly once without
+listing the Services again."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+from typing import Any
+
+import anyio
+import orjson
+import pytest
+
+from tests.runner.app.test_interrupt import wait_for_deletions
+from tests.runner.conftest import (
+    checkpoints,
+    deleted,
+    point_at,
+    run_cli,
+    start_bulkops,
+    successful_deletes,
+)
+from tests.runner.test_run_faults import job
+
+# Four named Services with two closed conversations each, and the default Service with one.
+DATASET = {"preset": "small", "dataset_args": {"services": 4, "plain": 3}}
+PURGE = (
+    "targets:\n"
+    "  - {kind: conversations, where: {state: closed}}\n"
+    "  - {kind: participants, where: {conversations: {state: inactive}}}\n"
+)
+
+
+async def selection(emu: Any, services: set[str] | None = None) -> set[tuple[str, str]]:
+    """What PURGE selects in ``services`` (all of them when None), as the ledger names it."""
+    conversations = [
+        c
+        for c in await emu.resources("conversation_v1")
+        if services is None or c["service_sid"] in services
+    ]
+    inactive = {c["sid"] for c in conversations if c["state"] == "inactive"}
+    return {("conversation_v1", c["sid"]) for c in conversations if c["state"] == "closed"} | {
+        ("participant", p["sid"])
+        for p in await emu.resources("participant")
+        if p["conversation_sid"] in inactive
+    }
+
+
+async def service_of(emu: Any) -> dict[str, str]:
+    """Each conversation's Service."""
+    return {c["sid"]: c["service_sid"] for c in await emu.resources("conversation_v1")}
+
+
+def outside(ledger: dict[str, Any], expected: set[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Deletions outside ``expected``: neither a selected target nor in a selected (deleted)
+    conversation, whose messages and participants go with it."""
+    conversations = {sid for kind, sid in expected if kind == "conversation_v1"}
+    return [
+        d
+        for d in ledger["deletions"]
+        if (d["kind"], d["id"]) not in expected
+        and not (d["via"] == "cascade" and d["conversation_sid"] in conversations)
+    ]
+
+
+def delete_paths_match(ledger: dict[str, Any], services: dict[str, str]) -> None:
+    """Every DELETE went to its conversation's own Service's path."""
+    paths = [r["path"] for r in ledger["requests"] if r["method"] == "DELETE"]
+    assert paths
+    for path in paths:
+        parts = path.split("/")  # '', v1, Services, IS…, Conversations, CH…, …
+        assert parts[2] == "Services" and parts[4] == "Conversations", path
+        assert services[parts[5]] == parts[3], path
+
+
+async def named_services(emu: Any) -> list[str]:
+    """The named (not default) Services of the dataset."""
+    return sorted(s["sid"] for s in await emu.resources("service") if not s["default"])
+
+
+async def test_all_services_purge_each_services_selection(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`service: all` lists /v1/Services and deletes the selection of every Service (the
+    default one included), each through its own Service's paths, once; nothing else."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        expected = await selection(emu)
+        services = await service_of(emu)
+        assert len(set(services.values())) == 5
+        spec = job(workdir, "service: all\n" + PURGE)
+
+        assert await run_cli("run", spec) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger, "request") == expected
+        assert not outside(ledger, expected)
+        assert max(successful_deletes(ledger).values()) == 1
+        delete_paths_match(ledger, services)
+        assert {services[sid] for kind, sid in expected if kind == "conversation_v1"} == set(
+            services.values()
+        )
+
+
+async def test_a_list_of_services_leaves_the_others_untouched(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A list of three of the four named Services deletes their selection only: the fourth and
+    the default Service are not listed, and nothing of theirs is deleted."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        *chosen, left = await named_services(emu)
+        expected = await selection(emu, set(chosen))
+        spec = job(workdir, f"service: {chosen}\n" + PURGE)
+
+        assert await run_cli("run", spec) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger, "request") == expected
+        assert not outside(ledger, expected)
+        delete_paths_match(ledger, await service_of(emu) | _services_of_deleted(ledger))
+        listed = {r["path"] for r in ledger["requests"] if r["method"] == "GET"}
+        assert not [p for p in listed if left in p or p.startswith("/v1/Conversations")]
+        assert "/v1/Services" not in listed  # a list is the spec's: nothing to look up
+        assert await selection(emu, {left}), "the Service left out still has its selection"
+
+
+def _services_of_deleted(ledger: dict[str, Any]) -> dict[str, str]:
+    """The Service of each conversation a DELETE removed (no longer in the resources)."""
+    found: dict[str, str] = {}
+    for r in ledger["requests"]:
+        parts = r["path"].split("/")
+        if r["method"] == "DELETE" and len(parts) > 5:
+            found[parts[5]] = parts[3]
+    return found
+
+
+async def test_an_interrupted_all_services_purge_resumes_exactly_once(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped by SIGINT partway, `resume` deletes the rest, each target once, with the Services
+    the run froze (no second /v1/Services) and without listing again a Service a source had
+    listed in full."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        expected = await selection(emu)
+        spec = job(workdir, "service: all\n" + PURGE + "limits: {per_service_rate: 3}\n")
+        process = await start_bulkops(["run", str(spec)], workdir)
+        async with process:
+            await wait_for_deletions(workdir, 2)
+            process.send_signal(signal.SIGINT)
+            with anyio.fail_after(10):
+                assert await process.wait() == 130
+        first = await emu.ledger()
+        assert deleted(first, "request") < expected
+        assert [r for r in first["requests"] if "State=closed" in r["query"]]
+        (log,) = checkpoints(workdir)
+        lines = [orjson.loads(line) for line in log.read_bytes().splitlines()]
+        frozen = [line["sv"] for line in lines if line.get("t") == "S"]
+        assert len(frozen) == 1 and len(frozen[0]) == 5
+        finished = {
+            (line["src"], line["sv"]) for line in lines if line.get("t") == "P" and "sv" in line
+        }
+
+        assert await run_cli("resume", log) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger, "request") == expected
+        assert not outside(ledger, expected)
+        assert max(successful_deletes(ledger).values()) == 1
+        again = ledger["requests"][len(first["requests"]) :]
+        assert "/v1/Services" not in {r["path"] for r in again}
+        # The closed conversations (source 0) were listed in full in every Service before the
+        # interruption: none of those listings is made again.
+        assert {sv for src, sv in finished if src == 0} == set(frozen[0])
+        assert not [r for r in again if "State=closed" in r["query"]]
