@@ -6,6 +6,7 @@ listing the Services again."""
 from __future__ import annotations
 
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -176,3 +177,69 @@ async def test_an_interrupted_all_services_purge_resumes_exactly_once(
         # interruption: none of those listings is made again.
         assert {sv for src, sv in finished if src == 0} == set(frozen[0])
         assert not [r for r in again if "State=closed" in r["query"]]
+
+
+async def test_plan_counts_each_service_and_apply_deletes_exactly_the_plan(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`bulkops plan` of a job of several Services counts each Service's targets; its plan file
+    names each target's Service, and `apply` deletes exactly that list through those paths."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        chosen = (await named_services(emu))[:2]
+        expected = await selection(emu, set(chosen))
+        services = await service_of(emu)
+        spec, plan = job(workdir, f"service: {chosen}\n" + PURGE), workdir / "purge.plan"
+
+        assert await run_cli("plan", spec, "--out", plan) == 0
+
+        rows = {
+            cells[0]: cells[1:]
+            for line in capsys.readouterr().out.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│ ").split("│")]) == 3
+            and cells[0].startswith("IS")
+        }
+        parents = {p["sid"]: p["conversation_sid"] for p in await emu.resources("participant")}
+        per_service = Counter(
+            services[sid if kind == "conversation_v1" else parents[sid]] for kind, sid in expected
+        )
+        assert rows == {sv: [str(per_service[sv]), "0"] for sv in chosen}
+        assert not (await emu.ledger())["deletions"]
+        entries = [orjson.loads(line) for line in plan.read_bytes().splitlines()[1:-1]]
+        assert {e["sv"] for e in entries} == set(chosen)
+
+        assert await run_cli("apply", plan) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger, "request") == expected
+        delete_paths_match(ledger, services)
+
+
+async def test_a_resumed_log_naming_another_service_is_refused(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A log line moved to a Service the job does not list is refused on resume (exit 2),
+    nothing sent: a log is trusted for progress, never for where to delete."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        *chosen, left = await named_services(emu)
+        spec = job(workdir, f"service: {chosen}\n" + PURGE + "safety: {max_deletions: 1}\n")
+        assert await run_cli("run", spec) == 3  # the brake: requested lines left open
+        (log,) = checkpoints(workdir)
+        text = log.read_text()
+        assert '"sv":"IS' in text
+        for service in chosen:
+            text = text.replace(service, left)
+        log.write_text(text)
+        sent = len((await emu.ledger())["requests"])
+
+        assert await run_cli("resume", log, "--force") == 2
+
+        assert f"its Service {left} is not one the job lists" in capsys.readouterr().err
+        assert len((await emu.ledger())["requests"]) == sent
