@@ -32,6 +32,7 @@ from typing import Any
 import anyio
 
 from runner.errors import AuthError, BadListing, PermanentError, RemoteError
+from runner.internal import leaves
 from runner.kinds.base import Product, Target
 from runner.kinds.ids import SERVICE_SID
 from runner.kinds.listing import ListedConversations, Rejections, item_id
@@ -129,12 +130,14 @@ class Discovery:
         failures: list[RemoteError] = []
 
         async def one(service: str) -> None:
+            # A lister's task groups deliver its errors as exception groups.
             try:
                 await self._list(source, emit, listed, service, tagged=True)
-            except AuthError:
+            except* AuthError:
                 raise
-            except RemoteError as exc:
-                failures.append(exc)  # the other Services go on; the source ends failed
+            except* RemoteError as group:
+                # The other Services go on; the source ends failed.
+                failures.extend(e for e in leaves(group) if isinstance(e, RemoteError))
             else:
                 if services_listed is not None:
                     services_listed.record(service)

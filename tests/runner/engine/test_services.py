@@ -24,6 +24,7 @@ from tests.runner.conftest import (
     successful_deletes,
 )
 from tests.runner.test_run_faults import job
+from tests.runner.test_server_replies import TRAVERSAL, conv, list_server, sid, v1_pages
 
 # Four named Services with two closed conversations each, and the default Service with one.
 DATASET = {"preset": "small", "dataset_args": {"services": 4, "plain": 3}}
@@ -243,3 +244,46 @@ async def test_a_resumed_log_naming_another_service_is_refused(
 
         assert f"its Service {left} is not one the job lists" in capsys.readouterr().err
         assert len((await emu.ledger())["requests"]) == sent
+
+
+async def test_a_service_listed_with_a_bad_sid_is_left_out_and_the_run_exits_1(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/v1/Services is untrusted: a Service whose SID is not one (a path traversal) is never put
+    in a URL; the valid Services are purged, a repeated one once, and the run exits 1 naming
+    /v1/Services."""
+    good = sid("IS", 7)
+    services = [[{"sid": good}, {"sid": "IS" + TRAVERSAL}], [{"sid": good}]]
+    conversations = f"/v1/Services/{good}/Conversations"
+    async with list_server(
+        {
+            "/v1/Services": v1_pages("services", services),
+            conversations: v1_pages("conversations", [[conv(1)]]),
+        }
+    ) as server:
+        point_at(monkeypatch, server.url)
+        spec = job(workdir, "service: all\n" + PURGE.split("  - {kind: participants")[0])
+
+        assert await run_cli("run", spec) == 1
+
+    assert server.deletes() == {f"{conversations}/{sid('CH', 1)}"}
+    assert server.gets(conversations) == 1
+    assert all("../" not in path for _method, path in server.received)
+    assert "/v1/Services" in capsys.readouterr().err
+
+
+async def test_a_listed_service_that_does_not_exist_fails_alone(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A listed Service the account does not have (404) ends the sources as discovery errors,
+    exit 1; the other Services' selections are still deleted."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        chosen = (await named_services(emu))[:1]
+        expected = await selection(emu, set(chosen))
+        spec = job(workdir, f"service: [{chosen[0]}, IS{'0' * 32}]\n" + PURGE)
+
+        assert await run_cli("run", spec) == 1
+
+        ledger = await emu.ledger()
+        assert deleted(ledger, "request") == expected
