@@ -622,6 +622,8 @@ async def plan_targets(
 
         # One source at a time: a plan file lists its targets in the order of the spec's.
         await in_phases(plan.sources, discover, admission.settled, together=False)
+    for service in discovery.services_found or ():
+        result.by_service.setdefault(service, Counter())  # a Service with nothing selected: 0
     return result
 
 

@@ -148,7 +148,7 @@ def dry_run(request: RunRequest, console: Console, err: Console, out: Path | Non
                 ", ".join(result.samples.get(kind, [])),
             )
     console.print(table)
-    if plan.services is not None:
+    if result.by_service:
         console.print(_per_service(result))
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:

@@ -153,6 +153,11 @@ class Discovery:
         if self._services_rejected is not None:
             raise self._services_rejected
 
+    @property
+    def services_found(self) -> tuple[str, ...] | None:
+        """The job's Services once known (listed, frozen or its list); None before."""
+        return self._services
+
     async def services(self) -> tuple[str, ...]:
         """The job's Services: its list, or (``all``) the account's, listed once and frozen.
 

@@ -86,13 +86,15 @@ async def test_all_services_purge_each_services_selection(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`service: all` lists /v1/Services and deletes the selection of every Service (the
-    default one included), each through its own Service's paths, once; nothing else."""
+    default one included), each through its own Service's paths, once; nothing else. Users
+    (Service-scoped, with a path of their own) are listed and deleted in each Service too."""
     async with start_emulator(**DATASET) as emu:
         point_at(monkeypatch, emu.url)
-        expected = await selection(emu)
+        users = {u["sid"]: u["service_sid"] for u in await emu.resources("user")}
+        expected = await selection(emu) | {("user", sid) for sid in users}
         services = await service_of(emu)
-        assert len(set(services.values())) == 5
-        spec = job(workdir, "service: all\n" + PURGE)
+        assert len(set(services.values())) == len(set(users.values())) == 5
+        spec = job(workdir, "service: all\n" + PURGE + "  - {kind: users, where: {all: true}}\n")
 
         assert await run_cli("run", spec) == 0
 
@@ -100,6 +102,11 @@ async def test_all_services_purge_each_services_selection(
         assert deleted(ledger, "request") == expected
         assert not outside(ledger, expected)
         assert max(successful_deletes(ledger).values()) == 1
+        user_paths = [r for r in ledger["requests"] if "/Users/" in r["path"]]
+        assert {r["path"] for r in user_paths} == {
+            f"/v1/Services/{service}/Users/{sid}" for sid, service in users.items()
+        }
+        ledger["requests"] = [r for r in ledger["requests"] if r not in user_paths]
         delete_paths_match(ledger, services)
         assert {services[sid] for kind, sid in expected if kind == "conversation_v1"} == set(
             services.values()
@@ -188,12 +195,15 @@ async def test_plan_counts_each_service_and_apply_deletes_exactly_the_plan(
 ) -> None:
     """`bulkops plan` of a job of several Services counts each Service's targets; its plan file
     names each target's Service, and `apply` deletes exactly that list through those paths."""
-    async with start_emulator(**DATASET) as emu:
+    # No conversation in the default Service: its row shows 0.
+    async with start_emulator("small", dataset_args={"services": 4, "plain": 0}) as emu:
         point_at(monkeypatch, emu.url)
         chosen = (await named_services(emu))[:2]
         expected = await selection(emu, set(chosen))
         services = await service_of(emu)
-        spec, plan = job(workdir, f"service: {chosen}\n" + PURGE), workdir / "purge.plan"
+        empty = {s["sid"] for s in await emu.resources("service") if s["default"]}
+        listed = [*chosen, *empty]
+        spec, plan = job(workdir, f"service: {listed}\n" + PURGE), workdir / "purge.plan"
 
         assert await run_cli("plan", spec, "--out", plan) == 0
 
@@ -207,7 +217,7 @@ async def test_plan_counts_each_service_and_apply_deletes_exactly_the_plan(
         per_service = Counter(
             services[sid if kind == "conversation_v1" else parents[sid]] for kind, sid in expected
         )
-        assert rows == {sv: [str(per_service[sv]), "0"] for sv in chosen}
+        assert rows == {sv: [str(per_service[sv]), "0"] for sv in listed}
         assert not (await emu.ledger())["deletions"]
         entries = [orjson.loads(line) for line in plan.read_bytes().splitlines()[1:-1]]
         assert {e["sv"] for e in entries} == set(chosen)
