@@ -14,6 +14,17 @@ import anyio
 import orjson
 import pytest
 
+from runner.errors import CheckpointError
+from runner.kinds.base import Target
+from runner.kinds.registry import by_name
+from runner.log.records import (
+    State,
+    group_records,
+    service_listed_record,
+    services_record,
+    target_record,
+)
+from runner.log.replay import read_checkpoint
 from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
@@ -23,6 +34,7 @@ from tests.runner.conftest import (
     start_bulkops,
     successful_deletes,
 )
+from tests.runner.log.test_checkpoint import write_log
 from tests.runner.test_run_faults import job
 from tests.runner.test_server_replies import TRAVERSAL, conv, list_server, sid, v1_pages
 
@@ -297,3 +309,53 @@ async def test_a_listed_service_that_does_not_exist_fails_alone(
 
         ledger = await emu.ledger()
         assert deleted(ledger, "request") == expected
+
+
+# -- the log: each target's Service, the frozen Services, the Services listed -------------------
+
+S1, S2 = sid("IS", 1), sid("IS", 2)
+CONVERSATION_V1 = by_name("conversation_v1")
+MESSAGE = by_name("message")
+
+
+def test_the_log_keeps_each_targets_service_through_grouping_and_later_lines(
+    tmp_path: Path,
+) -> None:
+    """A requested line names the target's Service (grouped per Service); later lines leave it
+    out, and the replay keeps it from the requested line for a resume to drive."""
+    open_ = [Target(CONVERSATION_V1, sid("CH", n), None, S1) for n in (1, 2)]
+    other = Target(MESSAGE, sid("IM", 3), sid("CH", 3), S2)
+    done = Target(CONVERSATION_V1, sid("CH", 4), None, S2)
+    records = group_records(
+        [target_record(t, State.REQUESTED) for t in (*open_, other, done)]
+        + [target_record(done, State.DELETED, ts=1, with_parent=False)]
+        + [services_record([S1, S2]), service_listed_record(0, S1)]
+    )
+    assert [r.get("sv") for r in records[:3]] == [S1, S2, S2]
+    assert records[3]["s"] == "D" and "sv" not in records[3]
+    log = write_log(tmp_path / "log.jsonl", *records)
+
+    replay = read_checkpoint(log)
+
+    assert {r.target for r in replay.open.values()} == {*open_, other}
+    assert replay.services == (S1, S2)
+    assert replay.services_listed == {0: {S1}}
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"s": "Q", "k": "c1", "id": sid("CH", 1), "sv": "IS../../v2/ControlPlane"},
+        {"s": "Q", "k": "c1", "ids": [sid("CH", 1)], "sv": sid("CH", 2)},
+        {"t": "S", "sv": [S1, "../x"]},
+        {"t": "P", "src": 0, "sv": 7, "done": True},
+    ],
+    ids=["requested", "grouped", "services", "listed"],
+)
+def test_a_line_naming_no_service_sid_is_refused(tmp_path: Path, record: dict[str, Any]) -> None:
+    """A Service in a log goes into a path on resume: anything but a Service SID is refused
+    with the line's number, even as the last line."""
+    log = write_log(tmp_path / "log.jsonl", record)
+
+    with pytest.raises(CheckpointError, match=r"line 2 was not written by bulkops.*Service SID"):
+        read_checkpoint(log)
