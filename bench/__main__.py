@@ -16,13 +16,14 @@ Scenario = Callable[[bool], Figures]
 
 def scenarios() -> dict[str, Scenario]:
     """Every scenario by name, in the order a full run takes them."""
-    from bench import fanout, overhead, peers, scale
+    from bench import fanout, overhead, peers, scale, services
 
     return {
         "rate-known": rate.rate_known,
         "rate-unknown": rate.rate_unknown,
         "rate-shift": rate.rate_shift,
         "fanout": fanout.fanout,
+        "services": services.services,
         "overhead": overhead.overhead,
         "scale": scale.scale,
         "peers": peers.peers,

@@ -32,6 +32,7 @@ GOALS: tuple[Goal, ...] = (
     Goal("rate_shift.recover_after_drop_s", "<=", 1.0),
     Goal("rate_shift.recover_after_raise_s", "<=", 3.0),
     Goal("fanout.ratio", ">=", 0.9),
+    Goal("services.ratio", ">=", 0.9),
     Goal("overhead.throughput_ratio", ">=", 0.7),
     Goal("overhead.cpu_ratio", "<=", 1.5),
     Goal("scale.peak_rss_mb", "<=", 150.0),

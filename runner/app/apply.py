@@ -86,7 +86,8 @@ def prepare_apply(
                 "plan again with this spec (the plan was reviewed against the old one)",
             ]
         )
-    confine_plan(plan_file, plan.sources, plan.shard)  # each entry's kind (and id) is the spec's
+    # each entry's kind (and id, and Service) is the spec's
+    confine_plan(plan_file, plan.sources, plan.shard, plan.services)
     plan = options.braked(dataclasses.replace(plan, sources=plan_file.sources()))
     preflight(plan.sources, plan.max_deletions)
     return Applying(plan, plan_file, spec_path, config, shard)

@@ -600,6 +600,8 @@ class PlanResult:
     covered: Counter[ResourceKind] = field(default_factory=Counter)
     samples: dict[ResourceKind, list[Target]] = field(default_factory=dict)
     default_service: str | None = None  # when asked for: the account's default Service SID
+    # A job of several Services: (selected, covered) of its v1 targets in each Service.
+    by_service: dict[str, Counter[str]] = field(default_factory=dict)
 
 
 async def plan_targets(
@@ -626,6 +628,7 @@ async def plan_targets(
         discovery = Discovery(
             requester,
             plan.service,
+            services=plan.services,
             fanout=plan.fanout,
             skip_conversation=admission.skips_children_of,
         )
@@ -634,6 +637,9 @@ async def plan_targets(
             chosen: list[Target] = []
             for target in targets:
                 verdict = admission.admit(target)
+                if target.service is not None and verdict in (Verdict.ADMITTED, Verdict.COVERED):
+                    counts = result.by_service.setdefault(target.service, Counter())
+                    counts["selected" if verdict is Verdict.ADMITTED else "covered"] += 1
                 if verdict is Verdict.COVERED:
                     chosen.append(target)
                 elif verdict is Verdict.ADMITTED:
@@ -651,6 +657,8 @@ async def plan_targets(
         await in_phases(plan.sources, discover, admission.settled, together=False)
         if ask_default_service:
             result.default_service = await _default_service(requester)
+    for service in discovery.services_found or ():
+        result.by_service.setdefault(service, Counter())  # a Service with nothing selected: 0
     return result
 
 

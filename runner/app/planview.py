@@ -92,3 +92,13 @@ def print_plan(
     """:func:`plan_tables` on ``console``, at its width."""
     for table in plan_tables(name, selected, covered, samples, console.width):
         console.print(table)
+
+
+def per_service_table(by_service: Mapping[str, Counter[str]]) -> Table:
+    """The v1 targets of a job of several Services, counted in each Service."""
+    table = Table(title="per Service (v1 targets)", title_justify="left")
+    for column in ("service", "selected", "covered by conversation"):
+        table.add_column(column)
+    for service, counts in sorted(by_service.items()):
+        table.add_row(service, str(counts["selected"]), str(counts["covered"]))
+    return table

@@ -23,7 +23,7 @@ from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, PlanResult, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
-from runner.app.planview import print_plan
+from runner.app.planview import per_service_table, print_plan
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import (
     Action,
@@ -171,6 +171,8 @@ def dry_run(
     resolution = dataclasses.replace(resolution, default_service=result.default_service)
     print_resolution(resolution, console, f"plan of job {plan.name!r}:")
     print_plan(plan.name, result.selected, result.covered, result.samples, console)
+    if result.by_service:
+        console.print(per_service_table(result.by_service))
     console.print(f"total selected: {sum(result.selected.values())}")
     if writer is not None:
         console.print(

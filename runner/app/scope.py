@@ -34,7 +34,7 @@ from runner.kinds.base import ResourceKind, Target
 from runner.log.records import Header, State, TargetRecord, key_hash
 from runner.log.replay import Replay, lines_naming
 from runner.plan.planfile import PlanFile
-from runner.plan.planner import JobPlan, build_plan, describe_changes, shard_plan
+from runner.plan.planner import JobPlan, ServiceSet, build_plan, describe_changes, shard_plan
 from runner.plan.selection import Explicit, Manifest, Source, source_kind
 from runner.plan.shard import Shard, shard_key, shard_of
 from runner.spec.config import Config
@@ -81,9 +81,15 @@ class Scope:
     """The selection of a list of sources (a spec's, or an applied plan's), offline."""
 
     def __init__(
-        self, sources: Sequence[Source], shard: Shard | None = None, *, read_manifests: bool = True
+        self,
+        sources: Sequence[Source],
+        shard: Shard | None = None,
+        *,
+        read_manifests: bool = True,
+        services: ServiceSet = None,
     ) -> None:
         self.shard = shard
+        self.services = services
         self._kinds: dict[ResourceKind, _Kind] = {}
         for source in sources:
             kind = self._kinds.setdefault(source_kind(source), _Kind())
@@ -117,6 +123,9 @@ class Scope:
             return f"the job selects no {target.kind.label} (it selects {selected})"
         if target.kind.has_parent and target.parent is None:
             return "no conversation is named"
+        service = self._service_reason(target)
+        if service is not None:
+            return service
         if _listed(kind, target):
             return None
         if kind.manifests:
@@ -124,6 +133,18 @@ class Scope:
         if kind.parents and not kind.ids:
             return f"its conversation {target.parent} is not one the job lists"
         return "not among the ids the job lists"
+
+    def _service_reason(self, target: Target) -> str | None:
+        """Why the Service ``target`` names (or does not name) is not the job's."""
+        if target.service is None:
+            if self.services is not None and target.kind.per_service:
+                return "it names no Service, and the job has several"
+            return None
+        if self.services is None:
+            return f"it names Service {target.service}, and the job has one Service"
+        if isinstance(self.services, tuple) and target.service not in self.services:
+            return f"its Service {target.service} is not one the job lists"
+        return None
 
     def outside(self, targets: Iterable[Target]) -> list[Outside]:
         """Every target of ``targets`` the selection does not hold, with the reason.
@@ -230,16 +251,18 @@ def confine_resume(
     header = replay.header
     if plan_file is not None:
         # The plan named in the log's header is driven in full: every entry is the spec's too.
-        confine_plan(plan_file, spec_sources, plan.shard)
+        confine_plan(plan_file, spec_sources, plan.shard, plan.services)
     records = list(replay.open.values())
     if retry_failed:
         records += replay.failed.values()
     if not records and not changed:
         return
-    scopes = [Scope(plan.sources, plan.shard)]
+    # `all` is, for a resume, the Services the run found when it began.
+    services = replay.services if plan.services == "all" and replay.services else plan.services
+    scopes = [Scope(plan.sources, plan.shard, services=services)]
     if header.plan is not None:
         # An applied plan is the list, checked by kind against the spec that made it.
-        scopes.append(Scope(spec_sources, plan.shard, read_manifests=False))
+        scopes.append(Scope(spec_sources, plan.shard, read_manifests=False, services=services))
     targets = [r.target for r in records]
     outside: dict[str, Outside] = {}
     for scope in scopes:
@@ -333,14 +356,20 @@ def _refusal(replay: Replay, outside: list[Outside]) -> list[str]:
     return problems
 
 
-def confine_plan(plan_file: PlanFile, sources: Sequence[Source], shard: Shard | None) -> None:
+def confine_plan(
+    plan_file: PlanFile,
+    sources: Sequence[Source],
+    shard: Shard | None,
+    services: ServiceSet = None,
+) -> None:
     """Refuse (InputError naming the line) a plan entry the spec does not select: its kind, its
-    id when the spec lists ids, its conversation when the spec lists conversations, its shard.
+    id when the spec lists ids, its conversation when the spec lists conversations, its shard,
+    its Service when the spec has several.
 
     A manifest job's plan is checked by kind: reading the manifest again for every entry would
     double apply's memory, and the plan was made from that manifest and is checked by digest.
     """
-    scope = Scope(sources, shard, read_manifests=False)
+    scope = Scope(sources, shard, read_manifests=False, services=services)
     for number, target in plan_file.entries():
         why = scope.reason(target)
         if why is not None:

@@ -55,6 +55,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed-number", type=int, default=0, help="RNG seed for data and faults")
     p.add_argument("--conversations", type=int, help="scale preset: conversations")
     p.add_argument("--messages-per-conversation", type=int, help="scale preset: messages each")
+    p.add_argument("--services", type=int,
+                   help="scale preset: named Services the conversations are spread over")
     p.add_argument("--account-sid")
     p.add_argument("--auth-token")
     p.add_argument("--api-key")
@@ -114,6 +116,8 @@ def dataset_from_args(args: argparse.Namespace) -> Dataset:
         extra["conversations"] = args.conversations
     if args.messages_per_conversation is not None:
         extra["messages_per_conversation"] = args.messages_per_conversation
+    if args.services is not None:
+        extra["services"] = args.services
     return generate(args.generate or "demo", args.seed_number, **extra)
 
 

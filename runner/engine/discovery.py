@@ -10,6 +10,13 @@ every time bound is applied here, on the item's own timestamp.
 
 Each kind lists its own resources (its ``Listing``, in :mod:`runner.kinds`); this module gives
 the listers their context: the pages of a list through the requester, the emit, the counts.
+A job of several Services (``service: all`` or a list) lists each Service-scoped source (the v1
+kinds') in every one of its Services at once, each with its own context: the Service's paths,
+and its SID on every target found there, so that the target's delete goes to that Service and
+is paced under its budget. ``all`` is read from ``/v1/Services`` once, when the first such source
+needs it, and frozen: a resume drives the Services the log recorded, and a Service a source has
+listed in full is not listed again.
+
 Nothing a list reply says is trusted to widen the selection (:mod:`runner.kinds.listing`). Items
 left out are counted; a source that left any out, or whose listing could not be followed
 (:mod:`runner.wire.pagination`), ends as a discovery error naming its listing, so the run exits 1
@@ -19,20 +26,46 @@ rather than 0.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from runner.errors import BadListing, PermanentError
+import anyio
+
+from runner.errors import AuthError, BadListing, PermanentError, RemoteError
+from runner.internal import leaves
 from runner.kinds.base import Product, Target
-from runner.kinds.listing import ListedConversations, Rejections
+from runner.kinds.ids import SERVICE_SID
+from runner.kinds.listing import ListedConversations, Rejections, item_id
+from runner.kinds.v1 import V1_PAGE
+from runner.plan.planner import ServiceSet
 from runner.plan.selection import Explicit, Manifest, Source
 from runner.wire.pagination import PageGuard, next_page_url, read_envelope
 from runner.wire.requester import Requester
 
-__all__ = ["CHUNK", "Discovery", "Emit", "ListedConversations", "chunks"]
+__all__ = [
+    "CHUNK",
+    "SERVICES_PATH",
+    "Discovery",
+    "Emit",
+    "ListedConversations",
+    "ListedServices",
+    "chunks",
+]
 
 Emit = Callable[[Sequence[Target]], Awaitable[None]]
 
 CHUNK = 100  # targets per emit for sources read from the spec or a manifest
+SERVICES_PATH = "/v1/Services"
+
+
+@dataclass(frozen=True, slots=True)
+class ListedServices:
+    """How a resume continues a Service-scoped source of a job of several Services: Services it
+    has listed in full are not listed again, and each newly finished one is recorded (after its
+    targets' lines, so the record implies them)."""
+
+    done: Callable[[str], bool]
+    record: Callable[[str], None]
 
 
 def chunks(targets: Iterable[Target], size: int = CHUNK) -> Iterator[list[Target]]:
@@ -55,6 +88,9 @@ class Discovery:
         requester: Requester,
         service: str | None,
         *,
+        services: ServiceSet = None,
+        frozen_services: Sequence[str] | None = None,
+        on_services: Callable[[list[str]], None] = lambda _sids: None,
         fanout: int = 32,
         skip_conversation: Callable[[str], bool] = lambda _sid: False,
     ) -> None:
@@ -62,9 +98,21 @@ class Discovery:
         self.service = service
         self.fanout = fanout
         self.skip = skip_conversation
+        self._several = services is not None
+        # A list is what the spec says; `all` is what a resumed run found, or found once.
+        found = services if isinstance(services, tuple) else frozen_services
+        self._services: tuple[str, ...] | None = None if found is None else tuple(found)
+        self._on_services = on_services
+        self._services_lock = anyio.Lock()
+        self._services_error: RemoteError | None = None  # listing /v1/Services failed
+        self._services_rejected: BadListing | None = None  # … or left some out
 
     async def run(
-        self, source: Source, emit: Emit, listed: ListedConversations | None = None
+        self,
+        source: Source,
+        emit: Emit,
+        listed: ListedConversations | None = None,
+        services_listed: ListedServices | None = None,
     ) -> None:
         """Emit every target ``source`` selects, a page at a time.
 
@@ -75,32 +123,127 @@ class Discovery:
             for chunk in chunks(source.targets if isinstance(source, Explicit) else source.rows()):
                 await emit(chunk)
             return
-        ctx = _Context(self, emit, listed)
+        if not (self._several and source.kind.per_service):
+            await self._list(source, emit, listed, self.service, tagged=False)
+            return
+        services = await self.services()
+        failures: list[RemoteError] = []
+
+        async def one(service: str) -> None:
+            # A lister's task groups deliver its errors as exception groups.
+            try:
+                await self._list(source, emit, listed, service, tagged=True)
+            except* AuthError:
+                raise
+            except* RemoteError as group:
+                # The other Services go on; the source ends failed.
+                failures.extend(e for e in leaves(group) if isinstance(e, RemoteError))
+            else:
+                if services_listed is not None:
+                    services_listed.record(service)
+
+        # Each Service at once: each has its own 30/s budget, so one paced Service does not
+        # hold back the others.
+        async with anyio.create_task_group() as tg:
+            for service in services:
+                if services_listed is None or not services_listed.done(service):
+                    tg.start_soon(one, service)
+        if failures:
+            raise failures[0]
+        if self._services_rejected is not None:
+            raise self._services_rejected
+
+    @property
+    def services_found(self) -> tuple[str, ...] | None:
+        """The job's Services once known (listed, frozen or its list); None before."""
+        return self._services
+
+    async def services(self) -> tuple[str, ...]:
+        """The job's Services: its list, or (``all``) the account's, listed once and frozen.
+
+        Raises the RemoteError of a listing of ``/v1/Services`` that failed (for every source
+        that needs it)."""
+        async with self._services_lock:
+            if self._services_error is not None:
+                raise self._services_error
+            if self._services is None:
+                try:
+                    self._services = await self._list_services()
+                except AuthError:
+                    raise
+                except RemoteError as exc:
+                    self._services_error = exc
+                    raise
+                self._on_services(list(self._services))
+            return self._services
+
+    async def _list_services(self) -> tuple[str, ...]:
+        """Every Service of the account, each SID checked before it goes into a path."""
+        ctx = _Context(self, _emit_nothing, None, None, tagged=False)
+        found: dict[str, None] = {}  # in the order listed, each once
+        async for page in ctx.v1_pages(SERVICES_PATH, "services", [("PageSize", str(V1_PAGE))]):
+            before = ctx.rejected.total()
+            for item in page:
+                sid = item_id(item, "sid", SERVICE_SID, ctx.rejected)
+                if sid is not None:
+                    found[sid] = None
+            ctx.rejected.note(SERVICES_PATH, before)
+        # Services with a bad SID cannot be listed: the others are, and each Service-scoped
+        # source then ends as a discovery error naming /v1/Services.
+        self._services_rejected = ctx.rejected.error(SERVICES_PATH)
+        return tuple(found)
+
+    async def _list(
+        self,
+        source: Source,
+        emit: Emit,
+        listed: ListedConversations | None,
+        service: str | None,
+        *,
+        tagged: bool,
+    ) -> None:
+        assert not isinstance(source, Explicit | Manifest)
+        ctx = _Context(self, emit, listed, service, tagged=tagged)
         try:
             await source.list(ctx)
         except BadListing as exc:
             ctx.rejected.failed(exc)
-        failure = ctx.rejected.error(source.path(self.service))
+        failure = ctx.rejected.error(source.path(service))
         if failure is not None:
             raise failure
+
+
+async def _emit_nothing(_targets: Sequence[Target]) -> None:
+    return None
 
 
 class _Context:
     """One source's listing: the :class:`~runner.kinds.listing.ListContext` its lister gets."""
 
     def __init__(
-        self, discovery: Discovery, emit: Emit, listed: ListedConversations | None
+        self,
+        discovery: Discovery,
+        emit: Emit,
+        listed: ListedConversations | None,
+        service: str | None,
+        *,
+        tagged: bool,
     ) -> None:
         self._discovery = discovery
         self._emit = emit
         self.listed = listed
         self.rejected = Rejections()
-        self.service = discovery.service
+        self.service = service
+        self._tag = service if tagged else None
         self.fanout = discovery.fanout
         self.skip = discovery.skip
 
     async def emit(self, targets: Sequence[Target]) -> None:
-        """Hand a page of selected targets to the run."""
+        """Hand a page of selected targets to the run (each marked with the Service it was
+        found in, in a job of several)."""
+        tag = self._tag
+        if tag is not None:
+            targets = [Target(t.kind, t.id, t.parent, tag) for t in targets]
         await self._emit(targets)
 
     async def v1_pages(

@@ -23,7 +23,7 @@ import structlog
 
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
-from runner.engine.discovery import Discovery, ListedConversations
+from runner.engine.discovery import Discovery, ListedConversations, ListedServices
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
 from runner.errors import (
@@ -44,11 +44,13 @@ from runner.log.records import (
     TargetRecord,
     children_listed_record,
     progress_record,
+    service_listed_record,
+    services_record,
     target_record,
 )
 from runner.log.replay import Replay
 from runner.log.writer import CheckpointWriter
-from runner.plan.planner import JobPlan
+from runner.plan.planner import JobPlan, ServiceSet
 from runner.plan.selection import Explicit, Manifest, Source
 from runner.plan.shard import Shard
 from runner.values import Progress
@@ -118,6 +120,7 @@ class EngineSettings:
     max_tracked_operations: int = 10_000
     retry_failed: bool = False
     shard: Shard | None = None  # a sharded run's part of what is found
+    services: ServiceSet = None  # a job of several Services: `all` or their SIDs
 
     @classmethod
     def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
@@ -125,6 +128,7 @@ class EngineSettings:
         return cls(
             run_id=run_id,
             service=plan.service,
+            services=plan.services,
             webhooks=plan.webhooks,
             workers=plan.concurrency,
             poll_interval=plan.poll_interval,
@@ -171,6 +175,9 @@ class Engine:
         self._discovery = Discovery(
             requester,
             settings.service,
+            services=settings.services,
+            frozen_services=None if prior is None else prior.services,
+            on_services=lambda sids: self._writer.put(services_record(sids)),
             fanout=fanout,
             skip_conversation=self._admission.skips_children_of,
         )
@@ -320,7 +327,9 @@ class Engine:
         failure: RemoteError | OperationFailed | None = None
         # Discovery runs task groups of its own, so its errors arrive as exception groups.
         try:
-            await self._discovery.run(source, emit, self._listed(index))
+            await self._discovery.run(
+                source, emit, self._listed(index), self._services_listed(index)
+            )
         except* AuthError as group:
             self._fatal_auth(_first(group, AuthError))
             return_early = True
@@ -356,6 +365,13 @@ class Engine:
             self._writer.put(children_listed_record(index, sid))
 
         return ListedConversations(done.__contains__, record)
+
+    def _services_listed(self, index: int) -> ListedServices:
+        done = self._prior.services_listed.get(index, set()) if self._prior else set()
+        return ListedServices(
+            done.__contains__,
+            lambda sid: self._writer.put(service_listed_record(index, sid)),
+        )
 
     def _admit(self, target: Target) -> anyio.Event | None:
         """Act on the admission's verdict about a found target; returns the event of its
@@ -402,12 +418,14 @@ class Engine:
             headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
         if self.settings.webhooks is not None and not info.is_async:
             headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
+        # The Service it was found in, in a job of several; else the job's one.
+        service = target.service or self.settings.service
         try:
             reply = await self._req.send(
                 "DELETE",
                 info.product,
-                info.delete_path(target, self.settings.service),
-                key=info.limit_scope(target, self.settings.service),
+                info.delete_path(target, service),
+                key=info.limit_scope(target, service),
                 headers=headers,
             )
         except AuthError as exc:
@@ -426,9 +444,7 @@ class Engine:
                 self._finish(target, State.GONE_AFTER_REQUEST if again else State.GONE)
             else:
                 self.last_failure = exc
-                self._finish(
-                    target, State.FAILED, code=exc.code or exc.status, message=exc.message
-                )
+                self._finish(target, State.FAILED, code=exc.code or exc.status, message=exc.message)
             return
         except (TransientError, RateLimited) as exc:
             self.last_failure = exc

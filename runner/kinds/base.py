@@ -69,6 +69,9 @@ class ResourceKind:
     target_model: type[SpecTarget]
     select: Callable[[SpecTarget, Windows], Listing]
     fetch_path: Callable[[Target, str | None], str] | None = None
+    # Its IDs live in a Conversation Service, whose SID is part of its list and delete paths
+    # (the v1 kinds): a job of several Services lists and deletes it in each.
+    per_service: bool = False
 
     def __repr__(self) -> str:
         return f"<kind {self.name}>"
@@ -118,7 +121,9 @@ class ResourceKind:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """One thing to delete. ``parent`` is the conversation SID of a message or participant.
+    """One thing to delete. ``parent`` is the conversation SID of a message or participant;
+    ``service`` the Service SID a v1 target was listed in when the job spans several Services
+    (None: the job's one Service, which every delete path of the run uses).
 
     Build one from user input with :meth:`ResourceKind.target` or :meth:`ResourceKind.parse_id`,
     which validate every part, so a target is always safe to put in a URL.
@@ -127,6 +132,7 @@ class Target:
     kind: ResourceKind
     id: str
     parent: str | None = None
+    service: str | None = None
 
     @property
     def key(self) -> str:

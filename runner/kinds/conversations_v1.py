@@ -32,4 +32,5 @@ KIND = ResourceKind(
     target_model=ConversationsTarget,
     select=select_conversations,
     fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
+    per_service=True,
 )

@@ -16,6 +16,7 @@ from typing import Literal
 __all__ = [
     "CONVERSATION_SID",
     "ID_PATTERNS",
+    "SERVICE_SID",
     "Api",
     "IdPattern",
     "is_operation_id",
@@ -88,7 +89,7 @@ def ttid_pattern(
 
 # The IDs that are no kind of their own: a parent (conversations), a scope, the credentials.
 CONVERSATION_SID = sid_pattern("conversation_v1", "Conversation SID", "CH")
-sid_pattern("service", "Service SID", "IS")
+SERVICE_SID = sid_pattern("service", "Service SID", "IS")
 sid_pattern("account", "Account SID", "AC")
 sid_pattern("api_key", "API Key SID", "SK")
 

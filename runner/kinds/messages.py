@@ -83,4 +83,5 @@ KIND = ResourceKind(
     target_model=MessagesTarget,
     select=_select,
     fetch_path=_delete_path,  # a GET of the resource it deletes: 404 once gone
+    per_service=True,
 )

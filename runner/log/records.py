@@ -15,6 +15,9 @@ Layout (one JSON object per line)::
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
     {"s":"D"|"G"|"R"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}   deleted/gone/gone after
                                                        request/failed/covered
+    {"s":"Q", "k":"c1", "id":…, "sv":"IS…"}      a target of one of a job's several Services
+    {"t":"S", "sv":["IS…", …]}                   the Services a `service: all` job froze
+    {"t":"P", "src":0, "sv":"IS…", "done":true}   target 0 listed that Service in full
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
     {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
@@ -40,7 +43,13 @@ import orjson
 
 from runner.errors import UntrustedLine
 from runner.kinds.base import ResourceKind, Target
-from runner.kinds.ids import CONVERSATION_SID, is_operation_id, show_value, validate_id
+from runner.kinds.ids import (
+    CONVERSATION_SID,
+    SERVICE_SID,
+    is_operation_id,
+    show_value,
+    validate_id,
+)
 from runner.kinds.registry import KINDS
 
 RECORD_VERSION = 2
@@ -202,13 +211,16 @@ def target_record(
 ) -> dict[str, Any]:
     """The JSON object of one target's state line.
 
-    ``with_parent=False`` leaves the conversation out: for a target whose *requested* line,
-    which names it, is already in the log, the replay takes the parent from there. The later
-    lines of a target are then the same for every conversation and group into one line.
+    ``with_parent=False`` leaves the conversation (and Service) out: for a target whose
+    *requested* line, which names them, is already in the log, the replay takes them from
+    there. The later lines of a target are then the same for every conversation and group into
+    one line.
     """
     rec: dict[str, Any] = {"s": state.value, "k": target.kind.code, "id": target.id}
     if target.parent and with_parent:
         rec["c"] = target.parent
+    if target.service and with_parent:
+        rec["sv"] = target.service  # a job of several Services: its delete path needs it
     if ts is not None:
         rec["ts"] = ts
     if operation:
@@ -323,6 +335,35 @@ def children_listed_record(source: int, conversation: str) -> dict[str, Any]:
     return {"t": "P", "src": source, "c": conversation}
 
 
+def service_listed_record(source: int, service: str) -> dict[str, Any]:
+    """Source ``source`` listed what it selects in that Service in full (after the lines of
+    what it found there, so it implies them): a resume does not list that Service again."""
+    return {"t": "P", "src": source, "sv": service, "done": True}
+
+
+def services_record(services: list[str]) -> dict[str, Any]:
+    """The Services a ``service: all`` job found when it began: a resume drives those, and a
+    Service created since is not touched."""
+    return {"t": "S", "sv": services}
+
+
+def decode_services(rec: dict[str, Any]) -> tuple[str, ...]:
+    """The Services of a services line, each checked as a Service SID (UntrustedLine if not)."""
+    services = rec["sv"]
+    if not isinstance(services, list):
+        raise ValueError("'sv' is not a list")
+    return tuple(checked_service(one) for one in services)
+
+
+def checked_service(value: object) -> str:
+    """``value`` when it is a Service SID: it goes into the path of a listing or a DELETE."""
+    if type(value) is not str or SERVICE_MATCH(value) is None:
+        raise UntrustedLine(
+            f"{show_value(value)} is not a Service SID (IS followed by 32 hex digits)"
+        )
+    return value
+
+
 def footer_record(
     exit_code: int,
     ts: int,
@@ -361,6 +402,7 @@ class Progress:
     found: int = 0
     done: bool = False
     listed: str | None = None  # a conversation whose children the source listed in full
+    service: str | None = None  # a Service the source listed in full
 
 
 def decode_progress(rec: dict[str, Any]) -> Progress:
@@ -368,6 +410,8 @@ def decode_progress(rec: dict[str, Any]) -> Progress:
     malformed one)."""
     if "c" in rec:
         return Progress(int(rec["src"]), listed=str(rec["c"]))
+    if "sv" in rec:
+        return Progress(int(rec["src"]), service=checked_service(rec["sv"]))
     return Progress(int(rec["src"]), int(rec.get("n", 0)), bool(rec.get("done")))
 
 
@@ -449,6 +493,7 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
     resource = kind_of(rec["k"])
     state = State(rec["s"])
     parent = checked_parent(resource, rec.get("c"), state)
+    service = None if rec.get("sv") is None else checked_service(rec["sv"])
     check_ids(resource, (rec["id"],))
     operation = rec.get("op")
     if operation is not None and (not is_operation_id(operation)):
@@ -456,7 +501,7 @@ def decode_target(rec: dict[str, Any]) -> TargetRecord:
             f"operation id {show_value(operation)} is not an Operation id (letters, digits, "
             "'_' and '-', at most 512)"
         )
-    target = Target(resource, rec["id"], parent)
+    target = Target(resource, rec["id"], parent, service)
     return TargetRecord(
         target=target,
         state=state,
@@ -479,6 +524,7 @@ _IDS_MATCH = {
     for k in KINDS
 }
 CONVERSATION_MATCH = CONVERSATION_SID.regex.fullmatch
+SERVICE_MATCH = SERVICE_SID.regex.fullmatch
 DRIVEN = frozenset({State.REQUESTED, State.ACCEPTED, State.FAILED})  # what a resume may send
 
 
@@ -518,7 +564,7 @@ def checked_parent(resource: ResourceKind, parent: object, state: State) -> str 
 
 # -- grouping ----------------------------------------------------------------------------------
 
-GROUPABLE = frozenset({"s", "k", "id", "c", "ts"})
+GROUPABLE = frozenset({"s", "k", "id", "c", "sv", "ts"})
 
 
 def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -536,7 +582,7 @@ def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     open_groups: dict[tuple[Any, ...], dict[str, Any]] = {}
     for record in records:
         key = (
-            (record["s"], record["k"], record.get("c"), record.get("ts"))
+            (record["s"], record["k"], record.get("c"), record.get("sv"), record.get("ts"))
             if record.keys() <= GROUPABLE and "s" in record and "id" in record
             else None
         )

@@ -29,9 +29,11 @@ from runner.log.records import (
     TargetRecord,
     check_ids,
     checked_parent,
+    checked_service,
     decode_footer_object,
     decode_object,
     decode_progress,
+    decode_services,
     decode_targets,
     is_target_object,
     key_hash,
@@ -42,12 +44,12 @@ from runner.log.records import (
     pack,
 )
 
-_GROUPED_KEYS = frozenset({"s", "k", "c", "ts", "ids"})
+_GROUPED_KEYS = frozenset({"s", "k", "c", "sv", "ts", "ids"})
 _GONE_FOR_GOOD = ABSENT_STATES | {State.COVERED}
 
 # A requested target read from a grouped line, kept as a tuple until the log is fully read:
 # most are finished by a later line, so building their records would be wasted work.
-_Lazy = tuple[ResourceKind, str, "str | None", int]
+_Lazy = tuple[ResourceKind, str, "str | None", int, "str | None"]
 
 
 @dataclass
@@ -75,6 +77,10 @@ class Replay:
     # the scheduler at 0610c85 have just that for sync kinds. The report makes their rows from
     # it; a log of today's writer always logs a request first, so this stays empty.
     unrequested: set[int] = field(default_factory=set)
+    # Services each source listed in full, so a resume skips them; and the Services a
+    # `service: all` run found when it began (None until that line).
+    services_listed: dict[int, set[str]] = field(default_factory=dict)
+    services: tuple[str, ...] | None = None
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -135,8 +141,8 @@ class Replay:
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
         if lazy is not None:
-            resource, id_, parent, generation = lazy
-            target = Target(resource, id_, parent)
+            resource, id_, parent, generation, service = lazy
+            target = Target(resource, id_, parent, service)
             return TargetRecord(target, State.REQUESTED, generation=generation)
         return self.open.pop(digest, None)
 
@@ -159,6 +165,7 @@ class Replay:
             return False
         resource = kind_of(rec["k"])
         parent = checked_parent(resource, rec.get("c"), state)
+        service = None if rec.get("sv") is None else checked_service(rec["sv"])
         ts = rec.get("ts") or 0
         if not isinstance(ts, int):
             raise ValueError("malformed grouped line")
@@ -184,7 +191,7 @@ class Replay:
                     failed.pop(digest, None)
         else:
             for one in ids:
-                self._requested(str(one), prefix, code, resource, parent)
+                self._requested(str(one), prefix, code, resource, parent, service)
         if resource.covers_children:
             if state.is_absent:
                 self.deleted_conversations.update(str(i) for i in ids)
@@ -193,30 +200,41 @@ class Replay:
         return True
 
     def _requested(
-        self, id_: str, prefix: str, code: int, resource: ResourceKind, parent: str | None
+        self,
+        id_: str,
+        prefix: str,
+        code: int,
+        resource: ResourceKind,
+        parent: str | None,
+        service: str | None,
     ) -> None:
         digest = key_hash(prefix + id_)
         self.states[digest] = code
         earlier = self._lazy.pop(digest, None)
         previous = self.open.pop(digest, None) if earlier is None else None
         failure = self.failed.pop(digest, None)
-        generation, known_parent = (0, None) if earlier is None else (earlier[3], earlier[2])
+        generation, known_parent, known_service = (
+            (0, None, None) if earlier is None else (earlier[3], earlier[2], earlier[4])
+        )
         for before in (previous, failure):
             if before is not None:
                 generation = max(generation, before.generation)
                 known_parent = before.target.parent
+                known_service = before.target.service
         if parent is None:
             parent = known_parent
+        if service is None:
+            service = known_service
         if previous is not None and previous.operation is not None:
             # Rare (requested again after an Operation): keep the Operation, the long way.
             self.open[digest] = TargetRecord(
-                Target(resource, id_, parent),
+                Target(resource, id_, parent, service),
                 State.REQUESTED,
                 operation=previous.operation,
                 generation=generation,
             )
         else:
-            self._lazy[digest] = (resource, id_, parent, generation)
+            self._lazy[digest] = (resource, id_, parent, generation, service)
 
     def _apply_target(self, rec: TargetRecord) -> None:
         target = rec.target
@@ -406,6 +424,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         progress = decode_progress(rec)
         if progress.listed is not None:
             replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
+        elif progress.service is not None:
+            replay.services_listed.setdefault(progress.source, set()).add(progress.service)
         else:
             replay.discovered[progress.source] = progress.found
             if progress.done:
@@ -415,6 +435,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.exit_code = footer.exit_code
         replay._session_ended(footer.ts)
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
+    elif kind == "S":
+        replay.services = decode_services(rec)
     elif kind == "H":
         raise ValueError("a second header line")
     else:

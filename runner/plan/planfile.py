@@ -7,6 +7,7 @@ spec's queries, so nothing found since the review is touched. Layout (JSON lines
 
     {"t":"plan", "v":1, "job":…, "fp":…, "now":…, "times":{…}, "spec":…, "created":…}
     {"k":"m", "c":"CH…", "ids":["IM…", …]}        targets, grouped by kind and conversation
+    {"k":"c1", "sv":"IS…", "ids":["CH…", …]}      … and Service, in a job of several Services
     {"t":"end", "targets":N, "counts":{kind: n}, "sha256":…}
 
 The footer's count and digest (of every target line's bytes) make a truncated or edited plan
@@ -31,7 +32,7 @@ import orjson
 from runner.errors import InputError, UntrustedFile
 from runner.files import create_aside, open_regular_stream
 from runner.kinds.base import ResourceKind, Target
-from runner.kinds.ids import CONVERSATION_SID, validate_id
+from runner.kinds.ids import CONVERSATION_SID, SERVICE_SID, validate_id
 from runner.kinds.registry import BY_CODE
 from runner.plan.planner import JobPlan
 from runner.plan.selection import Manifest, Source
@@ -93,15 +94,17 @@ class PlanWriter:
         self.counts: Counter[ResourceKind] = Counter()
 
     def add(self, targets: Sequence[Target]) -> None:
-        """Append targets (a page of them: grouped by kind and conversation)."""
-        groups: dict[tuple[ResourceKind, str | None], list[str]] = {}
+        """Append targets (a page of them: grouped by kind, conversation and Service)."""
+        groups: dict[tuple[ResourceKind, str | None, str | None], list[str]] = {}
         for target in targets:
-            groups.setdefault((target.kind, target.parent), []).append(target.id)
+            groups.setdefault((target.kind, target.parent, target.service), []).append(target.id)
             self.counts[target.kind] += 1
-        for (resource, parent), ids in groups.items():
+        for (resource, parent, service), ids in groups.items():
             line: dict[str, Any] = {"k": resource.code}
             if parent is not None:
                 line["c"] = parent
+            if service is not None:
+                line["sv"] = service  # a job of several Services: the delete path needs it
             line["ids"] = ids
             raw = orjson.dumps(line) + b"\n"
             self._digest.update(raw)
@@ -253,11 +256,14 @@ def _targets(rec: dict[str, Any]) -> Iterator[Target]:
         raise ValueError(f"{resource.name} lines need their conversation ('c')")
     else:
         validate_id(CONVERSATION_SID.key, parent)
+    service = rec.get("sv")
+    if service is not None:
+        validate_id(SERVICE_SID.key, service)
     ids = rec["ids"]
     if not isinstance(ids, list) or not ids:
         raise ValueError("'ids' is not a non-empty list")
     for one in ids:
-        yield Target(resource, resource.validate(one), parent)
+        yield Target(resource, resource.validate(one), parent, service)
 
 
 def new_header(plan: JobPlan, spec_path: Path, plan_path: Path) -> PlanHeader:

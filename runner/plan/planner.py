@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from runner.kinds.base import Product
 from runner.kinds.listing import TimeWindow
@@ -30,7 +30,9 @@ from runner.spec.jobspec import JobSpec, describe_changes, spec_fingerprint
 from runner.spec.resolved import Resolution, resolution
 from runner.values import ProductLimit, RetryPolicy
 
-__all__ = ["JobPlan", "build_plan", "describe_changes", "shard_plan"]
+__all__ = ["JobPlan", "ServiceSet", "build_plan", "describe_changes", "shard_plan"]
+
+ServiceSet = Literal["all"] | tuple[str, ...] | None
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class JobPlan:
     frozen_now: str
     times_json: dict[str, str]
     sources: list[Source]
-    service: str | None
+    service: str | None  # the job's one Service (None: the default one, or several)
     webhooks: bool | None
     concurrency: int
     per_conversation_rate: float
@@ -57,6 +59,9 @@ class JobPlan:
     failure_rate_min_count: int
     fanout: int
     shard: Shard | None = None  # this process's part of the targets, when the job is sharded
+    # A job of several Services: "all" (found when the run starts) or their SIDs; each v1
+    # source is then listed in each of them, and each target carries its Service.
+    services: ServiceSet = None
 
     def resolution(self, hosts: Mapping[str, str], account_sid: str) -> Resolution:
         """What the plan resolves to (its frozen cutoffs, the Service), sent to ``hosts`` on
@@ -97,7 +102,8 @@ def build_plan(
         frozen_now=now.isoformat(),
         times_json=times.to_json(),
         sources=sources,
-        service=spec.service,
+        service=spec.one_service,
+        services=_services(spec),
         webhooks=spec.webhooks,
         concurrency=limits.concurrency,
         per_conversation_rate=limits.per_conversation_rate,
@@ -119,6 +125,12 @@ def build_plan(
         # 30/s, bounds a message purge.
         fanout=max(8, limits.concurrency),
     )
+
+
+def _services(spec: JobSpec) -> ServiceSet:
+    if isinstance(spec.service, tuple):
+        return spec.service
+    return "all" if spec.service == "all" else None
 
 
 def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:

@@ -24,20 +24,21 @@ from pydantic import (
     AfterValidator,
     Discriminator,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationError,
     model_validator,
 )
 
 from runner.errors import SpecError
 from runner.files import read_input
-from runner.kinds.ids import show_value
+from runner.kinds.ids import show_value, validate_id
 from runner.kinds.registry import KINDS, by_spec, spec_words
 from runner.kinds.spec_model import (
     Flag,
     Float,
     Int,
     ManifestInfo,
-    ServiceSid,
     SpecModel,
     SpecTarget,
     Text,
@@ -79,6 +80,56 @@ def _name(value: str) -> str:
             "'.', '_' or '-' (the name is used in file names)"
         )
     return value
+
+
+def _service_sid(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{show_value(value)} is not a Service SID (IS followed by 32 hex digits)")
+    return validate_id("service", value)
+
+
+def _service(value: object) -> str | tuple[str, ...]:
+    """``service:``: one Service SID, ``all``, or a list of Service SIDs."""
+    if value == "all":
+        return "all"
+    if not isinstance(value, list | tuple):
+        try:
+            return _service_sid(value)
+        except ValueError as exc:
+            raise custom_error(f"{exc}, 'all' or a list of Service SIDs") from None
+    if not value:
+        raise custom_error("is empty: list at least one Service SID (IS...), or write `all`")
+    problems: list[tuple[str, str]] = []
+    seen: set[object] = set()
+    for index, one in enumerate(value):
+        if one == "all":
+            problems.append(
+                (
+                    f"[{index}]",
+                    "'all' cannot be listed with Service SIDs: write `service: all` alone, "
+                    "or list only SIDs",
+                )
+            )
+            continue
+        try:
+            _service_sid(one)
+        except ValueError as exc:
+            problems.append((f"[{index}]", str(exc)))
+            continue
+        if one in seen:
+            problems.append((f"[{index}]", f"{show_value(one)} is listed twice: list each once"))
+        seen.add(one)
+    if problems:
+        raise problems_error(problems)
+    return tuple(value)
+
+
+# A Service SID, `all` (every Service of the account, found when the run starts) or a list.
+ServiceChoice = Annotated[
+    str | tuple[str, ...],
+    PlainValidator(_service),
+    PlainSerializer(lambda value: list(value) if isinstance(value, tuple) else value),
+]
 
 
 # The spec's targets: one model per kind word, from the registry (the conversation kinds share
@@ -171,7 +222,7 @@ class JobSpec(SpecModel):
 
     version: Literal[1]
     name: Annotated[Text, AfterValidator(_name)]
-    service: ServiceSid | None = None
+    service: ServiceChoice | None = None
     webhooks: Flag | None = None
     targets: tuple[AnyTarget, ...]
     limits: LimitsSpec = LimitsSpec()
@@ -183,7 +234,20 @@ class JobSpec(SpecModel):
     def _check(self) -> JobSpec:
         if not self.targets:
             raise problems_error([("targets", "is empty: a job needs at least one target")])
+        if isinstance(self.service, tuple) or self.service == "all":
+            problems = [
+                (f"targets[{index}]", problem)
+                for index, target in enumerate(self.targets)
+                if (problem := _named_in_one_service(target)) is not None
+            ]
+            if problems:
+                raise problems_error(problems)
         return self
+
+    @property
+    def one_service(self) -> str | None:
+        """The job's one Service SID; None for the account's default Service, or several."""
+        return self.service if isinstance(self.service, str) and self.service != "all" else None
 
     def bounds(self) -> Iterator[tuple[str, Bound]]:
         """Every time bound, by YAML path (``targets[0].where.created_before``)."""
@@ -205,6 +269,22 @@ class JobSpec(SpecModel):
                     "sha256": target.manifest.sha256,
                 }
         return data
+
+
+def _named_in_one_service(target: SpecTarget) -> str | None:
+    """Why a v1 target cannot be part of a job of several Services: its IDs name no Service."""
+    if not target.resource_kind.per_service:
+        return None
+    if target.ids is not None or target.from_file is not None:
+        how = "ids" if target.ids is not None else "from_file"
+    elif isinstance(getattr(target.where, "conversations", None), tuple):
+        how = "where.conversations: [CH...]"
+    else:
+        return None
+    return (
+        f"{target.kind} by {how} name no Service, and this job has several (`service:`); "
+        "select them with `where` here, or name their one Service in a job of their own"
+    )
 
 
 def spec_fingerprint(spec: JobSpec) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.kinds.base import ResourceKind, Target
+from runner.kinds.base import ResourceKind
 from runner.kinds.registry import by_spec
 
 __all__ = ["Cutoff", "Resolution", "resolution", "utc_text"]
@@ -82,15 +82,19 @@ class Resolution:
         the job has none of them."""
         if not self.in_service:
             return None
+        if self.service == "all":
+            return "Services: every Service of the account (the spec's `service: all`)"
         if self.service is not None:
-            return f"Service: {self.service} (the spec's `service:`)"
+            plural = "s" if "," in self.service else ""
+            return f"Service{plural}: {self.service} (the spec's `service:`)"
         if self.default_service is not None:
             which = f"{self.default_service} (the account's default)"
         else:
             which = "the account's default Conversations Service (/v1/Conversations)"
         return (
             f"Service: {which};\n"
-            "  other Services are not listed: to purge one, set `service: IS…` in the spec"
+            "  other Services are not listed: to purge one, set `service: IS…`"
+            " (or `all`) in the spec"
         )
 
     def lines(self) -> list[str]:
@@ -148,12 +152,14 @@ def resolution(
         cutoffs.append(Cutoff(path, kind, _written(canonical, path), at))
     used = {kind.product.value for kind in kinds if kind is not None}
     service = canonical.get("service")
+    if isinstance(service, list):
+        service = ", ".join(str(sid) for sid in service)  # several Services, as written
     return Resolution(
         job=job,
         frozen_at=_instant(frozen_at),
         cutoffs=tuple(cutoffs),
         service=service if isinstance(service, str) else None,
-        in_service=any(kind is not None and _in_a_service(kind) for kind in kinds),
+        in_service=any(kind is not None and kind.per_service for kind in kinds),
         account_sid=account_sid,
         hosts={p: url for p, url in (hosts or {}).items() if not kinds or p in used},
     )
@@ -166,13 +172,6 @@ def _kind(target: object) -> ResourceKind | None:
         return by_spec(str(target.get("kind")), target.get("api"))
     except KeyError:
         return None
-
-
-def _in_a_service(kind: ResourceKind) -> bool:
-    """Whether the job's Service decides where ``kind`` is listed and deleted (the v1 kinds):
-    asked of the kind's own delete path, so no list of kinds is kept here."""
-    probe = Target(kind, "ID", "CH" if kind.has_parent else None)
-    return kind.delete_path(probe, None) != kind.delete_path(probe, "IS")
 
 
 def _target_index(path: str) -> int | None:

@@ -66,7 +66,7 @@ async def test_plan_without_a_service_says_the_default_one_is_listed(
         default = emu.dataset.default_service.sid
     text = capsys.readouterr().out
     assert f"Service: {default} (the account's default);" in text
-    assert "other Services are not listed: to purge one, set `service: IS…` in the spec" in text
+    assert "other Services are not listed: to purge one, set `service: IS…` (or `all`)" in text
 
 
 async def test_a_run_reports_the_cutoffs_it_froze(

@@ -48,7 +48,7 @@ def test_a_relative_cutoff_shows_what_was_written_and_the_instant() -> None:
         f"account: {ACCOUNT}",
         "host: https://conversations.twilio.com (conversations)",
         "Service: the account's default Conversations Service (/v1/Conversations);",
-        "  other Services are not listed: to purge one, set `service: IS…` in the spec",
+        "  other Services are not listed: to purge one, set `service: IS…` (or `all`) in the spec",
         "cutoffs (frozen at 2026-12-05T14:30:00Z):",
         "  targets[0] messages: created_before 3mo → before 2026-09-05T14:30:00Z",
         "  targets[1] configurations: updated_after after 2026-01-31T00:00:00Z",
