@@ -47,7 +47,7 @@ from runner.log.records import (
 from runner.log.replay import Replay
 from runner.log.writer import CheckpointWriter
 from runner.plan.planner import JobPlan
-from runner.plan.selection import Explicit, Manifest, Source
+from runner.plan.selection import Explicit, Manifest, Source, source_kinds
 from runner.plan.shard import Shard
 from runner.values import Progress
 from runner.wire.requester import Requester
@@ -159,7 +159,8 @@ class Engine:
             traffic=requester.tally,
         )
         for source in sources:
-            self.progress.listing[source.kind] += 1
+            for kind in source_kinds(source):
+                self.progress.listing[kind] += 1
             if settings.shard is None and isinstance(source, Explicit | Manifest):
                 count = len(source.targets) if isinstance(source, Explicit) else source.count
                 self.progress.named[source.kind] += count
@@ -317,7 +318,8 @@ class Engine:
             return_early = False
         if return_early:
             return
-        self.progress.listing[source.kind] -= 1  # listed to its end, or as far as it could be
+        for kind in source_kinds(source):  # listed to its end, or as far as it could be
+            self.progress.listing[kind] -= 1
         if failure is not None:
             log.error(
                 "discovery_failed",

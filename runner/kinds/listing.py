@@ -286,6 +286,10 @@ class ListContext(Protocol):
         """The items of a token-paged list (v2, Memory), a page at a time."""
         ...
 
+    async def fetch(self, path: str) -> Any:
+        """One v1 resource's reply body, or None when it does not exist (404)."""
+        ...
+
 
 class Listing(ABC):
     """A source found by listing: its kind's own query, and the lister that runs it."""
@@ -304,6 +308,10 @@ class Listing(ABC):
     def conversations(self) -> tuple[str, ...] | None:
         """The only conversations whose children it may select, or None if not limited so."""
         return None
+
+    def kinds(self) -> tuple[ResourceKind, ...]:
+        """Every kind of target it may emit: its own, or several for a selector's listing."""
+        return (self.kind,)
 
     @abstractmethod
     async def list(self, ctx: ListContext) -> None:
