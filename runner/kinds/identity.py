@@ -29,7 +29,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
-from urllib.parse import quote
 
 import anyio
 import structlog
@@ -40,7 +39,7 @@ from runner.files import open_regular_stream
 from runner.kinds import messages, participants, users
 from runner.kinds.base import ResourceKind, Target, Windows
 from runner.kinds.ids import CONVERSATION_SID
-from runner.kinds.listing import ListContext, Listing, Rejections, belongs, item_id
+from runner.kinds.listing import ListContext, Listing, Rejections, belongs, item_id, listed_id
 from runner.kinds.selector import Selector
 from runner.kinds.spec_model import ManifestInfo, SpecTarget, Text, problems_error
 from runner.kinds.v1 import V1_PAGE, conversations_prefix, v1_prefix
@@ -377,29 +376,40 @@ class ListIdentity(Listing):
     async def _erase(self, ctx: ListContext, request: Request) -> int:
         """Emit what this target deletes of one request's person; how many things were found
         (conversations they take part in, and Users)."""
-        memberships = await _memberships(ctx, request)
-        conversations = list(dict.fromkeys(c for c, _ in memberships))
-        if "participants" in self.parts:
-            await ctx.emit([Target(participants.KIND, p, c) for c, p in memberships])
+        found = await _memberships(ctx, request)
+        conversations = list(dict.fromkeys(c for c, _ in found.members))
+        # Messages first: once a participant is deleted, ParticipantConversations no longer
+        # leads to its conversation, so a resume must find every message in the log already
+        # (targets are logged in the order they are emitted, before any is sent).
         if "messages" in self.parts:
             for sid in conversations:
                 if not ctx.skip(sid):
                     await _messages(ctx, sid, request.authors)
-        found_users = 0
+        if "participants" in self.parts:
+            await ctx.emit([Target(participants.KIND, p, c) for c, p in found.members])
+        people = dict.fromkeys(found.users)
         for identity in request.identities:
             user = await _user(ctx, request, identity)
             if user is not None:
-                found_users += 1
-                if "user" in self.parts:
-                    await ctx.emit([Target(users.KIND, user)])
-        return len(conversations) + found_users
+                people[user] = None
+        if "user" in self.parts:
+            await ctx.emit([Target(users.KIND, sid) for sid in people])
+        return len(conversations) + len(people)
 
 
-async def _memberships(ctx: ListContext, request: Request) -> list[tuple[str, str]]:
-    """(conversation, participant) of each place the request's person takes part in."""
+@dataclass
+class _Found:
+    """Where a person takes part: (conversation, participant) pairs, and the Users behind them."""
+
+    members: dict[tuple[str, str], None] = field(default_factory=dict)
+    users: dict[str, None] = field(default_factory=dict)
+
+
+async def _memberships(ctx: ListContext, request: Request) -> _Found:
+    """Each place the request's person takes part in, and their Users there."""
     path = f"{v1_prefix(ctx.service)}/ParticipantConversations"
     rejected = ctx.rejected
-    found: dict[tuple[str, str], None] = {}
+    found = _Found()
     asked = [("Identity", i) for i in request.identities]
     asked += [("Address", a) for a in request.addresses]
     for name, value in asked:
@@ -415,9 +425,14 @@ async def _memberships(ctx: ListContext, request: Request) -> list[tuple[str, st
                     and belongs(item, "chat_service_sid", ctx.service, rejected)
                     and _is_them(item, name, value, rejected)
                 ):
-                    found[conversation, member] = None
+                    found.members[conversation, member] = None
+                    user = item.get("participant_user_sid")
+                    if user is not None:
+                        sid = listed_id(user, users.KIND.pattern, rejected)
+                        if sid is not None:
+                            found.users[sid] = None
             rejected.note(path, before)
-    return list(found)
+    return found
 
 
 def _is_them(item: dict[str, Any], name: str, value: str, rejected: Rejections) -> bool:
@@ -456,9 +471,13 @@ async def _messages(ctx: ListContext, conversation: str, authors: frozenset[str]
 
 async def _user(ctx: ListContext, request: Request, identity: str) -> str | None:
     """The SID of the User of ``identity`` in the job's Service, or None when it has none."""
+    if "/" in identity or identity in (".", ".."):
+        # It cannot be put in a path; its User, if any, was found through its participants.
+        return None
     listing = f"{users.users_path(ctx.service)}/{{identity}}"
     try:
-        body = await ctx.fetch(f"{users.users_path(ctx.service)}/{quote(identity, safe='')}")
+        # The client quotes it (an identity is often an e-mail address, "?" and "#" allowed).
+        body = await ctx.fetch(f"{users.users_path(ctx.service)}/{identity}")
     except AuthError:
         raise
     except RemoteError as exc:
