@@ -222,24 +222,27 @@ def _request(position: str, identities: object, addresses: object) -> Request | 
     return Request(position, tuple(idents), tuple(addrs))
 
 
-def _rows(path: Path, where: str, digest: Any) -> Iterator[tuple[int, Request | str]]:
+def _rows(
+    path: Path, where: str, digest: Any, display: str = ""
+) -> Iterator[tuple[int, Request | str]]:
     """The rows of a requests file: (line, request) or (line, problem). Raises SpecError when
     the file cannot be used at all."""
+    shown = display or path.name
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson"):
         raise SpecError(
-            f"{where}: is not a .csv, .jsonl or .ndjson file (the extension sets the format)"
+            f"{where}: {shown} is not a .csv, .jsonl or .ndjson file (the extension sets the "
+            "format)"
         )
     try:
         handle = open_regular_stream(path)
     except FileNotFoundError:
         raise SpecError(
-            f"{where}: {path.name} does not exist (a relative path starts at the "
-            "spec file's directory)"
+            f"{where}: {shown} does not exist (a relative path starts at the spec file's directory)"
         ) from None
     except (UntrustedFile, OSError) as exc:
         reason = exc.reason if isinstance(exc, UntrustedFile) else exc.strerror
-        raise SpecError(f"{where}: {path.name} cannot be read ({reason})") from None
+        raise SpecError(f"{where}: {shown} cannot be read ({reason})") from None
     with handle:
         columns: list[str] | None = None
         for number, text in _lines(handle, digest):
@@ -278,7 +281,7 @@ def check_requests(path: Path, where: str, display: str) -> ManifestInfo:
     problems: list[str] = []
     count = bad = 0
     try:
-        for number, row in _rows(path, where, digest):
+        for number, row in _rows(path, where, digest, display):
             if isinstance(row, Request):
                 count += 1
                 continue
