@@ -340,7 +340,10 @@ class Engine:
         async def record(sid: str) -> None:
             self._writer.put(children_listed_record(index, sid))
 
-        return ListedConversations(done.__contains__, record)
+        async def settled(request: str, found: int) -> None:
+            self._writer.put(children_listed_record(index, request, found=found))
+
+        return ListedConversations(done.__contains__, record, settled)
 
     def _admit(self, target: Target) -> anyio.Event | None:
         """Act on the admission's verdict about a found target; returns the event of its

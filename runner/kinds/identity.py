@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Literal
 
 import anyio
 import structlog
+from anyio.abc import ObjectReceiveStream
 from pydantic import field_serializer, model_validator
 
 from runner.errors import AuthError, BadListing, RemoteError, SpecError, UntrustedFile
@@ -357,15 +358,19 @@ class ListIdentity(Listing):
                 tg.start_soon(self._drain, ctx, receive.clone())
             receive.close()
             async with send:
+                listed = ctx.listed
                 try:
                     for request in self._requests():
-                        await send.send(request)
+                        # A resume skips the requests an earlier run listed in full.
+                        if listed is None or not listed.done(request.position):
+                            await send.send(request)
                 except BadListing as exc:
                     ctx.rejected.failed(exc)
 
-    async def _drain(self, ctx: ListContext, requests: Any) -> None:
+    async def _drain(self, ctx: ListContext, requests: ObjectReceiveStream[Request]) -> None:
         async with requests:
             async for request in requests:
+                before = ctx.rejected.total()
                 try:
                     found = await self._erase(ctx, request)
                 except BadListing as exc:
@@ -375,6 +380,12 @@ class ListIdentity(Listing):
                     log.info("erasure_request_found", request=request.position, found=found)
                 else:
                     log.info("erasure_request_not_found", request=request.position)
+                # Anything left out meanwhile (by this request, or conservatively by another
+                # listed at once): not recorded, so a resume lists it again.
+                left_out = ctx.rejected.total() - before
+                if ctx.listed is not None and ctx.listed.settled is not None and not left_out:
+                    # After its targets' lines, through the same log: the record implies them.
+                    await ctx.listed.settled(request.position, found)
 
     async def _erase(self, ctx: ListContext, request: Request) -> int:
         """Emit what this target deletes of one request's person; how many things were found

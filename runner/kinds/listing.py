@@ -241,6 +241,9 @@ class ListedConversations:
 
     done: Callable[[str], bool]
     record: Callable[[str], Awaitable[None]]
+    # A selector's request (by its position, never its contents) listed in full, with how many
+    # things it found: 0 is a request found nowhere, reported not_found.
+    settled: Callable[[str, int], Awaitable[None]] | None = None
 
 
 class ListContext(Protocol):

@@ -13,6 +13,7 @@ Layout (one JSON object per line)::
     {"s":"D"|"G"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}  deleted/gone/failed/covered
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
     {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
+    {"t":"P", "src":2, "c":"targets[2]", "n":0}   an erasure request listed: found n things
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
 
@@ -286,9 +287,15 @@ def progress_record(
     return rec
 
 
-def children_listed_record(source: int, conversation: str) -> dict[str, Any]:
-    """Source ``source`` listed that conversation's children in full."""
-    return {"t": "P", "src": source, "c": conversation}
+def children_listed_record(
+    source: int, conversation: str, *, found: int | None = None
+) -> dict[str, Any]:
+    """Source ``source`` listed that conversation's children in full; or, with ``found``, that
+    request of a selector (named by its position in the spec) found that many things."""
+    rec: dict[str, Any] = {"t": "P", "src": source, "c": conversation}
+    if found is not None:
+        rec["n"] = found
+    return rec
 
 
 def footer_record(
@@ -329,13 +336,15 @@ class Progress:
     found: int = 0
     done: bool = False
     listed: str | None = None  # a conversation whose children the source listed in full
+    settled: int | None = None  # ``listed`` is a selector's request, which found this many
 
 
 def decode_progress(rec: dict[str, Any]) -> Progress:
     """A progress line's object as a :class:`Progress` (KeyError/ValueError/TypeError on a
     malformed one)."""
     if "c" in rec:
-        return Progress(int(rec["src"]), listed=str(rec["c"]))
+        settled = int(rec["n"]) if "n" in rec else None
+        return Progress(int(rec["src"]), listed=str(rec["c"]), settled=settled)
     return Progress(int(rec["src"]), int(rec.get("n", 0)), bool(rec.get("done")))
 
 

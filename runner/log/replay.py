@@ -7,6 +7,7 @@ lines say, compactly enough for millions of targets.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class Replay:
     discovery_done: set[int] = field(default_factory=set)
     # Conversations whose children each source listed in full, so a resume skips them.
     children_listed: dict[int, set[str]] = field(default_factory=dict)
+    # Erasure requests (by position: targets[2].from_file line 7) that found nothing at all.
+    not_found: dict[str, None] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -87,6 +90,14 @@ class Replay:
         """(state, ts) of the last line about the target with key hash ``digest``."""
         code = self.states.get(digest)
         return None if code is None else (STATES[code & 7], code >> 6)
+
+    def requests_not_found(self) -> list[str]:
+        """The erasure requests found nowhere, by position, in the spec's order (line 9 before
+        line 10)."""
+        return sorted(
+            self.not_found,
+            key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)],
+        )
 
     def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state, in the registry's order of kinds and states
@@ -364,6 +375,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         progress = decode_progress(rec)
         if progress.listed is not None:
             replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
+            if progress.settled == 0:
+                replay.not_found[progress.listed] = None
         else:
             replay.discovered[progress.source] = progress.found
             if progress.done:

@@ -20,7 +20,7 @@ class JsonReport:
 
     def __init__(self, replay: Replay, out: TextIO) -> None:
         self._out = out
-        head = {
+        head: dict[str, Any] = {
             "run_id": replay.header.run_id,
             "job": replay.header.job,
             "started": replay.header.started,
@@ -28,6 +28,9 @@ class JsonReport:
             "summary": summarize(replay).to_json(),
             "traffic": {name: replay.traffic[name] for name in TRAFFIC},
         }
+        if replay.not_found:
+            # Erasure requests found nowhere, by position in the spec: reported, not failed.
+            head["not_found"] = replay.requests_not_found()
         out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
         self._separator = "\n    "
 

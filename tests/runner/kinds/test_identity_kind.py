@@ -146,8 +146,8 @@ async def test_an_unknown_person_is_not_found_not_failed(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """A request found nowhere exits 0, deletes nothing, and is logged not_found by its
-    position in the spec (never by identity), beside a found one of a requests file."""
+    """A request found nowhere exits 0, deletes nothing, and is logged, summed up and reported
+    not_found by its position in the requests file (never by identity), beside a found one."""
     async with start_emulator(preset="small") as emu:
         point_at(monkeypatch, emu.url)
         (service, *_) = support_services(emu.dataset)
@@ -163,7 +163,8 @@ async def test_an_unknown_person_is_not_found_not_failed(
 
         assert await run_cli("run", spec, "--log-format", "json") == 0
 
-        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.startswith("{")]
+        out, err = capsys.readouterr()
+        lines = [json.loads(x) for x in err.splitlines() if x.startswith("{")]
         verdicts = {
             (e["event"], e["request"]) for e in lines if e["event"].startswith("erasure_request")
         }
@@ -174,6 +175,14 @@ async def test_an_unknown_person_is_not_found_not_failed(
             ("erasure_request_not_found", f"{where} 4"),
         }
         assert deleted(await emu.ledger()) == everything_of(emu.dataset, service, {person})
+        assert (
+            f"not found: 2 erasure request(s) found no conversation and no User ({where} 2, "
+            f"{where} 4)" in " ".join(out.split())
+        )
+        (log,) = checkpoints(workdir)
+        report = json.loads(log.with_suffix(".report.json").read_text())
+        assert report["not_found"] == [f"{where} 2", f"{where} 4"]
+        assert report["summary"]["totals"].get("failed", 0) == 0
         text = artifacts(workdir)
         assert "nobody-at-all-4711" not in text and "+15550009999" not in text
 
