@@ -24,18 +24,29 @@ from tests.runner.conftest import (
 )
 from tests.runner.test_run_faults import job
 
-# Two Support Services of ten conversations each, every one with the same regular customer.
+# Two Support Services of ten conversations each, every one with the same regular customer, who
+# writes by chat in most, by SMS or WhatsApp in the others.
 TWO_SERVICES = {
     "preset": "small",
-    "dataset_args": {"service_conversations": 10, "plain": 0, "regulars": 1},
+    "dataset_args": {
+        "service_conversations": 10,
+        "plain": 0,
+        "regulars": 1,
+        "regular_phones": True,
+    },
 }
 
 
 def regular(dataset: Dataset) -> str:
     """The identity of the person who takes part in every conversation of the dataset."""
-    (person,) = {c.participants[0].identity for c in dataset.conversations}
+    (person,) = {c.participants[0].identity for c in dataset.conversations} - {None}
     assert person is not None
     return person
+
+
+def phones(dataset: Dataset) -> list[str]:
+    """The addresses the regular person writes from (an SMS number, and it on WhatsApp)."""
+    return sorted({a for c in dataset.conversations if (a := c.participants[0].address)})
 
 
 def support_services(dataset: Dataset) -> list[str]:
@@ -87,18 +98,19 @@ async def test_a_person_in_twenty_conversations_of_two_services_is_erased_exactl
     no log line, checkpoint or report."""
     async with start_emulator(**TWO_SERVICES) as emu:
         point_at(monkeypatch, emu.url)
-        person = regular(emu.dataset)
+        person, addresses = regular(emu.dataset), phones(emu.dataset)
+        assert len(addresses) == 2 and addresses[1] == f"whatsapp:{addresses[0]}"
         services = support_services(emu.dataset)
-        expected = set().union(*(everything_of(emu.dataset, s, {person}) for s in services))
+        them = {person, *addresses}
+        expected = set().union(*(everything_of(emu.dataset, s, them) for s in services))
         convs = {c.sid for c in emu.dataset.conversations if c.service_sid in services}
         assert len(convs) == 20 and len(services) == 2
         assert {k for k, _ in expected} == {"message", "participant", "user"}
         others = len(await emu.resources("message")) + len(await emu.resources("participant"))
 
         for n, service in enumerate(services):
-            spec = erasure(
-                workdir, service, f"  - {{kind: identity, identities: [{person}]}}\n", f"erase-{n}"
-            )
+            target = f"  - {{kind: identity, identities: [{person}], addresses: {addresses}}}\n"
+            spec = erasure(workdir, service, target, f"erase-{n}")
             assert await run_cli("run", spec, "--log-format", "json") == 0
 
         ledger = await emu.ledger()
@@ -107,7 +119,7 @@ async def test_a_person_in_twenty_conversations_of_two_services_is_erased_exactl
         left = len(await emu.resources("message")) + len(await emu.resources("participant"))
         assert left == others - len([k for k, _ in expected if k != "user"])
         assert len(await emu.resources("conversation_v1")) == len(emu.dataset.conversations)
-        assert person not in artifacts(workdir)
+        assert not [x for x in them if x in artifacts(workdir)]
 
 
 async def test_parts_and_addresses_choose_what_goes(
