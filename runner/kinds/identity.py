@@ -492,7 +492,8 @@ async def _user(ctx: ListContext, request: Request, identity: str) -> str | None
     try:
         # The client quotes it (an identity is often an e-mail address, "?" and "#" allowed).
         body = await ctx.fetch(f"{users.users_path(ctx.service)}/{identity}")
-    except AuthError:
+    except AuthError as exc:
+        exc.url = None  # its path holds the identity: the refusal is shown without it
         raise
     except RemoteError as exc:
         # Its message would show the path, which holds the identity: say only where and how.

@@ -31,6 +31,7 @@ __all__ = [
     "by_name",
     "by_spec",
     "check_kinds",
+    "check_selectors",
     "selector_of",
     "spec_words",
     "target_models",

@@ -4,8 +4,11 @@ Service, nothing else), with no identity or address in any artifact."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import signal
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,11 @@ import anyio
 import pytest
 
 from runner.emulator import Dataset
+from runner.errors import BadListing
+from runner.kinds.identity import SELECTOR, ListIdentity, read_requests
+from runner.kinds.registry import KINDS, KindRegistryError, check_selectors
+from runner.plan.planner import build_plan
+from runner.spec.jobspec import parse_spec
 from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
@@ -230,3 +238,69 @@ async def test_an_interrupted_erasure_resumes_to_the_end(
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
         assert person not in artifacts(workdir)
+
+
+SPEC = """\
+version: 1
+name: erase
+targets:
+  - kind: identity
+    identities: [customer-8812]
+    addresses: ['+15551234567', 'whatsapp:+15551234567']
+"""
+
+
+def test_the_recorded_spec_keeps_how_many_never_who() -> None:
+    """The canonical spec a checkpoint records (and its fingerprint) counts a request's
+    identities and addresses; their values are nowhere in it, and every part is the default."""
+    spec = parse_spec(SPEC, base_dir=Path("."))
+    canonical = spec.canonical()
+    target = canonical["targets"][0]
+    assert (target["identities"], target["addresses"]) == (1, 2)
+    assert target["delete"] == ["messages", "participants", "user"]
+    text = json.dumps(canonical)
+    assert "8812" not in text and "5551234567" not in text
+    plan = build_plan(spec, datetime.now(UTC))
+    (source,) = plan.sources
+    assert isinstance(source, ListIdentity)
+    assert [k.name for k in source.kinds()] == ["message", "participant", "user"]
+    assert "8812" not in repr(source) and "555" not in repr(source)
+
+
+def test_a_requests_file_is_read_again_and_refused_once_changed(tmp_path: Path) -> None:
+    """CSV and JSONL requests are checked at parse time and streamed by position; a file edited
+    after that is a listing error, not a different erasure."""
+    (tmp_path / "r.csv").write_text("identity,address\na@example.com,\n,whatsapp:+15551230000\n")
+    (tmp_path / "r.jsonl").write_text('{"identities": ["b"], "addresses": ["+15551230001"]}\n')
+    for name, count in (("r.csv", 2), ("r.jsonl", 1)):
+        spec = parse_spec(
+            f"version: 1\nname: e\ntargets:\n  - {{kind: identity, from_file: {name}}}\n",
+            base_dir=tmp_path,
+        )
+        (target,) = spec.targets
+        assert target.manifest is not None and target.manifest.count == count
+        assert spec.canonical()["targets"][0]["manifest"]["count"] == count
+    path = tmp_path / "r.csv"
+    requests = list(read_requests(path, "targets[0].from_file", sha256_of(path)))
+    assert [(r.position, r.identities, r.addresses) for r in requests] == [
+        ("targets[0].from_file line 2", ("a@example.com",), ()),
+        ("targets[0].from_file line 3", (), ("whatsapp:+15551230000",)),
+    ]
+    digest = sha256_of(path)
+    path.write_text("identity,address\nsomeone-else,\n")
+    with pytest.raises(BadListing, match="changed since the job started"):
+        list(read_requests(path, "targets[0].from_file", digest))
+
+
+def test_a_selector_cannot_take_a_kinds_word() -> None:
+    """The registry refuses a selector whose word is a kind's (the spec could not tell them
+    apart)."""
+    clash = dataclasses.replace(SELECTOR, word="users")
+    with pytest.raises(KindRegistryError, match="same spec word"):
+        check_selectors([clash], KINDS)
+    assert check_selectors([SELECTOR], KINDS) == (SELECTOR,)
+
+
+def sha256_of(path: Path) -> str:
+    """The SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
