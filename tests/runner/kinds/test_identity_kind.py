@@ -99,7 +99,10 @@ def artifacts(workdir: Path) -> str:
 
 
 async def test_a_person_in_twenty_conversations_of_two_services_is_erased_exactly(
-    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """An erasure request, run in each of two Services, deletes exactly the person's messages,
     participations and User there, each once, and nothing of anybody else; the identity reaches
@@ -119,7 +122,8 @@ async def test_a_person_in_twenty_conversations_of_two_services_is_erased_exactl
         for n, service in enumerate(services):
             target = f"  - {{kind: identity, identities: [{person}], addresses: {addresses}}}\n"
             spec = erasure(workdir, service, target, f"erase-{n}")
-            assert await run_cli("run", spec, "--log-format", "json") == 0
+            code = await run_cli("run", spec, "--log-format", "json", "--log-level", "debug")
+            assert code == 0
 
         ledger = await emu.ledger()
         assert deleted(ledger) == expected
@@ -127,7 +131,9 @@ async def test_a_person_in_twenty_conversations_of_two_services_is_erased_exactl
         left = len(await emu.resources("message")) + len(await emu.resources("participant"))
         assert left == others - len([k for k, _ in expected if k != "user"])
         assert len(await emu.resources("conversation_v1")) == len(emu.dataset.conversations)
-        assert not [x for x in them if x in artifacts(workdir)]
+        out, err = capsys.readouterr()
+        assert "erasure_request_found" in err
+        assert not [x for x in them if x in artifacts(workdir) + out + err]
 
 
 async def test_parts_and_addresses_choose_what_goes(
