@@ -18,7 +18,7 @@ from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.formats import report_formats
 
-__all__ = ["ending_line", "eta_line", "finish", "not_found_line", "print_status", "print_summary"]
+__all__ = ["ending_line", "eta_line", "finish", "print_status", "print_summary", "requests_line"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -69,16 +69,22 @@ def print_summary(replay: Replay, console: Console) -> None:
     totals = summary.totals
     table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
     console.print(table)
-    if replay.not_found:
-        console.print(not_found_line(replay.requests_not_found()), highlight=False)
+    if replay.requests:
+        console.print(
+            requests_line(len(replay.requests), replay.requests_not_found()), highlight=False
+        )
 
 
-def not_found_line(positions: list[str], shown: int = 10) -> str:
-    """The erasure requests found nowhere (no conversation, no User), by position."""
-    more = f" and {len(positions) - shown} more" if len(positions) > shown else ""
+def requests_line(total: int, not_found: list[str], shown: int = 10) -> str:
+    """How many erasure requests were listed, and which found nothing (no conversation, no
+    User), by position."""
+    line = f"erasure requests: {total}, {total - len(not_found)} found"
+    if not not_found:
+        return line
+    more = f" and {len(not_found) - shown} more" if len(not_found) > shown else ""
     return (
-        f"not found: {len(positions)} erasure request(s) found no conversation and no User "
-        f"({', '.join(positions[:shown])}{more})"
+        f"{line}; not found: {len(not_found)} ({', '.join(not_found[:shown])}{more}): "
+        "no conversation and no User"
     )
 
 

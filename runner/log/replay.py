@@ -71,8 +71,9 @@ class Replay:
     discovery_done: set[int] = field(default_factory=set)
     # Conversations whose children each source listed in full, so a resume skips them.
     children_listed: dict[int, set[str]] = field(default_factory=dict)
-    # Erasure requests (by position: targets[2].from_file line 7) that found nothing at all.
-    not_found: dict[str, None] = field(default_factory=dict)
+    # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
+    # things each found (0: found nowhere, reported not_found).
+    requests: dict[str, int] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -91,13 +92,17 @@ class Replay:
         code = self.states.get(digest)
         return None if code is None else (STATES[code & 7], code >> 6)
 
-    def requests_not_found(self) -> list[str]:
-        """The erasure requests found nowhere, by position, in the spec's order (line 9 before
-        line 10)."""
+    def erasure_requests(self) -> list[tuple[str, int]]:
+        """The erasure requests listed in full and how much each found, by position, in the
+        spec's order (line 9 before line 10)."""
         return sorted(
-            self.not_found,
-            key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)],
+            self.requests.items(),
+            key=lambda item: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", item[0])],
         )
+
+    def requests_not_found(self) -> list[str]:
+        """The positions of the erasure requests found nowhere, in the spec's order."""
+        return [position for position, found in self.erasure_requests() if not found]
 
     def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state, in the registry's order of kinds and states
@@ -375,8 +380,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         progress = decode_progress(rec)
         if progress.listed is not None:
             replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
-            if progress.settled == 0:
-                replay.not_found[progress.listed] = None
+            if progress.settled is not None:
+                replay.requests[progress.listed] = progress.settled
         else:
             replay.discovered[progress.source] = progress.found
             if progress.done:

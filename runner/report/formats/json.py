@@ -28,9 +28,13 @@ class JsonReport:
             "summary": summarize(replay).to_json(),
             "traffic": {name: replay.traffic[name] for name in TRAFFIC},
         }
-        if replay.not_found:
-            # Erasure requests found nowhere, by position in the spec: reported, not failed.
-            head["not_found"] = replay.requests_not_found()
+        if replay.requests:
+            # Erasure requests, by position in the spec (never by whom they name): one found
+            # nowhere is not_found, not failed.
+            head["requests"] = [
+                {"request": position, "outcome": "found" if found else "not_found", "found": found}
+                for position, found in replay.erasure_requests()
+            ]
         out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
         self._separator = "\n    "
 

@@ -202,12 +202,16 @@ async def test_an_unknown_person_is_not_found_not_failed(
         }
         assert deleted(await emu.ledger()) == everything_of(emu.dataset, service, {person})
         assert (
-            f"not found: 2 erasure request(s) found no conversation and no User ({where} 2, "
-            f"{where} 4)" in " ".join(out.split())
+            f"erasure requests: 3, 1 found; not found: 2 ({where} 2, {where} 4): no conversation "
+            "and no User" in " ".join(out.split())
         )
         (log,) = checkpoints(workdir)
         report = json.loads(log.with_suffix(".report.json").read_text())
-        assert report["not_found"] == [f"{where} 2", f"{where} 4"]
+        assert [(r["request"], r["outcome"]) for r in report["requests"]] == [
+            (f"{where} 2", "not_found"),
+            (f"{where} 3", "found"),
+            (f"{where} 4", "not_found"),
+        ]
         assert report["summary"]["totals"].get("failed", 0) == 0
         text = artifacts(workdir)
         assert "nobody-at-all-4711" not in text and "+15550009999" not in text
