@@ -44,7 +44,7 @@ from runner.log.replay import Replay, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
-from runner.plan.selection import Source
+from runner.plan.selection import Source, source_kinds
 from runner.plan.shard import Shard, share_deletions
 from runner.report.completion import OUTCOMES, summarize
 from runner.report.output import write_reports
@@ -258,7 +258,7 @@ class _Run:
             # exports nothing about 10 MB of its memory budget.
             from runner.app import metrics, metrics_push
 
-            kinds = tuple(dict.fromkeys(source.kind for source in plan.sources))
+            kinds = tuple(dict.fromkeys(k for source in plan.sources for k in source_kinds(source)))
             self._labels = metrics.RunLabels(plan.name, plan.shard, kinds)
             self._stages[metrics.write_periodically.__code__] = "the metrics exporter"
             self._stages[metrics.serve_metrics.__code__] = "the metrics server"

@@ -17,7 +17,7 @@ from runner.log.replay import Replay
 from runner.report.completion import OUTCOMES, resolved, summarize
 from runner.report.formats import report_formats
 
-__all__ = ["continue_with", "finish", "print_status", "print_summary"]
+__all__ = ["continue_with", "finish", "print_status", "print_summary", "requests_line"]
 
 
 def finish(result: RunResult, console: Console, err: Console) -> int:
@@ -79,6 +79,23 @@ def print_summary(replay: Replay, console: Console) -> None:
     table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
     console.print(table)
     print_resolution(resolved(replay), console, "as resolved when the run began:")
+    if replay.requests:
+        console.print(
+            requests_line(len(replay.requests), replay.requests_not_found()), highlight=False
+        )
+
+
+def requests_line(total: int, not_found: list[str], shown: int = 10) -> str:
+    """How many erasure requests were listed, and which found nothing (no conversation, no
+    User), by position."""
+    line = f"erasure requests: {total}, {total - len(not_found)} found"
+    if not not_found:
+        return line
+    more = f" and {len(not_found) - shown} more" if len(not_found) > shown else ""
+    return (
+        f"{line}; not found: {len(not_found)} ({', '.join(not_found[:shown])}{more}): "
+        "no conversation and no User"
+    )
 
 
 def print_status(status: RunStatus, console: Console) -> None:

@@ -35,7 +35,7 @@ from runner.log.records import Header, State, TargetRecord, key_hash
 from runner.log.replay import Replay, lines_naming
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan, ServiceSet, build_plan, describe_changes, shard_plan
-from runner.plan.selection import Explicit, Manifest, Source, source_kind
+from runner.plan.selection import Explicit, Manifest, Source, source_kind, source_kinds
 from runner.plan.shard import Shard, shard_key, shard_of
 from runner.spec.config import Config
 from runner.spec.jobspec import JobSpec
@@ -104,6 +104,8 @@ class Scope:
                 kind.parents.update(parents)
             else:
                 kind.whole = True
+                for other in source_kinds(source)[1:]:  # a selector's listing: several kinds
+                    self._kinds.setdefault(other, _Kind()).whole = True
 
     @property
     def resources(self) -> set[ResourceKind]:

@@ -226,6 +226,8 @@ class _Builder:
         self.stores: list[StoreSpec] = []
         # Identities shared by many conversations (the presets' regulars); empty: all one-off.
         self.regulars: tuple[str, ...] = ()
+        # Each regular's phone, when they also write by SMS and WhatsApp (regular_phones=True).
+        self.regular_phones: tuple[str, ...] = ()
         # The pii key each generated identity was drawn from, so its User's name matches it.
         self.identity_keys: dict[str, tuple[int, ...]] = {}
 
@@ -237,7 +239,12 @@ class _Builder:
     def participants(self, no: int, count: int, created: float) -> tuple[ParticipantSpec, ...]:
         out = []
         for k in range(count):
-            if k == 0 and self.regulars:
+            if k == 0 and self.regular_phones and no % 3 == 2:
+                # The regular writes by phone this time: SMS, or WhatsApp every other time.
+                number = self.regular_phones[no % len(self.regular_phones)]
+                channel = "whatsapp:" if no % 2 else ""
+                ident, addr, proxy = None, channel + number, channel + "+15005550006"
+            elif k == 0 and self.regulars:
                 ident, addr, proxy = self.regulars[no % len(self.regulars)], None, None
             elif k % 2 == 0:
                 key = (no, k) if pii.email(self.tag, no, k) not in self.regulars else (no, k, 1)
@@ -326,11 +333,15 @@ class _Builder:
         self.v2.append(spec)
         return spec
 
-    def regular_people(self, count: int) -> None:
-        """Make the first participant of every later conversation one of ``count`` people."""
+    def regular_people(self, count: int, *, phones: bool = False) -> None:
+        """Make the first participant of every later conversation one of ``count`` people; with
+        ``phones``, one conversation in three they join by SMS or WhatsApp instead, from a
+        number of their own (a person to erase by identity and by address)."""
         keys = [(2_000_000 + r,) for r in range(count)]
         self.regulars = tuple(pii.email(self.tag, *key) for key in keys)
         self.identity_keys.update(zip(self.regulars, keys, strict=True))
+        if phones:
+            self.regular_phones = tuple(pii.phone(self.tag, *key, 5) for key in keys)
 
     def users(self) -> tuple[UserSpec, ...]:
         """One User per (Service, chat identity), created with the identity's first participant.
@@ -371,17 +382,18 @@ def generate(preset: str, seed: int = 0, **overrides: Any) -> Dataset:
     """Build a preset: "demo", "small", "tiny", "empty" or "scale" (conversations=,
     messages_per_conversation=, participants_per_conversation=, services=, conversations_v2=,
     configurations=, stores=, now=; demo/small/tiny also take regulars=, the people shared by
-    many conversations)."""
+    many conversations, and regular_phones=True, for regulars who also write by SMS and
+    WhatsApp)."""
     now = float(overrides.pop("now", time.time()))
     b = _Builder(seed, now)
     if preset in ("demo", "small", "tiny"):
-        sizes = {
+        sizes: dict[str, Any] = {
             "demo": dict(services=1, service_conversations=12, plain=3, v2=6, configs=4, stores=3,
-                         min_messages=5, max_messages=30, regulars=3),
+                         min_messages=5, max_messages=30, regulars=3, regular_phones=False),
             "small": dict(services=2, service_conversations=6, plain=2, v2=4, configs=2, stores=2,
-                          min_messages=3, max_messages=8, regulars=2),
+                          min_messages=3, max_messages=8, regulars=2, regular_phones=False),
             "tiny": dict(services=1, service_conversations=2, plain=1, v2=2, configs=1, stores=1,
-                         min_messages=2, max_messages=3, regulars=1),
+                         min_messages=2, max_messages=3, regulars=1, regular_phones=False),
         }[preset]
         sizes.update(overrides)
         _unknown(overrides, sizes)
@@ -410,12 +422,13 @@ def _unknown(given: Mapping[str, Any], known: Mapping[str, Any]) -> None:
 def _human(
     b: _Builder, now: float, *, services: int, service_conversations: int, plain: int, v2: int,
     configs: int, stores: int, min_messages: int, max_messages: int, regulars: int,
+    regular_phones: bool,
 ) -> None:
     default = b.service("Default Conversations Service", now - 400 * DAY, default=True)
     named = [b.service(f"Support Service {i + 1}", now - 390 * DAY) for i in range(services)]
     # Regulars write in conversations of several Services, as returning customers do; the other
     # chat identities appear once. A person-centred purge needs both kinds.
-    b.regular_people(regulars)
+    b.regular_people(regulars, phones=regular_phones)
     for i in range(service_conversations * len(named)):
         svc = named[i % len(named)]
         age = b.rng.uniform(0, 365) * DAY

@@ -90,7 +90,8 @@ def render_participant_conversation(emu: Emulator, request: web.Request, conv: C
                 if p.identity else None)
     binding = None
     if p.address:
-        binding = {"type": "sms", "address": p.address, "proxy_address": p.proxy_address}
+        channel = "whatsapp" if p.address.startswith("whatsapp:") else "sms"
+        binding = {"type": channel, "address": p.address, "proxy_address": p.proxy_address}
     return {
         "account_sid": emu.settings.account_sid,
         "chat_service_sid": conv.service_sid,

@@ -271,6 +271,16 @@ class _Context:
                 return
             url = guard.follow(next_page_url(path, page.next))
 
+    async def fetch(self, path: str) -> Any:
+        """One v1 resource's reply body, or None when it does not exist (404)."""
+        try:
+            reply = await self._discovery.requester.send("GET", Product.CONVERSATIONS, path)
+        except PermanentError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return reply.body
+
     async def token_pages(
         self, product: Product, path: str, key: str, params: list[tuple[str, str]], size: int
     ) -> AsyncGenerator[list[Any]]:

@@ -51,7 +51,7 @@ from runner.log.records import (
 from runner.log.replay import Replay
 from runner.log.writer import CheckpointWriter
 from runner.plan.planner import JobPlan, ServiceSet
-from runner.plan.selection import Explicit, Manifest, Source
+from runner.plan.selection import Explicit, Manifest, Source, source_kinds
 from runner.plan.shard import Shard
 from runner.values import Progress
 from runner.wire.requester import Requester
@@ -167,7 +167,8 @@ class Engine:
             traffic=requester.tally,
         )
         for source in sources:
-            self.progress.listing[source.kind] += 1
+            for kind in source_kinds(source):
+                self.progress.listing[kind] += 1
             if settings.shard is None and isinstance(source, Explicit | Manifest):
                 count = len(source.targets) if isinstance(source, Explicit) else source.count
                 self.progress.named[source.kind] += count
@@ -343,7 +344,8 @@ class Engine:
             return_early = False
         if return_early:
             return
-        self.progress.listing[source.kind] -= 1  # listed to its end, or as far as it could be
+        for kind in source_kinds(source):  # listed to its end, or as far as it could be
+            self.progress.listing[kind] -= 1
         if failure is not None:
             log.error(
                 "discovery_failed",
@@ -364,7 +366,10 @@ class Engine:
         async def record(sid: str) -> None:
             self._writer.put(children_listed_record(index, sid))
 
-        return ListedConversations(done.__contains__, record)
+        async def settled(request: str, found: int) -> None:
+            self._writer.put(children_listed_record(index, request, found=found))
+
+        return ListedConversations(done.__contains__, record, settled)
 
     def _services_listed(self, index: int) -> ListedServices:
         done = self._prior.services_listed.get(index, set()) if self._prior else set()

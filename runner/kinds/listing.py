@@ -241,6 +241,9 @@ class ListedConversations:
 
     done: Callable[[str], bool]
     record: Callable[[str], Awaitable[None]]
+    # A selector's request (by its position, never its contents) listed in full, with how many
+    # things it found: 0 is a request found nowhere, reported not_found.
+    settled: Callable[[str, int], Awaitable[None]] | None = None
 
 
 class ListContext(Protocol):
@@ -286,6 +289,10 @@ class ListContext(Protocol):
         """The items of a token-paged list (v2, Memory), a page at a time."""
         ...
 
+    async def fetch(self, path: str) -> Any:
+        """One v1 resource's reply body, or None when it does not exist (404)."""
+        ...
+
 
 class Listing(ABC):
     """A source found by listing: its kind's own query, and the lister that runs it."""
@@ -304,6 +311,10 @@ class Listing(ABC):
     def conversations(self) -> tuple[str, ...] | None:
         """The only conversations whose children it may select, or None if not limited so."""
         return None
+
+    def kinds(self) -> tuple[ResourceKind, ...]:
+        """Every kind of target it may emit: its own, or several for a selector's listing."""
+        return (self.kind,)
 
     @abstractmethod
     async def list(self, ctx: ListContext) -> None:

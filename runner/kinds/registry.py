@@ -4,7 +4,9 @@ Like anyio's backends, each kind is a module of :mod:`runner.kinds` exporting ``
 :class:`~runner.kinds.base.ResourceKind`); this module imports them all once and checks that
 they can live together: names, log codes and spec words unique, and each kind's ``log_index``
 unique and below 8, because the checkpoint replay packs it into 3 bits and old logs depend on
-each index keeping its meaning.
+each index keeping its meaning. A module may export ``SELECTOR`` instead (a
+:class:`~runner.kinds.selector.Selector`: a spec word whose targets are other kinds'); its word
+is a spec word like a kind's.
 """
 
 from __future__ import annotations
@@ -16,17 +18,23 @@ from collections.abc import Iterable
 import runner.kinds as _package
 from runner.kinds.base import ResourceKind
 from runner.kinds.ids import Api
+from runner.kinds.selector import Selector
+from runner.kinds.spec_model import SpecTarget
 
 __all__ = [
     "BY_CODE",
     "KINDS",
     "MAX_KINDS",
+    "SELECTORS",
     "KindRegistryError",
     "by_code",
     "by_name",
     "by_spec",
     "check_kinds",
+    "check_selectors",
+    "selector_of",
     "spec_words",
+    "target_models",
 ]
 
 MAX_KINDS = 8  # log_index takes 3 bits in the replay's packed state (log/records)
@@ -68,22 +76,41 @@ def check_kinds(kinds: Iterable[ResourceKind]) -> tuple[ResourceKind, ...]:
     return tuple(ordered)
 
 
-def _discover() -> tuple[ResourceKind, ...]:
+def check_selectors(
+    selectors: Iterable[Selector], kinds: Iterable[ResourceKind]
+) -> tuple[Selector, ...]:
+    """``selectors`` by word, once no two share a word and none takes a kind's."""
+    taken = {k.word: repr(k) for k in kinds}
+    ordered = sorted(selectors, key=lambda s: s.word)
+    for selector in ordered:
+        other = taken.setdefault(selector.word, repr(selector))
+        if other != repr(selector):
+            raise KindRegistryError(f"{other} and {selector!r} have the same spec word")
+    return tuple(ordered)
+
+
+def _discover() -> tuple[tuple[ResourceKind, ...], tuple[Selector, ...]]:
     found: list[ResourceKind] = []
+    selectors: list[Selector] = []
     for info in pkgutil.iter_modules(_package.__path__, _package.__name__ + "."):
         module = importlib.import_module(info.name)
         kind = getattr(module, "KIND", None)
         if isinstance(kind, ResourceKind):
             found.append(kind)
-    return check_kinds(found)
+        selector = getattr(module, "SELECTOR", None)
+        if isinstance(selector, Selector):
+            selectors.append(selector)
+    kinds = check_kinds(found)
+    return kinds, check_selectors(selectors, kinds)
 
 
-KINDS: tuple[ResourceKind, ...] = _discover()
-"""Every kind, in ``log_index`` order (the order of reports and tables)."""
+KINDS, SELECTORS = _discover()
+"""Every kind, in ``log_index`` order (the order of reports and tables); every selector."""
 
 BY_CODE: dict[str, ResourceKind] = {k.code: k for k in KINDS}
 _BY_NAME: dict[str, ResourceKind] = {k.name: k for k in KINDS}
 _BY_SPEC: dict[tuple[str, Api | None], ResourceKind] = {(k.word, k.api): k for k in KINDS}
+_SELECTORS: dict[str, Selector] = {s.word: s for s in SELECTORS}
 
 
 def by_code(code: str) -> ResourceKind:
@@ -108,6 +135,19 @@ def by_spec(word: str, api: str | None = None) -> ResourceKind:
     return _BY_SPEC[(word, "v1" if "v1" in apis else apis[0])]  # type: ignore[index]
 
 
+def selector_of(word: str) -> Selector | None:
+    """The selector a spec target's ``kind`` word names, or None for a kind's word."""
+    return _SELECTORS.get(word)
+
+
 def spec_words() -> list[str]:
-    """The ``kind`` words a spec may use, in log order, each once."""
-    return list(dict.fromkeys(k.word for k in KINDS))
+    """The ``kind`` words a spec may use, in log order, each once; then the selectors'."""
+    return list(dict.fromkeys([*(k.word for k in KINDS), *_SELECTORS]))
+
+
+def target_models() -> dict[str, type[SpecTarget]]:
+    """The spec's target model of each ``kind`` word (the conversation kinds share one)."""
+    return {
+        **{k.word: k.target_model for k in KINDS},
+        **{s.word: s.target_model for s in SELECTORS},
+    }

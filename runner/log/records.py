@@ -20,6 +20,7 @@ Layout (one JSON object per line)::
     {"t":"P", "src":0, "sv":"IS…", "done":true}   target 0 listed that Service in full
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
     {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
+    {"t":"P", "src":2, "c":"targets[2]", "n":0}   an erasure request listed: found n things
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
 
@@ -330,9 +331,15 @@ def progress_record(
     return rec
 
 
-def children_listed_record(source: int, conversation: str) -> dict[str, Any]:
-    """Source ``source`` listed that conversation's children in full."""
-    return {"t": "P", "src": source, "c": conversation}
+def children_listed_record(
+    source: int, conversation: str, *, found: int | None = None
+) -> dict[str, Any]:
+    """Source ``source`` listed that conversation's children in full; or, with ``found``, that
+    request of a selector (named by its position in the spec) found that many things."""
+    rec: dict[str, Any] = {"t": "P", "src": source, "c": conversation}
+    if found is not None:
+        rec["n"] = found
+    return rec
 
 
 def service_listed_record(source: int, service: str) -> dict[str, Any]:
@@ -403,13 +410,15 @@ class Progress:
     done: bool = False
     listed: str | None = None  # a conversation whose children the source listed in full
     service: str | None = None  # a Service the source listed in full
+    settled: int | None = None  # ``listed`` is a selector's request, which found this many
 
 
 def decode_progress(rec: dict[str, Any]) -> Progress:
     """A progress line's object as a :class:`Progress` (KeyError/ValueError/TypeError on a
     malformed one)."""
     if "c" in rec:
-        return Progress(int(rec["src"]), listed=str(rec["c"]))
+        settled = int(rec["n"]) if "n" in rec else None
+        return Progress(int(rec["src"]), listed=str(rec["c"]), settled=settled)
     if "sv" in rec:
         return Progress(int(rec["src"]), service=checked_service(rec["sv"]))
     return Progress(int(rec["src"]), int(rec.get("n", 0)), bool(rec.get("done")))

@@ -7,6 +7,7 @@ lines say, compactly enough for millions of targets.
 from __future__ import annotations
 
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -81,6 +82,9 @@ class Replay:
     # `service: all` run found when it began (None until that line).
     services_listed: dict[int, set[str]] = field(default_factory=dict)
     services: tuple[str, ...] | None = None
+    # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
+    # things each found (0: found nowhere, reported not_found).
+    requests: dict[str, int] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -124,6 +128,18 @@ class Replay:
         """(state, ts) of the last line about the target with key hash ``digest``."""
         code = self.states.get(digest)
         return None if code is None else (STATES[code & 7], code >> 6)
+
+    def erasure_requests(self) -> list[tuple[str, int]]:
+        """The erasure requests listed in full and how much each found, by position, in the
+        spec's order (line 9 before line 10)."""
+        return sorted(
+            self.requests.items(),
+            key=lambda item: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", item[0])],
+        )
+
+    def requests_not_found(self) -> list[str]:
+        """The positions of the erasure requests found nowhere, in the spec's order."""
+        return [position for position, found in self.erasure_requests() if not found]
 
     def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state, in the registry's order of kinds and states
@@ -424,6 +440,8 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         progress = decode_progress(rec)
         if progress.listed is not None:
             replay.children_listed.setdefault(progress.source, set()).add(progress.listed)
+            if progress.settled is not None:
+                replay.requests[progress.listed] = progress.settled
         elif progress.service is not None:
             replay.services_listed.setdefault(progress.source, set()).add(progress.service)
         else:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from runner.kinds.base import Product
 from runner.kinds.listing import TimeWindow
+from runner.kinds.registry import selector_of
 from runner.kinds.spec_model import SpecTarget
 from runner.kinds.timespec import ResolvedTimes
 from runner.plan.selection import Explicit, Manifest, Source
@@ -134,6 +135,10 @@ def _services(spec: JobSpec) -> ServiceSet:
 
 
 def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
+    selector = selector_of(target.kind)
+    if selector is not None:
+        # Its own ids, file and listing (an identity: a person's messages, participants, User).
+        return selector.select(target, _no_window, f"targets[{index}]")
     kind = target.resource_kind
     if target.ids is not None:
         return Explicit(kind, tuple(target.explicit_ids()))
@@ -147,6 +152,10 @@ def _source(index: int, target: SpecTarget, times: ResolvedTimes) -> Source:
         )
 
     return kind.select(target, window)
+
+
+def _no_window(stem: str) -> TimeWindow:
+    return TimeWindow()
 
 
 def shard_plan(plan: JobPlan, shard: Shard | None) -> JobPlan:

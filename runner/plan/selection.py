@@ -36,8 +36,13 @@ Source = Explicit | Manifest | Listing
 
 
 def source_kind(source: Source) -> ResourceKind:
-    """The kind a source yields."""
+    """The kind a source yields (the first, for a selector's listing that yields several)."""
     return source.kind
+
+
+def source_kinds(source: Source) -> tuple[ResourceKind, ...]:
+    """Every kind a source may yield."""
+    return source.kinds() if isinstance(source, Listing) else (source.kind,)
 
 
 def phase(source: Source) -> int:

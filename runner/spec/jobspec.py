@@ -33,7 +33,7 @@ from pydantic import (
 from runner.errors import SpecError
 from runner.files import read_input
 from runner.kinds.ids import show_value, validate_id
-from runner.kinds.registry import KINDS, by_spec, spec_words
+from runner.kinds.registry import by_spec, selector_of, spec_words, target_models
 from runner.kinds.spec_model import (
     Flag,
     Float,
@@ -134,7 +134,7 @@ ServiceChoice = Annotated[
 
 # The spec's targets: one model per kind word, from the registry (the conversation kinds share
 # one), told apart by `kind`. mypy sees their common base.
-_TARGET_MODELS: dict[str, type[SpecTarget]] = {k.word: k.target_model for k in KINDS}
+_TARGET_MODELS: dict[str, type[SpecTarget]] = target_models()
 if TYPE_CHECKING:
     AnyTarget = SpecTarget
 else:
@@ -364,17 +364,17 @@ def _check_manifests(
             continue
         if not isinstance(kind_text, str) or kind_text not in spec_words():
             continue
-        kind = by_spec(kind_text, api)
         path = Path(written)
         if not path.is_absolute():
             path = base_dir / path
+        where = f"targets[{index}].from_file"
+        selector = selector_of(kind_text)
         try:
-            info = validate_manifest(
-                path,
-                kind,
-                where=f"targets[{index}].from_file",
-                display=written,
-            )
+            if selector is not None:
+                info = selector.check_file(path, where, written)  # requests, not IDs
+            else:
+                kind = by_spec(kind_text, api)
+                info = validate_manifest(path, kind, where=where, display=written)
         except SpecError as exc:
             problems.extend(exc.problems)
         else:
@@ -419,6 +419,9 @@ def parse_spec(text: str, *, base_dir: Path) -> JobSpec:
         raise SpecError(problems)
     for index, (path, info) in manifests.items():
         target = spec.targets[index]
+        if selector_of(target.kind) is not None:
+            target.attach_manifest(info, path, lambda: iter(()))  # its selector reads the file
+            continue
         kind = target.resource_kind
         target.attach_manifest(
             info, path, partial(iter_manifest, path, kind, expected_sha256=info.sha256)

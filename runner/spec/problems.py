@@ -16,7 +16,7 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from runner.kinds.ids import show_value
-from runner.kinds.registry import KINDS, spec_words
+from runner.kinds.registry import spec_words, target_models
 from runner.kinds.spec_model import join_path
 from runner.kinds.v1 import SELECTOR_TAGS
 
@@ -24,7 +24,7 @@ __all__ = ["describe_validation_error"]
 
 _KIND_LIST = ", ".join(spec_words())
 # Union tags pydantic puts in error locations; _walk drops them from YAML paths.
-_UNION_TAGS: dict[str, object] = {**{k.word: k.target_model for k in KINDS}, **SELECTOR_TAGS}
+_UNION_TAGS: dict[str, object] = {**target_models(), **SELECTOR_TAGS}
 
 
 def _did_you_mean(word: object, options: Iterable[str]) -> str:

@@ -13,9 +13,9 @@ import pytest
 from twilio.base.exceptions import TwilioRestException
 from twilio.rest import Client
 
-from runner.emulator import Dataset, EmulatorSettings
+from runner.emulator import Dataset, EmulatorSettings, generate
 
-from .conftest import Running
+from .conftest import Running, fast_settings, start
 
 
 @pytest.fixture
@@ -172,3 +172,40 @@ async def test_sdk_users_and_participant_conversations(client: Client, dataset: 
     a person's conversations by identity or address; the deletes are in the ledger."""
     await asyncio.to_thread(_users_and_participant_conversations, client, dataset)
     assert [d.kind for d in emu.emulator.ledger.iter_deletions()] == ["user", "user"]
+
+
+def _a_person_by_each_channel(client: Client, dataset: Dataset) -> None:
+    v1 = client.conversations.v1
+    (identity,) = {c.participants[0].identity for c in dataset.conversations} - {None}
+    sms, whatsapp = sorted({a for c in dataset.conversations if (a := c.participants[0].address)})
+    services = [s.sid for s in dataset.services if not s.is_default]
+    for value, kind in ((identity, None), (sms, "sms"), (whatsapp, "whatsapp")):
+        found = []
+        for service in services:
+            pcs = v1.services(service).participant_conversations
+            found += pcs.list(identity=value) if kind is None else pcs.list(address=value)
+        assert {p.conversation_sid for p in found} == {
+            c.sid for c in dataset.conversations
+            if value in (c.participants[0].identity, c.participants[0].address)}
+        if kind is not None:
+            assert {p.participant_messaging_binding["type"] for p in found} == {kind}
+        else:
+            user = {p.participant_user_sid for p in found}
+            assert None not in user and len(user) == 2  # one User per Service
+            for service in services:
+                assert v1.services(service).users(identity).fetch().sid in user
+
+
+async def test_sdk_finds_a_person_by_identity_sms_and_whatsapp() -> None:
+    """The SDK finds a person who writes by chat, SMS and WhatsApp in two Services, by each,
+    with the Users their participations name (an erasure request's discovery)."""
+    dataset = generate("small", regulars=1, regular_phones=True, service_conversations=6,
+                       plain=0)
+    server, emu = await start(fast_settings(), dataset)
+    try:
+        c = Client(emu.settings.account_sid, emu.settings.auth_token)
+        c.conversations.base_url = emu.url
+        await asyncio.to_thread(_a_person_by_each_channel, c, dataset)
+    finally:
+        await server.close()
+    assert emu.checker.problems == []

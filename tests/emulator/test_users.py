@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from runner.emulator import Dataset
+from runner.emulator import Dataset, generate
 from runner.emulator.dataset import ConversationSpec, UserSpec
 
 from .conftest import Running, auth_header, fast_settings, start
@@ -262,6 +262,43 @@ async def test_user_deletes_share_the_service_aps(dataset: Dataset) -> None:
         assert emu.emulator.ledger.throttled["service_aps"] == 1
         assert [d.id for d in emu.emulator.ledger.iter_deletions()] == [first.sid,
                                                                          default_user.sid]
+    finally:
+        await server.close()
+    assert emu.checker.problems == []
+
+
+async def test_a_regular_with_phones_is_found_by_identity_and_each_address() -> None:
+    """With regular_phones, one person takes part in conversations of two Services by chat
+    identity, by SMS and by WhatsApp, and writes messages as each; ParticipantConversations
+    finds every participation by identity or by either address, the WhatsApp one with a
+    whatsapp binding, and every exchange passes the spec checker."""
+    dataset = generate("small", regulars=1, regular_phones=True, service_conversations=6,
+                       plain=0)
+    (identity,) = {c.participants[0].identity for c in dataset.conversations} - {None}
+    sms, whatsapp = sorted({a for c in dataset.conversations if (a := c.participants[0].address)})
+    assert whatsapp == f"whatsapp:{sms}" and identity is not None
+    server, emu = await start(fast_settings(), dataset)
+    try:
+        services: set[str] = set()
+        async with aiohttp.ClientSession(emu.url, headers=auth_header(emu.settings)) as s:
+            for value, name in ((identity, "Identity"), (sms, "Address"), (whatsapp, "Address")):
+                listed = []
+                for service in (sv.sid for sv in dataset.services if not sv.is_default):
+                    url = f"/v1/Services/{service}/ParticipantConversations"
+                    r = await s.get(url, params={name: value, "PageSize": "50"})
+                    assert r.status == 200
+                    listed += (await r.json())["conversations"]
+                expected = {c.sid for c in dataset.conversations
+                            if value in (c.participants[0].identity, c.participants[0].address)}
+                assert {i["conversation_sid"] for i in listed} == expected
+                services |= {i["chat_service_sid"] for i in listed}
+                authors = {dataset.message_content(c, i)[0] for c in dataset.conversations
+                           if c.sid in expected for i in range(c.message_count)}
+                assert value in authors
+                if name == "Address":
+                    kind = "whatsapp" if value == whatsapp else "sms"
+                    assert {i["participant_messaging_binding"]["type"] for i in listed} == {kind}
+        assert services == {sv.sid for sv in dataset.services if not sv.is_default}
     finally:
         await server.close()
     assert emu.checker.problems == []

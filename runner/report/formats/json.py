@@ -20,7 +20,7 @@ class JsonReport:
 
     def __init__(self, replay: Replay, out: TextIO) -> None:
         self._out = out
-        head = {
+        head: dict[str, Any] = {
             "run_id": replay.header.run_id,
             "job": replay.header.job,
             "started": replay.header.started,
@@ -30,6 +30,13 @@ class JsonReport:
             "summary": summarize(replay).to_json(),
             "traffic": {name: replay.traffic[name] for name in TRAFFIC},
         }
+        if replay.requests:
+            # Erasure requests, by position in the spec (never by whom they name): one found
+            # nowhere is not_found, not failed.
+            head["requests"] = [
+                {"request": position, "outcome": "found" if found else "not_found", "found": found}
+                for position, found in replay.erasure_requests()
+            ]
         out.write(json.dumps(head, indent=2)[:-2] + ',\n  "targets": [')
         self._separator = "\n    "
 

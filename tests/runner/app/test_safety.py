@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +70,33 @@ async def test_no_secret_or_pii_reaches_any_artifact(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Logs, checkpoints and reports of a full run (and of a failing one), and the evidence of
-    a verify, hold IDs only."""
+    """Logs, checkpoints and reports of a full run (and of a failing one, and of erasure
+    requests found and not found), and the evidence of a verify, hold IDs only."""
     async with start_emulator(fault_500=0.05, seed=3) as emu:
         point_at(monkeypatch, emu.url)
         pii = emu.dataset.pii_samples()
         assert len(pii) > 20
+        # Erasure requests name people: their identities and addresses stay in the spec and
+        # its requests file (neither is an artifact), whether they are found or not.
+        default = emu.dataset.default_service.sid
+        people = [
+            p for c in emu.dataset.conversations if c.service_sid == default for p in c.participants
+        ]
+        person = next(p.identity for p in people if p.identity)
+        phone = next(p.address for p in people if p.address)
+        (workdir / "requests.jsonl").write_text(
+            json.dumps({"identities": [person], "addresses": [phone]}) + "\n"
+        )
+        nobody = ["nobody-4711@example.org", "+15550001111"]
+        erase = job(
+            workdir,
+            "targets:\n  - {kind: identity, from_file: requests.jsonl}\n"
+            f"  - {{kind: identity, identities: ['{nobody[0]}'], addresses: ['{nobody[1]}']}}\n",
+            "erase",
+        )
+        code = await run_cli("run", erase, "--log-format", "json", "--log-level", "debug")
+        assert code == ExitCode.OK
+        pii += [person, phone, *nobody]
         demo = REPO / "jobs" / "demo.yaml"
         code = await run_cli("run", demo, "--log-format", "json", "--log-level", "debug")
         assert code == ExitCode.OK
@@ -90,7 +112,7 @@ async def test_no_secret_or_pii_reaches_any_artifact(
         assert "target_finished" in out.err
         artifacts = {"stdout": out.out, "stderr": out.err}
         for path in workdir.rglob("*"):
-            if path.is_file() and path.suffix != ".yaml":
+            if path.is_file() and path.suffix != ".yaml" and path.name != "requests.jsonl":
                 artifacts[str(path)] = path.read_text()
                 if "checkpoints" in path.parts:
                     assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"

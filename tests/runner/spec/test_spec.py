@@ -151,7 +151,7 @@ def test_single_values_become_lists() -> None:
         pytest.param(
             "version: 1\nname: j\ntargets:\n  - kind: message\n    ids: [x]\n",
             "targets[0].kind: 'message' is not one of messages, participants, conversations, "
-            "configurations, memory_stores, users (did you mean 'messages'?)",
+            "configurations, memory_stores, users, identity (did you mean 'messages'?)",
             id="kind-did-you-mean",
         ),
         pytest.param(
