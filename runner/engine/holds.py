@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runner.errors import InputError
 from runner.kinds.base import Target
-from runner.spec.holds import parse_hold_file
+from runner.spec.holds import read_hold_file
 
 __all__ = ["HoldFile", "HoldList", "hold_files"]
 
@@ -32,9 +32,13 @@ class HoldFile:
 
     def read(self) -> None:
         """Read the file now (SpecError / OSError when it is bad or gone)."""
-        stat = self.path.stat()
-        data = self.path.read_bytes()
-        self.held = parse_hold_file(str(self.path), data)
+        # Stat before reading: a change in between is read again at the next refresh.
+        try:
+            stat = self.path.stat()
+        except OSError:
+            read_hold_file(self.path)  # raises the SpecError that names the file and the fix
+            raise
+        self.held = read_hold_file(self.path)
         self.stamp = (stat.st_mtime_ns, stat.st_size)
 
 
@@ -111,8 +115,6 @@ def hold_files(paths: Sequence[str], base: Path) -> list[HoldFile]:
     for hold in files:
         try:
             hold.read()
-        except OSError as e:
-            raise InputError(
-                f"exclude.from_file: cannot read {hold.path}: {e.strerror}; fix the path"
-            ) from None
+        except OSError as e:  # gone between the spec's check and now
+            raise InputError(f"exclude.from_file: {hold.path}: {e.strerror}") from None
     return files
