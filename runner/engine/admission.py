@@ -109,6 +109,14 @@ class Admission:
         self._count(target)
         return Verdict.ADMITTED
 
+    def held_now(self, target: Target) -> bool:
+        """Whether ``target``, admitted earlier, is held now: asked again just before its DELETE
+        is sent, so that a hold added mid-run takes effect before the next DELETE it covers."""
+        if self._holds is None or not self._holds.holds(target):
+            return False
+        self.held[target.kind] += 1
+        return True
+
     def readmit(self, target: Target) -> None:
         """Take in a target the resumed log left unfinished (it is driven before discovery)."""
         self._seen.add(key_hash(target.key))

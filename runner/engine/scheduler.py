@@ -23,6 +23,7 @@ import structlog
 
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations
+from runner.engine.holds import HoldList
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
 from runner.errors import (
@@ -117,6 +118,7 @@ class EngineSettings:
     max_tracked_operations: int = 10_000
     retry_failed: bool = False
     shard: Shard | None = None  # a sharded run's part of what is found
+    holds: HoldList | None = None  # legal holds, checked at admission and again at send time
 
     @classmethod
     def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
@@ -151,7 +153,10 @@ class Engine:
     ) -> None:
         self.settings = settings
         self._admission = Admission(
-            shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
+            shard=settings.shard,
+            prior=prior,
+            max_deletions=settings.max_deletions,
+            holds=settings.holds,
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
         self.progress: Progress[ResourceKind, State] = Progress(
@@ -383,6 +388,12 @@ class Engine:
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
+        if self._admission.held_now(target):
+            # Held since it was admitted: never sent (it stays requested in the log), and its
+            # children are not covered through it.
+            if target.kind.covers_children:
+                self._admission.settle(target.id, False)
+            return
         info = target.kind
         headers: dict[str, str] = {}
         if info.idempotent_header:
@@ -413,9 +424,7 @@ class Engine:
                 self._finish(target, State.GONE_AFTER_REQUEST if again else State.GONE)
             else:
                 self.last_failure = exc
-                self._finish(
-                    target, State.FAILED, code=exc.code or exc.status, message=exc.message
-                )
+                self._finish(target, State.FAILED, code=exc.code or exc.status, message=exc.message)
             return
         except (TransientError, RateLimited) as exc:
             self.last_failure = exc
@@ -536,7 +545,8 @@ class Engine:
             self.stop()
             self._work_scope.deadline = min(
                 # A cancel scope's deadline is on anyio's clock (the loop's: the same seconds).
-                self._work_scope.deadline, anyio.current_time() + PAUSE_GRACE_SECONDS
+                self._work_scope.deadline,
+                anyio.current_time() + PAUSE_GRACE_SECONDS,
             )
 
     def _fatal_auth(self, exc: AuthError) -> None:

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 from pydantic import ValidationError
 
 from runner.engine.admission import Admission, Verdict
 from runner.engine.holds import HoldFile, HoldList, hold_files
+from runner.engine.scheduler import Engine
 from runner.errors import InputError, SpecError
 from runner.kinds.base import Target
 from runner.kinds.registry import by_name
+from runner.log.lock import open_log
+from runner.log.writer import CheckpointWriter
+from runner.plan.selection import Explicit, Source
 from runner.spec.holds import HOLD_FILE_MAX_BYTES, ExcludeSpec, parse_hold_file
-from tests.runner.log.test_checkpoint import sid, ttid
+from tests.runner.app.test_run_e2e import SUPPORT_SERVICE
+from tests.runner.engine.test_discovery import requester_at
+from tests.runner.engine.test_scheduler import a_conversation_with_messages, settings
+from tests.runner.log.test_checkpoint import HEADER, sid, ttid
 
 MESSAGE = by_name("message")
 PARTICIPANT = by_name("participant")
@@ -130,3 +140,47 @@ def test_admission_never_admits_nor_covers_through_a_held_conversation() -> None
     assert admission.admit(Target(MESSAGE, sid("IM", 1), HELD.id)) is Verdict.HELD
     assert admission.admit(Target(MESSAGE, sid("IM", 2), FREE.id)) is Verdict.COVERED
     assert admission.held == {CONVERSATION_V1: 1, MESSAGE: 1}
+
+
+async def test_over_http_nothing_held_is_deleted_and_a_hold_added_before_the_send_holds(
+    start_emulator: Any, tmp_path: Path
+) -> None:
+    """A conversation held by the list is not deleted, nor its messages (not covered through
+    it either); a conversation held by a file written after it was admitted, but before the
+    write-ahead let its DELETE go, is not deleted; the rest is. Judged by the emulator's ledger."""
+    async with start_emulator() as emu:
+        held, messages = await a_conversation_with_messages(emu)
+        others = [
+            c["sid"]
+            for c in await emu.resources("conversation_v1")
+            if c["sid"] != held and c["service_sid"] != SUPPORT_SERVICE
+        ][:2]
+        late, free = others
+        path = tmp_path / "holds.csv"
+        write(path, "id\n")
+        holds = HoldList(listed=frozenset({held}), files=hold_files([path.name], tmp_path))
+        sources: list[Source] = [
+            Explicit(
+                CONVERSATION_V1, tuple(Target(CONVERSATION_V1, c) for c in (held, late, free))
+            ),
+            Explicit(MESSAGE, tuple(Target(MESSAGE, m, held) for m in messages)),
+        ]
+        log = tmp_path / "run.jsonl"
+        with open_log(log, HEADER) as handle:
+            writer = CheckpointWriter(log, HEADER.started_at)
+            engine = Engine(replace(settings(), holds=holds), requester_at(emu, 4), sources, writer)
+
+            async def run() -> None:
+                await engine.run()
+                writer.close()
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(run)
+                    await anyio.wait_all_tasks_blocked()  # admitted, held at the write-ahead
+                    write(path, f"id\n{late}\n")
+                    tg.start_soon(writer.run, handle)
+
+        deletes = [r["path"] for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
+        assert deletes == [f"/v1/Conversations/{free}"]
+        assert holds.kept == {"list": 1 + len(messages), str(path): 1}
