@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,10 @@ from runner.kinds.base import Target
 from runner.kinds.registry import by_name
 from runner.log.lock import open_log
 from runner.log.writer import CheckpointWriter
+from runner.plan.planner import build_plan
 from runner.plan.selection import Explicit, Source
 from runner.spec.holds import HOLD_FILE_MAX_BYTES, ExcludeSpec, parse_hold_file
+from runner.spec.jobspec import parse_spec
 from tests.runner.app.test_run_e2e import SUPPORT_SERVICE
 from tests.runner.engine.test_discovery import requester_at
 from tests.runner.engine.test_scheduler import a_conversation_with_messages, settings
@@ -184,3 +187,13 @@ async def test_over_http_nothing_held_is_deleted_and_a_hold_added_before_the_sen
         deletes = [r["path"] for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
         assert deletes == [f"/v1/Conversations/{free}"]
         assert holds.kept == {"list": 1 + len(messages), str(path): 1}
+
+
+def test_a_spec_with_holds_is_refused_by_the_planner_until_run_and_plan_apply_them() -> None:
+    spec = parse_spec(
+        f"version: 1\nname: j\ntargets: [{{kind: conversations, ids: [{FREE.id}]}}]\n"
+        f"exclude: {{conversations: [{HELD.id}]}}\n",
+        base_dir=Path("."),
+    )
+    with pytest.raises(SpecError, match="exclude: legal holds are checked but not yet applied"):
+        build_plan(spec, datetime.now(UTC))
