@@ -8,6 +8,8 @@ ask the same :class:`Admission` about every target found, in the order it was fo
   messages and participants of another shard's conversations, :meth:`Admission.skips_children_of`);
 * a target already seen — by key, listed twice or by two sources — is passed over;
 * a target the log being resumed records as final is not driven again;
+* a held target (a held conversation, or a message or participant of one) is not admitted, and
+  "covered" never applies through a held conversation (:mod:`runner.engine.holds`);
 * a message or participant whose conversation this job deletes is *covered*: it goes with it;
 * past ``safety.max_deletions`` (counting what earlier processes of the run admitted) the brake
   stops the run;
@@ -28,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from runner.engine.holds import HoldList
 from runner.errors import SafetyAbort
 from runner.kinds.base import ResourceKind, Target
 from runner.log.digests import SeenSet
@@ -46,6 +49,7 @@ class Verdict(enum.Enum):
     PASSED = "passed"  # another shard's, or already seen: nothing to do or record
     FINAL = "final"  # final in the log being resumed
     COVERED = "covered"  # its conversation is deleted by this job
+    HELD = "held"  # under a legal hold: never touched
     BRAKED = "braked"  # beyond safety.max_deletions: the run stops
 
 
@@ -59,7 +63,9 @@ class Admission:
         prior: Replay | None = None,
         max_deletions: int | None = None,
         planning: bool = False,
+        holds: HoldList | None = None,
     ) -> None:
+        self._holds = holds
         self._shard = shard
         self._prior = prior
         self._max_deletions = max_deletions
@@ -75,6 +81,7 @@ class Admission:
         self._spent = 0 if prior is None or max_deletions is None else prior.admitted()
         self.admitted: Counter[ResourceKind] = Counter()  # by kind, resumed open targets included
         self.covered: Counter[ResourceKind] = Counter()
+        self.held: Counter[ResourceKind] = Counter()
 
     def admit(self, target: Target) -> Verdict:
         """Decide about a found target, and count it."""
@@ -86,6 +93,9 @@ class Admission:
         if prior is not None and prior.is_final:
             # Final in the log being resumed (a run re-drives failed ones itself when asked to).
             return Verdict.FINAL
+        if self._holds is not None and self._holds.holds(target):
+            self.held[target.kind] += 1
+            return Verdict.HELD
         if target.parent is not None and self._conversations.get(target.parent):
             self.covered[target.kind] += 1
             return Verdict.COVERED
@@ -98,6 +108,14 @@ class Admission:
             return Verdict.BRAKED
         self._count(target)
         return Verdict.ADMITTED
+
+    def held_now(self, target: Target) -> bool:
+        """Whether ``target``, admitted earlier, is held now: asked again just before its DELETE
+        is sent, so that a hold added mid-run takes effect before the next DELETE it covers."""
+        if self._holds is None or not self._holds.holds(target):
+            return False
+        self.held[target.kind] += 1
+        return True
 
     def readmit(self, target: Target) -> None:
         """Take in a target the resumed log left unfinished (it is driven before discovery)."""

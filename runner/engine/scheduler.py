@@ -24,6 +24,7 @@ import structlog
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations, ListedServices
+from runner.engine.holds import HoldList
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
 from runner.errors import (
@@ -121,6 +122,7 @@ class EngineSettings:
     retry_failed: bool = False
     shard: Shard | None = None  # a sharded run's part of what is found
     services: ServiceSet = None  # a job of several Services: `all` or their SIDs
+    holds: HoldList | None = None  # legal holds, checked at admission and again at send time
 
     @classmethod
     def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
@@ -158,7 +160,10 @@ class Engine:
         self.settings = settings
         self._clock = clock
         self._admission = Admission(
-            shard=settings.shard, prior=prior, max_deletions=settings.max_deletions
+            shard=settings.shard,
+            prior=prior,
+            max_deletions=settings.max_deletions,
+            holds=settings.holds,
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
         self.progress: Progress[ResourceKind, State] = Progress(
@@ -417,6 +422,12 @@ class Engine:
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
+        if self._admission.held_now(target):
+            # Held since it was admitted: never sent (it stays requested in the log), and its
+            # children are not covered through it.
+            if target.kind.covers_children:
+                self._admission.settle(target.id, False)
+            return
         info = target.kind
         headers: dict[str, str] = {}
         if info.idempotent_header:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from runner.errors import SpecError
 from runner.kinds.base import Product
 from runner.kinds.listing import TimeWindow
 from runner.kinds.registry import selector_of
@@ -81,6 +82,13 @@ def build_plan(
     spec: JobSpec, now: datetime, *, frozen_times: Mapping[str, object] | None = None
 ) -> JobPlan:
     """Plan ``spec`` as of ``now``; a resume passes the times frozen in its checkpoint."""
+    if spec.exclude is not None:
+        # Parsed and checked, but not yet applied by run and plan (see runner.engine.holds):
+        # refused rather than ignored, so that nothing held is ever deleted.
+        raise SpecError(
+            "exclude: legal holds are checked but not yet applied by this version of bulkops; "
+            "remove exclude: and narrow the targets instead"
+        )
     times = (
         ResolvedTimes.from_json(frozen_times)
         if frozen_times is not None

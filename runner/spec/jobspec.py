@@ -47,6 +47,7 @@ from runner.kinds.spec_model import (
     problems_error,
 )
 from runner.kinds.timespec import Bound
+from runner.spec.holds import ExcludeSpec, check_hold_files
 from runner.spec.manifest import iter_manifest, validate_manifest
 from runner.spec.problems import describe_validation_error
 from runner.spec.yaml_input import load_yaml
@@ -229,6 +230,7 @@ class JobSpec(SpecModel):
     retry: RetrySpec = RetrySpec()
     operations: OperationPolicy = OperationPolicy()
     safety: Safety = Safety()
+    exclude: ExcludeSpec | None = None
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
@@ -262,6 +264,8 @@ class JobSpec(SpecModel):
             # Added after checkpoints were being written: left out at its default, so the
             # fingerprint of a spec that does not set it is what it was, and those logs resume.
             del data["retry"]["max_pause"]
+        if self.exclude is None:
+            del data["exclude"]  # added later too: a spec without holds keeps its fingerprint
         for index, target in enumerate(self.targets):
             if target.manifest is not None:
                 data["targets"][index]["manifest"] = {
@@ -415,6 +419,7 @@ def parse_spec(text: str, *, base_dir: Path) -> JobSpec:
     except ValidationError as exc:
         problems.extend(describe_validation_error(exc, JobSpec, lines))
     problems.extend(manifest_problems)
+    problems.extend(check_hold_files(data, base_dir))
     if problems or spec is None:
         raise SpecError(problems)
     for index, (path, info) in manifests.items():
