@@ -79,13 +79,15 @@ def in_discovery(mp: pytest.MonkeyPatch) -> None:
     original = Discovery.run
     third = on_call(3)
 
-    async def run(self: Discovery, source: Any, emit: Any, listed: Any = None) -> None:
+    async def run(
+        self: Discovery, source: Any, emit: Any, listed: Any = None, services_listed: Any = None
+    ) -> None:
         async def faulty(targets: Sequence[Target]) -> None:
             if third():
                 raise Boom
             await emit(targets)
 
-        await original(self, source, faulty, listed)
+        await original(self, source, faulty, listed, services_listed)
 
     mp.setattr(Discovery, "run", run)
 
