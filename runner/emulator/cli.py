@@ -118,6 +118,9 @@ def dataset_from_args(args: argparse.Namespace) -> Dataset:
         extra["messages_per_conversation"] = args.messages_per_conversation
     if args.services is not None:
         extra["services"] = args.services
+    if extra and args.generate != "scale":
+        flags = ", ".join("--" + name.replace("_", "-") for name in extra)
+        raise SettingsError(f"{flags}: sizes of the scale preset; add --generate scale")
     return generate(args.generate or "demo", args.seed_number, **extra)
 
 

@@ -53,6 +53,7 @@ def test_cli_prints_url_and_serves() -> None:
     pytest.param(["--account-sid", "AC123"], "account_sid", id="account"),
     pytest.param(["--product-rate", "memory"], "PRODUCT:RATE:BURST", id="product-rate"),
     pytest.param(["--host", "0.0.0.0"], "loopback", id="host"),
+    pytest.param(["--conversations", "9"], "add --generate scale", id="scale-size-without-scale"),
 ])
 def test_cli_bad_arguments(args: list[str], needle: str) -> None:
     """Bad arguments print a clear message on stderr and exit 2."""
