@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from runner.errors import AuthError, OperationFailed, RemoteError
+from runner.errors import AuthError, BadListing, OperationFailed, RemoteError
 
 _SERVICE = re.compile(r"/v1/Services/[^/]+/Conversations$")
 _CHILDREN = re.compile(r"/Conversations/[^/]+/(Messages|Participants)$")
@@ -25,6 +25,12 @@ def remote_problem(failure: RemoteError | OperationFailed) -> str:
             f"credentials refused (HTTP {failure.status}) by {where}: check TWILIO_ACCOUNT_SID "
             "and TWILIO_AUTH_TOKEN (or TWILIO_API_KEY / TWILIO_API_SECRET) and the account's "
             "access to this product"
+        )
+    if isinstance(failure, BadListing):
+        return (
+            f"{failure.message}: the reply is not what Twilio sends, so what it names was left "
+            "out, not deleted; if it persists, look for a proxy or a fault between bulkops and "
+            "the API, then `bulkops resume`"
         )
     if failure.status == 0 and "timed out" in failure.message:
         return (

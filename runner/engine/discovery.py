@@ -90,7 +90,8 @@ class Discovery:
         *,
         services: ServiceSet = None,
         frozen_services: Sequence[str] | None = None,
-        on_services: Callable[[list[str]], None] = lambda _sids: None,
+        frozen_rejected: int = 0,
+        on_services: Callable[[list[str], int], None] = lambda _sids, _rejected: None,
         fanout: int = 32,
         skip_conversation: Callable[[str], bool] = lambda _sid: False,
     ) -> None:
@@ -106,6 +107,14 @@ class Discovery:
         self._services_lock = anyio.Lock()
         self._services_error: RemoteError | None = None  # listing /v1/Services failed
         self._services_rejected: BadListing | None = None  # … or left some out
+        self._services_left_out = 0  # how many
+        if found is frozen_services and frozen_rejected:
+            # Frozen at the run's start, so never listed again: its gaps stay reported.
+            self._services_rejected = BadListing(
+                SERVICES_PATH,
+                f"{frozen_rejected} left out when the job began (an invalid SID); the job's"
+                " Services were frozen then",
+            )
 
     async def run(
         self,
@@ -174,7 +183,7 @@ class Discovery:
                 except RemoteError as exc:
                     self._services_error = exc
                     raise
-                self._on_services(list(self._services))
+                self._on_services(list(self._services), self._services_left_out)
             return self._services
 
     async def _list_services(self) -> tuple[str, ...]:
@@ -191,6 +200,7 @@ class Discovery:
         # Services with a bad SID cannot be listed: the others are, and each Service-scoped
         # source then ends as a discovery error naming /v1/Services.
         self._services_rejected = ctx.rejected.error(SERVICES_PATH)
+        self._services_left_out = ctx.rejected.total()
         return tuple(found)
 
     async def _list(

@@ -183,7 +183,8 @@ class Engine:
             settings.service,
             services=settings.services,
             frozen_services=None if prior is None else prior.services,
-            on_services=lambda sids: self._writer.put(services_record(sids)),
+            frozen_rejected=0 if prior is None else prior.services_rejected,
+            on_services=lambda sids, rejected: self._writer.put(services_record(sids, rejected)),
             fanout=fanout,
             skip_conversation=self._admission.skips_children_of,
         )

@@ -348,10 +348,18 @@ def service_listed_record(source: int, service: str) -> dict[str, Any]:
     return {"t": "P", "src": source, "sv": service, "done": True}
 
 
-def services_record(services: list[str]) -> dict[str, Any]:
+# More Services than any account has: a larger count is not one bulkops wrote.
+MAX_SERVICES_REJECTED = 1_000_000
+
+
+def services_record(services: list[str], rejected: int = 0) -> dict[str, Any]:
     """The Services a ``service: all`` job found when it began: a resume drives those, and a
-    Service created since is not touched."""
-    return {"t": "S", "sv": services}
+    Service created since is not touched. ``rejected`` counts the Services the listing left out
+    (an invalid SID): a resume does not list them again, so it must still say they were."""
+    rec: dict[str, Any] = {"t": "S", "sv": services}
+    if rejected:
+        rec["rj"] = rejected
+    return rec
 
 
 def decode_services(rec: dict[str, Any]) -> tuple[str, ...]:
@@ -360,6 +368,15 @@ def decode_services(rec: dict[str, Any]) -> tuple[str, ...]:
     if not isinstance(services, list):
         raise ValueError("'sv' is not a list")
     return tuple(checked_service(one) for one in services)
+
+
+def decode_services_rejected(rec: dict[str, Any]) -> int:
+    """How many Services the listing of a services line left out (0 in logs written before
+    the count was recorded)."""
+    rejected = rec.get("rj", 0)
+    if type(rejected) is not int or not 0 <= rejected <= MAX_SERVICES_REJECTED:
+        raise UntrustedLine(f"{show_value(rejected)} is not a count of Services left out")
+    return rejected
 
 
 def checked_service(value: object) -> str:

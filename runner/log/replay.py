@@ -35,6 +35,7 @@ from runner.log.records import (
     decode_object,
     decode_progress,
     decode_services,
+    decode_services_rejected,
     decode_targets,
     is_target_object,
     key_hash,
@@ -82,6 +83,7 @@ class Replay:
     # `service: all` run found when it began (None until that line).
     services_listed: dict[int, set[str]] = field(default_factory=dict)
     services: tuple[str, ...] | None = None
+    services_rejected: int = 0  # Services the frozen listing left out (an invalid SID)
     # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
     # things each found (0: found nowhere, reported not_found).
     requests: dict[str, int] = field(default_factory=dict)
@@ -455,6 +457,7 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "S":
         replay.services = decode_services(rec)
+        replay.services_rejected = decode_services_rejected(rec)
     elif kind == "H":
         raise ValueError("a second header line")
     else:

@@ -291,7 +291,37 @@ async def test_a_service_listed_with_a_bad_sid_is_left_out_and_the_run_exits_1(
     assert server.deletes() == {f"{conversations}/{sid('CH', 1)}"}
     assert server.gets(conversations) == 1
     assert all("../" not in path for _method, path in server.received)
-    assert "/v1/Services" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "/v1/Services: 1 item with an invalid id" in err and "cannot reach" not in err
+
+
+async def test_a_resume_still_reports_the_services_the_frozen_listing_left_out(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The Services are frozen when the job begins and never listed again, so a resume of a run
+    whose /v1/Services reply held a bad SID ends 1 as the run did, not 0 as if all were done."""
+    good = sid("IS", 7)
+    services = [[{"sid": good}, {"sid": "IS" + TRAVERSAL}]]
+    conversations = f"/v1/Services/{good}/Conversations"
+    async with list_server(
+        {
+            "/v1/Services": v1_pages("services", services),
+            conversations: v1_pages("conversations", [[conv(1)]]),
+        }
+    ) as server:
+        point_at(monkeypatch, server.url)
+        spec = job(workdir, "service: all\n" + PURGE.split("  - {kind: participants")[0])
+        assert await run_cli("run", spec) == 1
+        (log,) = checkpoints(workdir)
+        capsys.readouterr()
+        sent = len(server.received)
+
+        assert await run_cli("resume", log) == 1
+
+        assert len(server.received) == sent  # nothing left to list or delete
+    assert '"rj":1' in log.read_text()
+    err = capsys.readouterr().err
+    assert "/v1/Services: 1 left out when the job began" in err and "cannot reach" not in err
 
 
 async def test_a_listed_service_that_does_not_exist_fails_alone(
@@ -359,3 +389,22 @@ def test_a_line_naming_no_service_sid_is_refused(tmp_path: Path, record: dict[st
 
     with pytest.raises(CheckpointError, match=r"line 2 was not written by bulkops.*Service SID"):
         read_checkpoint(log)
+
+
+@pytest.mark.parametrize("rejected", [-1, "1", 1.5, True, 10**7])
+def test_a_services_line_with_a_bad_left_out_count_is_refused(
+    tmp_path: Path, rejected: object
+) -> None:
+    """The count of Services the frozen listing left out decides a resume's exit code: only a
+    plain count bulkops could have written is read."""
+    log = write_log(tmp_path / "log.jsonl", {"t": "S", "sv": [S1], "rj": rejected})
+
+    with pytest.raises(CheckpointError, match=r"line 2 was not written by bulkops"):
+        read_checkpoint(log)
+
+
+def test_a_services_line_without_a_left_out_count_reads_as_none_left_out(tmp_path: Path) -> None:
+    """Logs written before the count was recorded resume as before."""
+    replay = read_checkpoint(write_log(tmp_path / "log.jsonl", {"t": "S", "sv": [S1, S2]}))
+
+    assert replay.services == (S1, S2) and replay.services_rejected == 0
