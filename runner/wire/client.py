@@ -64,6 +64,13 @@ class TwilioClient:
         user_agent: str = "bulkops",
     ) -> None:
         self._session = session
+        # aiohttp sends an idempotent request again, unseen, when a reused connection drops
+        # before the answer (RFC 9112 §9.3.1): a DELETE the server had applied then reads 404
+        # and would be reported `gone`, absent before bulkops asked. Off, the drop reaches the
+        # requester, which retries it itself and reports `gone_after_request`. aiohttp (3.14)
+        # has no public switch for it; without the flag nothing changes but that report.
+        if hasattr(session, "_retry_connection"):
+            session._retry_connection = False
         self._bases = {product: URL(url) for product, url in base_urls.items()}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         # Built once: the header is the only place the secret lives after start-up.
