@@ -118,6 +118,7 @@ class Verification:
     listed_sources: int = 0
     listing_errors: list[ListingError] = field(default_factory=list)
     held: int = 0  # listed again, but held
+    services: tuple[str, ...] | None = None  # a job of several: the Services listed again
     unfinished: Counter[str] = field(default_factory=Counter)  # failed / pending in the log
 
     @property
@@ -239,6 +240,8 @@ async def run_verification(
         except* PausedTooLong as group:
             raise _first(group) from None
     found.listed_sources = len(sources)
+    if plan.services is not None:
+        found.services = discovery.services_found
     found.finished = datetime.now(UTC)
     log.info(
         "verify_finished",
