@@ -115,6 +115,9 @@ class IdentityTarget(SpecTarget):
     }
 
     kind: Literal["identity"]
+    # Anything, so that a `where:` here is refused for what it is (no filter selects a person),
+    # not key by key against a filter with no keys.
+    where: Any = None
     identities: tuple[Text, ...] | None = None
     addresses: tuple[Text, ...] | None = None
     delete: tuple[Text, ...] = PARTS
