@@ -15,7 +15,8 @@ kinds') in every one of its Services at once, each with its own context: the Ser
 and its SID on every target found there, so that the target's delete goes to that Service and
 is paced under its budget. ``all`` is read from ``/v1/Services`` once, when the first such source
 needs it, and frozen: a resume drives the Services the log recorded, and a Service a source has
-listed in full is not listed again.
+listed in full is not listed again. A listing that ``spans_services`` (an erasure request, whose
+verdict is over every Service) is listed once instead, with one context per Service to look in.
 
 Nothing a list reply says is trusted to widen the selection (:mod:`runner.kinds.listing`). Items
 left out are counted; a source that left any out, or whose listing could not be followed

@@ -13,7 +13,7 @@ import pytest
 
 from tests.runner.app.test_erasure_services import everywhere, service_of_each
 from tests.runner.app.test_verify import evidence
-from tests.runner.conftest import checkpoints, deleted, point_at, run_cli
+from tests.runner.conftest import REPO, checkpoints, deleted, point_at, run_cli
 from tests.runner.engine.test_services import DATASET, PURGE, selection, service_of
 from tests.runner.kinds.test_identity_kind import TWO_SERVICES, phones, regular
 from tests.runner.test_run_faults import job
@@ -162,3 +162,27 @@ async def test_verify_of_an_erasure_names_what_the_server_kept(
         text = out + err + log.with_suffix(".verify.json").read_text()
         assert not [x for x in (person, *addresses) if x in text]
         assert json.loads(log.with_suffix(".verify.json").read_text())["verified"] is False
+
+
+async def test_the_all_services_example_is_verified(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jobs/closed-conversations-all-services.yaml (the README's example of verify across
+    Services), run against four Services, deletes something in several of them; verify of its
+    log exits 0, having listed every Service again and fetched each target in its own."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        home = await service_of(emu)
+        spec = workdir / "closed-conversations-all-services.yaml"
+        spec.write_text((REPO / "jobs" / spec.name).read_text())
+        assert await run_cli("run", spec) == 0
+        gone = deleted(await emu.ledger(), "request")
+        assert len({home[i] for k, i in gone if k == "conversation_v1"}) > 1
+        (log,) = checkpoints(workdir)
+
+        assert await run_cli("verify", log) == 0
+
+        document = evidence(workdir)
+        assert document["verified"] is True
+        assert document["population"] >= len(gone) and document["checked"] > 0
+        assert sorted(document["listing"]["services"]) == sorted(set(home.values()))
