@@ -33,6 +33,7 @@ from tests.runner.kinds.test_identity_kind import (
     regular,
     support_services,
 )
+from tests.runner.test_crash_matrix import drive
 from tests.runner.test_run_faults import job
 
 MISSING_SERVICE = "IS" + "0" * 31 + "9"  # a well-formed SID that is not the account's
@@ -238,6 +239,86 @@ async def test_an_interrupted_erasure_in_two_services_resumes_without_repeats(
         assert max(successful_deletes(ledger).values()) == 1
         assert await run_cli("verify", log) == 0
         assert person not in artifacts(workdir)
+
+
+async def test_plan_counts_the_persons_targets_in_each_service_and_deletes_nothing(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`bulkops plan` of an erasure over every Service sends GETs only, counts the person's
+    targets (all of them, as the run would delete them) and names each Service with its count,
+    never the person."""
+    async with start_emulator(**TWO_SERVICES) as emu:
+        point_at(monkeypatch, emu.url)
+        person = regular(emu.dataset)
+        expected = everywhere(emu.dataset, {person})
+        per_service: dict[str, int] = {}
+        home = service_of_each(emu.dataset)
+        for _k, i in expected:
+            per_service[home[i]] = per_service.get(home[i], 0) + 1
+        spec = job(
+            workdir,
+            f"service: all\ntargets:\n  - {{kind: identity, identities: [{person}]}}\n",
+            "erase-plan",
+        )
+        capsys.readouterr()
+
+        assert await run_cli("plan", spec) == 0
+
+        ledger = await emu.ledger()
+        assert {r["method"] for r in ledger["requests"]} == {"GET"}
+        out, err = capsys.readouterr()
+        flat = " ".join(out.split())
+        for service, count in per_service.items():
+            assert service in out
+            assert f"{service} │ {count} │ 0 │" in flat, out
+        assert person not in out + err
+
+
+@pytest.mark.parametrize("kill_after", [pytest.param(n, id=f"after-{n}") for n in (6, 20, 45)])
+async def test_an_erasure_killed_while_listing_two_services_resumes_exactly_once(
+    kill_after: int, start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGKILLed after a number of requests (while it still looks people up in both Services),
+    a job of several requests resumes to exactly their messages, participations and Users in
+    both Services, each deleted once; no identity in any file; verify passes."""
+    async with start_emulator(**TWO_SERVICES) as emu:
+        point_at(monkeypatch, emu.url)
+        person = regular(emu.dataset)
+        others = sorted(
+            {
+                p.identity
+                for c in emu.dataset.conversations
+                for p in c.participants[1:]
+                if p.identity
+            }
+        )[:8]
+        people = {person, *others}
+        expected = everywhere(emu.dataset, people)
+        rows = "".join(f"{who},\n" for who in sorted(people))
+        (workdir / "requests.csv").write_text(f"identity,address\n{rows}")
+        spec = job(
+            workdir,
+            "service: all\ntargets:\n  - {kind: identity, from_file: requests.csv}\n"
+            "limits: {per_conversation_rate: 5, per_service_rate: 5}\n",
+            "erase-killed",
+        )
+        process = await start_bulkops(["run", str(spec)], workdir)
+        code = await drive(process, emu, kill_after)
+        assert code is None  # killed before it ended
+        assert deleted(await emu.ledger()) < expected
+
+        (log,) = checkpoints(workdir)
+        assert await run_cli("resume", log) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger) == expected
+        assert max(successful_deletes(ledger).values()) == 1
+        assert await run_cli("verify", log) == 0
+        text = artifacts(workdir)
+        assert not [who for who in people if who in text]
 
 
 async def test_a_service_that_fails_is_one_warning_and_the_others_are_erased(
