@@ -112,7 +112,7 @@ async def test_one_request_erases_a_person_in_twenty_conversations_of_two_servic
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
         home = service_of_each(emu.dataset)
-        assert {i: s for i, s in delete_services(ledger).items()} == {
+        assert delete_services(ledger) == {
             i: home[i] for _k, i in expected
         }
         for kind, sids in before.items():
@@ -141,6 +141,50 @@ async def test_one_request_erases_a_person_in_twenty_conversations_of_two_servic
         out2, err2 = capsys.readouterr()
         text = artifacts(workdir) + out + err + out2 + err2
         assert prom.read_text() and not [x for x in them if x in text]
+
+
+FOUR_SERVICES = {
+    "preset": "small",
+    "dataset_args": {
+        "services": 4,
+        "service_conversations": 5,
+        "plain": 2,
+        "regulars": 1,
+        "regular_phones": True,
+    },
+}
+
+
+async def test_an_erasure_over_four_services_and_the_default_one_is_exact_and_verified(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A person in the conversations of four Services and of the default one, erased by one
+    `service: all` request: exactly their targets go, in all five Services, each once; verify
+    exits 0 having looked in the five."""
+    async with start_emulator(**FOUR_SERVICES) as emu:
+        point_at(monkeypatch, emu.url)
+        person, addresses = regular(emu.dataset), phones(emu.dataset)
+        expected = everywhere(emu.dataset, {person, *addresses})
+        home = service_of_each(emu.dataset)
+        assert len({home[i] for _k, i in expected}) == 5
+        spec = job(
+            workdir,
+            "service: all\ntargets:\n"
+            f"  - {{kind: identity, identities: [{person}], addresses: {addresses}}}\n",
+            "erase-four",
+        )
+
+        assert await run_cli("run", spec) == 0
+
+        ledger = await emu.ledger()
+        assert deleted(ledger) == expected
+        assert max(successful_deletes(ledger).values()) == 1
+        assert delete_services(ledger) == {i: home[i] for _k, i in expected}
+        (log,) = checkpoints(workdir)
+        assert await run_cli("verify", log) == 0
+        document = json.loads(log.with_suffix(".verify.json").read_text())
+        assert len(document["listing"]["services"]) == 5
+        assert document["checked"] == len(expected)
 
 
 async def test_a_request_is_not_found_only_when_no_service_has_it(

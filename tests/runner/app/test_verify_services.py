@@ -57,19 +57,28 @@ async def test_verify_passes_after_a_four_service_purge(
             for k, i in expected
             if k == "participant" and ("conversation_v1", participants[i]) in expected
         }
-        want = {
-            f"/v1/Services/{home[i]}/Conversations/{i}"
+        paths = {
+            (k, i): f"/v1/Services/{home[i]}/Conversations/{i}"
             if k == "conversation_v1"
             else f"/v1/Services/{home[participants[i]]}/Conversations/{participants[i]}"
             f"/Participants/{i}"
-            for k, i in expected - covered
+            for k, i in expected
         }
+        want = {path for target, path in paths.items() if target not in covered}
         assert want <= set(fetched) and set(fetched.values()) == {404}
         document = evidence(workdir)
         assert document["verified"] is True and document["remaining"] == []
         assert sorted(document["listing"]["services"]) == sorted(set(home.values()))
         listed = {r["path"].split("/")[3] for r in after if r["path"].endswith("/Conversations")}
         assert listed == set(home.values())
+
+        # A sample is fetched in its targets' own Services too.
+        sampled = (await emu.ledger())["requests"][-1]["seq"]
+        assert await run_cli("verify", log, "--sample", "5", "--seed", "3") == 0
+        document = evidence(workdir)
+        assert document["sample"] == {"size": 5, "seed": 3} and document["checked"] == 5
+        sample = {r["path"] for r in requests_after(await emu.ledger(), sampled)}
+        assert len(sample & set(paths.values())) == 5
 
 
 async def test_verify_names_what_remains_in_each_service(
