@@ -35,6 +35,7 @@ from tests.runner.kinds.test_identity_kind import (
 )
 from tests.runner.test_crash_matrix import drive
 from tests.runner.test_run_faults import job
+from tests.runner.test_server_replies import list_server, sid, v1_pages
 
 MISSING_SERVICE = "IS" + "0" * 31 + "9"  # a well-formed SID that is not the account's
 
@@ -429,3 +430,58 @@ async def test_the_example_job_erases_the_person_in_both_demo_services(
         assert deleted(await emu.ledger()) == expected
         (log,) = checkpoints(workdir)
         assert await run_cli("verify", log) == 0
+
+
+async def test_replies_naming_another_service_or_person_are_left_out(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each Service's replies are untrusted: a ParticipantConversations item of Service 1 that
+    names Service 2, or an item of Service 2 that names another person, is left out (never
+    deleted, through either Service); what is the person's in Service 1 is deleted through its
+    path; the run exits 1 naming the lookup, and the request is not settled."""
+    s1, s2 = sid("IS", 1), sid("IS", 2)
+    person = "hostile-test-person"
+    ch1, ch2, ch3 = sid("CH", 1), sid("CH", 2), sid("CH", 3)
+
+    def member(conversation: str, n: int, service: str, who: str) -> dict[str, Any]:
+        return {
+            "conversation_sid": conversation,
+            "participant_sid": sid("MB", n),
+            "chat_service_sid": service,
+            "participant_identity": who,
+        }
+
+    def message(n: int, author: str) -> dict[str, Any]:
+        return {"sid": sid("IM", n), "conversation_sid": ch1, "author": author}
+
+    async with list_server(
+        {
+            f"/v1/Services/{s1}/ParticipantConversations": v1_pages(
+                "conversations", [[member(ch1, 1, s1, person), member(ch2, 2, s2, person)]]
+            ),
+            f"/v1/Services/{s2}/ParticipantConversations": v1_pages(
+                "conversations", [[member(ch3, 3, s2, "somebody-else")]]
+            ),
+            f"/v1/Services/{s1}/Conversations/{ch1}/Messages": v1_pages(
+                "messages", [[message(1, person), message(2, "somebody-else")]]
+            ),
+        }
+    ) as server:
+        point_at(monkeypatch, server.url)
+        spec = job(
+            workdir,
+            f"service: [{s1}, {s2}]\ntargets:\n  - {{kind: identity, identities: [{person}]}}\n",
+            "erase-hostile",
+        )
+
+        assert await run_cli("run", spec, "--log-format", "json") == 1
+
+    assert server.deletes() == {
+        f"/v1/Services/{s1}/Conversations/{ch1}/Messages/{sid('IM', 1)}",
+        f"/v1/Services/{s1}/Conversations/{ch1}/Participants/{sid('MB', 1)}",
+    }
+    _out, err = capsys.readouterr()
+    assert "ParticipantConversations" in err
+    (log,) = checkpoints(workdir)
+    assert json.loads(log.with_suffix(".report.json").read_text()).get("requests", []) == []
+    assert person not in artifacts(workdir) + err
