@@ -436,6 +436,19 @@ class ListIdentity(Listing):
         many things were found (conversations they take part in, and Users)."""
         found = await _memberships(ctx, request)
         conversations = list(dict.fromkeys(c for c, _ in found.members))
+        people = dict.fromkeys(found.users)
+        for identity in request.identities:
+            user = await _user(ctx, request, identity)
+            if user is not None:
+                people[user] = None
+        count = len(conversations) + len(people)
+        listed = ctx.listed
+        if listed is not None:
+            # Recorded before anything is emitted (and so deleted): a resume that looks again
+            # finds less, and counts what this run found here.
+            if count and listed.found is not None:
+                listed.found(request.position, ctx.service, count)
+            count = max(count, listed.found_before(request.position, ctx.service))
         # Messages first: once a participant is deleted, ParticipantConversations no longer
         # leads to its conversation, so a resume must find every message in the log already
         # (targets are logged in the order they are emitted, before any is sent).
@@ -445,14 +458,9 @@ class ListIdentity(Listing):
                     await _messages(ctx, sid, request.authors)
         if "participants" in self.parts:
             await ctx.emit([Target(participants.KIND, p, c) for c, p in found.members])
-        people = dict.fromkeys(found.users)
-        for identity in request.identities:
-            user = await _user(ctx, request, identity)
-            if user is not None:
-                people[user] = None
         if "user" in self.parts:
             await ctx.emit([Target(users.KIND, sid) for sid in people])
-        return len(conversations) + len(people)
+        return count
 
 
 @dataclass

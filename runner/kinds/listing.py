@@ -244,6 +244,11 @@ class ListedConversations:
     # A selector's request (by its position, never its contents) listed in full, with how many
     # things it found: 0 is a request found nowhere, reported not_found.
     settled: Callable[[str, int], Awaitable[None]] | None = None
+    # What a request found in a Service (None: the job's one), recorded before any of it is
+    # emitted; and what an earlier run recorded so, which a resume's count keeps (its own
+    # lookups no longer find what that run deleted).
+    found: Callable[[str, str | None, int], None] | None = None
+    found_before: Callable[[str, str | None], int] = lambda _request, _service: 0
 
 
 class ListContext(Protocol):

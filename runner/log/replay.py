@@ -34,6 +34,7 @@ from runner.log.records import (
     decode_footer_object,
     decode_object,
     decode_progress,
+    decode_request_found,
     decode_services,
     decode_targets,
     is_target_object,
@@ -85,6 +86,8 @@ class Replay:
     # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
     # things each found (0: found nowhere, reported not_found).
     requests: dict[str, int] = field(default_factory=dict)
+    # What each request found in each Service (None: the job's one) before deleting any of it.
+    requests_found: dict[tuple[str, str | None], int] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -455,6 +458,10 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "S":
         replay.services = decode_services(rec)
+    elif kind == "F":
+        found = decode_request_found(rec)
+        key = (found.request, found.service)
+        replay.requests_found[key] = max(replay.requests_found.get(key, 0), found.found)
     elif kind == "H":
         raise ValueError("a second header line")
     else:

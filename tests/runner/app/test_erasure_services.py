@@ -366,6 +366,43 @@ async def test_an_erasure_killed_while_listing_two_services_resumes_exactly_once
         assert not [who for who in people if who in text]
 
 
+async def test_a_request_erased_before_its_crash_is_still_found_on_resume(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that deleted everything of a person in two Services but crashed before recording
+    the request as listed (its last lines cut off): the resume finds nothing left to look up,
+    yet reports the request found, with what the run found, not found nowhere."""
+    async with start_emulator(**TWO_SERVICES) as emu:
+        point_at(monkeypatch, emu.url)
+        person, addresses = regular(emu.dataset), phones(emu.dataset)
+        expected = everywhere(emu.dataset, {person, *addresses})
+        spec = job(
+            workdir,
+            "service: all\ntargets:\n"
+            f"  - {{kind: identity, identities: [{person}], addresses: {addresses}}}\n",
+            "erase-cut",
+        )
+        assert await run_cli("run", spec) == 0
+        (log,) = checkpoints(workdir)
+        found = json.loads(log.with_suffix(".report.json").read_text())["requests"]
+        assert found == [{"request": "targets[0]", "outcome": "found", "found": 22}]
+        # The crash: the request's listed line and the footer never reached the disk.
+        lines = log.read_bytes().splitlines(keepends=True)
+        kept = [
+            line
+            for line in lines
+            if not (b'"c":"targets[0]"' in line or line.startswith(b'{"t":"E"'))
+        ]
+        assert len(kept) == len(lines) - 2
+        log.write_bytes(b"".join(kept))
+
+        assert await run_cli("resume", log) == 0
+
+        assert deleted(await emu.ledger()) == expected
+        report = json.loads(log.with_suffix(".report.json").read_text())
+        assert report["requests"] == found
+
+
 async def test_a_service_that_fails_is_one_warning_and_the_others_are_erased(
     start_emulator: Any,
     workdir: Path,
