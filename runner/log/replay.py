@@ -451,6 +451,10 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
             replay.discovered[progress.source] = progress.found
             if progress.done:
                 replay.discovery_done.add(progress.source)
+    elif kind == "F":
+        found = decode_request_found(rec)
+        key = (found.request, found.service)
+        replay.requests_found[key] = max(replay.requests_found.get(key, 0), found.found)
     elif kind == "E":
         footer = decode_footer_object(rec)
         replay.exit_code = footer.exit_code
@@ -458,10 +462,6 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "S":
         replay.services = decode_services(rec)
-    elif kind == "F":
-        found = decode_request_found(rec)
-        key = (found.request, found.service)
-        replay.requests_found[key] = max(replay.requests_found.get(key, 0), found.found)
     elif kind == "H":
         raise ValueError("a second header line")
     else:
