@@ -3,10 +3,12 @@ limits and retry policy (:mod:`runner.wire`: the account's in-flight cap, 429 pa
 ``Retry-After``, backoff).
 
 * Every target the log records as deleted, gone or covered — or a seeded random sample of
-  them — is fetched at its kind's ``fetch_path`` and must answer 404.
+  them — is fetched at its kind's ``fetch_path``, in the Service its log line names (a job of
+  several Services), and must answer 404.
 * The job's selection is listed again, exactly as the run froze it, and must select nothing.
   Targets named by ``ids`` or ``from_file`` are all in the log, so only the ``where`` queries
-  are listed; held targets are excepted (:data:`Held`).
+  (and erasure requests) are listed, in every Service the run froze; held targets are
+  excepted (:data:`Held`).
 
 Nothing here writes: a verification is idempotent, and its GETs change nothing.
 """
@@ -116,6 +118,7 @@ class Verification:
     listed_sources: int = 0
     listing_errors: list[ListingError] = field(default_factory=list)
     held: int = 0  # listed again, but held
+    services: tuple[str, ...] | None = None  # a job of several: the Services listed again
     unfinished: Counter[str] = field(default_factory=Counter)  # failed / pending in the log
 
     @property
@@ -213,6 +216,10 @@ async def run_verification(
         discovery = Discovery(
             requester,
             plan.service,
+            # A job of several Services is listed again in each: its list, or the Services
+            # `all` froze in the log (a Service created since was never the run's).
+            services=plan.services,
+            frozen_services=replay.services,
             fanout=plan.fanout,
             # A conversation the log records as deleted is fetched itself; listing its children
             # would only say 404 again.
@@ -233,6 +240,8 @@ async def run_verification(
         except* PausedTooLong as group:
             raise _first(group) from None
     found.listed_sources = len(sources)
+    if plan.services is not None:
+        found.services = discovery.services_found
     found.finished = datetime.now(UTC)
     log.info(
         "verify_finished",
@@ -321,7 +330,9 @@ class _Checker:
             return
         found.checked[kind] += 1
         try:
-            await self._requester.send("GET", kind.product, kind.fetch_path(target, self._service))
+            # In the Service the log says it was found in (a job of several), else the job's.
+            path = kind.fetch_path(target, target.service or self._service)
+            await self._requester.send("GET", kind.product, path)
         except AuthError:
             raise
         except PermanentError as exc:

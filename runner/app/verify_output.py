@@ -24,6 +24,7 @@ from runner import __version__
 from runner.app.verification import CheckError, Remains, Verification
 from runner.errors import ExitCode, UntrustedFile
 from runner.files import create_aside, open_regular
+from runner.kinds.base import Target
 from runner.kinds.registry import KINDS
 from runner.report.output import report_paths
 
@@ -64,6 +65,7 @@ def _remains(remains: Remains) -> dict[str, Any]:
         "id": target.id,
         "conversation_sid": target.parent,
         "found_by": sorted(remains.found_by),
+        **_service_of(target),
     }
 
 
@@ -75,7 +77,14 @@ def _error(error: CheckError) -> dict[str, Any]:
         "conversation_sid": target.parent,
         "status": error.status,
         "code": error.code,
+        **_service_of(target),
     }
+
+
+def _service_of(target: Target) -> dict[str, str]:
+    """A target of one of a job's several Services names that Service (where to look for it);
+    in a job of one Service, the document says it once, in ``resolved``."""
+    return {} if target.service is None else {"service_sid": target.service}
 
 
 def report_digests(log_path: Path) -> dict[str, str | None]:
@@ -141,6 +150,7 @@ def verify_document(
                 {"source": e.source, "path": e.path, "status": e.status, "code": e.code}
                 for e in found.listing_errors
             ],
+            **({} if found.services is None else {"services": list(found.services)}),
         },
         "unfinished": {
             "failed": found.unfinished["failed"],
@@ -208,7 +218,8 @@ def _problems(found: Verification, document: dict[str, Any]) -> Iterator[str]:
         yield f"{len(remaining)} still there:"
         for row in remaining[:SHOWN]:
             shown = _shown_id(row["id"], row["conversation_sid"])
-            yield f"  {row['kind']} {shown} (found by {' and '.join(row['found_by'])})"
+            where = f" in {row['service_sid']}" if "service_sid" in row else ""
+            yield f"  {row['kind']} {shown}{where} (found by {' and '.join(row['found_by'])})"
         if len(remaining) > SHOWN:
             yield f"  … and {len(remaining) - SHOWN} more, all in the verify file"
     if found.errors:

@@ -15,7 +15,8 @@ kinds') in every one of its Services at once, each with its own context: the Ser
 and its SID on every target found there, so that the target's delete goes to that Service and
 is paced under its budget. ``all`` is read from ``/v1/Services`` once, when the first such source
 needs it, and frozen: a resume drives the Services the log recorded, and a Service a source has
-listed in full is not listed again.
+listed in full is not listed again. A listing that ``spans_services`` (an erasure request, whose
+verdict is over every Service) is listed once instead, with one context per Service to look in.
 
 Nothing a list reply says is trusted to widen the selection (:mod:`runner.kinds.listing`). Items
 left out are counted; a source that left any out, or whose listing could not be followed
@@ -136,6 +137,13 @@ class Discovery:
             await self._list(source, emit, listed, self.service, tagged=False)
             return
         services = await self.services()
+        if source.spans_services:
+            # Listed once, looking in each Service itself (an erasure request's verdict is
+            # over every Service); its progress is recorded per request, not per Service.
+            await self._list(source, emit, listed, None, tagged=False, services=services)
+            if self._services_rejected is not None:
+                raise self._services_rejected
+            return
         failures: list[RemoteError] = []
 
         async def one(service: str) -> None:
@@ -211,9 +219,10 @@ class Discovery:
         service: str | None,
         *,
         tagged: bool,
+        services: Sequence[str] | None = None,
     ) -> None:
         assert not isinstance(source, Explicit | Manifest)
-        ctx = _Context(self, emit, listed, service, tagged=tagged)
+        ctx = _Context(self, emit, listed, service, tagged=tagged, services=services)
         try:
             await source.list(ctx)
         except BadListing as exc:
@@ -238,15 +247,28 @@ class _Context:
         service: str | None,
         *,
         tagged: bool,
+        services: Sequence[str] | None = None,
+        rejected: Rejections | None = None,
     ) -> None:
         self._discovery = discovery
         self._emit = emit
         self.listed = listed
-        self.rejected = Rejections()
+        self.rejected = Rejections() if rejected is None else rejected
         self.service = service
         self._tag = service if tagged else None
         self.fanout = discovery.fanout
         self.skip = discovery.skip
+        self._services: tuple[_Context, ...] | None = None
+        if services is not None:
+            # One per Service, counting into this source's rejections.
+            self._services = tuple(
+                _Context(discovery, emit, listed, sid, tagged=True, rejected=self.rejected)
+                for sid in services
+            )
+
+    def services(self) -> Sequence[_Context] | None:
+        """One context per Service of a job of several, for a listing that spans them."""
+        return self._services
 
     async def emit(self, targets: Sequence[Target]) -> None:
         """Hand a page of selected targets to the run (each marked with the Service it was

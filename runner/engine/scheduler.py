@@ -45,6 +45,7 @@ from runner.log.records import (
     TargetRecord,
     children_listed_record,
     progress_record,
+    request_found_record,
     service_listed_record,
     services_record,
     target_record,
@@ -375,7 +376,18 @@ class Engine:
         async def settled(request: str, found: int) -> None:
             self._writer.put(children_listed_record(index, request, found=found))
 
-        return ListedConversations(done.__contains__, record, settled)
+        def found_in(request: str, service: str | None, count: int) -> None:
+            # Queued before the request's targets' lines, so on disk before any is deleted.
+            self._writer.put(request_found_record(index, request, count, service))
+
+        before = self._prior.requests_found if self._prior else {}
+        return ListedConversations(
+            done.__contains__,
+            record,
+            settled,
+            found_in,
+            lambda request, service: before.get((request, service), 0),
+        )
 
     def _services_listed(self, index: int) -> ListedServices:
         done = self._prior.services_listed.get(index, set()) if self._prior else set()

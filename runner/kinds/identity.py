@@ -4,7 +4,8 @@ A request names a person by chat identities and SMS/WhatsApp addresses, written 
 one per row of a ``from_file`` list of requests. It deletes nothing of its own: it is a
 :class:`~runner.kinds.selector.Selector` whose listing emits targets of the message, participant
 and user kinds, so the log, limits, report and resume are theirs. For each request, in the job's
-Service:
+Service (in a job of several, ``service: all`` or a list, in each of them at once, each target
+marked with the Service it was found in; a request is found nowhere only when no Service has it):
 
 1. ``GET …/ParticipantConversations?Identity=…`` (and ``?Address=…``): the conversations the
    person takes part in, and their participant SID in each;
@@ -114,6 +115,9 @@ class IdentityTarget(SpecTarget):
     }
 
     kind: Literal["identity"]
+    # Anything, so that a `where:` here is refused for what it is (no filter selects a person),
+    # not key by key against a filter with no keys.
+    where: Any = None
     identities: tuple[Text, ...] | None = None
     addresses: tuple[Text, ...] | None = None
     delete: tuple[Text, ...] = PARTS
@@ -323,7 +327,9 @@ def read_requests(path: Path, where: str, sha256: str) -> Iterator[Request]:
 @dataclass(frozen=True, slots=True)
 class ListIdentity(Listing):
     """What of each request's person the target deletes: their messages, participants and
-    Users in the job's Service."""
+    Users in the job's Service, or in each of its Services."""
+
+    spans_services: ClassVar[bool] = True  # a request is looked up in every Service at once
 
     where: str  # targets[2]
     parts: tuple[Part, ...]
@@ -352,10 +358,11 @@ class ListIdentity(Listing):
 
     async def list(self, ctx: ListContext) -> None:
         """Erase several requests' people at once (each is a few lookups and a few pages)."""
+        broken = _Broken()
         send, receive = anyio.create_memory_object_stream[Request](ctx.fanout)
         async with anyio.create_task_group() as tg:
             for _ in range(ctx.fanout):
-                tg.start_soon(self._drain, ctx, receive.clone())
+                tg.start_soon(self._drain, ctx, receive.clone(), broken)
             receive.close()
             async with send:
                 listed = ctx.listed
@@ -367,31 +374,81 @@ class ListIdentity(Listing):
                 except BadListing as exc:
                     ctx.rejected.failed(exc)
 
-    async def _drain(self, ctx: ListContext, requests: ObjectReceiveStream[Request]) -> None:
+    async def _drain(
+        self, ctx: ListContext, requests: ObjectReceiveStream[Request], broken: _Broken
+    ) -> None:
         async with requests:
             async for request in requests:
                 before = ctx.rejected.total()
                 try:
-                    found = await self._erase(ctx, request)
+                    found, whole = await self._everywhere(ctx, request, broken)
                 except BadListing as exc:
                     ctx.rejected.failed(exc)
                     continue
                 if found:
                     log.info("erasure_request_found", request=request.position, found=found)
-                else:
+                elif whole:
                     log.info("erasure_request_not_found", request=request.position)
                 # Anything left out meanwhile (by this request, or conservatively by another
-                # listed at once): not recorded, so a resume lists it again.
+                # listed at once), or a Service not asked: not recorded, so a resume lists it
+                # again.
                 left_out = ctx.rejected.total() - before
-                if ctx.listed is not None and ctx.listed.settled is not None and not left_out:
+                settled = ctx.listed.settled if ctx.listed is not None else None
+                if settled is not None and whole and not left_out:
                     # After its targets' lines, through the same log: the record implies them.
-                    await ctx.listed.settled(request.position, found)
+                    await settled(request.position, found)
+
+    async def _everywhere(
+        self, ctx: ListContext, request: Request, broken: _Broken
+    ) -> tuple[int, bool]:
+        """Erase one request's person in each Service of the job; how many things were found
+        in all, and whether every Service was asked to the end (not_found needs them all)."""
+        services = ctx.services()
+        if services is None:
+            return await self._erase(ctx, request), True
+        found = 0
+        whole = True
+
+        async def one(service: ListContext) -> None:
+            nonlocal found, whole
+            if broken.failed(service.service):
+                whole = False  # asked no more: its lookups failed for an earlier request
+                return
+            try:
+                here = await self._erase(service, request)
+            except AuthError:
+                raise
+            except RemoteError as exc:
+                # The other Services go on; this one is counted failed once, not per request.
+                whole = False
+                broken.add(service, exc)
+            else:
+                found += here  # after the await: the Services add up at once
+
+        # Each Service at once: each has its own budget.
+        async with anyio.create_task_group() as tg:
+            for service in services:
+                tg.start_soon(one, service)
+        return found, whole
 
     async def _erase(self, ctx: ListContext, request: Request) -> int:
-        """Emit what this target deletes of one request's person; how many things were found
-        (conversations they take part in, and Users)."""
+        """Emit what this target deletes of one request's person in the context's Service; how
+        many things were found (conversations they take part in, and Users)."""
         found = await _memberships(ctx, request)
         conversations = list(dict.fromkeys(c for c, _ in found.members))
+        people = dict.fromkeys(found.users)
+        for identity in request.identities:
+            user = await _user(ctx, request, identity)
+            if user is not None:
+                people[user] = None
+        count = len(conversations) + len(people)
+        listed = ctx.listed
+        if listed is not None:
+            # Recorded before anything is emitted (and so deleted): a resume that looks again
+            # finds less, and counts what this run found here.
+            if count and listed.found is not None:
+                listed.found(request.position, ctx.service, count)
+            count = max(count, listed.found_before(request.position, ctx.service))
         # Messages first: once a participant is deleted, ParticipantConversations no longer
         # leads to its conversation, so a resume must find every message in the log already
         # (targets are logged in the order they are emitted, before any is sent).
@@ -401,14 +458,36 @@ class ListIdentity(Listing):
                     await _messages(ctx, sid, request.authors)
         if "participants" in self.parts:
             await ctx.emit([Target(participants.KIND, p, c) for c, p in found.members])
-        people = dict.fromkeys(found.users)
-        for identity in request.identities:
-            user = await _user(ctx, request, identity)
-            if user is not None:
-                people[user] = None
         if "user" in self.parts:
             await ctx.emit([Target(users.KIND, sid) for sid in people])
-        return len(conversations) + len(people)
+        return count
+
+
+@dataclass
+class _Broken:
+    """The Services of a job of several whose erasure lookups failed: each is counted once (one
+    discovery error, one warning) and not asked again in this run; the requests it leaves
+    unsettled are listed again by a resume."""
+
+    services: set[str | None] = field(default_factory=set)
+
+    def failed(self, service: str | None) -> bool:
+        """Whether ``service``'s lookups have failed."""
+        return service in self.services
+
+    def add(self, ctx: ListContext, error: RemoteError) -> None:
+        """Count the failure of ``ctx``'s Service, unless it was counted already."""
+        if ctx.service in self.services:
+            return
+        self.services.add(ctx.service)
+        if not isinstance(error, BadListing):
+            # Its message could show a path or query holding an identity: say where and how.
+            error = BadListing(
+                f"{v1_prefix(ctx.service)}/ParticipantConversations",
+                f"the erasure lookups in this Service failed (HTTP {error.status}, "
+                f"code {error.code})",
+            )
+        ctx.rejected.failed(error)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import structlog
 
@@ -244,6 +244,11 @@ class ListedConversations:
     # A selector's request (by its position, never its contents) listed in full, with how many
     # things it found: 0 is a request found nowhere, reported not_found.
     settled: Callable[[str, int], Awaitable[None]] | None = None
+    # What a request found in a Service (None: the job's one), recorded before any of it is
+    # emitted; and what an earlier run recorded so, which a resume's count keeps (its own
+    # lookups no longer find what that run deleted).
+    found: Callable[[str, str | None, int], None] | None = None
+    found_before: Callable[[str, str | None], int] = lambda _request, _service: 0
 
 
 class ListContext(Protocol):
@@ -293,11 +298,22 @@ class ListContext(Protocol):
         """One v1 resource's reply body, or None when it does not exist (404)."""
         ...
 
+    def services(self) -> Sequence[ListContext] | None:
+        """For a listing that ``spans_services``, in a job of several Services: one context per
+        Service, each listing its paths and marking its targets with its SID (sharing this
+        context's counts); None in a job of one Service, which this context lists."""
+        ...
+
 
 class Listing(ABC):
     """A source found by listing: its kind's own query, and the lister that runs it."""
 
     __slots__ = ()
+
+    # In a job of several Services, discovery lists a Service-scoped source once per Service.
+    # A listing that spans Services is listed once instead, and looks in each itself
+    # (``ctx.services()``): an erasure request is one verdict, found in any or in none.
+    spans_services: ClassVar[bool] = False
 
     @property
     @abstractmethod

@@ -21,6 +21,8 @@ Layout (one JSON object per line)::
     {"t":"P", "src":0, "n":120, "done":true}                 discovery progress of target 0
     {"t":"P", "src":1, "c":"CH…"}                 target 1 listed that conversation's children
     {"t":"P", "src":2, "c":"targets[2]", "n":0}   an erasure request listed: found n things
+    {"t":"F", "src":2, "r":"targets[2]", "n":5, "sv":"IS…"}   … found 5 things in that Service
+                                          (or the job's one), before any of them was deleted
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
 
@@ -340,6 +342,43 @@ def children_listed_record(
     if found is not None:
         rec["n"] = found
     return rec
+
+
+# A request's position in the spec, the only way the log names one (never its person).
+REQUEST_MATCH = re.compile(r"targets\[[0-9]{1,6}\](?:\.from_file line [0-9]{1,12})?").fullmatch
+
+
+def request_found_record(
+    source: int, request: str, found: int, service: str | None
+) -> dict[str, Any]:
+    """Erasure request ``request`` (by position) of source ``source`` found ``found`` things in
+    ``service`` (None: the job's one). Written before any of them is deleted, so that a resume
+    that looks again once some are gone still counts them (and never calls the request found
+    nowhere); a new type, which an older bulkops refuses rather than misreads."""
+    rec: dict[str, Any] = {"t": "F", "src": source, "r": request, "n": found}
+    if service is not None:
+        rec["sv"] = service
+    return rec
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFound:
+    """A request-found line, decoded."""
+
+    request: str  # its position: targets[2], targets[2].from_file line 7
+    service: str | None
+    found: int
+
+
+def decode_request_found(rec: dict[str, Any]) -> RequestFound:
+    """A request-found line's object (UntrustedLine/KeyError/ValueError on a malformed one)."""
+    request, found = rec["r"], rec["n"]
+    if type(request) is not str or REQUEST_MATCH(request) is None:
+        raise UntrustedLine("'r' is not an erasure request's position (targets[N]…)")
+    if type(found) is not int or found < 0:
+        raise ValueError("'n' is not a count")
+    service = None if rec.get("sv") is None else checked_service(rec["sv"])
+    return RequestFound(request, service, found)
 
 
 def service_listed_record(source: int, service: str) -> dict[str, Any]:

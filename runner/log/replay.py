@@ -34,6 +34,7 @@ from runner.log.records import (
     decode_footer_object,
     decode_object,
     decode_progress,
+    decode_request_found,
     decode_services,
     decode_services_rejected,
     decode_targets,
@@ -87,6 +88,8 @@ class Replay:
     # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
     # things each found (0: found nowhere, reported not_found).
     requests: dict[str, int] = field(default_factory=dict)
+    # What each request found in each Service (None: the job's one) before deleting any of it.
+    requests_found: dict[tuple[str, str | None], int] = field(default_factory=dict)
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -450,6 +453,10 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
             replay.discovered[progress.source] = progress.found
             if progress.done:
                 replay.discovery_done.add(progress.source)
+    elif kind == "F":
+        found = decode_request_found(rec)
+        key = (found.request, found.service)
+        replay.requests_found[key] = max(replay.requests_found.get(key, 0), found.found)
     elif kind == "E":
         footer = decode_footer_object(rec)
         replay.exit_code = footer.exit_code

@@ -277,6 +277,8 @@ class JobSpec(SpecModel):
 
 def _named_in_one_service(target: SpecTarget) -> str | None:
     """Why a v1 target cannot be part of a job of several Services: its IDs name no Service."""
+    if selector_of(target.kind) is not None:
+        return None  # it names people (its from_file too), looked up in every Service
     if not target.resource_kind.per_service:
         return None
     if target.ids is not None or target.from_file is not None:

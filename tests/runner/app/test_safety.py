@@ -88,14 +88,21 @@ async def test_no_secret_or_pii_reaches_any_artifact(
             json.dumps({"identities": [person], "addresses": [phone]}) + "\n"
         )
         nobody = ["nobody-4711@example.org", "+15550001111"]
+        # In every Service at once (the person is found in some, looked for in all).
         erase = job(
             workdir,
-            "targets:\n  - {kind: identity, from_file: requests.jsonl}\n"
+            "service: all\ntargets:\n  - {kind: identity, from_file: requests.jsonl}\n"
             f"  - {{kind: identity, identities: ['{nobody[0]}'], addresses: ['{nobody[1]}']}}\n",
             "erase",
         )
-        code = await run_cli("run", erase, "--log-format", "json", "--log-level", "debug")
+        prom = workdir / "metrics" / "bulkops.prom"
+        prom.parent.mkdir()
+        code = await run_cli(
+            "run", erase, "--log-format", "json", "--log-level", "debug",
+            "--metrics-textfile", prom,
+        )  # fmt: skip
         assert code == ExitCode.OK
+        assert prom.read_text()
         pii += [person, phone, *nobody]
         demo = REPO / "jobs" / "demo.yaml"
         code = await run_cli("run", demo, "--log-format", "json", "--log-level", "debug")
@@ -105,9 +112,10 @@ async def test_no_secret_or_pii_reaches_any_artifact(
         await run_cli("run", failing, "--log-format", "json", "--log-level", "debug")
         # And the evidence of a verify of the full run (no fault: retries would only be slow).
         await emu.configure(fault_500=0.0)
-        (log,) = (p for p in checkpoints(workdir) if p.name.startswith("demo-"))
-        code = await run_cli("verify", log, "--log-format", "json", "--log-level", "debug")
-        assert code == ExitCode.OK
+        for name in ("demo-", "erase-"):
+            (log,) = (p for p in checkpoints(workdir) if p.name.startswith(name))
+            code = await run_cli("verify", log, "--log-format", "json", "--log-level", "debug")
+            assert code == ExitCode.OK
         out = capsys.readouterr()
         assert "target_finished" in out.err
         artifacts = {"stdout": out.out, "stderr": out.err}
@@ -117,7 +125,8 @@ async def test_no_secret_or_pii_reaches_any_artifact(
                 if "checkpoints" in path.parts:
                     assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
         assert len(artifacts) >= 8
-        assert [p for p in artifacts if p.endswith(".verify.json")]
+        assert len([p for p in artifacts if p.endswith(".verify.json")]) == 2
+        assert [p for p in artifacts if p.endswith(".prom")]
         for name, text in artifacts.items():
             assert DEFAULT_AUTH_TOKEN not in text, name
             leaked = [s for s in pii if s in text]
