@@ -112,9 +112,10 @@ class Admission:
     def held_now(self, target: Target) -> bool:
         """Whether ``target``, admitted earlier, is held now: asked again just before its DELETE
         is sent, so that a hold added mid-run takes effect before the next DELETE it covers."""
-        if self._holds is None or not self._holds.holds(target):
+        if self._holds is None or not self._holds.holds(target, sending=True):
             return False
         self.held[target.kind] += 1
+        self.admitted[target.kind] -= 1  # found, but held: what is shown as found is what is sent
         return True
 
     def readmit(self, target: Target) -> None:

@@ -93,8 +93,11 @@ class Discovery:
         on_services: Callable[[list[str]], None] = lambda _sids: None,
         fanout: int = 32,
         skip_conversation: Callable[[str], bool] = lambda _sid: False,
+        on_attributes: Callable[[str, object], None] = lambda _sid, _raw: None,
     ) -> None:
         self.requester = requester
+        # Legal holds judge each listed v1 conversation's attributes here, in memory.
+        self.on_attributes = on_attributes
         self.service = service
         self.fanout = fanout
         self.skip = skip_conversation
@@ -237,6 +240,7 @@ class _Context:
         self._tag = service if tagged else None
         self.fanout = discovery.fanout
         self.skip = discovery.skip
+        self.saw_attributes = discovery.on_attributes
 
     async def emit(self, targets: Sequence[Target]) -> None:
         """Hand a page of selected targets to the run (each marked with the Service it was

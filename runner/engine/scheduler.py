@@ -24,6 +24,7 @@ import structlog
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations, ListedServices
+from runner.engine.hold_reads import AttributeReads
 from runner.engine.holds import HoldList
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
@@ -41,6 +42,7 @@ from runner.errors import (
 from runner.internal import InternalFault
 from runner.kinds.base import ResourceKind, Target
 from runner.log.records import (
+    UNSENT_STATES,
     State,
     TargetRecord,
     children_listed_record,
@@ -125,7 +127,14 @@ class EngineSettings:
     holds: HoldList | None = None  # legal holds, checked at admission and again at send time
 
     @classmethod
-    def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
+    def of(
+        cls,
+        plan: JobPlan,
+        run_id: str,
+        *,
+        retry_failed: bool = False,
+        holds: HoldList | None = None,
+    ) -> EngineSettings:
         """The settings of a run of ``plan``: the one place a plan's values reach the engine."""
         return cls(
             run_id=run_id,
@@ -140,6 +149,7 @@ class EngineSettings:
             failure_rate_min_count=plan.failure_rate_min_count,
             retry_failed=retry_failed,
             shard=plan.shard,
+            holds=holds,
         )
 
 
@@ -186,6 +196,14 @@ class Engine:
             on_services=lambda sids: self._writer.put(services_record(sids)),
             fanout=fanout,
             skip_conversation=self._admission.skips_children_of,
+            on_attributes=(
+                settings.holds.note_attributes if settings.holds is not None else _ignore
+            ),
+        )
+        self._reads = (
+            None
+            if settings.holds is None or not settings.holds.wheres
+            else AttributeReads(settings.holds, requester, settings.service)
         )
         self._sources = sources
         self._writer = writer
@@ -395,6 +413,8 @@ class Engine:
             self.progress.skipped_done += 1
         elif verdict is Verdict.COVERED:
             self._finish(target, State.COVERED)
+        elif verdict is Verdict.HELD:
+            self._finish(target, State.HELD)  # counted in the report, never sent
         elif verdict is Verdict.BRAKED:
             self.abort = self._admission.brake()
             self.stop()
@@ -422,9 +442,21 @@ class Engine:
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
+        if self._reads is not None:
+            # The attributes of a conversation no listing of this run showed, read before any
+            # DELETE in it (a failed read holds it).
+            try:
+                await self._reads.before_delete(target)
+            except AuthError as exc:
+                self._fatal_auth(exc)
+                return
+            except PausedTooLong as exc:
+                self._paused_too_long(exc)
+                return
         if self._admission.held_now(target):
-            # Held since it was admitted: never sent (it stays requested in the log), and its
-            # children are not covered through it.
+            # Held since it was admitted (a hold file changed, its attributes were read): never
+            # sent, final in the log as held, and its children are not covered through it.
+            self._finish(target, State.HELD)
             if target.kind.covers_children:
                 self._admission.settle(target.id, False)
             return
@@ -538,7 +570,8 @@ class Engine:
         message: str | None = None,
     ) -> None:
         self.progress.outcomes[(target.kind, state)] += 1
-        self._finished += 1
+        if state is not State.HELD:  # a held target is no outcome of a DELETE
+            self._finished += 1
         if state is State.FAILED:
             self._failed += 1
         self._writer.put(
@@ -548,14 +581,15 @@ class Engine:
                 ts=self._writer.seconds(),
                 code=code,
                 message=message,
-                # Only a covered target has no requested line naming its conversation.
-                with_parent=state is State.COVERED,
+                # Only a covered or held target may have no requested line naming its
+                # conversation.
+                with_parent=state in UNSENT_STATES,
             )
         )
         self._log.debug(
             "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
         )
-        if target.kind.covers_children and state is not State.COVERED:
+        if target.kind.covers_children and state not in UNSENT_STATES:
             self._admission.settle(target.id, state.is_absent)
         self._check_failure_rate()
 
@@ -591,6 +625,10 @@ class Engine:
             self.auth_error = exc
             log.error("credentials_refused", status=exc.status, code=exc.code)
         self.hard_stop()
+
+
+def _ignore(_sid: str, _attributes: object) -> None:
+    """No attribute hold: a listed conversation's attributes are not looked at."""
 
 
 def _earlier(prior: Replay | None, retry_failed: bool) -> Counter[tuple[ResourceKind, State]]:

@@ -70,6 +70,9 @@ class State(StrEnum):
     # met a fault (timeout, reset, 5xx) after which the server may have acted — so most likely
     # this run deleted it. GONE is absent at the first DELETE the run sent for it.
     GONE_AFTER_REQUEST = "R"
+    # Under a legal hold (issue 13 §1): found but never sent, or held again just before its
+    # DELETE; final for the run (a resume does not send it), never listed in a report.
+    HELD = "H"
 
     @property
     def is_final(self) -> bool:
@@ -85,7 +88,9 @@ class State(StrEnum):
 # A target known to no longer exist: deleted, or answered 404 whoever removed it. A v1
 # conversation in one of these states covers its messages and participants.
 ABSENT_STATES = frozenset({State.DELETED, State.GONE, State.GONE_AFTER_REQUEST})
-FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED}
+FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED, State.HELD}
+# States a target's own line may be without a requested line before it (it was never sent).
+UNSENT_STATES = frozenset({State.COVERED, State.HELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,7 +308,10 @@ def target_key(resource: ResourceKind, id_: str) -> str:
     return f"{resource.code}:{id_}"
 
 
+STATE_BITS = 3  # a replay packs a target's state into the low 3 bits of its state int
 STATES = list(State)
+if len(STATES) > 1 << STATE_BITS:  # a ninth state would share an index with the first
+    raise RuntimeError(f"{len(STATES)} log states do not fit the replay's {STATE_BITS}-bit field")
 STATE_INDEX = {s: i for i, s in enumerate(STATES)}
 STATE_BY_VALUE = {s.value: s for s in State}
 

@@ -10,10 +10,11 @@ error names the file, the line and the fix.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, Field, PrivateAttr
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import read_regular_bounded
@@ -25,7 +26,9 @@ __all__ = [
     "HOLD_KINDS",
     "AttributeHold",
     "ExcludeSpec",
+    "HoldSpec",
     "check_hold_files",
+    "merge_holds",
     "parse_hold_file",
     "read_hold_file",
 ]
@@ -69,9 +72,56 @@ class ExcludeSpec(SpecModel):
     from_file: str | None = None
     where: AttributeHold | None = None
 
+    _base: Path | None = PrivateAttr(default=None)
+
     def listed(self) -> frozenset[str]:
         """The conversations listed inline (checked when the spec was parsed)."""
         return frozenset(self.conversations)
+
+    def attach_base(self, base: Path) -> None:
+        """Record the directory ``from_file`` is relative to (the spec's, or the config's)."""
+        # A private attribute: where the file was found belongs to the parsed spec, not its YAML.
+        self._base = base
+
+    def resolved(self) -> HoldSpec:
+        """What this exclude holds, with its hold file's path made absolute."""
+        files: tuple[Path, ...] = ()
+        if self.from_file is not None:
+            path = Path(self.from_file)
+            if not path.is_absolute():
+                path = (self._base or Path.cwd()) / path
+            files = (path,)
+        wheres = () if self.where is None else (tuple(sorted(self.where.attributes.items())),)
+        return HoldSpec(self.listed(), files, wheres)
+
+
+AttributeMatch = tuple[tuple[str, str | int | float | bool | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSpec:
+    """Every hold of a job, resolved: listed conversations, hold files (absolute paths, read by
+    the run), and ``where.attributes`` matches (a v1 conversation whose attributes hold every
+    key: value of any one of them is held)."""
+
+    listed: frozenset[str] = frozenset()
+    files: tuple[Path, ...] = ()
+    wheres: tuple[AttributeMatch, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.listed or self.files or self.wheres)
+
+
+def merge_holds(*holds: HoldSpec | None) -> HoldSpec | None:
+    """The holds of a spec and of the config together (a hold in either holds); None if none."""
+    present = [h for h in holds if h]
+    if not present:
+        return None
+    return HoldSpec(
+        frozenset().union(*(h.listed for h in present)),
+        tuple(dict.fromkeys(p for h in present for p in h.files)),
+        tuple(dict.fromkeys(w for h in present for w in h.wheres)),
+    )
 
 
 def parse_hold_file(name: str, data: bytes) -> frozenset[str]:
@@ -108,16 +158,16 @@ def read_hold_file(path: Path, display: str | None = None) -> frozenset[str]:
     except UntrustedFile as e:
         raise SpecError(f"{name}: {e.reason}: a hold file is one conversation ID a line") from None
     except FileNotFoundError:
-        raise SpecError(f"{name}: no such hold file; fix the path in exclude.from_file") from None
+        raise SpecError(f"{name}: no such hold file; fix the path in from_file") from None
     except OSError as e:
         raise SpecError(f"{name}: the hold file cannot be read ({e.strerror})") from None
     return parse_hold_file(name, data)
 
 
 def check_hold_files(data: Mapping[Any, Any], base_dir: Path, where: str = "exclude") -> list[str]:
-    """Problems with the hold file the raw spec (or config) data names, read relative to
-    ``base_dir``; checked even when other parts are invalid, like manifests."""
-    exclude = data.get("exclude")
+    """Problems with the hold file the raw spec (or config) data names under ``where``, read
+    relative to ``base_dir``; checked even when other parts are invalid, like manifests."""
+    exclude = data.get(where)
     written = exclude.get("from_file") if isinstance(exclude, Mapping) else None
     if not isinstance(written, str) or not written.strip():
         return []
