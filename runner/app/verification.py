@@ -51,6 +51,7 @@ __all__ = [
     "Remains",
     "Verification",
     "gone_targets",
+    "no_attributes",
     "nothing_held",
     "run_verification",
 ]
@@ -58,17 +59,25 @@ __all__ = [
 log = structlog.get_logger("bulkops.verify")
 
 # Every final state but a failure: the target is recorded as gone, one way or another.
-_GONE = frozenset(state for state in State if state.is_final and state is not State.FAILED)
+_GONE = frozenset(
+    state for state in State if state.is_final and state not in (State.FAILED, State.HELD)
+)
 PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
 
-# Whether a target is held (never to be deleted, so not "remaining" when listed again). Legal
-# holds (issue 13 §1) fill this in from the spec's `exclude`; until then nothing is held.
+# Whether a target is held (never to be deleted, so not "remaining" when listed again): the
+# job's legal holds (issue 13 §1), its spec's `exclude` and its config's `holds`.
 Held = Callable[[Target], bool]
+# A listed v1 conversation's attributes, for the attribute holds to judge in memory.
+SeenAttributes = Callable[[str, object], None]
 
 
 def nothing_held(_target: Target) -> bool:
     """The hold of a job without holds."""
     return False
+
+
+def no_attributes(_sid: str, _attributes: object) -> None:
+    """No attribute hold: a listed conversation's attributes are not looked at."""
 
 
 @dataclass(slots=True)
@@ -185,6 +194,7 @@ async def run_verification(
     sample: int | None = None,
     seed: int | None = None,
     held: Held = nothing_held,
+    attributes: SeenAttributes = no_attributes,
 ) -> Verification:
     """Check every target (or a sample) and list the selection again; what was found.
 
@@ -217,6 +227,7 @@ async def run_verification(
             # A conversation the log records as deleted is fetched itself; listing its children
             # would only say 404 again.
             skip_conversation=replay.deleted_conversations.__contains__,
+            on_attributes=attributes,
         )
         try:
             async with anyio.create_task_group() as outer:
