@@ -38,6 +38,7 @@ from runner.errors import (
     SafetyAbort,
     Stopped,
     TransientError,
+    Withheld,
 )
 from runner.internal import InternalFault
 from runner.kinds.base import ResourceKind, Target
@@ -453,13 +454,6 @@ class Engine:
             except PausedTooLong as exc:
                 self._paused_too_long(exc)
                 return
-        if self._admission.held_now(target):
-            # Held since it was admitted (a hold file changed, its attributes were read): never
-            # sent, final in the log as held, and its children are not covered through it.
-            self._finish(target, State.HELD)
-            if target.kind.covers_children:
-                self._admission.settle(target.id, False)
-            return
         info = target.kind
         headers: dict[str, str] = {}
         if info.idempotent_header:
@@ -475,7 +469,17 @@ class Engine:
                 info.delete_path(target, service),
                 key=info.limit_scope(target, service),
                 headers=headers,
+                # Asked once the limits let the DELETE go, just before it leaves: a hold added
+                # mid-run (a hold file changed, attributes read) holds the very next DELETE.
+                withhold=partial(self._admission.held_now, target),
             )
+        except Withheld:
+            # Held since it was admitted: never sent, final in the log as held, and its
+            # children are not covered through it.
+            self._finish(target, State.HELD)
+            if target.kind.covers_children:
+                self._admission.settle(target.id, False)
+            return
         except AuthError as exc:
             self._fatal_auth(exc)
             return
