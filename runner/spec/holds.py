@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PrivateAttr
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import read_regular_bounded
@@ -57,10 +57,29 @@ def _checked_hold_id(value: str) -> str:
         raise custom_error(str(exc)) from None
 
 
+def _checked_attributes(value: object) -> object:
+    """A mapping of attribute names to JSON scalars, with at least one: an empty match would
+    hold every v1 conversation (the job would delete none of them)."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise custom_error(
+                "is empty: name at least one attribute and its value, e.g. {legal_hold: true}"
+            )
+        for key, one in value.items():
+            if isinstance(one, Mapping | list | tuple):
+                raise custom_error(
+                    f"{show_value(key)}: {show_value(one)} is not a single value; an attribute"
+                    " hold matches text, a number, true/false or null"
+                )
+    return value
+
+
 class AttributeHold(SpecModel):
     """``where:``: v1 conversations whose attributes (a JSON object) hold every key: value."""
 
-    attributes: dict[str, str | int | float | bool | None]
+    attributes: Annotated[
+        dict[str, str | int | float | bool | None], BeforeValidator(_checked_attributes)
+    ]
 
 
 class ExcludeSpec(SpecModel):
