@@ -2,7 +2,8 @@
 
 A hold names what is never touched: a v1 conversation (never deleted, nor its messages and
 participants) or a v2 conversation (never deleted). A hold file is a list legal maintains, one ID a
-line (a CSV whose first column is the ID; ``#`` comments and blank lines are skipped). It is
+line (a CSV whose first column is the ID; ``#`` comments, blank lines and an ``id`` header are
+skipped). It is
 untrusted input: its size is bounded and every ID is checked against the kinds' patterns, and an
 error names the file, the line and the fix.
 """
@@ -157,9 +158,13 @@ def parse_hold_file(name: str, data: bytes) -> frozenset[str]:
             f"{name}: the hold file is not UTF-8 text (byte {e.start}); save it as UTF-8"
         ) from None
     held: set[str] = set()
+    first = True  # the first line that is not a comment or blank may be a header (id, sid)
     for number, line in enumerate(text.splitlines(), start=1):
         value = line.split(",", 1)[0].strip().strip('"')
-        if not value or value.startswith("#") or (number == 1 and value.lower() in {"id", "sid"}):
+        if not value or value.startswith("#"):
+            continue
+        header, first = first and value.lower() in {"id", "sid"}, False
+        if header:
             continue
         try:
             held.add(hold_id(value))
