@@ -3,9 +3,8 @@
 A hold names what is never touched: a v1 conversation (never deleted, nor its messages and
 participants) or a v2 conversation (never deleted). A hold file is a list legal maintains, one ID a
 line (a CSV whose first column is the ID; ``#`` comments, blank lines and an ``id`` header are
-skipped). It is
-untrusted input: its size is bounded and every ID is checked against the kinds' patterns, and an
-error names the file, the line and the fix.
+skipped). It is untrusted input: its size is bounded and every ID is checked against the kinds'
+patterns, and an error names the file, the line and the fix.
 """
 
 from __future__ import annotations
