@@ -19,6 +19,7 @@ import pytest
 
 from runner.errors import ExitCode
 from runner.log.replay import read_checkpoint
+from runner.plan.planfile import read_plan
 from runner.report.completion import summarize
 from tests.runner.conftest import REPO, checkpoints, deleted, point_at, run_cli
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
@@ -167,3 +168,213 @@ async def test_three_kinds_of_holds_and_a_hold_file_changed_mid_run(
         assert await run_cli("verify", log) == ExitCode.OK
         document = json.loads(log.with_suffix(".verify.json").read_text())
         assert document["verified"] is True and document["listing"]["held"] > 0
+
+
+async def test_verify_fails_naming_what_remains_but_never_what_is_held(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the server answers some deletes without acting, verify of the held purge exits 1
+    and names exactly those targets; the held ones, listed again, are not among them."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        held = {sid_of(emu, LISTED_NO), sid_of(emu, FILED_NO)} | under_legal_hold(emu)
+        expected, _kept = await purge_selection(emu, held)
+        kept = sorted(expected)[:1] + sorted(t for t in expected if t[0] == "conversation_v1")[:1]
+        await emu.configure(keep_resources=[i for _k, i in kept])
+        assert await run_cli("run", example_in(workdir)) == ExitCode.OK
+        (log,) = checkpoints(workdir)
+
+        assert await run_cli("verify", log) == ExitCode.FAILURES
+
+        document = json.loads(log.with_suffix(".verify.json").read_text())
+        assert document["verified"] is False
+        remaining = {(r["kind"], r["id"]) for r in document["remaining"]}
+        assert set(kept) <= remaining
+        assert not {i for _k, i in remaining} & held
+        assert document["listing"]["held"] > 0
+
+
+async def test_resume_honours_an_attribute_hold_read_by_get_and_a_hold_added_since(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Messages of conversations named in the spec (the conversations themselves are never
+    listed): before any DELETE in one, its attributes are fetched once, and one under a legal
+    hold loses nothing. A run braked at its second target is resumed after a conversation was
+    added to the hold file: the resume deletes the free conversation's messages, nothing of the
+    attribute-held one, and nothing more of the newly held one."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        by_attributes = sid_of(emu, 1)
+        free, filed_later = sid_of(emu, LATE_NO), sid_of(emu, 4)
+        assert by_attributes in under_legal_hold(emu)
+        assert not {free, filed_later} & under_legal_hold(emu)
+        messages = {
+            sid: {m["sid"] for m in await emu.resources("message") if m["conversation_sid"] == sid}
+            for sid in (free, by_attributes, filed_later)
+        }
+        (workdir / "holds.csv").write_text("id\n")
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\n"
+            "targets:\n  - kind: messages\n"
+            f"    where: {{conversations: [{free}, {by_attributes}, {filed_later}]}}\n"
+            "exclude: {from_file: holds.csv, where: {attributes: {legal_hold: true}}}\n"
+            "safety: {max_deletions: 1}\n",
+        )
+        assert await run_cli("run", spec) == ExitCode.ABORTED
+        (log,) = checkpoints(workdir)
+        mark = emu.state.ledger.arrived
+        (workdir / "holds.csv").write_text(f"id\n{filed_later}\n")
+
+        assert await run_cli("resume", "--max-deletions", "1000", log) == ExitCode.OK
+
+        ledger = await emu.ledger()
+        assert touching(ledger, {by_attributes}) == []
+        assert [r for r in touching(ledger, {filed_later}) if r.get("seq", 0) > mark] == []
+        sent_first = [r for r in ledger["requests"] if r["method"] == "DELETE" and r["seq"] <= mark]
+        assert len(sent_first) <= 1  # braked at its second target
+        early = {d["id"] for d in touching(ledger, {filed_later}) if "via" in d}
+        assert deleted(ledger, "request") == {("message", m) for m in messages[free] | early}
+        reads = [
+            r["path"]
+            for r in ledger["requests"]
+            if r["method"] == "GET" and r["path"].endswith(by_attributes) and r["seq"] > mark
+        ]
+        assert reads == [f"/v1/Services/{SUPPORT_SERVICE}/Conversations/{by_attributes}"]
+        totals = summarize(read_checkpoint(log)).totals
+        assert totals["held"] == len(messages[by_attributes]) + len(messages[filed_later] - early)
+
+
+async def test_a_failed_attribute_read_holds_the_conversation(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """When a conversation's attributes cannot be read (the GET fails past its retries), nothing
+    in it is deleted: it counts as held for this run, and the run says why."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        free = sid_of(emu, LATE_NO)
+        ids = [
+            f"{free}/{m['sid']}"
+            for m in await emu.resources("message")
+            if m["conversation_sid"] == free
+        ]
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\n"
+            f"targets: [{{kind: messages, ids: [{', '.join(ids)}]}}]\n"
+            "exclude: {where: {attributes: {legal_hold: true}}}\n"
+            "retry: {max_attempts: 2, base_delay: 0.01, max_delay: 0.02}\n",
+        )
+        await emu.configure(fault_500=1.0)
+        code = await run_cli("run", spec)
+        await emu.configure(fault_500=0.0)
+
+        assert code == ExitCode.OK
+        ledger = await emu.ledger()
+        assert [r for r in ledger["requests"] if r["method"] == "DELETE"] == []
+        (log,) = checkpoints(workdir)
+        assert summarize(read_checkpoint(log)).totals["held"] == len(ids)
+        err = capsys.readouterr().err
+        assert "hold_attributes_unreadable" in err and free in err
+
+
+async def test_plan_counts_each_hold_and_apply_honours_a_hold_added_after_the_plan(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`plan -o json` counts what each hold kept (by "list", the file, "where"), never which;
+    a conversation added to the hold file after the plan was reviewed is not deleted by
+    `apply`, though the plan lists it."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        held = {sid_of(emu, LISTED_NO), sid_of(emu, FILED_NO)} | under_legal_hold(emu)
+        _expected, kept = await purge_selection(emu, held)
+        spec = example_in(workdir)
+        plan = workdir / "reviewed.plan"
+        capsys.readouterr()
+        assert await run_cli("plan", spec, "--out", plan, "-o", "json") == ExitCode.OK
+        document = json.loads(capsys.readouterr().out)
+        jsonschema.validate(document, PLAN_SCHEMA)
+        hold_file = str((workdir / "holds" / "legal-holds.csv").resolve())
+        assert set(document["holds"]) == {"list", hold_file, "where"}
+        assert document["total_held"] == sum(document["holds"].values()) == kept
+        planned = read_plan(plan)
+        conversations = {
+            t.parent or t.id for kind in planned.counts for t in planned.targets(kind)
+        }
+        late = sid_of(emu, LATE_NO)
+        assert late in conversations and not conversations & held
+        with (workdir / "holds" / "legal-holds.csv").open("a") as f:
+            f.write(f"{late}\n")
+
+        assert await run_cli("apply", plan) == ExitCode.OK
+
+        ledger = await emu.ledger()
+        assert touching(ledger, held | {late}) == []
+        assert deleted(ledger, "request")
+
+
+async def test_a_config_hold_holds_in_every_job(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hold in the config's `holds:` applies to a job whose spec holds nothing, beside the
+    job's own: the conversation it names is not deleted, nor are its messages."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        closed = [
+            c["sid"]
+            for c in await emu.resources("conversation_v1")
+            if c["service_sid"] == SUPPORT_SERVICE and c["state"] == "closed"
+        ]
+        held, *others = closed
+        config = workdir / "bulkops.yaml"
+        (workdir / "config-holds.csv").write_text(f"{held}\n")
+        config.write_text("holds:\n  from_file: config-holds.csv\n")
+        spec = job(
+            workdir,
+            f"service: {SUPPORT_SERVICE}\n"
+            "targets: [{kind: conversations, where: {state: closed}},"
+            " {kind: messages, where: {conversations: all, created_before: 1d}}]\n",
+        )
+
+        assert await run_cli("run", spec, "--config", config) == ExitCode.OK
+
+        ledger = await emu.ledger()
+        assert touching(ledger, {held}) == []
+        assert {("conversation_v1", sid) for sid in others} <= deleted(ledger, "request")
+
+
+async def test_attribute_values_never_reach_a_log_a_report_or_the_output(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Attributes are read in memory only: none of their values (customer names, matter
+    numbers) is in the checkpoint, the reports, the verify evidence or what plan, run, report
+    and verify print, at debug level."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        spec = example_in(workdir)
+        argv = ("--log-level", "debug")
+        assert await run_cli("plan", spec, "-o", "json", *argv) == ExitCode.OK
+        assert await run_cli("run", spec, *argv) == ExitCode.OK
+        (log,) = checkpoints(workdir)
+        assert await run_cli("report", log, "--summary", "-o", "json") == ExitCode.OK
+        assert await run_cli("verify", log, *argv) == ExitCode.OK
+        out = capsys.readouterr()
+        written = [p.read_text() for p in log.parent.iterdir() if p.is_file()]
+        secrets = {
+            str(value)
+            for c in emu.dataset.conversations
+            for key, value in json.loads(c.attributes).items()
+            if key in ("customer", "matter")
+        }
+        assert secrets and "M-2026-0001" in secrets
+        for text in (out.out, out.err, *written):
+            assert text and not [s for s in secrets if s in text]
