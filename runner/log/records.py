@@ -7,6 +7,8 @@ run writes the same bytes (tests/fixtures/checkpoint-v2 pins it). State ``R`` (g
 request of an earlier process) was added to version 2 without a new version: every version-2
 log still replays, and a bulkops from before it takes such a line for damage (refused, or
 ignored as a torn last line), never for another state.
+State ``H`` (held by a legal hold) was added the same way; it is the eighth state, the last the
+replay's 3-bit state field has room for (:data:`STATE_BITS`, checked at import).
 
 Layout (one JSON object per line)::
 
@@ -15,6 +17,7 @@ Layout (one JSON object per line)::
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
     {"s":"D"|"G"|"R"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}   deleted/gone/gone after
                                                        request/failed/covered
+    {"s":"H", "k":"m", "id":…, "c":CH…, "ts":13}     held by a legal hold: never sent
     {"s":"Q", "k":"c1", "id":…, "sv":"IS…"}      a target of one of a job's several Services
     {"t":"S", "sv":["IS…", …]}                   the Services a `service: all` job froze
     {"t":"P", "src":0, "sv":"IS…", "done":true}   target 0 listed that Service in full
