@@ -26,7 +26,7 @@ from runner.app.holding import hold_list
 from runner.app.inputs import load_inputs
 from runner.app.scope import resume_plan
 from runner.app.unattended import api_hosts, check_same_hosts
-from runner.app.verification import Prepared, no_attributes, nothing_held, run_verification
+from runner.app.verification import Prepared, run_verification
 from runner.app.verify_output import (
     exit_code,
     print_verification,
@@ -86,7 +86,7 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
     """Verify the run of ``request.checkpoint``, write the evidence, say what remains; the exit
     code (0 only when everything checked is gone)."""
     prepared = prepare_verify(request)
-    held = holds_of(prepared)
+    holds = holds_of(prepared)
     config, header = prepared.config, prepared.replay.header
     # The cutoffs the listing applies are the run's, frozen in its log: said before it starts.
     resolution = prepared.plan.resolution(api_hosts(config), config.credentials.account_sid)
@@ -106,8 +106,7 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
                 prepared,
                 sample=request.sample,
                 seed=request.seed,
-                held=nothing_held if held is None else held.holds,
-                attributes=no_attributes if held is None else held.note_attributes,
+                holds=holds,
             ),
             backend="asyncio",
         )

@@ -36,9 +36,10 @@ class AttributeReads:
         self._service = service
         self._reading: dict[str, anyio.Event] = {}  # conversation → its read in flight
 
-    async def before_delete(self, target: Target) -> None:
-        """Make sure the attribute verdict of ``target``'s v1 conversation is known. Raises
-        AuthError and PausedTooLong (the run stops); any other failure holds the conversation."""
+    async def judge(self, target: Target) -> None:
+        """Make sure the attribute verdict of ``target``'s v1 conversation is known (a run asks
+        before its DELETE, a verify before it calls a listed target remaining). Raises
+        AuthError and PausedTooLong; any other failure holds the conversation."""
         conversation = self._holds.attributes_unknown(target)
         if conversation is None:
             return

@@ -447,7 +447,7 @@ class Engine:
             # The attributes of a conversation no listing of this run showed, read before any
             # DELETE in it (a failed read holds it).
             try:
-                await self._reads.before_delete(target)
+                await self._reads.judge(target)
             except AuthError as exc:
                 self._fatal_auth(exc)
                 return

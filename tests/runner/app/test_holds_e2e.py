@@ -201,7 +201,8 @@ async def test_resume_honours_an_attribute_hold_read_by_get_and_a_hold_added_sin
     listed): before any DELETE in one, its attributes are fetched once, and one under a legal
     hold loses nothing. A run braked at its second target is resumed after a conversation was
     added to the hold file: the resume deletes the free conversation's messages, nothing of the
-    attribute-held one, and nothing more of the newly held one."""
+    attribute-held one, and nothing more of the newly held one; verify then passes, the held
+    messages excepted."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         by_attributes = sid_of(emu, 1)
@@ -243,6 +244,19 @@ async def test_resume_honours_an_attribute_hold_read_by_get_and_a_hold_added_sin
         assert reads == [f"/v1/Services/{SUPPORT_SERVICE}/Conversations/{by_attributes}"]
         totals = summarize(read_checkpoint(log)).totals
         assert totals["held"] == len(messages[by_attributes]) + len(messages[filed_later] - early)
+
+        # Verify lists the three conversations' messages again: what the holds keep (the
+        # attribute-held conversation's judged by one GET of its own) is not remaining.
+        since = (await emu.ledger())["requests"][-1]["seq"]
+        assert await run_cli("verify", log) == ExitCode.OK
+        document = json.loads(log.with_suffix(".verify.json").read_text())
+        assert document["listing"]["held"] == totals["held"]
+        reads = [
+            r["path"]
+            for r in (await emu.ledger())["requests"]
+            if r["seq"] > since and r["method"] == "GET" and r["path"].endswith(by_attributes)
+        ]
+        assert len(reads) == 1
 
 
 async def test_a_failed_attribute_read_holds_the_conversation(
