@@ -637,7 +637,7 @@ async def plan_targets(
             services=plan.services,
             fanout=plan.fanout,
             skip_conversation=admission.skips_children_of,
-            on_attributes=_ignore if result.holds is None else result.holds.note_attributes,
+            on_attributes=None if result.holds is None else result.holds.note_attributes,
         )
 
         async def emit(targets: Sequence[Target]) -> None:
@@ -667,10 +667,6 @@ async def plan_targets(
     for service in discovery.services_found or ():
         result.by_service.setdefault(service, Counter())  # a Service with nothing selected: 0
     return result
-
-
-def _ignore(_sid: str, _attributes: object) -> None:
-    """No attribute hold: a listed conversation's attributes are not looked at."""
 
 
 async def _default_service(requester: Requester) -> str | None:

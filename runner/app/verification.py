@@ -64,10 +64,6 @@ _GONE = frozenset(
 )
 PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
 
-def _no_attributes(_sid: str, _attributes: object) -> None:
-    """No attribute hold: a listed conversation's attributes are not looked at."""
-
-
 @dataclass(slots=True)
 class Remains:
     """A target that is still there, and the checks that found it (``fetch``, ``listing``)."""
@@ -214,7 +210,7 @@ async def run_verification(
             # A conversation the log records as deleted is fetched itself; listing its children
             # would only say 404 again.
             skip_conversation=replay.deleted_conversations.__contains__,
-            on_attributes=_no_attributes if holds is None else holds.note_attributes,
+            on_attributes=None if holds is None else holds.note_attributes,
         )
         held = _Held(holds, requester, plan.service)
         try:

@@ -93,11 +93,12 @@ class Discovery:
         on_services: Callable[[list[str]], None] = lambda _sids: None,
         fanout: int = 32,
         skip_conversation: Callable[[str], bool] = lambda _sid: False,
-        on_attributes: Callable[[str, object], None] = lambda _sid, _raw: None,
+        on_attributes: Callable[[str, object], None] | None = None,
     ) -> None:
         self.requester = requester
-        # Legal holds judge each listed v1 conversation's attributes here, in memory.
-        self.on_attributes = on_attributes
+        # Legal holds judge each listed v1 conversation's attributes here, in memory (None: no
+        # attribute hold, so attributes are not looked at).
+        self.on_attributes = on_attributes or _no_attributes
         self.service = service
         self.fanout = fanout
         self.skip = skip_conversation
@@ -214,6 +215,10 @@ class Discovery:
         failure = ctx.rejected.error(source.path(service))
         if failure is not None:
             raise failure
+
+
+def _no_attributes(_sid: str, _attributes: object) -> None:
+    """No attribute hold: a listed conversation's attributes are not looked at."""
 
 
 async def _emit_nothing(_targets: Sequence[Target]) -> None:

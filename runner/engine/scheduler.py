@@ -197,9 +197,7 @@ class Engine:
             on_services=lambda sids: self._writer.put(services_record(sids)),
             fanout=fanout,
             skip_conversation=self._admission.skips_children_of,
-            on_attributes=(
-                settings.holds.note_attributes if settings.holds is not None else _ignore
-            ),
+            on_attributes=None if settings.holds is None else settings.holds.note_attributes,
         )
         self._reads = (
             None
@@ -629,10 +627,6 @@ class Engine:
             self.auth_error = exc
             log.error("credentials_refused", status=exc.status, code=exc.code)
         self.hard_stop()
-
-
-def _ignore(_sid: str, _attributes: object) -> None:
-    """No attribute hold: a listed conversation's attributes are not looked at."""
 
 
 def _earlier(prior: Replay | None, retry_failed: bool) -> Counter[tuple[ResourceKind, State]]:
