@@ -163,6 +163,9 @@ async def test_three_kinds_of_holds_and_a_hold_file_changed_mid_run(
         rows = report_rows(log)
         assert rows and all(r["outcome"] in ("deleted", "covered") for r in rows)
         assert {(r["kind"], r["id"]) for r in rows} <= deleted(ledger)
+        capsys.readouterr()
+        assert await run_cli("status", log) == ExitCode.OK
+        assert f"{totals['held']:,} held" in capsys.readouterr().out
 
         capsys.readouterr()
         assert await run_cli("verify", log) == ExitCode.OK
