@@ -339,8 +339,9 @@ async def test_plan_counts_each_hold_and_apply_honours_a_hold_added_after_the_pl
 async def test_a_config_hold_holds_in_every_job(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hold in the config's `holds:` applies to a job whose spec holds nothing, beside the
-    job's own: the conversation it names is not deleted, nor are its messages."""
+    """The config's `holds:` apply to a job whose spec holds nothing: the v1 conversation its
+    hold file names is not deleted, nor its messages, and the v2 conversation it lists is not
+    deleted; the rest of the selection is."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
         closed = [
@@ -349,21 +350,31 @@ async def test_a_config_hold_holds_in_every_job(
             if c["service_sid"] == SUPPORT_SERVICE and c["state"] == "closed"
         ]
         held, *others = closed
+        v2 = await emu.resources("conversation_v2")
+        closed_v2 = [c["id"] for c in v2 if c["status"] == "CLOSED"]
+        held_v2, *others_v2 = closed_v2
+        assert others and others_v2
         config = workdir / "bulkops.yaml"
         (workdir / "config-holds.csv").write_text(f"{held}\n")
-        config.write_text("holds:\n  from_file: config-holds.csv\n")
+        config.write_text(
+            f"holds:\n  from_file: config-holds.csv\n  conversations: [{held_v2}]\n"
+        )
         spec = job(
             workdir,
             f"service: {SUPPORT_SERVICE}\n"
             "targets: [{kind: conversations, where: {state: closed}},"
-            " {kind: messages, where: {conversations: all, created_before: 1d}}]\n",
+            " {kind: messages, where: {conversations: all, created_before: 1d}},"
+            " {kind: conversations, api: v2, where: {status: CLOSED}}]\n"
+            "operations: {poll_interval: 0.1}\n",
         )
 
         assert await run_cli("run", spec, "--config", config) == ExitCode.OK
 
         ledger = await emu.ledger()
-        assert touching(ledger, {held}) == []
-        assert {("conversation_v1", sid) for sid in others} <= deleted(ledger, "request")
+        assert touching(ledger, {held, held_v2}) == []
+        assert {("conversation_v1", sid) for sid in others} | {
+            ("conversation_v2", i) for i in others_v2
+        } <= deleted(ledger, "request", "operation")
 
 
 async def test_attribute_values_never_reach_a_log_a_report_or_the_output(
