@@ -23,7 +23,8 @@ codes they end in (:class:`ExitCode`).
     ├── SafetyAbort                a safety limit stopped the run; exit code 3
     ├── LockedOut                  another process runs the same job (or shard); exit code 5
     ├── PausedTooLong              a Retry-After beyond retry.max_pause; the run stops, exit 9
-    └── Stopped                    the run is stopping: a DELETE not yet sent is not sent
+    ├── Stopped                    the run is stopping: a DELETE not yet sent is not sent
+    └── Withheld                   a legal hold took the target just before its DELETE left
 """
 
 from __future__ import annotations
@@ -187,6 +188,11 @@ class LockedOut(BulkopsError):
 class Stopped(BulkopsError):
     """The run is stopping: a DELETE that has not left yet is not sent (the target stays
     *requested* in the log, and a resume drives it)."""
+
+
+class Withheld(BulkopsError):
+    """A request's last check, made once its limits let it go and just before it is sent,
+    withheld it: a legal hold added mid-run covers the target (nothing was sent)."""
 
 
 class PausedTooLong(BulkopsError):

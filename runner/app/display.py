@@ -155,7 +155,12 @@ class LiveView(Progress):
         for k in kinds:
             earlier = sum(run.earlier[(k, s)] for s in FINAL_STATES)
             finished = sum(run.outcomes[(k, s)] for s in FINAL_STATES)
-            selected = earlier + run.found[k] + run.outcomes[(k, State.COVERED)]
+            selected = (
+                earlier
+                + run.found[k]
+                + run.outcomes[(k, State.COVERED)]
+                + run.outcomes[(k, State.HELD)]
+            )
             if run.listing[k]:
                 selected = max(selected, run.named[k])
             done += earlier + finished
@@ -206,6 +211,7 @@ async def show_progress(
             gone=progress.outcome(State.GONE),
             gone_after_request=progress.outcome(State.GONE_AFTER_REQUEST),
             covered=progress.outcome(State.COVERED),
+            held=progress.outcome(State.HELD),
             failed=progress.outcome(State.FAILED),
             operations_pending=progress.pending_operations,
         )

@@ -75,6 +75,10 @@ def plan_document(
         "kinds": kinds,
         "total_selected": sum(result.selected.values()),
         "total_covered": sum(result.covered.values()),
+        # Legal holds: how many found targets each kept (by hold: "list", a file's path,
+        # "where"), never which.
+        "total_held": 0 if result.holds is None else sum(result.holds.kept.values()),
+        "holds": {} if result.holds is None else dict(sorted(result.holds.kept.items())),
         "plan_file": None if plan_file is None else str(plan_file),
     }
 

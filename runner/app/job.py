@@ -29,10 +29,12 @@ import structlog.contextvars
 
 from runner import __version__
 from runner.app.explain import remote_problem
+from runner.app.holding import hold_list
 from runner.app.unattended import api_hosts
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery
+from runner.engine.holds import HoldList
 from runner.engine.scheduler import STAGES, Engine, EngineSettings
 from runner.errors import ConfigError, ExitCode, RemoteError, SafetyAbort
 from runner.internal import InternalFault, diagnose
@@ -183,7 +185,9 @@ async def execute(
         run_id=header.run_id, job=header.job, **({"shard": header.shard} if header.shard else {})
     )
     began = clock.now()
-    settings = EngineSettings.of(plan, header.run_id, retry_failed=retry_failed)
+    settings = EngineSettings.of(
+        plan, header.run_id, retry_failed=retry_failed, holds=hold_list(plan, config)
+    )
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
         async with _session(plan) as session:
@@ -602,6 +606,7 @@ class PlanResult:
     default_service: str | None = None  # when asked for: the account's default Service SID
     # A job of several Services: (selected, covered) of its v1 targets in each Service.
     by_service: dict[str, Counter[str]] = field(default_factory=dict)
+    holds: HoldList | None = None  # the job's legal holds: what each kept is in ``holds.kept``
 
 
 async def plan_targets(
@@ -621,7 +626,8 @@ async def plan_targets(
     Discovery and admission are the run's (:mod:`runner.engine.admission`), with no workers and
     no log: a plan takes every conversation it selects as deleted, and applies no brake."""
     result = PlanResult()
-    admission = Admission(shard=plan.shard, planning=True)
+    result.holds = hold_list(plan, config)
+    admission = Admission(shard=plan.shard, planning=True, holds=result.holds)
     result.selected, result.covered = admission.admitted, admission.covered
     async with _session(plan) as session:
         requester = build_requester(build_client(session, config), plan, random.Random(), clock)
@@ -631,6 +637,7 @@ async def plan_targets(
             services=plan.services,
             fanout=plan.fanout,
             skip_conversation=admission.skips_children_of,
+            on_attributes=None if result.holds is None else result.holds.note_attributes,
         )
 
         async def emit(targets: Sequence[Target]) -> None:

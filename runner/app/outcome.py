@@ -70,13 +70,15 @@ def print_summary(replay: Replay, console: Console) -> None:
         title=f"job {replay.header.job} · run {replay.header.run_id}", title_justify="left"
     )
     table.add_column("kind")
-    for outcome in OUTCOMES:
+    totals = summary.totals
+    # `held` only when a legal hold kept something: a job without holds keeps its narrow table.
+    shown = [o for o in OUTCOMES if o != "held" or totals[o]]
+    for outcome in shown:
         # In words, so that a narrow terminal wraps "gone after request" rather than cut it.
         table.add_column(outcome.replace("_", " "), justify="right")
     for kind, counts in summary.counts.items():
-        table.add_row(kind.label, *(str(counts[o]) for o in OUTCOMES))
-    totals = summary.totals
-    table.add_row("total", *(str(totals[o]) for o in OUTCOMES), style="bold")
+        table.add_row(kind.label, *(str(counts[o]) for o in shown))
+    table.add_row("total", *(str(totals[o]) for o in shown), style="bold")
     console.print(table)
     print_resolution(resolved(replay), console, "as resolved when the run began:")
     if replay.requests:

@@ -18,7 +18,7 @@ from rich.table import Table
 from runner.kinds.base import ResourceKind, Target
 from runner.kinds.registry import KINDS
 
-__all__ = ["plan_tables", "print_plan", "shorten"]
+__all__ = ["holds_table", "plan_tables", "print_plan", "shorten"]
 
 _LEAST_TAIL = 6  # hex characters: below this, a tail says little to a person comparing IDs
 # What a table spends on borders and padding per column (rich's default box), and once.
@@ -101,4 +101,16 @@ def per_service_table(by_service: Mapping[str, Counter[str]]) -> Table:
         table.add_column(column)
     for service, counts in sorted(by_service.items()):
         table.add_row(service, str(counts["selected"]), str(counts["covered"]))
+    return table
+
+
+def holds_table(kept: Mapping[str, int]) -> Table:
+    """How many found targets each legal hold kept (counts only: what a hold holds is not
+    shown). A hold is named ``list`` (the inline conversations), its file's path, ``where`` (the
+    attributes), or the reason it failed safe."""
+    table = Table(title="held (never touched)", title_justify="left")
+    table.add_column("hold")
+    table.add_column("targets kept", justify="right")
+    for hold, count in sorted(kept.items()):
+        table.add_row(hold, str(count))
     return table

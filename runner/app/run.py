@@ -23,7 +23,7 @@ from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, PlanResult, RunOptions, plan_targets, start_run
 from runner.app.outcome import finish
-from runner.app.planview import per_service_table, print_plan
+from runner.app.planview import holds_table, per_service_table, print_plan
 from runner.app.resume import ResumeRequest, resume
 from runner.app.unattended import (
     Action,
@@ -173,7 +173,11 @@ def dry_run(
     print_plan(plan.name, result.selected, result.covered, result.samples, console)
     if result.by_service:
         console.print(per_service_table(result.by_service))
+    if result.holds is not None:
+        console.print(holds_table(result.holds.kept))
     console.print(f"total selected: {sum(result.selected.values())}")
+    if result.holds is not None:
+        console.print(f"total held: {sum(result.holds.kept.values())}")
     if writer is not None:
         console.print(
             f"plan written: {out} ({sum(writer.counts.values())} targets, IDs only); "

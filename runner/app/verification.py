@@ -7,8 +7,8 @@ limits and retry policy (:mod:`runner.wire`: the account's in-flight cap, 429 pa
   several Services), and must answer 404.
 * The job's selection is listed again, exactly as the run froze it, and must select nothing.
   Targets named by ``ids`` or ``from_file`` are all in the log, so only the ``where`` queries
-  (and erasure requests) are listed, in every Service the run froze; held targets are
-  excepted (:data:`Held`).
+  (and erasure requests) are listed, in every Service the run froze; what the job's legal holds
+  keep is excepted (spec ``exclude``, config ``holds``: :class:`_Held`).
 
 Nothing here writes: a verification is idempotent, and its GETs change nothing.
 """
@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +30,8 @@ import structlog
 from runner.app.job import build_client, build_requester
 from runner.clock import MONOTONIC
 from runner.engine.discovery import Discovery
+from runner.engine.hold_reads import AttributeReads
+from runner.engine.holds import HoldList
 from runner.errors import (
     AuthError,
     PausedTooLong,
@@ -47,31 +49,21 @@ from runner.wire.requester import Requester
 
 __all__ = [
     "CheckError",
-    "Held",
     "ListingError",
     "Prepared",
     "Remains",
     "Verification",
     "gone_targets",
-    "nothing_held",
     "run_verification",
 ]
 
 log = structlog.get_logger("bulkops.verify")
 
 # Every final state but a failure: the target is recorded as gone, one way or another.
-_GONE = frozenset(state for state in State if state.is_final and state is not State.FAILED)
+_GONE = frozenset(
+    state for state in State if state.is_final and state not in (State.FAILED, State.HELD)
+)
 PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
-
-# Whether a target is held (never to be deleted, so not "remaining" when listed again). Legal
-# holds (issue 13 §1) fill this in from the spec's `exclude`; until then nothing is held.
-Held = Callable[[Target], bool]
-
-
-def nothing_held(_target: Target) -> bool:
-    """The hold of a job without holds."""
-    return False
-
 
 @dataclass(slots=True)
 class Remains:
@@ -187,7 +179,7 @@ async def run_verification(
     *,
     sample: int | None = None,
     seed: int | None = None,
-    held: Held = nothing_held,
+    holds: HoldList | None = None,
 ) -> Verification:
     """Check every target (or a sample) and list the selection again; what was found.
 
@@ -224,7 +216,9 @@ async def run_verification(
             # A conversation the log records as deleted is fetched itself; listing its children
             # would only say 404 again.
             skip_conversation=replay.deleted_conversations.__contains__,
+            on_attributes=None if holds is None else holds.note_attributes,
         )
+        held = _Held(holds, requester, plan.service)
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(_report_progress, found, PROGRESS_EVERY)
@@ -346,12 +340,33 @@ class _Checker:
             found.remained(target, "fetch")
 
 
+class _Held:
+    """What the job's legal holds keep of what a listing selects again. A target whose v1
+    conversation the listing did not show (``conversations: [CH…]``) has its conversation's
+    attributes fetched once, as the run did before its DELETE."""
+
+    def __init__(self, holds: HoldList | None, requester: Requester, service: str | None) -> None:
+        self._holds = holds
+        self._reads = (
+            None
+            if holds is None or not holds.wheres
+            else AttributeReads(holds, requester, service)
+        )
+
+    async def __call__(self, target: Target) -> bool:
+        if self._holds is None:
+            return False
+        if self._reads is not None:
+            await self._reads.judge(target)
+        return self._holds.holds(target)
+
+
 async def _list_again(
     discovery: Discovery,
     index: int,
     source: Listing,
     shard: Shard | None,
-    held: Held,
+    held: Callable[[Target], Awaitable[bool]],
     found: Verification,
 ) -> None:
     """List ``source`` as the run did; whatever it still selects remains (unless held)."""
@@ -360,7 +375,7 @@ async def _list_again(
         for target in targets:
             if shard is not None and not shard.owns(target):
                 continue
-            if held(target):
+            if await held(target):
                 found.held += 1
                 continue
             found.remained(target, "listing")

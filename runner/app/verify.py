@@ -22,10 +22,11 @@ from rich.console import Console
 
 from runner.app.display import print_resolution
 from runner.app.explain import remote_problem
+from runner.app.holding import hold_list
 from runner.app.inputs import load_inputs
 from runner.app.scope import resume_plan
 from runner.app.unattended import api_hosts, check_same_hosts
-from runner.app.verification import Held, Prepared, nothing_held, run_verification
+from runner.app.verification import Prepared, run_verification
 from runner.app.verify_output import (
     exit_code,
     print_verification,
@@ -33,6 +34,7 @@ from runner.app.verify_output import (
     verify_path,
     write_verify_file,
 )
+from runner.engine.holds import HoldList
 from runner.errors import AuthError, ExitCode, InputError, PausedTooLong
 from runner.log.lock import ensure_not_in_use
 from runner.log.replay import read_checkpoint
@@ -72,19 +74,19 @@ def prepare_verify(request: VerifyRequest) -> Prepared:
     return Prepared(path, replay, plan, config, shard)
 
 
-def holds_of(prepared: Prepared) -> Held:
+def holds_of(prepared: Prepared) -> HoldList | None:
     """What the job holds: targets a listing may still select without their being "remaining".
 
-    The one place legal holds (issue 13 §1) are to be read from the verified job; a job has
-    none yet."""
-    return nothing_held
+    The one place legal holds (issue 13 §1) are read for the verified job: its spec's
+    ``exclude`` and the invocation's config's ``holds``, hold files read now."""
+    return hold_list(prepared.plan, prepared.config)
 
 
 def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) -> int:
     """Verify the run of ``request.checkpoint``, write the evidence, say what remains; the exit
     code (0 only when everything checked is gone)."""
     prepared = prepare_verify(request)
-    held = holds_of(prepared)
+    holds = holds_of(prepared)
     config, header = prepared.config, prepared.replay.header
     # The cutoffs the listing applies are the run's, frozen in its log: said before it starts.
     resolution = prepared.plan.resolution(api_hosts(config), config.credentials.account_sid)
@@ -100,7 +102,11 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
     try:
         found = anyio.run(
             partial(
-                run_verification, prepared, sample=request.sample, seed=request.seed, held=held
+                run_verification,
+                prepared,
+                sample=request.sample,
+                seed=request.seed,
+                holds=holds,
             ),
             backend="asyncio",
         )

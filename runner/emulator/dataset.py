@@ -98,6 +98,8 @@ class ConversationSpec:
     participants: tuple[ParticipantSpec, ...]
     message_count: int
     messages: tuple[MessageSpec, ...] | None = None
+    # Twilio's `attributes`: a JSON object as a string (PII, like every attribute).
+    attributes: str = "{}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +190,22 @@ class Dataset:
         values.update(c.name for c in self.conversations_v2 if c.name)
         for user in self.users:
             values.update((user.identity, user.friendly_name, user.attributes))
+        values.update(c.attributes for c in self.conversations if c.attributes != "{}")
         return sorted(values)
+
+
+# Every LEGAL_HOLD_EVERY-th generated v1 conversation (by its number) is under a legal hold its
+# attributes declare, as a CRM integration writes it: what `exclude.where.attributes` matches.
+LEGAL_HOLD_EVERY: Final = 4
+
+
+def conversation_attributes(no: int, customer: str) -> str:
+    """The attributes of generated v1 conversation ``no``: the customer (PII), and on every
+    :data:`LEGAL_HOLD_EVERY`-th one (no 1, 5, 9, …) a legal hold and its matter number."""
+    attributes: dict[str, Any] = {"customer": customer, "channel": "chat"}
+    if no % LEGAL_HOLD_EVERY == 1:
+        attributes.update(legal_hold=True, matter=f"M-2026-{no:04d}")
+    return json.dumps(attributes)
 
 
 def author_of(conversation: ConversationSpec, index: int) -> str:
@@ -267,6 +284,7 @@ class _Builder:
         friendly_name: str | None = None,
         unique_name: str | None = None,
         sid: str | None = None,
+        attributes: str | None = None,
     ) -> ConversationSpec:
         no = len(self.conversations)
         minted = self.ids.sid("CH")
@@ -299,6 +317,9 @@ class _Builder:
             participants=parts,
             message_count=len(explicit) if explicit is not None else int(messages),  # type: ignore[arg-type]
             messages=explicit,
+            attributes=attributes if attributes is not None else conversation_attributes(
+                no, f"{first} {last}"
+            ),
         )
         self.conversations.append(spec)
         return spec
@@ -521,7 +542,8 @@ def dataset_from_mapping(data: Any, *, now: float | None = None) -> Dataset:
         where = f"conversations[{i}]"
         item = _map(raw, where)
         _keys(where, item, {"service", "state", "date_created", "date_updated", "age_days",
-                            "messages", "participants", "friendly_name", "unique_name"})
+                            "messages", "participants", "friendly_name", "unique_name",
+                            "attributes"})
         service = item.get("service")
         if service is None:
             service_sid = default.sid
@@ -578,6 +600,7 @@ def dataset_from_mapping(data: Any, *, now: float | None = None) -> Dataset:
             service_sid=service_sid, state=state, created=created, updated=updated,
             participants=participants, messages=messages,
             friendly_name=item.get("friendly_name"), unique_name=item.get("unique_name"),
+            attributes=_attributes(item, where),
         )
     store_ids: dict[str, str] = {}
     for i, raw in enumerate(_list(data, "stores")):
@@ -634,6 +657,17 @@ def _map(raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict):
         raise SeedError(f"{where}: must be a mapping, not {type(raw).__name__}")
     return raw
+
+
+def _attributes(item: Mapping[str, Any], where: str) -> str | None:
+    """A seeded conversation's ``attributes``: a mapping (stored as its JSON), or a string
+    stored as given (Twilio's form; not checked, so a test can seed one that is not JSON)."""
+    value = item.get("attributes")
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return json.dumps(value)
+    raise SeedError(f"{where}.attributes: must be a mapping or a string, not {value!r}")
 
 
 def _list(data: Mapping[str, Any], key: str, where: str = "seed") -> list[Any]:

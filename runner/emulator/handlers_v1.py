@@ -146,7 +146,7 @@ def render_conversation(emu: Emulator, request: web.Request, conv: ConversationV
         "messaging_service_sid": None,
         "friendly_name": spec.friendly_name,
         "unique_name": spec.unique_name,
-        "attributes": "{}",
+        "attributes": spec.attributes,
         "state": spec.state,
         "date_created": iso(spec.date_created),
         "date_updated": iso(spec.date_updated),

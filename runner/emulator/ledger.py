@@ -88,6 +88,12 @@ class Ledger:
         self._seq = 0
         self._moved: asyncio.Event | None = None  # made when someone waits: it needs the loop
 
+    @property
+    def arrived(self) -> int:
+        """The number of the latest request to arrive (answered or still in flight): a request
+        that arrives later has a greater ``seq``."""
+        return self._seq
+
     def next_seq(self) -> int:
         """A number for a new request (1-based)."""
         self._seq += 1

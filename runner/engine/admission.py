@@ -9,7 +9,8 @@ ask the same :class:`Admission` about every target found, in the order it was fo
 * a target already seen — by key, listed twice or by two sources — is passed over;
 * a target the log being resumed records as final is not driven again;
 * a held target (a held conversation, or a message or participant of one) is not admitted, and
-  "covered" never applies through a held conversation (:mod:`runner.engine.holds`);
+  "covered" never applies through a held conversation (:mod:`runner.engine.holds`); an admitted
+  one is asked again at the last moment before its DELETE leaves (:meth:`Admission.held_now`);
 * a message or participant whose conversation this job deletes is *covered*: it goes with it;
 * past ``safety.max_deletions`` (counting what earlier processes of the run admitted) the brake
   stops the run;
@@ -112,9 +113,10 @@ class Admission:
     def held_now(self, target: Target) -> bool:
         """Whether ``target``, admitted earlier, is held now: asked again just before its DELETE
         is sent, so that a hold added mid-run takes effect before the next DELETE it covers."""
-        if self._holds is None or not self._holds.holds(target):
+        if self._holds is None or not self._holds.holds(target, sending=True):
             return False
         self.held[target.kind] += 1
+        self.admitted[target.kind] -= 1  # found, but held: what is shown as found is what is sent
         return True
 
     def readmit(self, target: Target) -> None:

@@ -95,8 +95,12 @@ class Discovery:
         on_services: Callable[[list[str], int], None] = lambda _sids, _rejected: None,
         fanout: int = 32,
         skip_conversation: Callable[[str], bool] = lambda _sid: False,
+        on_attributes: Callable[[str, object], None] | None = None,
     ) -> None:
         self.requester = requester
+        # Legal holds judge each listed v1 conversation's attributes here, in memory (None: no
+        # attribute hold, so attributes are not looked at).
+        self.on_attributes = on_attributes or _no_attributes
         self.service = service
         self.fanout = fanout
         self.skip = skip_conversation
@@ -232,6 +236,10 @@ class Discovery:
             raise failure
 
 
+def _no_attributes(_sid: str, _attributes: object) -> None:
+    """No attribute hold: a listed conversation's attributes are not looked at."""
+
+
 async def _emit_nothing(_targets: Sequence[Target]) -> None:
     return None
 
@@ -258,6 +266,7 @@ class _Context:
         self._tag = service if tagged else None
         self.fanout = discovery.fanout
         self.skip = discovery.skip
+        self.saw_attributes = discovery.on_attributes
         self._services: tuple[_Context, ...] | None = None
         if services is not None:
             # One per Service, counting into this source's rejections.

@@ -10,6 +10,7 @@ and :attr:`HoldList.problem` says why — never an escaping exception.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,9 +18,17 @@ from pathlib import Path
 
 from runner.errors import InputError
 from runner.kinds.base import Target
-from runner.spec.holds import read_hold_file
+from runner.spec.holds import HoldSpec, read_hold_file
 
-__all__ = ["HoldFile", "HoldList", "hold_files"]
+__all__ = [
+    "UNREADABLE_ATTRIBUTES",
+    "UNREADABLE_FILE",
+    "WHERE",
+    "HoldFile",
+    "HoldList",
+    "hold_files",
+    "parse_attributes",
+]
 
 
 @dataclass
@@ -42,13 +51,23 @@ class HoldFile:
         self.stamp = (stat.st_mtime_ns, stat.st_size)
 
 
+# Twilio caps a conversation's attributes at 16 KiB; anything longer is not an answer of its.
+ATTRIBUTES_MAX_CHARS = 64 * 1024
+UNREADABLE_FILE = "unreadable hold file"
+UNREADABLE_ATTRIBUTES = "unreadable attributes"
+WHERE = "where"
+
+
 @dataclass
 class HoldList:
-    """Every hold of a job: inline conversations, hold files, and an attributes match."""
+    """Every hold of a job: inline conversations, hold files, and attribute matches.
+
+    The attributes of a v1 conversation are read in memory only: :meth:`note_attributes` keeps
+    the verdict (which hold, if any), never the attributes themselves."""
 
     listed: frozenset[str] = frozenset()
     files: Sequence[HoldFile] = ()
-    attributes: Mapping[str, object] | None = None
+    wheres: Sequence[Mapping[str, object]] = ()
     interval: float = 0.0  # seconds between stats of the files (0: on every check)
     now: Callable[[], float] = field(default=lambda: 0.0)
     problem: str | None = None  # why the holds are failing safe, when they are
@@ -56,6 +75,28 @@ class HoldList:
         default_factory=Counter
     )  # targets kept, by hold ("list", path, "where")
     _checked: float | None = None
+    # v1 conversation SID → the hold its attributes put it under (None: none): a verdict, so
+    # that no attribute value stays in memory past the moment it was read.
+    _verdicts: dict[str, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, spec: HoldSpec, *, interval: float = 0.0, now: Callable[[], float] | None = None
+    ) -> HoldList:
+        """The hold list of resolved holds ``spec``, its files read now (InputError if bad)."""
+        files = [HoldFile(path) for path in spec.files]
+        for hold in files:
+            try:
+                hold.read()
+            except OSError as e:  # gone between the spec's check and now
+                raise InputError(f"from_file: {hold.path}: {e.strerror}") from None
+        return cls(
+            listed=spec.listed,
+            files=files,
+            wheres=[dict(where) for where in spec.wheres],
+            interval=interval,
+            now=now or (lambda: 0.0),
+        )
 
     def refresh(self) -> None:
         """Re-read the hold files that changed since they were read."""
@@ -75,30 +116,65 @@ class HoldList:
                 )
         self.problem = "; ".join(problems) or None
 
-    def hold_of(self, target: Target, attributes: Mapping[str, object] | None = None) -> str | None:
-        """Which hold keeps ``target`` (None when none does): a conversation held by ID or by its
-        ``attributes``, or a message or participant of one. Refreshes the files first."""
+    def note_attributes(self, conversation: str, raw: object) -> None:
+        """The ``attributes`` a reply gave for v1 conversation ``conversation``: decide now
+        whether they put it under a hold, and keep only that. ``raw`` is untrusted: a value
+        that is not a JSON object (bounded) fails safe — the conversation is held."""
+        if not self.wheres:
+            return
+        parsed = parse_attributes(raw)
+        if parsed is None:
+            self._verdicts[conversation] = UNREADABLE_ATTRIBUTES
+        else:
+            matched = any(_matches(where, parsed) for where in self.wheres)
+            self._verdicts[conversation] = WHERE if matched else None
+
+    def note_unreadable(self, conversation: str) -> None:
+        """The attributes of ``conversation`` could not be read: it is held for this run."""
+        if self.wheres:
+            self._verdicts[conversation] = UNREADABLE_ATTRIBUTES
+
+    def attributes_unknown(self, target: Target) -> str | None:
+        """The v1 conversation whose attributes must be read before ``target``'s DELETE (None
+        when no attribute hold applies, or its verdict is known)."""
+        if not self.wheres or target.kind.name not in _V1_FAMILY:
+            return None
+        conversation = target.parent if target.parent is not None else target.id
+        return None if conversation in self._verdicts else conversation
+
+    def hold_of(self, target: Target, *, sending: bool = False) -> str | None:
+        """Which hold keeps ``target`` (None when none does): a conversation held by ID, by a
+        hold file or by its attributes, or a message or participant of one. Refreshes the
+        files first. ``sending``: the DELETE is about to go, so a v1 conversation whose
+        attributes were never read is held (fail safe) rather than sent."""
         self.refresh()
         conversation = target.parent if target.parent is not None else target.id
         if target.parent is None and not _is_conversation(target):
             return None  # a kind that lives outside conversations: no hold names it
         if self.problem is not None:
-            return "unreadable hold file"  # fail safe: nothing that could be held is sent
+            return UNREADABLE_FILE  # fail safe: nothing that could be held is sent
         if conversation in self.listed:
             return "list"
         for hold in self.files:
             if conversation in hold.held:
                 return str(hold.path)
-        if self.attributes and attributes is not None and _matches(self.attributes, attributes):
-            return "where"
+        if self.wheres and target.kind.name in _V1_FAMILY:
+            if conversation in self._verdicts:
+                return self._verdicts[conversation]
+            if sending:
+                return UNREADABLE_ATTRIBUTES
         return None
 
-    def holds(self, target: Target, attributes: Mapping[str, object] | None = None) -> bool:
+    def holds(self, target: Target, *, sending: bool = False) -> bool:
         """Whether ``target`` is held, counting it under the hold that keeps it."""
-        hold = self.hold_of(target, attributes)
+        hold = self.hold_of(target, sending=sending)
         if hold is not None:
             self.kept[hold] += 1
         return hold is not None
+
+
+# The kinds that live in a v1 conversation (attributes are a v1 conversation's).
+_V1_FAMILY = frozenset({"conversation_v1", "message", "participant"})
 
 
 def _is_conversation(target: Target) -> bool:
@@ -106,7 +182,25 @@ def _is_conversation(target: Target) -> bool:
 
 
 def _matches(wanted: Mapping[str, object], attributes: Mapping[str, object]) -> bool:
-    return all(k in attributes and attributes[k] == v for k, v in wanted.items())
+    # `True == 1` in Python: a hold on `true` must not match a 1, so types are compared too.
+    return all(
+        k in attributes and type(attributes[k]) is type(v) and attributes[k] == v
+        for k, v in wanted.items()
+    )
+
+
+def parse_attributes(raw: object) -> Mapping[str, object] | None:
+    """A conversation's ``attributes`` (a JSON string on Twilio) as an object; None when it is
+    not one (not text, too long, not JSON, not an object): never an exception."""
+    if isinstance(raw, dict):
+        return raw  # a server that sends the object itself
+    if not isinstance(raw, str) or len(raw) > ATTRIBUTES_MAX_CHARS:
+        return None
+    try:
+        parsed = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 def hold_files(paths: Sequence[str], base: Path) -> list[HoldFile]:

@@ -24,6 +24,7 @@ import structlog
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
 from runner.engine.discovery import Discovery, ListedConversations, ListedServices
+from runner.engine.hold_reads import AttributeReads
 from runner.engine.holds import HoldList
 from runner.engine.operations import Accepted, follow, operation_path, parse_accepted
 from runner.engine.workqueue import WorkQueue
@@ -37,10 +38,12 @@ from runner.errors import (
     SafetyAbort,
     Stopped,
     TransientError,
+    Withheld,
 )
 from runner.internal import InternalFault
 from runner.kinds.base import ResourceKind, Target
 from runner.log.records import (
+    UNSENT_STATES,
     State,
     TargetRecord,
     children_listed_record,
@@ -126,7 +129,14 @@ class EngineSettings:
     holds: HoldList | None = None  # legal holds, checked at admission and again at send time
 
     @classmethod
-    def of(cls, plan: JobPlan, run_id: str, *, retry_failed: bool = False) -> EngineSettings:
+    def of(
+        cls,
+        plan: JobPlan,
+        run_id: str,
+        *,
+        retry_failed: bool = False,
+        holds: HoldList | None = None,
+    ) -> EngineSettings:
         """The settings of a run of ``plan``: the one place a plan's values reach the engine."""
         return cls(
             run_id=run_id,
@@ -141,6 +151,7 @@ class EngineSettings:
             failure_rate_min_count=plan.failure_rate_min_count,
             retry_failed=retry_failed,
             shard=plan.shard,
+            holds=holds,
         )
 
 
@@ -188,6 +199,12 @@ class Engine:
             on_services=lambda sids, rejected: self._writer.put(services_record(sids, rejected)),
             fanout=fanout,
             skip_conversation=self._admission.skips_children_of,
+            on_attributes=None if settings.holds is None else settings.holds.note_attributes,
+        )
+        self._reads = (
+            None
+            if settings.holds is None or not settings.holds.wheres
+            else AttributeReads(settings.holds, requester, settings.service)
         )
         self._sources = sources
         self._writer = writer
@@ -408,6 +425,8 @@ class Engine:
             self.progress.skipped_done += 1
         elif verdict is Verdict.COVERED:
             self._finish(target, State.COVERED)
+        elif verdict is Verdict.HELD:
+            self._finish(target, State.HELD)  # counted in the report, never sent
         elif verdict is Verdict.BRAKED:
             self.abort = self._admission.brake()
             self.stop()
@@ -435,12 +454,17 @@ class Engine:
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
             await durable.wait()
-        if self._admission.held_now(target):
-            # Held since it was admitted: never sent (it stays requested in the log), and its
-            # children are not covered through it.
-            if target.kind.covers_children:
-                self._admission.settle(target.id, False)
-            return
+        if self._reads is not None:
+            # The attributes of a conversation no listing of this run showed, read before any
+            # DELETE in it (a failed read holds it).
+            try:
+                await self._reads.judge(target)
+            except AuthError as exc:
+                self._fatal_auth(exc)
+                return
+            except PausedTooLong as exc:
+                self._paused_too_long(exc)
+                return
         info = target.kind
         headers: dict[str, str] = {}
         if info.idempotent_header:
@@ -456,7 +480,17 @@ class Engine:
                 info.delete_path(target, service),
                 key=info.limit_scope(target, service),
                 headers=headers,
+                # Asked once the limits let the DELETE go, just before it leaves: a hold added
+                # mid-run (a hold file changed, attributes read) holds the very next DELETE.
+                withhold=partial(self._admission.held_now, target),
             )
+        except Withheld:
+            # Held since it was admitted: never sent, final in the log as held, and its
+            # children are not covered through it.
+            self._finish(target, State.HELD)
+            if target.kind.covers_children:
+                self._admission.settle(target.id, False)
+            return
         except AuthError as exc:
             self._fatal_auth(exc)
             return
@@ -551,7 +585,8 @@ class Engine:
         message: str | None = None,
     ) -> None:
         self.progress.outcomes[(target.kind, state)] += 1
-        self._finished += 1
+        if state is not State.HELD:  # a held target is no outcome of a DELETE
+            self._finished += 1
         if state is State.FAILED:
             self._failed += 1
         self._writer.put(
@@ -561,14 +596,15 @@ class Engine:
                 ts=self._writer.seconds(),
                 code=code,
                 message=message,
-                # Only a covered target has no requested line naming its conversation.
-                with_parent=state is State.COVERED,
+                # Only a covered or held target may have no requested line naming its
+                # conversation.
+                with_parent=state in UNSENT_STATES,
             )
         )
         self._log.debug(
             "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
         )
-        if target.kind.covers_children and state is not State.COVERED:
+        if target.kind.covers_children and state not in UNSENT_STATES:
             self._admission.settle(target.id, state.is_absent)
         self._check_failure_rate()
 

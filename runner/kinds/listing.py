@@ -278,6 +278,11 @@ class ListContext(Protocol):
         """Whether a conversation's children need no listing (this run deletes it)."""
         ...
 
+    def saw_attributes(self, conversation: str, attributes: object) -> None:
+        """A listed v1 conversation's ``attributes`` (untrusted), for the legal holds to judge
+        in memory; never kept on a target."""
+        ...
+
     async def emit(self, targets: Sequence[Target]) -> None:
         """Hand a page of selected targets to the run (waits while deletion falls behind)."""
         ...

@@ -236,6 +236,8 @@ async def v1_conversation_pages(
             sids: list[str] = []
             for item in page:
                 sid = item_id(item, "sid", CONVERSATION_SID, rejected)
+                if sid is not None:
+                    ctx.saw_attributes(sid, item.get("attributes"))
                 if (
                     sid is not None
                     and belongs(item, "chat_service_sid", ctx.service, rejected)

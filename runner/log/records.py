@@ -7,6 +7,8 @@ run writes the same bytes (tests/fixtures/checkpoint-v2 pins it). State ``R`` (g
 request of an earlier process) was added to version 2 without a new version: every version-2
 log still replays, and a bulkops from before it takes such a line for damage (refused, or
 ignored as a torn last line), never for another state.
+State ``H`` (held by a legal hold) was added the same way; it is the eighth state, the last the
+replay's 3-bit state field has room for (:data:`STATE_BITS`, checked at import).
 
 Layout (one JSON object per line)::
 
@@ -15,6 +17,7 @@ Layout (one JSON object per line)::
     {"s":"A", "k":"c2", "id":…, "op":…, "ts":12}              accepted: Operation id
     {"s":"D"|"G"|"R"|"F"|"C", "k":"m", "id":…, "c":CH…, "ts":13}   deleted/gone/gone after
                                                        request/failed/covered
+    {"s":"H", "k":"m", "id":…, "c":CH…, "ts":13}     held by a legal hold: never sent
     {"s":"Q", "k":"c1", "id":…, "sv":"IS…"}      a target of one of a job's several Services
     {"t":"S", "sv":["IS…", …]}                   the Services a `service: all` job froze
     {"t":"P", "src":0, "sv":"IS…", "done":true}   target 0 listed that Service in full
@@ -72,6 +75,9 @@ class State(StrEnum):
     # met a fault (timeout, reset, 5xx) after which the server may have acted — so most likely
     # this run deleted it. GONE is absent at the first DELETE the run sent for it.
     GONE_AFTER_REQUEST = "R"
+    # Under a legal hold (issue 13 §1): found but never sent, or held again just before its
+    # DELETE; final for the run (a resume does not send it), never listed in a report.
+    HELD = "H"
 
     @property
     def is_final(self) -> bool:
@@ -87,7 +93,9 @@ class State(StrEnum):
 # A target known to no longer exist: deleted, or answered 404 whoever removed it. A v1
 # conversation in one of these states covers its messages and participants.
 ABSENT_STATES = frozenset({State.DELETED, State.GONE, State.GONE_AFTER_REQUEST})
-FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED}
+FINAL_STATES = ABSENT_STATES | {State.FAILED, State.COVERED, State.HELD}
+# States a target's own line may be without a requested line before it (it was never sent).
+UNSENT_STATES = frozenset({State.COVERED, State.HELD})
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,7 +313,10 @@ def target_key(resource: ResourceKind, id_: str) -> str:
     return f"{resource.code}:{id_}"
 
 
+STATE_BITS = 3  # a replay packs a target's state into the low 3 bits of its state int
 STATES = list(State)
+if len(STATES) > 1 << STATE_BITS:  # a ninth state would share an index with the first
+    raise RuntimeError(f"{len(STATES)} log states do not fit the replay's {STATE_BITS}-bit field")
 STATE_INDEX = {s: i for i, s in enumerate(STATES)}
 STATE_BY_VALUE = {s.value: s for s in State}
 

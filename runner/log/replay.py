@@ -25,6 +25,7 @@ from runner.log.records import (
     STATE_BY_VALUE,
     STATE_INDEX,
     STATES,
+    UNSENT_STATES,
     Header,
     State,
     TargetRecord,
@@ -49,6 +50,7 @@ from runner.log.records import (
 
 _GROUPED_KEYS = frozenset({"s", "k", "c", "sv", "ts", "ids"})
 _GONE_FOR_GOOD = ABSENT_STATES | {State.COVERED}
+_FINISHED_QUICKLY = _GONE_FOR_GOOD | {State.HELD}  # final lines the grouped fast path takes
 
 # A requested target read from a grouped line, kept as a tuple until the log is fully read:
 # most are finished by a later line, so building their records would be wasted work.
@@ -154,10 +156,10 @@ class Replay:
 
     def admitted(self) -> int:
         """Targets the log records as driven — every one but those covered by their
-        conversation: a DELETE was sent for each, or may have been (what safety.max_deletions
-        counts)."""
-        covered = STATE_INDEX[State.COVERED]
-        return sum(1 for code in self.states.values() if code & 7 != covered)
+        conversation or held: a DELETE was sent for each, or may have been (what
+        safety.max_deletions counts)."""
+        unsent = {STATE_INDEX[state] for state in UNSENT_STATES}  # covered, held: never sent
+        return sum(1 for code in self.states.values() if code & 7 not in unsent)
 
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
@@ -181,7 +183,7 @@ class Replay:
             raise ValueError("'ids' is not a non-empty list")
         state = STATE_BY_VALUE[rec["s"]]
         if not rec.keys() <= _GROUPED_KEYS or not (
-            state in _GONE_FOR_GOOD or state is State.REQUESTED
+            state in _FINISHED_QUICKLY or state is State.REQUESTED
         ):
             return False
         resource = kind_of(rec["k"])
@@ -203,7 +205,7 @@ class Replay:
                 if (
                     lazy.pop(digest, None) is None
                     and open_.pop(digest, None) is None
-                    and state is not State.COVERED
+                    and state not in UNSENT_STATES
                     and states.get(digest) is None
                 ):
                     self.unrequested.add(digest)
@@ -263,7 +265,7 @@ class Replay:
         ts = rec.ts or 0
         if (
             rec.state.is_final
-            and rec.state is not State.COVERED
+            and rec.state not in UNSENT_STATES
             and self.states.get(digest) is None
         ):
             self.unrequested.add(digest)

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from runner.errors import SpecError
 from runner.kinds.base import Product
 from runner.kinds.listing import TimeWindow
 from runner.kinds.registry import selector_of
@@ -28,6 +27,7 @@ from runner.plan.shard import (
     share_rate,
     share_slots,
 )
+from runner.spec.holds import HoldSpec
 from runner.spec.jobspec import JobSpec, describe_changes, spec_fingerprint
 from runner.spec.resolved import Resolution, resolution
 from runner.values import ProductLimit, RetryPolicy
@@ -64,6 +64,8 @@ class JobPlan:
     # A job of several Services: "all" (found when the run starts) or their SIDs; each v1
     # source is then listed in each of them, and each target carries its Service.
     services: ServiceSet = None
+    # Legal holds of the spec's exclude: (the config's are merged in where the run starts).
+    holds: HoldSpec | None = None
 
     def resolution(self, hosts: Mapping[str, str], account_sid: str) -> Resolution:
         """What the plan resolves to (its frozen cutoffs, the Service), sent to ``hosts`` on
@@ -82,13 +84,6 @@ def build_plan(
     spec: JobSpec, now: datetime, *, frozen_times: Mapping[str, object] | None = None
 ) -> JobPlan:
     """Plan ``spec`` as of ``now``; a resume passes the times frozen in its checkpoint."""
-    if spec.exclude is not None:
-        # Parsed and checked, but not yet applied by run and plan (see runner.engine.holds):
-        # refused rather than ignored, so that nothing held is ever deleted.
-        raise SpecError(
-            "exclude: legal holds are checked but not yet applied by this version of bulkops; "
-            "remove exclude: and narrow the targets instead"
-        )
     times = (
         ResolvedTimes.from_json(frozen_times)
         if frozen_times is not None
@@ -133,6 +128,7 @@ def build_plan(
         # Enough conversations drained at once that the account cap, not one conversation's
         # 30/s, bounds a message purge.
         fanout=max(8, limits.concurrency),
+        holds=None if spec.exclude is None else spec.exclude.resolved() or None,
     )
 
 

@@ -24,7 +24,9 @@ from runner.spec.resolved import Resolution, resolution
 # when sent again, after an earlier process of the run had requested it (and stopped before it
 # logged the answer, or logged a failure) or an earlier attempt met a fault: most likely this
 # run's own delete.
-OUTCOMES = ("deleted", "gone", "gone_after_request", "covered", "failed", "pending")
+# ``held``: under a legal hold, never deleted; counted, never listed (a row would say what a
+# hold holds).
+OUTCOMES = ("deleted", "gone", "gone_after_request", "covered", "held", "failed", "pending")
 REPORT_FIELDS = (
     "id",
     "kind",
@@ -121,6 +123,8 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
             if latest is None:
                 continue
             state, ts = latest
+            if state is State.HELD:
+                continue  # counted in the summary, never listed
             failure = replay.failed.get(digest) if state is State.FAILED else None
             when = ""
             if state.is_final:

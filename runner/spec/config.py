@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Strict, ValidationError
 from runner.errors import ConfigError
 from runner.files import read_input
 from runner.kinds.ids import ID_PATTERNS
+from runner.spec.holds import ExcludeSpec, HoldSpec, check_hold_files
 from runner.spec.problems import describe_validation_error
 from runner.spec.yaml_input import load_yaml
 
@@ -111,6 +112,8 @@ class Config:
     log_level: LogLevel = "info"
     source: Path | None = None
     warnings: tuple[str, ...] = field(default=())
+    # Legal holds every job run with this config honours, beside its own exclude: (issue 13 §1).
+    holds: HoldSpec | None = None
 
 
 # --- the file's schema -------------------------------------------------------------------------
@@ -153,6 +156,7 @@ class _ConfigFile(_Model):
     checkpoint_dir: Text = "checkpoints"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    holds: ExcludeSpec | None = None
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -333,14 +337,18 @@ def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the config file must be a mapping of keys "
-            "(credentials, base_urls, checkpoint_dir, log_format, log_level)"
+            "(credentials, base_urls, checkpoint_dir, log_format, log_level, holds)"
         )
+    hold_problems = check_hold_files(data, path.parent, "holds")
     try:
-        return _ConfigFile.model_validate(data), []
+        section = _ConfigFile.model_validate(data)
     except ValidationError as exc:
         return _ConfigFile(), [
             _without_secret(p) for p in describe_validation_error(exc, _ConfigFile, lines)
-        ]
+        ] + hold_problems
+    if section.holds is not None:
+        section.holds.attach_base(path.parent)
+    return section, hold_problems
 
 
 def _without_secret(problem: str) -> str:
@@ -417,4 +425,5 @@ def load_config(path: Path | None, env: Mapping[str, str], *, cwd: Path | None =
         log_level=section.log_level,
         source=path,
         warnings=tuple(warnings),
+        holds=None if section.holds is None else section.holds.resolved() or None,
     )

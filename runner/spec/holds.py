@@ -2,18 +2,19 @@
 
 A hold names what is never touched: a v1 conversation (never deleted, nor its messages and
 participants) or a v2 conversation (never deleted). A hold file is a list legal maintains, one ID a
-line (a CSV whose first column is the ID; ``#`` comments and blank lines are skipped). It is
-untrusted input: its size is bounded and every ID is checked against the kinds' patterns, and an
-error names the file, the line and the fix.
+line (a CSV whose first column is the ID; ``#`` comments, blank lines and an ``id`` header are
+skipped). It is untrusted input: its size is bounded and every ID is checked against the kinds'
+patterns, and an error names the file, the line and the fix.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr
 
 from runner.errors import SpecError, UntrustedFile
 from runner.files import read_regular_bounded
@@ -25,7 +26,9 @@ __all__ = [
     "HOLD_KINDS",
     "AttributeHold",
     "ExcludeSpec",
+    "HoldSpec",
     "check_hold_files",
+    "merge_holds",
     "parse_hold_file",
     "read_hold_file",
 ]
@@ -54,10 +57,29 @@ def _checked_hold_id(value: str) -> str:
         raise custom_error(str(exc)) from None
 
 
+def _checked_attributes(value: object) -> object:
+    """A mapping of attribute names to JSON scalars, with at least one: an empty match would
+    hold every v1 conversation (the job would delete none of them)."""
+    if isinstance(value, Mapping):
+        if not value:
+            raise custom_error(
+                "is empty: name at least one attribute and its value, e.g. {legal_hold: true}"
+            )
+        for key, one in value.items():
+            if isinstance(one, Mapping | list | tuple):
+                raise custom_error(
+                    f"{show_value(key)}: {show_value(one)} is not a single value; an attribute"
+                    " hold matches text, a number, true/false or null"
+                )
+    return value
+
+
 class AttributeHold(SpecModel):
     """``where:``: v1 conversations whose attributes (a JSON object) hold every key: value."""
 
-    attributes: dict[str, str | int | float | bool | None]
+    attributes: Annotated[
+        dict[str, str | int | float | bool | None], BeforeValidator(_checked_attributes)
+    ]
 
 
 class ExcludeSpec(SpecModel):
@@ -69,9 +91,56 @@ class ExcludeSpec(SpecModel):
     from_file: str | None = None
     where: AttributeHold | None = None
 
+    _base: Path | None = PrivateAttr(default=None)
+
     def listed(self) -> frozenset[str]:
         """The conversations listed inline (checked when the spec was parsed)."""
         return frozenset(self.conversations)
+
+    def attach_base(self, base: Path) -> None:
+        """Record the directory ``from_file`` is relative to (the spec's, or the config's)."""
+        # A private attribute: where the file was found belongs to the parsed spec, not its YAML.
+        self._base = base
+
+    def resolved(self) -> HoldSpec:
+        """What this exclude holds, with its hold file's path made absolute."""
+        files: tuple[Path, ...] = ()
+        if self.from_file is not None:
+            path = Path(self.from_file)
+            if not path.is_absolute():
+                path = (self._base or Path.cwd()) / path
+            files = (path,)
+        wheres = () if self.where is None else (tuple(sorted(self.where.attributes.items())),)
+        return HoldSpec(self.listed(), files, wheres)
+
+
+AttributeMatch = tuple[tuple[str, str | int | float | bool | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HoldSpec:
+    """Every hold of a job, resolved: listed conversations, hold files (absolute paths, read by
+    the run), and ``where.attributes`` matches (a v1 conversation whose attributes hold every
+    key: value of any one of them is held)."""
+
+    listed: frozenset[str] = frozenset()
+    files: tuple[Path, ...] = ()
+    wheres: tuple[AttributeMatch, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.listed or self.files or self.wheres)
+
+
+def merge_holds(*holds: HoldSpec | None) -> HoldSpec | None:
+    """The holds of a spec and of the config together (a hold in either holds); None if none."""
+    present = [h for h in holds if h]
+    if not present:
+        return None
+    return HoldSpec(
+        frozenset().union(*(h.listed for h in present)),
+        tuple(dict.fromkeys(p for h in present for p in h.files)),
+        tuple(dict.fromkeys(w for h in present for w in h.wheres)),
+    )
 
 
 def parse_hold_file(name: str, data: bytes) -> frozenset[str]:
@@ -88,9 +157,13 @@ def parse_hold_file(name: str, data: bytes) -> frozenset[str]:
             f"{name}: the hold file is not UTF-8 text (byte {e.start}); save it as UTF-8"
         ) from None
     held: set[str] = set()
+    first = True  # the first line that is not a comment or blank may be a header (id, sid)
     for number, line in enumerate(text.splitlines(), start=1):
         value = line.split(",", 1)[0].strip().strip('"')
-        if not value or value.startswith("#") or (number == 1 and value.lower() in {"id", "sid"}):
+        if not value or value.startswith("#"):
+            continue
+        header, first = first and value.lower() in {"id", "sid"}, False
+        if header:
             continue
         try:
             held.add(hold_id(value))
@@ -108,16 +181,16 @@ def read_hold_file(path: Path, display: str | None = None) -> frozenset[str]:
     except UntrustedFile as e:
         raise SpecError(f"{name}: {e.reason}: a hold file is one conversation ID a line") from None
     except FileNotFoundError:
-        raise SpecError(f"{name}: no such hold file; fix the path in exclude.from_file") from None
+        raise SpecError(f"{name}: no such hold file; fix the path in from_file") from None
     except OSError as e:
         raise SpecError(f"{name}: the hold file cannot be read ({e.strerror})") from None
     return parse_hold_file(name, data)
 
 
 def check_hold_files(data: Mapping[Any, Any], base_dir: Path, where: str = "exclude") -> list[str]:
-    """Problems with the hold file the raw spec (or config) data names, read relative to
-    ``base_dir``; checked even when other parts are invalid, like manifests."""
-    exclude = data.get("exclude")
+    """Problems with the hold file the raw spec (or config) data names under ``where``, read
+    relative to ``base_dir``; checked even when other parts are invalid, like manifests."""
+    exclude = data.get(where)
     written = exclude.get("from_file") if isinstance(exclude, Mapping) else None
     if not isinstance(written, str) or not written.strip():
         return []

@@ -424,6 +424,8 @@ def parse_spec(text: str, *, base_dir: Path) -> JobSpec:
     problems.extend(check_hold_files(data, base_dir))
     if problems or spec is None:
         raise SpecError(problems)
+    if spec.exclude is not None:
+        spec.exclude.attach_base(base_dir)
     for index, (path, info) in manifests.items():
         target = spec.targets[index]
         if selector_of(target.kind) is not None:

@@ -7,12 +7,12 @@ Every request of a run — list pages, deletes, operation polls — goes through
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from runner.clock import MONOTONIC, Clock
-from runner.errors import PermanentError, RateLimited, Throttled, TransientError
+from runner.errors import PermanentError, RateLimited, Throttled, TransientError, Withheld
 from runner.kinds.base import Product
 from runner.values import RetryPolicy, Scope, Tally
 from runner.wire.adaptive import Verdict
@@ -59,8 +59,12 @@ class Requester:
         key: Scope | None = None,
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
+        withhold: Callable[[], bool] | None = None,
     ) -> Reply:
-        """Send until a 2xx or a permanent error; raise the last fault when retries run out."""
+        """Send until a 2xx or a permanent error; raise the last fault when retries run out.
+
+        ``withhold`` is asked before each attempt leaves, once the limits have let it go (a
+        wait there can be long): True raises :class:`Withheld`, and nothing is sent."""
         start = self._clock.now()
         faults = 0
         throttles = 0
@@ -70,6 +74,8 @@ class Requester:
             try:
                 sent_at = await self._limits.acquire(product, key)
                 try:
+                    if withhold is not None and withhold():
+                        raise Withheld(f"{method} {path} withheld")
                     self.tally.requests[method] += 1
                     reply = await self._client.request(
                         method, product, path, params=params, headers=headers

@@ -87,11 +87,52 @@ def test_held_conversation_its_children_and_v2_are_held_others_not(tmp_path: Pat
 
 
 def test_attributes_hold_matches_every_key() -> None:
-    holds = HoldList(attributes={"legal_hold": True})
-    assert holds.holds(FREE, {"legal_hold": True, "team": "x"})
-    assert not holds.holds(FREE, {"legal_hold": False})
-    assert not holds.holds(FREE, {})
-    assert holds.kept == {"where": 1}
+    """A v1 conversation is held when its attributes (a JSON string) hold every key: value of a
+    where clause, with the same JSON type (true is not 1)."""
+    holds = HoldList(wheres=[{"legal_hold": True}])
+    cases = {
+        sid("CH", 11): '{"legal_hold": true, "team": "x"}',
+        sid("CH", 12): '{"legal_hold": false}',
+        sid("CH", 13): "{}",
+        sid("CH", 14): '{"legal_hold": 1}',
+    }
+    for conversation, raw in cases.items():
+        holds.note_attributes(conversation, raw)
+    verdicts = [holds.holds(Target(CONVERSATION_V1, c)) for c in cases]
+    assert verdicts == [True, False, False, False]
+    assert holds.holds(Target(MESSAGE, sid("IM", 11), sid("CH", 11)))
+    assert holds.kept == {"where": 2}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param("not json", id="not-json"),
+        pytest.param("[1, 2]", id="not-an-object"),
+        pytest.param(None, id="absent"),
+        pytest.param(7, id="a-number"),
+        pytest.param("{" * 100_000, id="too-long"),
+        pytest.param("[" * 5000 + "]" * 5000, id="too-deep"),
+    ],
+)
+def test_unreadable_attributes_fail_safe(raw: object) -> None:
+    """Attributes that are not a bounded JSON object never crash the run: the conversation is
+    held (counted as unreadable attributes), and nothing of it is sent."""
+    holds = HoldList(wheres=[{"legal_hold": True}])
+    holds.note_attributes(FREE.id, raw)
+    assert holds.holds(FREE)
+    assert holds.kept == {"unreadable attributes": 1}
+
+
+def test_unknown_attributes_are_held_at_send_time_only() -> None:
+    """A conversation whose attributes were never read is admitted, but held if its DELETE is
+    about to go without them."""
+    holds = HoldList(wheres=[{"legal_hold": True}])
+    child = Target(MESSAGE, sid("IM", 3), FREE.id)
+    assert holds.attributes_unknown(child) == FREE.id
+    assert not holds.holds(child)
+    assert holds.holds(child, sending=True)
+    assert not HoldList().holds(child, sending=True)  # no attribute hold: nothing to read
 
 
 def test_a_hold_added_to_the_file_takes_effect_on_the_next_check(tmp_path: Path) -> None:
@@ -196,11 +237,18 @@ async def test_over_http_nothing_held_is_deleted_and_a_hold_added_before_the_sen
         assert holds.kept == {"list": 1 + len(messages), str(path): 1}
 
 
-def test_a_spec_with_holds_is_refused_by_the_planner_until_run_and_plan_apply_them() -> None:
+def test_the_plan_carries_the_spec_holds_with_the_hold_file_made_absolute(tmp_path: Path) -> None:
+    """The planner no longer refuses exclude:, it resolves it: the listed IDs, the hold file's
+    path relative to the spec, and the where clause."""
+    write(tmp_path / "h.csv", f"{LATE.id}\n")
     spec = parse_spec(
         f"version: 1\nname: j\ntargets: [{{kind: conversations, ids: [{FREE.id}]}}]\n"
-        f"exclude: {{conversations: [{HELD.id}]}}\n",
-        base_dir=Path("."),
+        f"exclude: {{conversations: [{HELD.id}], from_file: h.csv,"
+        " where: {attributes: {legal_hold: true}}}\n",
+        base_dir=tmp_path,
     )
-    with pytest.raises(SpecError, match="exclude: legal holds are checked but not yet applied"):
-        build_plan(spec, datetime.now(UTC))
+    holds = build_plan(spec, datetime.now(UTC)).holds
+    assert holds is not None
+    assert holds.listed == {HELD.id}
+    assert holds.files == (tmp_path / "h.csv",)
+    assert holds.wheres == ((("legal_hold", True),),)
