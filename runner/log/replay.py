@@ -26,6 +26,7 @@ from runner.log.records import (
     STATE_INDEX,
     STATES,
     Header,
+    Pace,
     State,
     TargetRecord,
     check_ids,
@@ -33,6 +34,7 @@ from runner.log.records import (
     checked_service,
     decode_footer_object,
     decode_object,
+    decode_pace,
     decode_progress,
     decode_services,
     decode_targets,
@@ -85,6 +87,9 @@ class Replay:
     # Erasure requests listed in full, by position (targets[2].from_file line 7): how many
     # things each found (0: found nowhere, reported not_found).
     requests: dict[str, int] = field(default_factory=dict)
+    # The last valid pace line: what the run had learned of the server's limits, for a resume
+    # to start from (issue 14 §6). None in logs written before it.
+    pace: Pace | None = None
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -455,10 +460,23 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
     elif kind == "S":
         replay.services = decode_services(rec)
+    elif kind == "L":
+        _apply_pace(replay, rec)
     elif kind == "H":
         raise ValueError("a second header line")
     else:
         raise ValueError(f"unknown record type {kind!r}")
+
+
+def _apply_pace(replay: Replay, rec: dict[str, Any]) -> None:
+    """A pace line only speeds a resume's start: one that is not valid is ignored with a
+    warning (the pace is then learned again, from the last valid line or cold), never damage."""
+    try:
+        replay.pace = decode_pace(rec)
+    except (ValueError, KeyError, TypeError) as exc:
+        warning = f"a pace line was ignored ({exc}); a resume starts from an earlier one, or cold"
+        if warning not in replay.warnings:
+            replay.warnings.append(warning)
 
 
 def untrusted(exc: UntrustedFile) -> CheckpointError:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from runner.errors import ConfigError
 from runner.files import read_input
@@ -109,6 +109,9 @@ class Config:
     checkpoint_dir: Path
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    # A resumed run starts from the pace its log recorded, trusted half as much after each
+    # half-life since it was recorded (0: never, every resume learns the pace from scratch).
+    resume_half_life_s: float = 300.0
     source: Path | None = None
     warnings: tuple[str, ...] = field(default=())
 
@@ -142,6 +145,10 @@ class _BaseUrlsSection(_Model):
     memory: Text = DEFAULT_MEMORY_URL
 
 
+class _PacingSection(_Model):
+    resume_half_life_s: Annotated[float, Strict(), Field(ge=0, le=86_400)] = 300.0
+
+
 class _ConfigFile(_Model):
     misplaced: ClassVar[Mapping[str, str]] = {
         "targets": "targets belong in the job spec, not in the config file",
@@ -153,6 +160,7 @@ class _ConfigFile(_Model):
     checkpoint_dir: Text = "checkpoints"
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    pacing: _PacingSection = _PacingSection()
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -333,7 +341,7 @@ def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the config file must be a mapping of keys "
-            "(credentials, base_urls, checkpoint_dir, log_format, log_level)"
+            "(credentials, base_urls, checkpoint_dir, log_format, log_level, pacing)"
         )
     try:
         return _ConfigFile.model_validate(data), []
@@ -415,6 +423,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, cwd: Path | None =
         checkpoint_dir=checkpoint_dir,
         log_format=section.log_format,
         log_level=section.log_level,
+        resume_half_life_s=section.pacing.resume_half_life_s,
         source=path,
         warnings=tuple(warnings),
     )
