@@ -228,7 +228,9 @@ def _build_parts(
     writer.on_error = lambda _exc: engine.hard_stop()
     if prior is not None:
         # Issue 14 §6: a resume starts at the pace the run had learned, not from scratch.
-        seed_from_log(requester.limits, prior, config.resume_half_life_s)
+        seed_from_log(
+            requester.limits, prior.pace, header.started_at, config.resume_half_life_s
+        )
     return _Parts(requester, writer, engine, PaceRecorder(requester.limits, writer, clock))
 
 

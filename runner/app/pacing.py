@@ -21,7 +21,6 @@ import structlog
 from runner.clock import Clock
 from runner.kinds.base import Product
 from runner.log.records import Pace, pace_record
-from runner.log.replay import Replay
 from runner.log.writer import CheckpointWriter
 from runner.wire.adaptive import trust
 from runner.wire.limits import Limits
@@ -64,17 +63,23 @@ class PaceRecorder:
             self.record()
 
 
-def seed_from_log(limits: Limits, replay: Replay, half_life_s: float) -> float:
-    """Start ``limits`` from the pace the log last recorded, by how far it still holds; returns
-    that weight (0.0: started cold, as with no pace line)."""
-    pace = replay.pace
+def seed_from_log(
+    limits: Limits,
+    pace: Pace | None,
+    started: datetime,
+    half_life_s: float,
+    now: datetime | None = None,
+) -> float:
+    """Start ``limits`` from ``pace``, the last pace line of the log of a run that began at
+    ``started``, by how far it still holds; returns that weight (0.0: started cold, as with no
+    pace line)."""
     if pace is None:
         return 0.0
-    weight = trust(pace_age(pace, replay.header.started_at), half_life_s)
+    weight = trust(pace_age(pace, started, now), half_life_s)
     if weight > 0.0:
         limits.seed(pace.rates, pace.in_flight, weight)
     log.info(
-        "pace_resumed" if weight > 0.0 else "pace_too_old",
+        "pace_resumed" if weight > 0.0 else "pace_not_resumed",
         weight=round(weight, 3),
         **{f"rate_{p.value}": r for p, r in pace.rates.items()},
         **({} if pace.in_flight is None else {"in_flight": pace.in_flight}),

@@ -401,10 +401,20 @@ class RateController:
         cold = self.ceiling if self.ceiling is not None else s.initial
         weight = min(1.0, max(0.0, weight))
         start = max(s.floor, cold + (limit - cold) * weight)
+        if start >= s.max_cut ** 0.25 * limit:
+            start = limit  # within about 5 %: not worth a climb
         self._w_max = start
         self._high = limit if limit > start else 0.0
         self._restart = False
-        self._guessed = self._high > 0.0  # soon climbed back to `limit` (see _quiet)
+        # A guess until it has held `reprobe_after_s`: a 429 sooner says the limit fell
+        # meanwhile, and the seed must not become a limit that held (one worth probing for
+        # every few seconds, see throttled).
+        self._guessed = True
+        # Under `limit`: climbed back to it after the short plateau. At it: probed above
+        # only after `probe_after_s`, as a limit found (each miss doubles the short one).
+        self._misses = 0 if self._high else 2 + math.ceil(
+            math.log2(max(1.0, s.probe_after_s / s.reprobe_after_s))
+        )
         self._slow_start = False
         self._epoch = self._held = self._clock()
 
