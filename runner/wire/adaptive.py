@@ -401,8 +401,8 @@ class RateController:
         cold = self.ceiling if self.ceiling is not None else s.initial
         weight = min(1.0, max(0.0, weight))
         start = max(s.floor, cold + (limit - cold) * weight)
-        if start >= s.max_cut ** 0.25 * limit:
-            start = limit  # within about 5 %: not worth a climb
+        if s.max_cut**0.25 * limit <= start < limit:
+            start = limit  # within about 5 % under it: not worth a climb
         self._w_max = start
         self._high = limit if limit > start else 0.0
         self._restart = False
