@@ -16,12 +16,13 @@ Scenario = Callable[[bool], Figures]
 
 def scenarios() -> dict[str, Scenario]:
     """Every scenario by name, in the order a full run takes them."""
-    from bench import fanout, overhead, peers, scale, services
+    from bench import fanout, overhead, peers, resume_pacing, scale, services
 
     return {
         "rate-known": rate.rate_known,
         "rate-unknown": rate.rate_unknown,
         "rate-shift": rate.rate_shift,
+        "resume-pacing": resume_pacing.resume_pacing,
         "fanout": fanout.fanout,
         "services": services.services,
         "overhead": overhead.overhead,

@@ -31,6 +31,8 @@ GOALS: tuple[Goal, ...] = (
     Goal("rate_unknown.throttled_share", "<=", 0.03),
     Goal("rate_shift.recover_after_drop_s", "<=", 1.0),
     Goal("rate_shift.recover_after_raise_s", "<=", 3.0),
+    # A resumed run's 429 share, in points over the fresh run's (issue 14 §6).
+    Goal("resume_pacing.gap_points", "<=", 1.0),
     Goal("fanout.ratio", ">=", 0.9),
     Goal("services.ratio", ">=", 0.9),
     Goal("overhead.throughput_ratio", ">=", 0.7),

@@ -30,6 +30,7 @@ import structlog.contextvars
 from runner import __version__
 from runner.app.explain import remote_problem
 from runner.app.holding import hold_list
+from runner.app.pacing import PaceRecorder, seed_from_log
 from runner.app.unattended import api_hosts
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
@@ -206,6 +207,7 @@ class _Parts:
     requester: Requester
     writer: CheckpointWriter
     engine: Engine
+    pace: PaceRecorder
 
 
 def _build_parts(
@@ -228,7 +230,12 @@ def _build_parts(
     # A checkpoint that cannot be written stops everything at once: no request may be sent that
     # the log could not record.
     writer.on_error = lambda _exc: engine.hard_stop()
-    return _Parts(requester, writer, engine)
+    if prior is not None:
+        # Issue 14 §6: a resume starts at the pace the run had learned, not from scratch.
+        seed_from_log(
+            requester.limits, prior.pace, header.started_at, config.resume_half_life_s
+        )
+    return _Parts(requester, writer, engine, PaceRecorder(requester.limits, writer, clock))
 
 
 class _Run:
@@ -249,6 +256,7 @@ class _Run:
         self.engine = parts.engine
         self.writer = parts.writer
         self.requester = parts.requester
+        self._pace = parts.pace
         self._log_path = log_path
         self._header = header
         self._handle = handle
@@ -285,6 +293,7 @@ class _Run:
             tg.start_soon(self._write)
             tg.start_soon(self._guarded, "the signal watcher", self._watch_signals)
             tg.start_soon(self._guarded, "the progress display", display, self.engine.progress)
+            tg.start_soon(self._guarded, "the pace recorder", self._pace.run)
             if options.max_duration is not None:
                 tg.start_soon(
                     self._guarded, "the --max-duration timer", self._budget, options.max_duration
@@ -416,6 +425,7 @@ class _Run:
             throttled=tally.throttled,
         )
         with anyio.CancelScope(shield=True):
+            self._pace.record()  # what it learned last, for a resume to start from
             self.writer.put(footer)
             self.writer.close()
             await self._written.wait()

@@ -28,9 +28,15 @@ Layout (one JSON object per line)::
                                           (or the job's one), before any of them was deleted
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
+    {"t":"L", "ts":14, "p":{"conversations":198.5}, "cap":40}   the pace learned so far: each
+                          product's limit found (requests/s), the account's lowered in-flight cap
 
 ``ts`` is whole seconds since the header's ``started``, which keeps lines short. A failed line also
 carries ``e`` (Twilio's code, or the HTTP status) and ``m`` (Twilio's message, truncated).
+
+A pace line (``L``, issue 14 §6) only speeds a resume's start: one that is not valid is
+ignored with a warning (:func:`decode_pace`), never taken for damage. A bulkops from before it
+takes an ``L`` line for damage (refused, or ignored as a torn last line).
 
 A target's kind is its log code (``k``) in a line, and a 3-bit index in the packed states of a
 replay: :func:`kind_code`, :func:`kind_of`, :func:`kind_index` and :func:`kind_at` are the one
@@ -39,6 +45,7 @@ place that maps kinds to both.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +55,7 @@ from typing import Any
 import orjson
 
 from runner.errors import UntrustedLine
-from runner.kinds.base import ResourceKind, Target
+from runner.kinds.base import Product, ResourceKind, Target
 from runner.kinds.ids import (
     CONVERSATION_SID,
     SERVICE_SID,
@@ -453,6 +460,57 @@ def footer_record(
         if value is not None:
             rec[name] = value
     return rec
+
+
+# -- pace lines (issue 14 §6) -------------------------------------------------------------------
+
+# Bounds of what a pace line may say: beyond them it is not a pace bulkops learned.
+PACE_MAX_RATE = 100_000.0  # requests/s, as a configured `rate` may be at most
+PACE_MAX_IN_FLIGHT = 1000  # as a configured `concurrency` may be at most
+_PRODUCTS = {p.value: p for p in Product}
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """A pace line, decoded: what a process had learned of the server's limits when it wrote
+    it (``ts``: seconds since the run began)."""
+
+    ts: int
+    rates: dict[Product, float]  # each product's limit found, requests/s
+    in_flight: int | None = None  # the account's in-flight cap, when 429s had lowered it
+
+
+def pace_record(ts: int, rates: dict[Product, float], in_flight: int | None) -> dict[str, Any]:
+    """The pace line of what a run has learned by ``ts`` (see :class:`Pace`)."""
+    learned = {product.value: round(rate, 1) for product, rate in rates.items()}
+    rec: dict[str, Any] = {"t": "L", "ts": ts, "p": learned}
+    if in_flight is not None:
+        rec["cap"] = in_flight
+    return rec
+
+
+def decode_pace(rec: dict[str, Any]) -> Pace:
+    """A pace line's object as a :class:`Pace` (ValueError/KeyError/TypeError on one bulkops
+    could not have written: a product it does not know, a rate or cap out of bounds)."""
+    ts = rec["ts"]
+    if type(ts) is not int or ts < 0:
+        raise ValueError("'ts' is not a whole number of seconds")
+    products = rec["p"]
+    if not isinstance(products, dict):
+        raise TypeError("'p' is not a mapping of product to rate")
+    rates: dict[Product, float] = {}
+    for name, rate in products.items():
+        if name not in _PRODUCTS:
+            raise ValueError(f"unknown product {show_value(name)}")
+        if type(rate) not in (int, float) or not (
+            math.isfinite(rate) and 1.0 <= rate <= PACE_MAX_RATE
+        ):
+            raise ValueError(f"the rate of {name} is not a number from 1 to {PACE_MAX_RATE:g}")
+        rates[_PRODUCTS[name]] = float(rate)
+    cap = rec.get("cap")
+    if cap is not None and (type(cap) is not int or not 1 <= cap <= PACE_MAX_IN_FLIGHT):
+        raise ValueError(f"'cap' is not a whole number from 1 to {PACE_MAX_IN_FLIGHT}")
+    return Pace(ts, rates, cap)
 
 
 # How every log begins (the header's first key, as :meth:`Header.to_record` orders it): a file

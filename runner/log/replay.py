@@ -27,6 +27,7 @@ from runner.log.records import (
     STATES,
     UNSENT_STATES,
     Header,
+    Pace,
     State,
     TargetRecord,
     check_ids,
@@ -34,6 +35,7 @@ from runner.log.records import (
     checked_service,
     decode_footer_object,
     decode_object,
+    decode_pace,
     decode_progress,
     decode_request_found,
     decode_services,
@@ -92,6 +94,9 @@ class Replay:
     requests: dict[str, int] = field(default_factory=dict)
     # What each request found in each Service (None: the job's one) before deleting any of it.
     requests_found: dict[tuple[str, str | None], int] = field(default_factory=dict)
+    # The last valid pace line: what the run had learned of the server's limits, for a resume
+    # to start from (issue 14 §6). None in logs written before it.
+    pace: Pace | None = None
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
@@ -467,10 +472,23 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
     elif kind == "S":
         replay.services = decode_services(rec)
         replay.services_rejected = decode_services_rejected(rec)
+    elif kind == "L":
+        _apply_pace(replay, rec)
     elif kind == "H":
         raise ValueError("a second header line")
     else:
         raise ValueError(f"unknown record type {kind!r}")
+
+
+def _apply_pace(replay: Replay, rec: dict[str, Any]) -> None:
+    """A pace line only speeds a resume's start: one that is not valid is ignored with a
+    warning (the pace is then learned again, from the last valid line or cold), never damage."""
+    try:
+        replay.pace = decode_pace(rec)
+    except (ValueError, KeyError, TypeError) as exc:
+        warning = f"a pace line was ignored ({exc}); a resume starts from an earlier one, or cold"
+        if warning not in replay.warnings:
+            replay.warnings.append(warning)
 
 
 def untrusted(exc: UntrustedFile) -> CheckpointError:

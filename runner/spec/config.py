@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 
 from runner.errors import ConfigError
 from runner.files import read_input
@@ -110,6 +110,9 @@ class Config:
     checkpoint_dir: Path
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
+    # A resumed run starts from the pace its log recorded, trusted half as much after each
+    # half-life since it was recorded (0: never, every resume learns the pace from scratch).
+    resume_half_life_s: float = 300.0
     source: Path | None = None
     warnings: tuple[str, ...] = field(default=())
     # Legal holds every job run with this config honours, beside its own exclude: (issue 13 §1).
@@ -145,6 +148,10 @@ class _BaseUrlsSection(_Model):
     memory: Text = DEFAULT_MEMORY_URL
 
 
+class _PacingSection(_Model):
+    resume_half_life_s: Annotated[float, Strict(), Field(ge=0, le=86_400)] = 300.0
+
+
 class _ConfigFile(_Model):
     misplaced: ClassVar[Mapping[str, str]] = {
         "targets": "targets belong in the job spec, not in the config file",
@@ -157,6 +164,7 @@ class _ConfigFile(_Model):
     log_format: LogFormat = "auto"
     log_level: LogLevel = "info"
     holds: ExcludeSpec | None = None
+    pacing: _PacingSection = _PacingSection()
 
 
 # --- checks ------------------------------------------------------------------------------------
@@ -337,7 +345,7 @@ def _read_file(path: Path) -> tuple[_ConfigFile, list[str]]:
     if not isinstance(data, dict):
         raise ConfigError(
             f"{path}: the config file must be a mapping of keys "
-            "(credentials, base_urls, checkpoint_dir, log_format, log_level, holds)"
+            "(credentials, base_urls, checkpoint_dir, log_format, log_level, holds, pacing)"
         )
     hold_problems = check_hold_files(data, path.parent, "holds")
     try:
@@ -423,6 +431,7 @@ def load_config(path: Path | None, env: Mapping[str, str], *, cwd: Path | None =
         checkpoint_dir=checkpoint_dir,
         log_format=section.log_format,
         log_level=section.log_level,
+        resume_half_life_s=section.pacing.resume_half_life_s,
         source=path,
         warnings=tuple(warnings),
         holds=None if section.holds is None else section.holds.resolved() or None,

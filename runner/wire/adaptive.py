@@ -382,6 +382,42 @@ class RateController:
         self.decreases += 1
         return Verdict.RATE
 
+    # -- a resumed run starts from what an earlier process learned (issue 14 §6) -----------
+
+    def learned(self) -> float | None:
+        """The limit found so far (requests/s), for a resume to start from; None while none was
+        found (a slow start, or a configured ceiling that held)."""
+        return self._w_max
+
+    def seed(self, limit: float, weight: float) -> None:
+        """Start from ``limit``, found by an earlier process of the run, trusted by ``weight``
+        (1.0: found just now, toward 0.0 as it ages). The plateau starts under a limit between
+        a cold start's (the ceiling, or ``initial``) and ``limit``, by ``weight``, and when that
+        is under ``limit`` it climbs back to it after a short plateau, as after a storm: a
+        limit that fell meanwhile meets that climb with a 429 that reads it. The server's
+        bucket refilled while nobody sent, so a 429 counts from full (see :meth:`_found`).
+        Before any request only."""
+        s = self._s
+        cold = self.ceiling if self.ceiling is not None else s.initial
+        weight = min(1.0, max(0.0, weight))
+        start = max(s.floor, cold + (limit - cold) * weight)
+        if s.max_cut**0.25 * limit <= start < limit:
+            start = limit  # within about 5 % under it: not worth a climb
+        self._w_max = start
+        self._high = limit if limit > start else 0.0
+        self._restart = False
+        # A guess until it has held `reprobe_after_s`: a 429 sooner says the limit fell
+        # meanwhile, and the seed must not become a limit that held (one worth probing for
+        # every few seconds, see throttled).
+        self._guessed = True
+        # Under `limit`: climbed back to it after the short plateau. At it: probed above
+        # only after `probe_after_s`, as a limit found (each miss doubles the short one).
+        self._misses = 0 if self._high else 2 + math.ceil(
+            math.log2(max(1.0, s.probe_after_s / s.reprobe_after_s))
+        )
+        self._slow_start = False
+        self._epoch = self._held = self._clock()
+
 
 class ConcurrencyController:
     """The account's in-flight cap, lowered by 429s that the concurrency header explains."""
@@ -434,3 +470,29 @@ class ConcurrencyController:
         self._limit = max(1, min(self.limit, self._ok) - (concurrent - self._ok))
         self._epoch = self._clock()
         return Verdict.CONCURRENCY
+
+    # -- a resumed run starts from what an earlier process learned (issue 14 §6) -----------
+
+    def learned(self) -> int | None:
+        """The in-flight cap now, when concurrency 429s have lowered it (None: the configured
+        cap holds), for a resume to start from."""
+        limit = self.limit
+        return limit if limit < self._max else None
+
+    def seed(self, limit: int, weight: float) -> None:
+        """Start with the cap ``limit`` an earlier process of the run had lowered it to, nearer
+        the configured cap by the time since (``weight``: 1.0 just now, toward 0.0), never
+        above it; it regrows from there as after a concurrency 429. Before any request only."""
+        weight = min(1.0, max(0.0, weight))
+        self._limit = max(1, min(self._max, round(self._max - (self._max - limit) * weight)))
+        self._epoch = self._clock()
+
+
+def trust(age_s: float, half_life_s: float) -> float:
+    """How far a pace learned ``age_s`` seconds ago still holds: halved every ``half_life_s``,
+    and 0.0 (start cold) from four half-lives on, or when ``half_life_s`` is 0 (never trusted).
+    An age below 0 (clocks set back) is taken as now."""
+    if half_life_s <= 0 or not math.isfinite(age_s):
+        return 0.0
+    weight = math.pow(0.5, max(0.0, age_s) / half_life_s)
+    return weight if weight > 1 / 16 else 0.0

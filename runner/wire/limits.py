@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Mapping
 
 from aiolimiter import AsyncLimiter
 
@@ -337,3 +338,20 @@ class Limits:
 
     def _pacer(self, key: Scope) -> KeyedPacer:
         return self._scoped[key.kind]
+
+    # -- a resumed run starts from what an earlier process learned (issue 14 §6) -----------
+
+    def learned(self) -> tuple[dict[Product, float], int | None]:
+        """What the controllers have learned: each product's limit found, and the account's
+        in-flight cap when concurrency 429s have lowered it."""
+        rates = {p: r for p, c in self.controllers.items() if (r := c.learned()) is not None}
+        return rates, self._account_control.learned()
+
+    def seed(self, rates: Mapping[Product, float], in_flight: int | None, weight: float) -> None:
+        """Start from what an earlier process of the run learned, trusted by ``weight`` (see
+        :meth:`RateController.seed`); before any request only."""
+        for product, limit in rates.items():
+            self.controllers[product].seed(limit, weight)
+        if in_flight is not None:
+            self._account_control.seed(in_flight, weight)
+            self.regrow()

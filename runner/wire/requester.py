@@ -46,6 +46,11 @@ class Requester:
         self._clock = clock
         self.tally = Tally()
 
+    @property
+    def limits(self) -> Limits:
+        """The limits it sends under (a resume seeds their pace, a run records it)."""
+        return self._limits
+
     def stop_deletes(self) -> None:
         """Send no DELETE from now on (one waiting for a limit raises Stopped instead)."""
         self._client.deletes_stopped = True

@@ -238,3 +238,12 @@ def test_half_api_key_with_a_token_falls_back_with_a_warning() -> None:
     assert config.warnings == (
         "TWILIO_API_SECRET is set without TWILIO_API_KEY: using TWILIO_AUTH_TOKEN",
     )
+
+
+def test_the_resume_half_life_is_read_and_defaults_to_five_minutes(tmp_path: Path) -> None:
+    """pacing.resume_half_life_s: 300 s when not given (and in the example), 0 turns it off."""
+    assert load_config(None, ENV, cwd=tmp_path).resume_half_life_s == 300.0
+    example = Path(__file__).resolve().parents[3] / "config.example.yaml"
+    assert load_config(example, ENV).resume_half_life_s == 300.0
+    path = write(tmp_path, "pacing: {resume_half_life_s: 0}\n")
+    assert load_config(path, ENV).resume_half_life_s == 0.0
