@@ -159,6 +159,9 @@ class RateController:
         self._misses = 0  # probes in a row that found no higher limit
         self._guessed = False  # w_max is a guess (see the module's docstring), not a limit found
         self._epoch = -math.inf  # when the last decrease happened
+        # When the last decrease happened: the epoch moves on to the end of its pause (see hold),
+        # this does not.
+        self._decreased = -math.inf
         self._issued = 0  # tickets handed out
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
         self._stamp = clock()
@@ -338,7 +341,11 @@ class RateController:
         """A request sent at ``sent_at`` (clock time) got a 429 caused by a rate limit."""
         now = self._clock()
         s = self._s
-        if sent_at < self._epoch + s.hold_s:
+        # Counted from the decrease, not from the end of its pause: a request sent after a pause
+        # met a bucket the server refilled meanwhile, so its 429 is news (a limit that fell far
+        # under the pace empties that bucket again within `hold_s` of the pause's end, and
+        # absorbing that 429 kept the pace, and the pauses, for good).
+        if sent_at < self._decreased + s.hold_s:
             return Verdict.ABSORBED
         current = self.rate()  # also brings the slow start up to date: it ends past `unbounded`
         guessed = False
@@ -377,7 +384,7 @@ class RateController:
                 guessed = now - self._held > s.window_s
         self._w_max = max(s.floor, w_max)
         self._guessed = guessed
-        self._epoch = now
+        self._epoch = self._decreased = now
         self._slow_start = False
         self.decreases += 1
         return Verdict.RATE
