@@ -17,7 +17,7 @@ from typing import Any
 from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
 from runner.files import open_regular
 from runner.kinds.base import ResourceKind, Target
-from runner.log.digests import DigestMap
+from runner.log.digests import DigestMap, SortedDigests
 from runner.log.records import (
     ABSENT_STATES,
     DRIVEN,
@@ -65,7 +65,7 @@ class Replay:
 
     header: Header
     path: Path
-    states: dict[int, int] | DigestMap = field(default_factory=dict)
+    states: dict[int, int] | DigestMap | SortedDigests = field(default_factory=dict)
     open: dict[int, TargetRecord] = field(default_factory=dict)
     failed: dict[int, TargetRecord] = field(default_factory=dict)
     operations: dict[int, str] = field(default_factory=dict)
@@ -144,7 +144,7 @@ class Replay:
     def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state, in the registry's order of kinds and states
         (the same log gives the same report, whatever map its replay used)."""
-        raw = Counter(c & 63 for c in self.states.values())
+        raw = self._low_counts()
         return Counter({(kind_at(c >> 3), STATES[c & 7]): n for c, n in sorted(raw.items())})
 
     def admitted(self) -> int:
@@ -152,7 +152,13 @@ class Replay:
         conversation: a DELETE was sent for each, or may have been (what safety.max_deletions
         counts)."""
         covered = STATE_INDEX[State.COVERED]
-        return sum(1 for code in self.states.values() if code & 7 != covered)
+        return sum(n for code, n in self._low_counts().items() if code & 7 != covered)
+
+    def _low_counts(self) -> Counter[int]:
+        """Targets by the low six bits of their packed state (kind and state index)."""
+        if isinstance(self.states, SortedDigests):  # a snapshot's: counted without a loop
+            return self.states.low_counts()
+        return Counter(c & 63 for c in self.states.values())
 
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
