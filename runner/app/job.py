@@ -41,6 +41,7 @@ from runner.kinds.ids import ID_PATTERNS
 from runner.log.lock import open_log
 from runner.log.records import Header, State, footer_record
 from runner.log.replay import Replay, read_checkpoint
+from runner.log.snapshot import write_snapshot
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
@@ -443,6 +444,7 @@ class _Run:
                 write_reports(log_path, replay)
             except OSError as exc:
                 self._problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
+            _write_snapshot(replay)
             _log_finished(replay, self.code, self._clock.now() - self._began, self.requester)
             if self._options.metrics:
                 await self._final_metrics(replay)
@@ -482,6 +484,16 @@ class _Run:
             "\n".join(problems) or None,
             self.engine.discovery_errors,
         )
+
+
+def _write_snapshot(replay: Replay) -> None:
+    """The resume snapshot of the log as read back (issue 16 §3), so that a resume reads it and
+    the lines after it rather than every line. It never fails the run: the log stays the truth,
+    and a resume without a snapshot replays the log in full."""
+    try:
+        write_snapshot(replay)
+    except OSError as exc:
+        log.warning("snapshot_not_written", error=exc.strerror or str(exc))
 
 
 def _log_finished(replay: Replay, code: int, seconds: float, requester: Requester) -> None:
@@ -589,6 +601,7 @@ _SHELL_STAGES: dict[CodeType, str] = {
     CheckpointWriter.run.__code__: "the checkpoint writer",
     read_checkpoint.__code__: "reading the log back for the report",
     write_reports.__code__: "writing the report",
+    write_snapshot.__code__: "writing the resume snapshot",
 }
 
 
