@@ -16,7 +16,7 @@ Scenario = Callable[[bool], Figures]
 
 def scenarios() -> dict[str, Scenario]:
     """Every scenario by name, in the order a full run takes them."""
-    from bench import fanout, overhead, peers, scale, services
+    from bench import fanout, overhead, peers, resume10m, scale, services
 
     return {
         "rate-known": rate.rate_known,
@@ -27,6 +27,7 @@ def scenarios() -> dict[str, Scenario]:
         "overhead": overhead.overhead,
         "scale": scale.scale,
         "peers": peers.peers,
+        "resume-10m": resume10m.resume_10m,
     }
 
 
