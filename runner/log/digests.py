@@ -198,6 +198,10 @@ class SortedDigests:
             yield (top << 26) | bottom, value
         yield from self._extra.items()
 
+    def extra_items(self) -> Iterator[tuple[int, int]]:
+        """Every (digest, value) beside the arrays."""
+        yield from self._extra.items()
+
     @property
     def extra(self) -> int:
         """How many digests are beside the arrays (not in the snapshot it was loaded from)."""

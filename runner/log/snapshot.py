@@ -22,7 +22,8 @@ spec does not select).
 Layout: ``MAGIC``, the length of the JSON meta block (8 bytes, little-endian), the meta block
 (the checks above and the replay's small tables), then the replay's final states as three
 arrays sorted by digest (:class:`~runner.log.digests.SortedDigests`): the top 64 bits of each
-digest, its low 26, and the packed state (32 or 64 bits).
+digest, its low 26, and the packed state (32 or 64 bits); last, the XXH3-128 digest of the
+arrays (16 bytes), written after them so that they are streamed out without a copy.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import hashlib
 import os
 import sys
 from array import array
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,7 @@ _HEAD_MAX = 1 << 20  # a header line is kilobytes; none is longer (see lock._hea
 _META_MAX = 1 << 30  # the meta block: open and failed targets, Operations, conversations
 _LOW26 = (1 << 26) - 1
 _LEN = 8  # bytes of the meta block's length
+_TRAILER = 16  # the arrays' XXH3-128 digest
 # Every packed state's low six bits that can be: a kind's index and a state's.
 _CODES = [(kind_index(k) << 3) | i for k in KINDS for i in range(len(STATES))]
 
@@ -147,7 +151,7 @@ def _load(handle: Any, log_fd: int, path: Path) -> Replay:
     count, wide = _int(meta["n"]), meta["wide"]
     if type(wide) is not bool:
         raise ValueError("'wide' is not a boolean")
-    body = count * (8 + 4 + (8 if wide else 4))
+    body = count * (8 + 4 + (8 if wide else 4)) + _TRAILER
     if size != len(MAGIC) + _LEN + meta_len + body:
         raise SnapshotIgnored(f"its size ({size:,} bytes) is not what its tables take")
     tops, bottoms, values = _arrays(count, wide)
@@ -157,7 +161,7 @@ def _load(handle: Any, log_fd: int, path: Path) -> Replay:
         if handle.readinto(view) != len(view):
             raise SnapshotIgnored("it was cut short")
         checksum.update(view)
-    if checksum.hexdigest() != meta["tables"]:
+    if checksum.digest() != handle.read(_TRAILER):
         raise SnapshotIgnored("its tables do not match their digest")
     if sys.byteorder != "little":
         for table in (tops, bottoms, values):
@@ -297,9 +301,10 @@ def _restore(replay: Replay, tables: dict[str, Any]) -> None:
 
 def write_snapshot(replay: Replay) -> Path:
     """Write the snapshot of ``replay`` (of the whole log up to ``replay.size``) beside its log,
-    atomically; its path. The caller holds the log's lock (no other process appends to it or
-    writes its snapshot). OSError when it cannot be written: the log is untouched, and a resume
-    replays whatever the old snapshot (or none) does not cover."""
+    atomically; its path. The caller holds the log's lock, or is the snapshot process of the
+    run that does (no one else appends to the log or writes its snapshot). OSError when it
+    cannot be written: the log is untouched, and a resume replays whatever the old snapshot (or
+    none) does not cover."""
     path = replay.path
     log_fd = open_regular(path, follow=False)
     try:
@@ -311,15 +316,7 @@ def write_snapshot(replay: Replay) -> Path:
         tail = os.pread(log_fd, cover, replay.size - cover)
     finally:
         os.close(log_fd)
-    tops, bottoms, values = sorted_tables(replay.states)
-    checksum = xxhash.xxh3_128()
-    swapped = []
-    for table in (tops, bottoms, values):
-        if sys.byteorder != "little":
-            table = array(table.typecode, table)
-            table.byteswap()
-        swapped.append(table)
-        checksum.update(memoryview(table).cast("B"))
+    layout = _layout(replay.states)
     meta = {
         "v": VERSION,
         "hash": HASH,
@@ -329,9 +326,8 @@ def write_snapshot(replay: Replay) -> Path:
         "dev": st.st_dev,
         "head": _digest(head),
         "tail": _digest(tail),
-        "n": len(tops),
-        "wide": values.typecode == "Q",
-        "tables": checksum.hexdigest(),
+        "n": layout.count,
+        "wide": layout.wide,
         "replay": _tables(replay),
     }
     raw_meta = orjson.dumps(meta)
@@ -340,8 +336,14 @@ def write_snapshot(replay: Replay) -> Path:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(MAGIC + len(raw_meta).to_bytes(_LEN, "little") + raw_meta)
-            for table in swapped:
-                out.write(memoryview(table).cast("B"))
+            checksum = xxhash.xxh3_128()
+
+            def emit(chunk: memoryview) -> None:
+                out.write(chunk)
+                checksum.update(chunk)
+
+            layout.emit(emit)
+            out.write(checksum.digest())
             out.flush()
             os.fsync(out.fileno())
         os.replace(aside, target)
@@ -350,6 +352,66 @@ def write_snapshot(replay: Replay) -> Path:
         raise
     _sync_directory(path.parent)
     return target
+
+
+class _Layout:
+    """The snapshot's three arrays, as chunks written one after the other: ``count`` targets,
+    ``wide`` values (64 bits); ``emit`` hands every chunk, in order, to its argument."""
+
+    def __init__(self, count: int, wide: bool, tables: list[list[array[int]]]) -> None:
+        self.count, self.wide, self._tables = count, wide, tables
+
+    def emit(self, out: Callable[[memoryview], None]) -> None:
+        for chunks in self._tables:
+            for chunk in chunks:
+                if sys.byteorder != "little":
+                    chunk = array(chunk.typecode, chunk)
+                    chunk.byteswap()
+                out(memoryview(chunk).cast("B"))
+
+
+class _Merged(_Layout):
+    """A snapshot's arrays with the digests beside them merged in, streamed: slices of the
+    arrays (views, not copies) between the few new digests, so that writing the snapshot of a
+    ten-million-target resume costs no second copy of its tables."""
+
+    def __init__(self, states: SortedDigests) -> None:
+        tops, bottoms, values = states.tables()
+        extra = sorted((d >> 26, d & _LOW26, v) for d, v in states.extra_items())
+        self._base = (tops, bottoms, values)
+        self._extra = (
+            array("Q", [e[0] for e in extra]),
+            array("I", [e[1] for e in extra]),
+            array(values.typecode, [e[2] for e in extra]),
+        )
+        # Where each new digest goes in the arrays (before the first greater one).
+        self._at = array("Q")
+        at = 0
+        for top, bottom, _ in extra:
+            at = bisect_left(tops, top, at)
+            while at < len(tops) and tops[at] == top and bottoms[at] < bottom:
+                at += 1
+            self._at.append(at)
+        super().__init__(len(tops) + len(extra), values.typecode == "Q", [])
+
+    def emit(self, out: Callable[[memoryview], None]) -> None:
+        for base, extra in zip(self._base, self._extra, strict=True):
+            whole, new = memoryview(base).cast("B"), memoryview(extra).cast("B")
+            size, start = base.itemsize, 0
+            for index, at in enumerate(self._at):
+                out(whole[start * size : at * size])
+                out(new[index * size : (index + 1) * size])
+                start = at
+            out(whole[start * size :])
+
+
+def _layout(states: dict[int, int] | DigestMap | SortedDigests) -> _Layout:
+    if isinstance(states, SortedDigests) and sys.byteorder == "little":
+        narrow = states.tables()[2].typecode == "I"
+        if not (narrow and any(v >> 32 for _, v in states.extra_items())):
+            return _Merged(states)
+    tops, bottoms, values = sorted_tables(states)
+    return _Layout(len(tops), values.typecode == "Q", [[tops], [bottoms], [values]])
 
 
 def _sync_directory(directory: Path) -> None:
@@ -407,8 +469,6 @@ def sorted_tables(
     (a sort of a million (digest, state) tuples would take 150 MB, beyond a big run's budget):
     a counting sort on the digests' top bits (uniform, being hashes) puts each in its bucket
     of a few, and each bucket is then sorted on its own."""
-    if isinstance(states, SortedDigests) and not states.extra:
-        return states.tables()
     count = len(states)
     bits = max(count.bit_length() - 2, 0)  # a bucket per 2 to 4 targets
     shift = 64 - bits
