@@ -29,6 +29,7 @@ import structlog.contextvars
 
 from runner import __version__
 from runner.app.explain import remote_problem
+from runner.app.snapshots import SnapshotSettings, snapshot_periodically
 from runner.app.unattended import api_hosts
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
@@ -282,6 +283,14 @@ class _Run:
             tg.start_soon(self._write)
             tg.start_soon(self._guarded, "the signal watcher", self._watch_signals)
             tg.start_soon(self._guarded, "the progress display", display, self.engine.progress)
+            tg.start_soon(
+                self._guarded,
+                "the snapshot process",
+                snapshot_periodically,
+                self._log_path,
+                self.writer,
+                SnapshotSettings.of(os.environ),
+            )
             if options.max_duration is not None:
                 tg.start_soon(
                     self._guarded, "the --max-duration timer", self._budget, options.max_duration

@@ -302,7 +302,11 @@ class Replay:
 
 
 def read_checkpoint(
-    path: Path, *, into: Replay | None = None, compact_for: int | None = None
+    path: Path,
+    *,
+    into: Replay | None = None,
+    compact_for: int | None = None,
+    until: int | None = None,
 ) -> Replay:
     """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
     is refused with its line number, because skipping it could lose a target's state.
@@ -313,11 +317,14 @@ def read_checkpoint(
     ``compact_for`` (about how many targets the log names) keeps the final states in a
     :class:`DigestMap`, a fifth of a dict's memory but slower to fill: for the report at the end
     of a run, where memory peaks, not for a resume racing to its first request.
+
+    ``until`` (a byte offset at the end of a line) reads no line beyond it: the durable prefix
+    of a log another process is appending to, which a snapshot of it covers.
     """
     replay = into
     number = before = 0 if into is None else into.lines
     end = 0 if into is None else into.size
-    for number, raw, last, end_of_line in _lines(path, end, before):
+    for number, raw, last, end_of_line in _lines(path, end, before, until):
         try:
             rec = decode_object(raw)
             if replay is None:
@@ -356,9 +363,11 @@ def read_checkpoint(
     return replay
 
 
-def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, bytes, bool, int]]:
+def _lines(
+    path: Path, offset: int = 0, before: int = 0, until: int | None = None
+) -> Iterator[tuple[int, bytes, bool, int]]:
     """(line number, bytes, is-last, offset after it) of every non-blank line from byte
-    ``offset`` on (where line ``before`` ended), streamed."""
+    ``offset`` on (where line ``before`` ended) to byte ``until`` (or the end), streamed."""
     try:
         # Never through a link, never a FIFO or device (a FIFO would block the read forever).
         handle = os.fdopen(open_regular(path, follow=False), "rb")
@@ -374,6 +383,8 @@ def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, 
         position = offset
         for number, raw in enumerate(handle, start=before + 1):
             position += len(raw)
+            if until is not None and position > until:
+                break
             if not raw.strip():
                 continue
             if pending is not None:

@@ -299,12 +299,13 @@ def _restore(replay: Replay, tables: dict[str, Any]) -> None:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def write_snapshot(replay: Replay) -> Path:
+def write_snapshot(replay: Replay, *, wanted: Callable[[], bool] | None = None) -> Path:
     """Write the snapshot of ``replay`` (of the whole log up to ``replay.size``) beside its log,
     atomically; its path. The caller holds the log's lock, or is the snapshot process of the
     run that does (no one else appends to the log or writes its snapshot). OSError when it
     cannot be written: the log is untouched, and a resume replays whatever the old snapshot (or
-    none) does not cover."""
+    none) does not cover. ``wanted`` is asked just before the rename: False leaves the old
+    snapshot in place (OSError)."""
     path = replay.path
     log_fd = open_regular(path, follow=False)
     try:
@@ -346,6 +347,8 @@ def write_snapshot(replay: Replay) -> Path:
             out.write(checksum.digest())
             out.flush()
             os.fsync(out.fileno())
+        if wanted is not None and not wanted():
+            raise OSError(0, "no longer wanted")
         os.replace(aside, target)
     except BaseException:
         aside.unlink(missing_ok=True)
@@ -493,3 +496,42 @@ def sorted_tables(
             for at, (top, bottom, value) in enumerate(rows, start=low):
                 tops[at], bottoms[at], values[at] = top, bottom, value
     return tops, bottoms, values
+
+
+# -- the snapshot process of a run ------------------------------------------------------------
+
+
+def snapshot_prefix(path: Path, offset: int, wanted: Callable[[], bool] | None = None) -> bool:
+    """Write the snapshot of the log at ``path`` up to byte ``offset`` (the end of a line that
+    is on disk): from its current snapshot and the lines after it, else from every line (into
+    a compact map: this runs beside the run, whose memory it must not double). False when the
+    snapshot already covers as much."""
+    try:
+        prior = load_snapshot(path)
+    except SnapshotIgnored:
+        prior = None
+    if prior is not None and prior.size >= offset:
+        return False
+    compact = None if prior is not None else max(offset // 64, 1024)
+    replay = read_checkpoint(path, into=prior, compact_for=compact, until=offset)
+    write_snapshot(replay, wanted=wanted)
+    return True
+
+
+def main(argv: list[str]) -> int:
+    """``python -m runner.log.snapshot LOG OFFSET``: what a run starts, every so often, to
+    snapshot the durable prefix of its log in another process (the run's own memory and event
+    loop untouched). It takes no lock: the run that started it holds the log's, and kills it
+    before its own last snapshot; one whose run has died meanwhile renames nothing into place
+    (a new run of the log may hold the lock by then). Exit 0 when the snapshot is in place."""
+    log, offset = Path(argv[0]), int(argv[1])
+    parent = os.getppid()
+    try:
+        snapshot_prefix(log, offset, wanted=lambda: os.getppid() == parent)
+    except (OSError, CheckpointError, UntrustedFile):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

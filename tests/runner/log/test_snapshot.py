@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,15 @@ from runner.kinds.base import Target
 from runner.log.digests import SortedDigests
 from runner.log.records import State, encode, group_records, target_record
 from runner.log.replay import Replay, read_checkpoint
-from runner.log.snapshot import MAGIC, TAIL, replay_log, snapshot_path, write_snapshot
+from runner.log.snapshot import (
+    MAGIC,
+    TAIL,
+    load_snapshot,
+    replay_log,
+    snapshot_path,
+    snapshot_prefix,
+    write_snapshot,
+)
 from tests.runner.log.test_checkpoint import HEADER, clean_log, line, message, write_log
 from tests.runner.log.test_checkpoint_property import ANY_TARGET, OPERATIONS, examples
 
@@ -339,3 +349,54 @@ def test_a_snapshot_and_its_tail_replay_as_the_whole_log(
     again = replay_log(log)
     assert isinstance(again.states, SortedDigests) and again.states.extra == 0
     assert facts(again) == whole
+
+
+# -- the snapshot process of a run ------------------------------------------------------------
+
+
+def snapshot_process(log: Path, offset: int) -> int:
+    """Run `python -m runner.log.snapshot LOG OFFSET` as a run starts it; its exit code."""
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.log.snapshot", str(log), str(offset)],
+        env=dict(os.environ),
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode
+
+
+def test_the_snapshot_process_covers_the_durable_prefix_only(tmp_path: Path) -> None:
+    """A run's snapshot process reads the log up to the offset it is given (the end of the
+    last fsynced batch) and no further, though the writer has appended more since — a line
+    being written included."""
+    log = write_log(tmp_path / "run.jsonl", *clean_log())
+    offset = log.stat().st_size
+    with log.open("ab") as out:
+        out.write(b"".join(line(r) for r in tail_records()) + b'{"s":"D","k":"m","id')
+    assert snapshot_process(log, offset) == 0
+    snapshot = load_snapshot(log)
+    assert snapshot is not None and snapshot.size == offset
+    replay = replay_log(log)
+    assert isinstance(replay.states, SortedDigests)
+    assert facts(replay) == facts(read_checkpoint(log))
+    assert replay.warnings == read_checkpoint(log).warnings  # the torn line, judged by the log
+
+
+def test_the_snapshot_process_builds_on_the_snapshot_and_never_goes_back(tmp_path: Path) -> None:
+    log = snapshotted(tmp_path)
+    first = snapshot_path(log).stat()
+    assert snapshot_process(log, 10) == 0  # covered already: nothing written
+    assert snapshot_path(log).stat().st_mtime_ns == first.st_mtime_ns
+    assert snapshot_process(log, log.stat().st_size) == 0
+    replay = replay_log(log)
+    assert replay.states.extra == 0  # type: ignore[union-attr]
+    assert facts(replay) == facts(read_checkpoint(log))
+
+
+def test_a_snapshot_no_longer_wanted_is_not_put_in_place(tmp_path: Path) -> None:
+    """A snapshot process whose run has died renames nothing: only its aside was written."""
+    log = write_log(tmp_path / "run.jsonl", *clean_log())
+    with pytest.raises(OSError, match="no longer wanted"):
+        snapshot_prefix(log, log.stat().st_size, wanted=lambda: False)
+    assert not snapshot_path(log).exists()
+    assert list(tmp_path.iterdir()) == [log]
