@@ -16,7 +16,7 @@ Scenario = Callable[[bool], Figures]
 
 def scenarios() -> dict[str, Scenario]:
     """Every scenario by name, in the order a full run takes them."""
-    from bench import fanout, overhead, peers, resume_pacing, scale, services
+    from bench import fanout, overhead, peers, resume10m, resume_pacing, scale, services
 
     return {
         "rate-known": rate.rate_known,
@@ -28,6 +28,7 @@ def scenarios() -> dict[str, Scenario]:
         "overhead": overhead.overhead,
         "scale": scale.scale,
         "peers": peers.peers,
+        "resume-10m": resume10m.resume_10m,
     }
 
 

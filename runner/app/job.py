@@ -31,6 +31,7 @@ from runner import __version__
 from runner.app.explain import remote_problem
 from runner.app.holding import hold_list
 from runner.app.pacing import PaceRecorder, seed_from_log
+from runner.app.snapshots import SnapshotSettings, snapshot_periodically
 from runner.app.unattended import api_hosts
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
@@ -44,6 +45,7 @@ from runner.kinds.ids import ID_PATTERNS
 from runner.log.lock import open_log
 from runner.log.records import Header, State, footer_record
 from runner.log.replay import Replay, read_checkpoint
+from runner.log.snapshot import write_snapshot
 from runner.log.writer import CheckpointWriter
 from runner.plan.planfile import PlanFile
 from runner.plan.planner import JobPlan
@@ -294,6 +296,14 @@ class _Run:
             tg.start_soon(self._guarded, "the signal watcher", self._watch_signals)
             tg.start_soon(self._guarded, "the progress display", display, self.engine.progress)
             tg.start_soon(self._guarded, "the pace recorder", self._pace.run)
+            tg.start_soon(
+                self._guarded,
+                "the snapshot process",
+                snapshot_periodically,
+                self._log_path,
+                self.writer,
+                SnapshotSettings.of(os.environ),
+            )
             if options.max_duration is not None:
                 tg.start_soon(
                     self._guarded, "the --max-duration timer", self._budget, options.max_duration
@@ -457,6 +467,7 @@ class _Run:
                 write_reports(log_path, replay)
             except OSError as exc:
                 self._problems.append(f"cannot write the report beside {log_path}: {exc.strerror}")
+            _write_snapshot(replay)
             _log_finished(replay, self.code, self._clock.now() - self._began, self.requester)
             if self._options.metrics:
                 await self._final_metrics(replay)
@@ -496,6 +507,16 @@ class _Run:
             "\n".join(problems) or None,
             self.engine.discovery_errors,
         )
+
+
+def _write_snapshot(replay: Replay) -> None:
+    """The resume snapshot of the log as read back (issue 16 §3), so that a resume reads it and
+    the lines after it rather than every line. It never fails the run: the log stays the truth,
+    and a resume without a snapshot replays the log in full."""
+    try:
+        write_snapshot(replay)
+    except OSError as exc:
+        log.warning("snapshot_not_written", error=exc.strerror or str(exc))
 
 
 def _log_finished(replay: Replay, code: int, seconds: float, requester: Requester) -> None:
@@ -603,6 +624,7 @@ _SHELL_STAGES: dict[CodeType, str] = {
     CheckpointWriter.run.__code__: "the checkpoint writer",
     read_checkpoint.__code__: "reading the log back for the report",
     write_reports.__code__: "writing the report",
+    write_snapshot.__code__: "writing the resume snapshot",
 }
 
 

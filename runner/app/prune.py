@@ -32,6 +32,7 @@ from runner.app.verify_output import verify_path
 from runner.errors import ExitCode, InputError, UntrustedFile
 from runner.files import check_own, kind_of, open_own
 from runner.log.lock import lock_log
+from runner.log.snapshot import snapshot_path
 from runner.plan.shard import parse_shard
 from runner.report.output import report_paths
 
@@ -128,8 +129,13 @@ def scan(directory: Path) -> tuple[list[Run], list[tuple[str, str]]]:
             ignored[name] = why or "not a bulkops checkpoint"
             continue
         files = []
-        # Its reports and the evidence of its verify (`bulkops verify`) go with it.
-        written = (*report_paths(directory / name).values(), verify_path(directory / name))
+        # Its reports, the evidence of its verify (`bulkops verify`) and its resume snapshot
+        # go with it.
+        written = (
+            *report_paths(directory / name).values(),
+            verify_path(directory / name),
+            snapshot_path(directory / name),
+        )
         for path in written:
             for report in (path.name, f"{path.name}.partial"):
                 if report not in found:

@@ -25,7 +25,8 @@ from runner.app.unattended import api_hosts, check_same_hosts, job_lock
 from runner.clock import MONOTONIC
 from runner.errors import CheckpointError, ExitCode
 from runner.log.lock import ensure_not_in_use
-from runner.log.replay import Replay, read_checkpoint
+from runner.log.replay import Replay
+from runner.log.snapshot import replay_log
 from runner.plan.planfile import PlanFile, read_plan
 from runner.plan.shard import parse_shard
 from runner.report.output import write_reports
@@ -51,7 +52,7 @@ def resume_checkpoint(request: ResumeRequest, console: Console, err: Console) ->
     """Take the checkpoint's own lock, then its job's, and resume it; the exit code."""
     path = request.checkpoint
     ensure_not_in_use(path)  # the checkpoint's own lock first: a second driver of it is exit 2
-    replay = read_checkpoint(path)
+    replay = replay_log(path)  # from its snapshot and the lines after it, if it has one
     shard = parse_shard(replay.header.shard) if replay.header.shard else None
     with job_lock(path.parent, replay.header.job, None if shard is None else shard.suffix):
         return resume(request, console, err, replay)

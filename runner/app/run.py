@@ -37,7 +37,7 @@ from runner.clock import MONOTONIC
 from runner.engine.scheduler import preflight
 from runner.errors import AuthError, ExitCode, OperationFailed, RemoteError
 from runner.internal import leaves
-from runner.log.replay import read_checkpoint
+from runner.log.snapshot import replay_log
 from runner.plan.planfile import PlanWriter
 from runner.plan.planfile import new_header as new_plan_header
 from runner.plan.planner import JobPlan, build_plan, shard_plan
@@ -103,7 +103,7 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
                     log_level=request.log_level,
                     options=request.options,
                 )
-                return resume(again, console, err, read_checkpoint(decision.log))
+                return resume(again, console, err, replay_log(decision.log))
         print_resolution(
             plan.resolution(api_hosts(config), config.credentials.account_sid),
             console,

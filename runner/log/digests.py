@@ -13,7 +13,10 @@ racing to its first request, keeps its dict.
 
 from __future__ import annotations
 
+import sys
 from array import array
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterator
 
 _LOW64 = (1 << 64) - 1
@@ -113,3 +116,115 @@ class DigestMap(_Table):
         for low, high, value in zip(self._low, self._high, self._values, strict=True):
             if low or high:
                 yield value
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        """Every (digest, value) (in no particular order)."""
+        for low, high, value in zip(self._low, self._high, self._values, strict=True):
+            if low or high:
+                yield (high << 64) | low, value
+
+
+_LOW26 = (1 << 26) - 1
+# Each byte's low six bits: a packed state's kind and state indexes (see records.pack).
+_LOW6 = bytes(i & 63 for i in range(256))
+
+
+class SortedDigests:
+    """Digests to values, as a snapshot of a replay holds them (:mod:`runner.log.snapshot`):
+    sorted flat arrays, 16 bytes a target (the top 64 bits of a digest, its low 26 bits, a
+    32-bit value; 20 when a value needs 64), and a dict beside them for digests the snapshot
+    does not have (the log's tail, and what the run adds). Ten million targets take 160 MB,
+    where a :class:`DigestMap` takes 335 and a dict over a gigabyte.
+
+    Only the calls a replay makes: ``get``, item assignment, ``values``, ``len``, and
+    :meth:`low_counts` (which a replay's ``counts`` asks for, without a Python loop over the
+    arrays).
+    """
+
+    def __init__(
+        self, tops: array[int], bottoms: array[int], values: array[int], counts: dict[int, int]
+    ) -> None:
+        """``counts``: :func:`low6_counts` of ``values`` (the loader has it, checking them)."""
+        self._tops, self._bottoms, self._values = tops, bottoms, values
+        self._extra: dict[int, int] = {}
+        self._base_counts = dict(counts)
+
+    def __len__(self) -> int:
+        return len(self._tops) + len(self._extra)
+
+    def _slot(self, digest: int) -> int:
+        """The index of ``digest`` in the arrays, or -1."""
+        top, bottom = digest >> 26, digest & _LOW26
+        tops = self._tops
+        index = bisect_left(tops, top)
+        end = len(tops)
+        while index < end and tops[index] == top:
+            if self._bottoms[index] == bottom:
+                return index
+            index += 1
+        return -1
+
+    def get(self, digest: int) -> int | None:
+        """The value of ``digest``, or None."""
+        value = self._extra.get(digest)
+        if value is not None:
+            return value
+        index = self._slot(digest)
+        return None if index < 0 else self._values[index]
+
+    def __setitem__(self, digest: int, value: int) -> None:
+        index = self._slot(digest)
+        if index < 0:
+            self._extra[digest] = value
+            return
+        values = self._values
+        old, new = values[index] & 63, value & 63
+        self._base_counts[old] -= 1
+        self._base_counts[new] = self._base_counts.get(new, 0) + 1
+        try:
+            values[index] = value
+        except OverflowError:  # a ts past 2**26 s: the values widen to 64 bits
+            self._values = array("Q", values)
+            self._values[index] = value
+
+    def values(self) -> Iterator[int]:
+        """Every value (the arrays' in digest order, then the others)."""
+        yield from self._values
+        yield from self._extra.values()
+
+    def items(self) -> Iterator[tuple[int, int]]:
+        """Every (digest, value): the arrays' in digest order, then the others."""
+        for top, bottom, value in zip(self._tops, self._bottoms, self._values, strict=True):
+            yield (top << 26) | bottom, value
+        yield from self._extra.items()
+
+    def extra_items(self) -> Iterator[tuple[int, int]]:
+        """Every (digest, value) beside the arrays."""
+        yield from self._extra.items()
+
+    @property
+    def extra(self) -> int:
+        """How many digests are beside the arrays (not in the snapshot it was loaded from)."""
+        return len(self._extra)
+
+    def tables(self) -> tuple[array[int], array[int], array[int]]:
+        """The sorted arrays (tops, bottoms, values), the digests beside them left out."""
+        return self._tops, self._bottoms, self._values
+
+    def low_counts(self) -> Counter[int]:
+        """How many values have each low six bits (kind and state index of a packed state)."""
+        counts = Counter({k: n for k, n in self._base_counts.items() if n})
+        counts.update(value & 63 for value in self._extra.values())
+        return counts
+
+
+def low6_counts(values: array[int], codes: Iterator[int] | range | list[int]) -> dict[int, int]:
+    """How many of ``values`` have each of ``codes`` as their low six bits, in C loops: their
+    lowest bytes (every ``itemsize``-th byte, little-endian), masked, counted code by code. A
+    value whose code is not among ``codes`` is not counted (the caller compares the total)."""
+    if sys.byteorder == "little":
+        low = bytes(memoryview(values).cast("B")[:: values.itemsize])
+    else:
+        low = bytes(v & 0xFF for v in values)
+    low = low.translate(_LOW6)
+    return {code: n for code in codes if (n := low.count(code))}

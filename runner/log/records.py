@@ -53,6 +53,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
+from xxhash import xxh3_128_intdigest as _xxh3_128
 
 from runner.errors import UntrustedLine
 from runner.kinds.base import Product, ResourceKind, Target
@@ -254,20 +255,24 @@ def target_record(
 
 
 def key_hash(key: str) -> int:
-    """A 90-bit digest of a target key, for this process only (digests never leave it).
+    """A 90-bit digest of a target key: the top 90 bits of its XXH3-128 (issue 16 §3).
 
     A million of them take a fraction of the memory the keys would, and a collision (which
     would skip a target) stays beyond any real chance: about 1e-15 for ten million targets.
-    Two keyed SipHash values (Python's own string hash, of the key and of the key with a
-    suffix) are independent pseudo-random numbers and cost a tenth of a hashlib digest, which
-    matters when a resume replays millions of lines. 90 bits because any int of 61 to 90 bits
-    takes the same 36 bytes (three 30-bit digits), 8 fewer than a 128-bit one.
+    90 bits because any int of 61 to 90 bits takes the same 36 bytes (three 30-bit digits), 8
+    fewer than a 128-bit one.
+
+    The same key gives the same digest in every process, which a snapshot of a replay
+    (:mod:`runner.log.snapshot`) needs: its tables are keyed by these digests. Until it, the
+    digest was Python's own per-process keyed string hash, and digests never left a process,
+    so a log written before replays exactly as it did (nothing on disk holds a digest). The
+    hash is no longer keyed: a key that collides with another on purpose could only make a
+    resume skip a target (never send a DELETE the spec does not select), which a server that
+    lists the targets can do anyway by not listing it; and XXH3 is as fast as the two SipHash
+    values it replaces.
     """
-    return ((hash(key) & _LOW64) << 26) | (hash(key + "\x1f") & _LOW26)
+    return _xxh3_128(key.encode()) >> 38
 
-
-_LOW64 = (1 << 64) - 1
-_LOW26 = (1 << 26) - 1
 
 # -- kinds: the one place the log maps a kind to its code and to its index ----------------------
 

@@ -17,7 +17,7 @@ from typing import Any
 from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
 from runner.files import open_regular
 from runner.kinds.base import ResourceKind, Target
-from runner.log.digests import DigestMap
+from runner.log.digests import DigestMap, SortedDigests
 from runner.log.records import (
     ABSENT_STATES,
     DRIVEN,
@@ -71,7 +71,7 @@ class Replay:
 
     header: Header
     path: Path
-    states: dict[int, int] | DigestMap = field(default_factory=dict)
+    states: dict[int, int] | DigestMap | SortedDigests = field(default_factory=dict)
     open: dict[int, TargetRecord] = field(default_factory=dict)
     failed: dict[int, TargetRecord] = field(default_factory=dict)
     operations: dict[int, str] = field(default_factory=dict)
@@ -156,7 +156,7 @@ class Replay:
     def counts(self) -> Counter[tuple[ResourceKind, State]]:
         """Targets by resource and latest state, in the registry's order of kinds and states
         (the same log gives the same report, whatever map its replay used)."""
-        raw = Counter(c & 63 for c in self.states.values())
+        raw = self._low_counts()
         return Counter({(kind_at(c >> 3), STATES[c & 7]): n for c, n in sorted(raw.items())})
 
     def admitted(self) -> int:
@@ -164,7 +164,13 @@ class Replay:
         conversation or held: a DELETE was sent for each, or may have been (what
         safety.max_deletions counts)."""
         unsent = {STATE_INDEX[state] for state in UNSENT_STATES}  # covered, held: never sent
-        return sum(1 for code in self.states.values() if code & 7 not in unsent)
+        return sum(n for code, n in self._low_counts().items() if code & 7 not in unsent)
+
+    def _low_counts(self) -> Counter[int]:
+        """Targets by the low six bits of their packed state (kind and state index)."""
+        if isinstance(self.states, SortedDigests):  # a snapshot's: counted without a loop
+            return self.states.low_counts()
+        return Counter(c & 63 for c in self.states.values())
 
     def _pop_open(self, digest: int) -> TargetRecord | None:
         lazy = self._lazy.pop(digest, None)
@@ -308,7 +314,11 @@ class Replay:
 
 
 def read_checkpoint(
-    path: Path, *, into: Replay | None = None, compact_for: int | None = None
+    path: Path,
+    *,
+    into: Replay | None = None,
+    compact_for: int | None = None,
+    until: int | None = None,
 ) -> Replay:
     """Replay a log. A torn or garbled *last* line is reported and ignored; damage anywhere else
     is refused with its line number, because skipping it could lose a target's state.
@@ -319,11 +329,14 @@ def read_checkpoint(
     ``compact_for`` (about how many targets the log names) keeps the final states in a
     :class:`DigestMap`, a fifth of a dict's memory but slower to fill: for the report at the end
     of a run, where memory peaks, not for a resume racing to its first request.
+
+    ``until`` (a byte offset at the end of a line) reads no line beyond it: the durable prefix
+    of a log another process is appending to, which a snapshot of it covers.
     """
     replay = into
     number = before = 0 if into is None else into.lines
     end = 0 if into is None else into.size
-    for number, raw, last, end_of_line in _lines(path, end, before):
+    for number, raw, last, end_of_line in _lines(path, end, before, until):
         try:
             rec = decode_object(raw)
             if replay is None:
@@ -362,9 +375,11 @@ def read_checkpoint(
     return replay
 
 
-def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, bytes, bool, int]]:
+def _lines(
+    path: Path, offset: int = 0, before: int = 0, until: int | None = None
+) -> Iterator[tuple[int, bytes, bool, int]]:
     """(line number, bytes, is-last, offset after it) of every non-blank line from byte
-    ``offset`` on (where line ``before`` ended), streamed."""
+    ``offset`` on (where line ``before`` ended) to byte ``until`` (or the end), streamed."""
     try:
         # Never through a link, never a FIFO or device (a FIFO would block the read forever).
         handle = os.fdopen(open_regular(path, follow=False), "rb")
@@ -380,6 +395,8 @@ def _lines(path: Path, offset: int = 0, before: int = 0) -> Iterator[tuple[int, 
         position = offset
         for number, raw in enumerate(handle, start=before + 1):
             position += len(raw)
+            if until is not None and position > until:
+                break
             if not raw.strip():
                 continue
             if pending is not None:

@@ -46,6 +46,7 @@ class CheckpointWriter:
         self.lines_written = 0
         self.records_written = 0
         self.syncs = 0
+        self.synced = 0  # bytes of the file known to be on disk: its end after the last fsync
         self.error: OSError | None = None
         self.on_error: Callable[[OSError], None] = lambda _exc: None
 
@@ -106,6 +107,7 @@ class CheckpointWriter:
             self.lines_written += len(lines)
             self.records_written += len(batch)
             self.syncs += 1
+            self.synced = handle.tell()
             done.set()
         if self.error is None:
             handle.flush()

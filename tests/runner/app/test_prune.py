@@ -16,6 +16,7 @@ from runner.cli import main
 from runner.errors import ExitCode
 from runner.log.lock import open_log
 from runner.log.records import Header, encode, footer_record
+from runner.log.snapshot import snapshot_path
 from runner.plan.shard import parse_shard
 from runner.report.output import report_paths
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli
@@ -250,9 +251,11 @@ async def test_real_runs_are_pruned_to_the_newest(
         assert left(directory) == {
             second.name,
             *(p.name for p in report_paths(second).values()),
+            snapshot_path(second).name,  # a run's resume snapshot stays and goes with it
             ".job.lock",
         }
         assert not first.exists()
+        assert not snapshot_path(first).exists()
         cron = ("run", spec, "--resume-or-start", "--min-interval", "1h")
         assert await run_cli(*cron) == ExitCode.OK
         assert checkpoints(workdir) == [second], "the finished run was found: nothing to do"
