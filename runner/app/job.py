@@ -29,6 +29,7 @@ import structlog.contextvars
 
 from runner import __version__
 from runner.app.explain import remote_problem
+from runner.app.loop import running as running_loop
 from runner.app.unattended import api_hosts
 from runner.clock import Clock
 from runner.engine.admission import Admission, Verdict, in_phases
@@ -410,6 +411,7 @@ class _Run:
             requests=sum(tally.requests.values()),
             retries=tally.retries,
             throttled=tally.throttled,
+            loop=running_loop(),  # which loop this process ran on: the report says it
         )
         with anyio.CancelScope(shield=True):
             self.writer.put(footer)
@@ -494,6 +496,7 @@ def _log_finished(replay: Replay, code: int, seconds: float, requester: Requeste
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
         throttled=requester.tally.throttled,
+        loop=running_loop(),
     )
 
 

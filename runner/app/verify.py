@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
+from runner.app import loop
 from runner.app.display import print_resolution
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
@@ -98,11 +98,8 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
             highlight=False,
         )
     try:
-        found = anyio.run(
-            partial(
-                run_verification, prepared, sample=request.sample, seed=request.seed, held=held
-            ),
-            backend="asyncio",
+        found = loop.run(
+            partial(run_verification, prepared, sample=request.sample, seed=request.seed, held=held)
         )
     except AuthError as exc:
         err.print(f"[bold red]error:[/] {remote_problem(exc)}; then verify again", highlight=False)
