@@ -15,6 +15,7 @@ import pytest
 
 from runner.app import loop
 from runner.app.documents import summary_document
+from runner.cli import build_parser
 from runner.errors import ConfigError, ExitCode
 from runner.log.records import decode_footer_object
 from runner.log.replay import read_checkpoint
@@ -194,3 +195,31 @@ def test_a_footer_naming_an_unknown_loop_is_not_trusted() -> None:
     assert decode_footer_object({"t": "E", "exit": 0}).loop is None
     with pytest.raises(ValueError, match="'loop' is not one of asyncio, uvloop"):
         decode_footer_object({"t": "E", "exit": 0, "loop": "<script>"})
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["run", "job.yaml"], id="run"),
+        pytest.param(["resume", "log.jsonl"], id="resume"),
+        pytest.param(["apply", "plan.jsonl"], id="apply"),
+        pytest.param(["plan", "job.yaml"], id="plan"),
+        pytest.param(["verify", "log.jsonl"], id="verify"),
+        pytest.param(["demo"], id="demo"),
+    ],
+)
+def test_every_command_that_drives_the_engine_takes_loop(argv: list[str]) -> None:
+    """run, resume, apply, plan, verify and demo take --loop, auto unless told."""
+    parser = build_parser()
+    assert parser.parse_args(argv).loop == "auto"
+    assert parser.parse_args([*argv, "--loop", "asyncio"]).loop == "asyncio"
+
+
+def test_the_engine_is_started_in_one_place() -> None:
+    """No module of runner/ but app/loop calls anyio.run: every command's loop is --loop's."""
+    callers = [
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "runner").rglob("*.py")
+        if "anyio.run(" in path.read_text() and path.name != "loop.py"
+    ]
+    assert callers == []
