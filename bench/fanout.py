@@ -65,6 +65,7 @@ def fanout(quick: bool) -> Figures:
         "client_cpu_ms_per_request": child.cpu_s / len(requests) * 1000,
         "wall_s": child.wall_s,
         "loop": LOOP,
+        "server_loop": "asyncio",  # the emulator runs on asyncio's own loop
         **raw,
     }
 
