@@ -24,6 +24,9 @@ from bench.timeline import deletes_ok
 
 LATENCY = 0.05
 IN_FLIGHT = 100
+# Both sides run on the same loop (asyncio's own), so their CPU per request compares like with
+# like; `overhead` measures both loops.
+LOOP = "asyncio"
 
 
 def fanout(quick: bool) -> Figures:
@@ -37,7 +40,7 @@ def fanout(quick: bool) -> Figures:
             f"service: {_service(url)}\n"
             "targets:\n  - {kind: messages, where: {conversations: all}}\n"
             f"limits: {{concurrency: {IN_FLIGHT}}}\n"))
-        child = harness.bulkops(spec, url)
+        child = harness.bulkops(spec, url, "--loop", LOOP)
         ledger = harness.get_json(f"{url}/_emulator/ledger")
     requests = ledger["requests"]
     if not requests:
@@ -61,6 +64,8 @@ def fanout(quick: bool) -> Figures:
         "client_cpu_s": child.cpu_s,
         "client_cpu_ms_per_request": child.cpu_s / len(requests) * 1000,
         "wall_s": child.wall_s,
+        "loop": LOOP,
+        "server_loop": "asyncio",  # the emulator runs on asyncio's own loop
         **raw,
     }
 
@@ -74,7 +79,8 @@ def _raw_reference(args: list[str]) -> Figures:
         harness.message_manifest(url, manifest)
         prefix = f"/v1/Services/{_service(url)}/Conversations"
         child = harness.run_child(
-            [sys.executable, "-m", "bench.raw_loop", url, str(manifest), str(IN_FLIGHT), prefix],
+            [sys.executable, "-m", "bench.raw_loop", url, str(manifest), str(IN_FLIGHT), prefix,
+             "--loop", LOOP],
             cwd=Path(tmp), env=harness.clean_env(url))
         ok = deletes_ok(harness.get_json(f"{url}/_emulator/ledger")["requests"])
     if not ok:

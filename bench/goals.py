@@ -47,6 +47,8 @@ GOALS: tuple[Goal, ...] = (
     Goal("resume_10m.first_request_s", "<=", 3.0),
     Goal("resume_10m.peak_rss_mb", "<=", 300.0),
     Goal("resume_10m.checkpoint_bytes_per_target", "<=", 120.0),
+    # Issue 16 §2: the full runner on uvloop faster than a bare aiohttp loop on asyncio's own.
+    Goal("overhead.bulkops_uvloop_vs_raw_asyncio", ">=", 1.0),
 )
 GOAL_OF = {g.figure: g for g in GOALS}
 

@@ -1,18 +1,19 @@
 """The baseline of ``overhead`` and ``fanout``: the least a client can do — one aiohttp session,
 N workers, a DELETE per manifest line, nothing recorded, nothing paced, nothing retried.
 
-    python -m bench.raw_loop URL MANIFEST CONCURRENCY [PATH_PREFIX]
+    python -m bench.raw_loop URL MANIFEST CONCURRENCY [PATH_PREFIX] [--loop asyncio|uvloop]
 
 PATH_PREFIX (default ``/v1/Conversations``) is where the manifest's conversations live, e.g.
 ``/v1/Services/IS…/Conversations``; credentials come from TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN.
+``--loop`` (default asyncio, the stock loop) is the event loop it runs on, as bulkops' own.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import os
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -44,6 +45,23 @@ async def purge(url: str, manifest: Path, concurrency: int, prefix: str) -> None
                 tg.create_task(worker())
 
 
+def main() -> None:
+    """Parse the command line and purge on the loop it names."""
+    parser = argparse.ArgumentParser(prog="python -m bench.raw_loop")
+    parser.add_argument("url")
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("concurrency", type=int)
+    parser.add_argument("prefix", nargs="?", default="/v1/Conversations")
+    parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
+    args = parser.parse_args()
+    work = purge(args.url, args.manifest, args.concurrency, args.prefix)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(work)
+    else:
+        asyncio.run(work)
+
+
 if __name__ == "__main__":
-    prefix = sys.argv[4] if len(sys.argv) > 4 else "/v1/Conversations"
-    asyncio.run(purge(sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), prefix))
+    main()

@@ -87,6 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, help="config file (default: none; env only)")
         logging_options(p)
 
+    def event_loop(p: argparse.ArgumentParser) -> None:
+        # The commands that drive the engine (runner.app.loop says which loop runs them).
+        p.add_argument(
+            "--loop",
+            choices=("auto", "asyncio", "uvloop"),
+            default="auto",
+            help="the event loop: uvloop (faster) or asyncio's own; auto (default): uvloop "
+            "when it is installed",
+        )
+
     def output(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "-o",
@@ -164,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     driven(run)
     common(run)
+    event_loop(run)
 
     plan = sub.add_parser("plan", help="show what a job would delete (no DELETE is sent)")
     plan.add_argument("job", type=Path)
@@ -174,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--shards", type=int, help="shard count; index from JOB_COMPLETION_INDEX")
     common(plan)
     output(plan)
+    event_loop(plan)
 
     apply = sub.add_parser("apply", help="delete exactly the targets a reviewed plan lists")
     apply.add_argument("plan", type=Path, help="a plan written by `bulkops plan JOB --out PLAN`")
@@ -200,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     driven(apply)
     common(apply)
+    event_loop(apply)
     output(apply)
 
     resume = sub.add_parser("resume", help="continue a run from its checkpoint log")
@@ -209,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--force", action="store_true", help="resume although the spec changed")
     driven(resume)
     common(resume)
+    event_loop(resume)
 
     status = sub.add_parser("status", help="where a run stands: its state in words, counts, rate")
     status.add_argument(
@@ -249,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--seed", type=int, metavar="S", help="with --sample: the sample's seed (default: random)"
     )
     common(verify)
+    event_loop(verify)
 
     demo = sub.add_parser(
         "demo", help="a full purge of jobs/demo.yaml against the built-in emulator"
@@ -256,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--job", type=Path, default=None, help="another job spec to run")
     demo.add_argument("--checkpoint-dir", type=Path, default=None)
     logging_options(demo)
+    event_loop(demo)
 
     prune = sub.add_parser(
         "prune", help="delete the files of old finished runs from a checkpoint directory"
@@ -331,6 +347,10 @@ def _dispatch(args: argparse.Namespace, console: Console, err: Console, out: Tex
     # report on stdout.
     logs.configure()
     try:
+        if getattr(args, "loop", None) is not None:
+            from runner.app import loop
+
+            loop.choose(args.loop)  # uvloop asked for and missing: exit 2, nothing sent
         if args.command == "run" and args.dry_run:
             return dry_run(run_request(args), console, err, None)
         if args.command == "run":

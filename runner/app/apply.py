@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
+from runner.app import loop
 from runner.app.display import terminal_display
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, RunResult, start_run
@@ -106,7 +106,7 @@ def run_applied(
     directory = usable_directory(checkpoint_dir or applying.config.checkpoint_dir)
     shard = applying.shard
     with job_lock(directory, plan.name, None if shard is None else shard.suffix):
-        return anyio.run(
+        return loop.run(
             partial(
                 start_run,
                 plan,
@@ -119,6 +119,5 @@ def run_applied(
                 directory=directory,
                 options=options,
                 plan_file=applying.plan_file,
-            ),
-            backend="asyncio",
+            )
         )

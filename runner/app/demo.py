@@ -11,10 +11,9 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
-from runner.app import logs
+from runner.app import logs, loop
 from runner.app.display import terminal_display
 from runner.app.job import RunResult, start_run
 from runner.app.outcome import finish
@@ -42,9 +41,7 @@ def run_demo(job: Path | None, checkpoint_dir: Path | None, console: Console, er
     logs.configure("auto", "info")
     settings = EmulatorSettings(operation_pending_s=0.5, operation_running_s=1.0)
     dataset = generate("demo", seed=0)
-    result = anyio.run(
-        _demo, spec_path, checkpoint_dir, settings, dataset, console, backend="asyncio"
-    )
+    result = loop.run(_demo, spec_path, checkpoint_dir, settings, dataset, console)
     return finish(result, console, err)
 
 

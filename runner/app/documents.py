@@ -107,6 +107,7 @@ def _run(replay: Replay, checkpoint: Path) -> dict[str, Any]:
         "resolved": resolved(replay).to_json(),
         "summary": _summary(summarize(replay)),
         "traffic": {name: replay.traffic[name] for name in TRAFFIC},
+        "loop": replay.loop,  # the event loop of the last process that drove the log
     }
 
 
@@ -138,7 +139,13 @@ def status_document(status: RunStatus) -> dict[str, Any]:
 def run_document(result: RunResult, continue_with: str | None) -> dict[str, Any]:
     """``bulkops apply -o json``: how the run ended, its counts, its reports, how to go on."""
     checkpoint = result.checkpoint
-    ran = {"checkpoint": str(checkpoint), "resolved": None, "summary": None, "traffic": None}
+    ran = {
+        "checkpoint": str(checkpoint),
+        "resolved": None,
+        "summary": None,
+        "traffic": None,
+        "loop": None,
+    }
     if result.replay is not None:
         ran = _run(result.replay, checkpoint)
     return {

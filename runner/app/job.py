@@ -30,6 +30,7 @@ import structlog.contextvars
 from runner import __version__
 from runner.app.explain import remote_problem
 from runner.app.holding import hold_list
+from runner.app.loop import running as running_loop
 from runner.app.pacing import PaceRecorder, seed_from_log
 from runner.app.snapshots import SnapshotSettings, snapshot_periodically
 from runner.app.unattended import api_hosts
@@ -433,6 +434,7 @@ class _Run:
             requests=sum(tally.requests.values()),
             retries=tally.retries,
             throttled=tally.throttled,
+            loop=running_loop(),  # which loop this process ran on: the report says it
         )
         with anyio.CancelScope(shield=True):
             self._pace.record()  # what it learned last, for a resume to start from
@@ -529,6 +531,7 @@ def _log_finished(replay: Replay, code: int, seconds: float, requester: Requeste
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
         throttled=requester.tally.throttled,
+        loop=running_loop(),
     )
 
 

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
+from runner.app import loop
 from runner.app.display import print_resolution, terminal_display
 from runner.app.inputs import load_inputs
 from runner.app.job import NO_OPTIONS, RunOptions, RunResult, execute
@@ -103,7 +103,7 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
         console,
         f"resuming run {header.run_id} of job {plan.name!r}:",
     )
-    result = anyio.run(
+    result = loop.run(
         partial(
             execute,
             plan,
@@ -115,7 +115,6 @@ def resume(request: ResumeRequest, console: Console, err: Console, replay: Repla
             clock=MONOTONIC,
             retry_failed=request.retry_failed,
             options=request.options,
-        ),
-        backend="asyncio",
+        )
     )
     return finish(result, console, err)

@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
+from runner.app import loop
 from runner.app.display import print_resolution, terminal_display
 from runner.app.explain import remote_problem
 from runner.app.inputs import load_inputs
@@ -109,7 +109,7 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
             console,
             f"run of job {plan.name!r}:",
         )
-        result = anyio.run(
+        result = loop.run(
             partial(
                 start_run,
                 plan,
@@ -121,8 +121,7 @@ def run_job(request: RunRequest, console: Console, err: Console) -> int:
                 clock=MONOTONIC,
                 directory=directory,
                 options=request.options,
-            ),
-            backend="asyncio",
+            )
         )
     return finish(result, console, err)
 
@@ -141,7 +140,7 @@ def dry_run(
     resolution = plan.resolution(api_hosts(config), config.credentials.account_sid)
     writer = None if out is None else PlanWriter(out, new_plan_header(plan, request.job, out))
     try:
-        result = anyio.run(
+        result = loop.run(
             partial(
                 plan_targets,
                 plan,
@@ -150,8 +149,7 @@ def dry_run(
                 sink=None if writer is None else writer.add,
                 # With no `service:`, name the Service that was listed.
                 ask_default_service=resolution.in_service and resolution.service is None,
-            ),
-            backend="asyncio",
+            )
         )
     except BaseException as exc:
         if writer is not None:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-import anyio
 import structlog
 
+from runner.app import loop
 from runner.app.replan import replan
 from runner.clock import MONOTONIC
 from runner.errors import CheckpointError, InputError
@@ -335,7 +335,7 @@ def _listed_again(plan: JobPlan, config: Config, wanted: set[int]) -> set[int]:
             if digest in wanted:
                 found.add(digest)
 
-    anyio.run(partial(plan_targets, plan, config, clock=MONOTONIC, sink=sink), backend="asyncio")
+    loop.run(partial(plan_targets, plan, config, clock=MONOTONIC, sink=sink))
     return found
 
 

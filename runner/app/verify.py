@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import anyio
 from rich.console import Console
 
+from runner.app import loop
 from runner.app.display import print_resolution
 from runner.app.explain import remote_problem
 from runner.app.holding import hold_list
@@ -100,7 +100,7 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
             highlight=False,
         )
     try:
-        found = anyio.run(
+        found = loop.run(
             partial(
                 run_verification,
                 prepared,
@@ -108,7 +108,6 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
                 seed=request.seed,
                 holds=holds,
             ),
-            backend="asyncio",
         )
     except AuthError as exc:
         err.print(f"[bold red]error:[/] {remote_problem(exc)}; then verify again", highlight=False)

@@ -28,6 +28,7 @@ Layout (one JSON object per line)::
                                           (or the job's one), before any of them was deleted
     {"t":"E", "exit":0, "ts":20, "requests":…, "retries":…, "throttled":…}   footer: a run
                                                              (process) ended, with its traffic
+    {"t":"E", …, "loop":"uvloop"}                 … and the event loop that process ran on
     {"t":"L", "ts":14, "p":{"conversations":198.5}, "cap":40}   the pace learned so far: each
                           product's limit found (requests/s), the account's lowered in-flight cap
 
@@ -457,13 +458,17 @@ def footer_record(
     requests: int | None = None,
     retries: int | None = None,
     throttled: int | None = None,
+    loop: str | None = None,
 ) -> dict[str, Any]:
     """The footer: a process that drove the log ended, with its exit code and its traffic (a
-    second footer of the same process leaves the traffic out, so that it is counted once)."""
+    second footer of the same process leaves the traffic out, so that it is counted once), and
+    the event loop it ran on (one of :data:`LOOPS`)."""
     rec: dict[str, Any] = {"t": "E", "exit": exit_code, "ts": ts}
     for name, value in (("requests", requests), ("retries", retries), ("throttled", throttled)):
         if value is not None:
             rec[name] = value
+    if loop is not None:
+        rec["loop"] = loop
     return rec
 
 
@@ -518,6 +523,11 @@ def decode_pace(rec: dict[str, Any]) -> Pace:
     return Pace(ts, rates, cap)
 
 
+# The event loops a footer may name (runner.app.loop); a footer's ``loop`` is read as one of
+# these or not at all, so a report never repeats a string from a log unchecked.
+LOOPS = ("asyncio", "uvloop")
+
+
 # How every log begins (the header's first key, as :meth:`Header.to_record` orders it): a file
 # that does not is not a bulkops log.
 HEADER_START = b'{"t":"H"'
@@ -561,16 +571,21 @@ class Footer:
     exit_code: int
     traffic: dict[str, int]  # each name of TRAFFIC: that process's own figure
     ts: int | None = None  # when that process ended (seconds since the run began)
+    loop: str | None = None  # the event loop it ran on (footers before it was recorded: None)
 
 
 def decode_footer_object(rec: dict[str, Any]) -> Footer:
     """A footer line's object as a :class:`Footer` (KeyError/ValueError/TypeError on a
     malformed one)."""
     ts = rec.get("ts")
+    loop = rec.get("loop")
+    if loop is not None and loop not in LOOPS:
+        raise ValueError(f"'loop' is not one of {', '.join(LOOPS)}")
     return Footer(
         int(rec["exit"]),
         {name: int(rec.get(name, 0)) for name in TRAFFIC},
         None if ts is None else int(ts),
+        loop,
     )
 
 

@@ -99,6 +99,7 @@ class Replay:
     pace: Pace | None = None
     exit_code: int | None = None
     traffic: Counter[str] = field(default_factory=Counter)
+    loop: str | None = None  # the event loop of the last process whose footer names one
     warnings: list[str] = field(default_factory=list)
     lines: int = 0
     size: int = 0  # bytes of the log replayed: the end of its last whole, valid line
@@ -486,6 +487,7 @@ def _apply(replay: Replay, rec: dict[str, Any]) -> None:
         replay.exit_code = footer.exit_code
         replay._session_ended(footer.ts)
         replay.traffic.update(footer.traffic)  # each process that drove the log adds its own
+        replay.loop = footer.loop or replay.loop
     elif kind == "S":
         replay.services = decode_services(rec)
         replay.services_rejected = decode_services_rejected(rec)

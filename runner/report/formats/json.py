@@ -29,6 +29,7 @@ class JsonReport:
             "resolved": resolved(replay).to_json(),
             "summary": summarize(replay).to_json(),
             "traffic": {name: replay.traffic[name] for name in TRAFFIC},
+            "loop": replay.loop,  # the event loop of the last process that drove the log
         }
         if replay.requests:
             # Erasure requests, by position in the spec (never by whom they name): one found

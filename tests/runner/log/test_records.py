@@ -69,7 +69,17 @@ def _again(rec: dict[str, Any]) -> bytes:
         )
     if kind == "E":
         footer = decode_footer_object(rec)
-        return encode(footer_record(footer.exit_code, rec["ts"], **footer.traffic))
+        traffic = footer.traffic
+        return encode(
+            footer_record(
+                footer.exit_code,
+                rec["ts"],
+                requests=traffic["requests"],
+                retries=traffic["retries"],
+                throttled=traffic["throttled"],
+                loop=footer.loop,
+            )
+        )
     records = [_target(one, with_parent="c" in rec) for one in decode_targets(rec)]
     (line,) = group_records(records)
     return encode(line)
