@@ -41,10 +41,12 @@ class MonotonicClock:
     now = staticmethod(time.monotonic)
 
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        # anyio 4.16 refuses a negative delay, and a deadline reached between the
+        # caller's look at the clock and this sleep gives one: it means "at once".
+        await anyio.sleep(max(seconds, 0.0))
 
     async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep(deadline - time.monotonic())
+        await anyio.sleep(max(deadline - time.monotonic(), 0.0))
 
 
 MONOTONIC = MonotonicClock()

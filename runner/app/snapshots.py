@@ -12,6 +12,7 @@ about 400,000 targets: a smaller log replays in well under a second anyway).
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -42,7 +43,10 @@ class SnapshotSettings:
         default = cls()
         seconds, min_bytes = default.seconds, default.min_bytes
         try:
-            seconds = float(environ.get("BULKOPS_SNAPSHOT_SECONDS", seconds))
+            asked = float(environ.get("BULKOPS_SNAPSHOT_SECONDS", seconds))
+            if math.isnan(asked):  # float() reads "nan", and no sleep takes it
+                raise ValueError("not a number")
+            seconds = asked
             min_bytes = int(environ.get("BULKOPS_SNAPSHOT_BYTES", min_bytes))
         except ValueError:
             log.warning(
