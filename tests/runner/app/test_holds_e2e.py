@@ -396,7 +396,9 @@ async def test_attribute_values_never_reach_a_log_a_report_or_the_output(
         assert await run_cli("report", log, "--summary", "-o", "json") == ExitCode.OK
         assert await run_cli("verify", log, *argv) == ExitCode.OK
         out = capsys.readouterr()
-        written = [p.read_text() for p in log.parent.iterdir() if p.is_file()]
+        written = [
+            p.read_bytes().decode("utf-8", "replace") for p in log.parent.iterdir() if p.is_file()
+        ]
         secrets = {
             str(value)
             for c in emu.dataset.conversations

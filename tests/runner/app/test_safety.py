@@ -121,12 +121,14 @@ async def test_no_secret_or_pii_reaches_any_artifact(
         artifacts = {"stdout": out.out, "stderr": out.err}
         for path in workdir.rglob("*"):
             if path.is_file() and path.suffix != ".yaml" and path.name != "requests.jsonl":
-                artifacts[str(path)] = path.read_text()
+                # A resume snapshot is binary; its meta block (open and failed targets) is text.
+                artifacts[str(path)] = path.read_bytes().decode("utf-8", "replace")
                 if "checkpoints" in path.parts:
                     assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
         assert len(artifacts) >= 8
         assert len([p for p in artifacts if p.endswith(".verify.json")]) == 2
         assert [p for p in artifacts if p.endswith(".prom")]
+        assert [p for p in artifacts if p.endswith(".snap")], "no resume snapshot was audited"
         for name, text in artifacts.items():
             assert DEFAULT_AUTH_TOKEN not in text, name
             leaked = [s for s in pii if s in text]

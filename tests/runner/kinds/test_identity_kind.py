@@ -90,9 +90,10 @@ def erasure(workdir: Path, service: str, body: str, name: str = "erase") -> Path
 
 
 def artifacts(workdir: Path) -> str:
-    """Every file bulkops wrote under ``workdir`` (logs, reports, output), as one text."""
+    """Every file bulkops wrote under ``workdir`` (logs, reports, output, and the binary resume
+    snapshots, whose text parts are what could leak), as one text."""
     return "".join(
-        p.read_text()
+        p.read_bytes().decode("utf-8", "replace")
         for p in workdir.rglob("*")
         if p.is_file() and (p.suffix not in (".yaml", ".csv") or p.name.endswith(".report.csv"))
     )
