@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -203,3 +204,27 @@ def deleted(ledger: dict[str, Any], *vias: str) -> set[tuple[str, str]]:
 def checkpoints(directory: Path) -> list[Path]:
     """Checkpoint logs written under ``directory``."""
     return sorted(directory.glob("checkpoints/*.jsonl"))
+
+
+async def interrupted_then_resumed(
+    emu: Emulator, spec: Path, workdir: Path, expected: set[tuple[str, str]]
+) -> Path:
+    """Run ``spec`` as a real process, SIGINT it once the emulator has deleted two things, then
+    `bulkops resume` its log: the run must have stopped part-way (exit 130), and the two of
+    them together delete exactly ``expected``, each once (by the ledger). The log's path."""
+    process = await start_bulkops(["run", str(spec)], workdir)
+    async with process:
+        await until_or_ended(process, emu.until(deletions=2))
+        process.send_signal(signal.SIGINT)
+        with anyio.fail_after(10):
+            assert await process.wait() == 130
+    partial = deleted(await emu.ledger())
+    assert partial and partial < expected
+
+    (log,) = checkpoints(workdir)
+    assert await run_cli("resume", log) == 0
+
+    ledger = await emu.ledger()
+    assert deleted(ledger) == expected
+    assert max(successful_deletes(ledger).values()) == 1
+    return log

@@ -7,19 +7,17 @@ address in any log line, checkpoint, report, metric or output."""
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from runner.emulator import Dataset
-from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     REPO,
     checkpoints,
     deleted,
+    interrupted_then_resumed,
     point_at,
     run_cli,
     start_bulkops,
@@ -113,9 +111,7 @@ async def test_one_request_erases_a_person_in_twenty_conversations_of_two_servic
         assert deleted(ledger) == expected
         assert max(successful_deletes(ledger).values()) == 1
         home = service_of_each(emu.dataset)
-        assert delete_services(ledger) == {
-            i: home[i] for _k, i in expected
-        }
+        assert delete_services(ledger) == {i: home[i] for _k, i in expected}
         for kind, sids in before.items():
             gone = {i for k, i in expected if k == kind}
             assert {r.get("sid") for r in await emu.resources(kind)} == sids - gone
@@ -234,9 +230,7 @@ async def test_a_request_is_not_found_only_when_no_service_has_it(
             ("erasure_request_not_found", f"{where} 2"),
         ]
         expected = {
-            t
-            for t in everywhere(emu.dataset, {once, person})
-            if t[0] in ("message", "user")
+            t for t in everywhere(emu.dataset, {once, person}) if t[0] in ("message", "user")
         }
         assert deleted(await emu.ledger()) == expected
         (log,) = checkpoints(workdir)
@@ -267,21 +261,7 @@ async def test_an_interrupted_erasure_in_two_services_resumes_without_repeats(
             "limits: {per_conversation_rate: 2, per_service_rate: 2}\n",
             "erase-resume",
         )
-        process = await start_bulkops(["run", str(spec)], workdir)
-        async with process:
-            await wait_for_deletions(emu, 2, process)
-            process.send_signal(signal.SIGINT)
-            with anyio.fail_after(10):
-                assert await process.wait() == 130
-        partial = deleted(await emu.ledger())
-        assert partial and partial < expected
-
-        (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) == 0
-
-        ledger = await emu.ledger()
-        assert deleted(ledger) == expected
-        assert max(successful_deletes(ledger).values()) == 1
+        log = await interrupted_then_resumed(emu, spec, workdir, expected)
         assert await run_cli("verify", log) == 0
         assert person not in artifacts(workdir)
 

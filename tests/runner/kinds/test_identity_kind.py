@@ -7,12 +7,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import signal
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 from runner.emulator import Dataset
@@ -21,13 +19,12 @@ from runner.kinds.identity import SELECTOR, ListIdentity, read_requests
 from runner.kinds.registry import KINDS, KindRegistryError, check_selectors
 from runner.plan.planner import build_plan
 from runner.spec.jobspec import parse_spec
-from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     checkpoints,
     deleted,
+    interrupted_then_resumed,
     point_at,
     run_cli,
-    start_bulkops,
     successful_deletes,
 )
 from tests.runner.test_run_faults import job
@@ -233,21 +230,7 @@ async def test_an_interrupted_erasure_resumes_to_the_end(
             f"  - {{kind: identity, identities: [{person}]}}\n"
             "limits: {per_conversation_rate: 2, per_service_rate: 2}\n",
         )
-        process = await start_bulkops(["run", str(spec)], workdir)
-        async with process:
-            await wait_for_deletions(emu, 2, process)
-            process.send_signal(signal.SIGINT)
-            with anyio.fail_after(10):
-                assert await process.wait() == 130
-        partial = deleted(await emu.ledger())
-        assert partial and partial < expected
-
-        (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) == 0
-
-        ledger = await emu.ledger()
-        assert deleted(ledger) == expected
-        assert max(successful_deletes(ledger).values()) == 1
+        await interrupted_then_resumed(emu, spec, workdir, expected)
         assert person not in artifacts(workdir)
 
 

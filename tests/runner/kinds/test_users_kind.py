@@ -4,21 +4,19 @@ judged by its ledger (exactly the selected Users, in the job's Service, nothing 
 from __future__ import annotations
 
 import csv
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
     REPO,
     checkpoints,
     deleted,
+    interrupted_then_resumed,
     point_at,
     run_cli,
-    start_bulkops,
     successful_deletes,
 )
 from tests.runner.test_run_faults import SUPPORT_SERVICE, job
@@ -127,17 +125,4 @@ async def test_an_interrupted_user_purge_resumes_to_the_end(
             f"service: {SUPPORT_SERVICE}\ntargets:\n  - {{kind: users, where: {{all: true}}}}\n"
             "limits: {per_service_rate: 4}\n",
         )
-        process = await start_bulkops(["run", str(spec)], workdir)
-        async with process:
-            await wait_for_deletions(emu, 2)
-            process.send_signal(signal.SIGINT)
-            assert await process.wait() == 130
-        partial = deleted(await emu.ledger())
-        assert partial and partial < expected
-
-        (log,) = checkpoints(workdir)
-        assert await run_cli("resume", log) == 0
-
-        ledger = await emu.ledger()
-        assert deleted(ledger) == expected
-        assert max(successful_deletes(ledger).values()) == 1
+        await interrupted_then_resumed(emu, spec, workdir, expected)
