@@ -236,7 +236,9 @@ async def test_a_journal_is_continued_only_by_its_own_verification(
         assert "warning" not in said and counts(evidence(workdir)) == whole
         assert evidence(workdir)["started"].startswith("2026-12-01T00:00:00")
 
-        code, fetched, said = await verify_with(emu, log, all_gone(log, header), capsys, "--restart")
+        code, fetched, said = await verify_with(
+            emu, log, all_gone(log, header), capsys, "--restart"
+        )
         assert (code, fetched) == (0, population) and "discarded (--restart)" in said
 
         sampled = journal_of(log, sample_size=5, seed=8)
