@@ -114,7 +114,7 @@ async def test_an_interrupted_verify_resumes(
 
         # Slow answers, so that the verify is still fetching when it is stopped.
         await emu.configure(latency_median_s=0.3)
-        code = await interrupted(emu, workdir, [str(log)], signum, after=12)
+        code = await interrupted(emu, workdir, [str(log)], signum, after=30)
         assert code == (ExitCode.INTERRUPTED if signum is signal.SIGINT else -signal.SIGKILL)
         recorded, _sources = journaled(log)
         assert recorded <= everything.keys()
@@ -343,3 +343,44 @@ async def test_a_second_verify_of_a_log_is_locked_out(
         err = " ".join(capsys.readouterr().err.split())
         assert f"another bulkops verify of {log} is running" in err
         assert path.read_bytes() == before and await last_seq(emu) == ran
+
+
+async def test_a_verify_with_checks_it_could_not_make_keeps_its_journal(
+    start_emulator: Any,
+    workdir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A verify whose GETs began to fail part-way (500s past the retries) is not proof (exit 1)
+    and keeps its journal, without the failed GETs: run again, it fetches only what it had not
+    proven, and files an uninterrupted verify's evidence."""
+    async with start_emulator() as emu:
+        point_at(monkeypatch, emu.url)
+        log, _ran = await purged(emu, workdir, PURGE)
+        assert await run_cli("verify", log) == 0
+        whole = counts(evidence(workdir))
+        everything = ids_by_hash(log)
+
+        await emu.configure(latency_median_s=0.3)
+        since = await last_seq(emu)
+        process = await start_bulkops(["verify", str(log)], workdir)
+        async with process:
+            await until_or_ended(process, emu.until(requests=since + 30))
+            assert process.returncode is None
+            await emu.configure(latency_median_s=0.0, fault_500=1.0)
+            assert await process.wait() == ExitCode.FAILURES
+        failed = evidence(workdir)
+        assert failed["errors"] and failed["verified"] is False
+        recorded, _sources = journaled(log)
+        assert 0 < len(recorded) == failed["checked"] - len(failed["errors"])
+
+        await emu.configure(fault_500=0.0)
+        again_at = await last_seq(emu)
+        capsys.readouterr()
+        assert await run_cli("verify", log) == 0
+        again = fetched_ids(await emu.ledger(), again_at)
+        assert set(again) == {i for d, i in everything.items() if d not in recorded}
+        assert len(again) == len(set(again))
+        resumed = evidence(workdir)
+        assert counts(resumed) == whole and resumed["resumed"] == 1
+        assert not journal_path(log).exists()
