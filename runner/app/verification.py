@@ -281,6 +281,7 @@ async def run_verification(
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
         throttled=requester.tally.throttled,
+        resumed=found.resumed,
     )
     return found
 
