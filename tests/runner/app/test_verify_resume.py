@@ -6,6 +6,7 @@ HTTP, judged by the emulator's ledger and the evidence file."""
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 from datetime import UTC, datetime
@@ -61,6 +62,11 @@ def journaled(log: Path) -> tuple[set[int], int]:
     finally:
         os.close(fd)
     return {digest for digest, _ in proven.verdicts.items()}, len(proven.sources)
+
+
+def events(err: str) -> list[dict[str, Any]]:
+    """The JSON log lines among ``err``."""
+    return [json.loads(line) for line in err.splitlines() if line.startswith("{")]
 
 
 async def last_seq(emu: Emulator) -> int:
@@ -132,7 +138,10 @@ async def test_an_interrupted_verify_resumes(
         assert set(again) == {i for d, i in everything.items() if d not in recorded}
         resumed = evidence(workdir)
         assert counts(resumed) == counts(whole) and resumed["resumed"] == 1
-        assert "resuming the verify begun" in capsys.readouterr().out
+        said = capsys.readouterr()
+        assert "resuming the verify begun" in said.out
+        finished = [e for e in events(said.err) if e["event"] == "verify_finished"]
+        assert [(e["checked"], e["resumed"]) for e in finished] == [(len(everything), 1)]
         assert not journal_path(log).exists()
         await only_gets(emu, ran)
 
