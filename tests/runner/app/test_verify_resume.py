@@ -9,7 +9,7 @@ import fcntl
 import json
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from runner.log.verify_journal import (
 )
 from tests.runner.app.test_verify import PURGE, evidence, fetches, purged
 from tests.runner.conftest import Emulator, point_at, run_cli, start_bulkops, until_or_ended
+from tests.runner.test_run_faults import SUPPORT_SERVICE
 
 # What must be the same, resumed or not.
 COUNTS = ("population", "sample", "checked", "by_kind", "remaining", "verified", "exit_code")
@@ -108,13 +109,26 @@ async def test_an_interrupted_verify_resumes(
 ) -> None:
     """Interrupted part-way (Ctrl-C, or killed), a verify run again fetches none of the targets
     its journal proved — exactly the others — and its evidence counts are an uninterrupted
-    verify's, saying it was resumed; the journal is gone once it is done. GETs only."""
+    verify's, what still remains (found by its fetch and by its listing) included, saying it
+    was resumed; the journal is gone once it is done. GETs only."""
     async with start_emulator() as emu:
         point_at(monkeypatch, emu.url)
+        # Two deletes the server answers without acting: they remain, found by both checks.
+        closed = next(c for c in await emu.resources("conversation_v2") if c["status"] == "CLOSED")
+        old = datetime.now(UTC) - timedelta(days=200)
+        user = next(
+            u
+            for u in await emu.resources("user")
+            if u["service_sid"] == SUPPORT_SERVICE
+            and datetime.fromisoformat(u["date_created"]) < old
+        )
+        await emu.configure(keep_resources=[closed["id"], user["sid"]])
         log, ran = await purged(emu, workdir, PURGE)
-        assert await run_cli("verify", log) == 0
+        assert await run_cli("verify", log) == ExitCode.FAILURES
         whole = evidence(workdir)
         assert whole["resumed"] == 0 and not journal_path(log).exists()
+        assert {r["id"] for r in whole["remaining"]} == {closed["id"], user["sid"]}
+        assert all(r["found_by"] == ["fetch", "listing"] for r in whole["remaining"])
         everything = ids_by_hash(log)
         assert len(everything) == whole["population"] > 20
 
@@ -122,16 +136,16 @@ async def test_an_interrupted_verify_resumes(
         await emu.configure(latency_median_s=0.3)
         code = await interrupted(emu, workdir, [str(log)], signum, after=30)
         assert code == (ExitCode.INTERRUPTED if signum is signal.SIGINT else -signal.SIGKILL)
-        recorded, _sources = journaled(log)
+        recorded, sources = journaled(log)
         assert recorded <= everything.keys()
         if signum is signal.SIGINT:
             # A graceful stop writes every verdict it had: some, not all.
-            assert 0 < len(recorded) < len(everything)
+            assert 0 < len(recorded) < len(everything) and sources > 0
 
         await emu.configure(latency_median_s=0.0)
         since = await last_seq(emu)
         capsys.readouterr()
-        assert await run_cli("verify", log) == 0
+        assert await run_cli("verify", log) == ExitCode.FAILURES
 
         again = fetched_ids(await emu.ledger(), since)
         assert len(again) == len(set(again))
