@@ -29,8 +29,17 @@ from runner.log.verify_journal import (
     size_bound,
 )
 from tests.runner.app.test_verify import PURGE, evidence, fetches, purged
-from tests.runner.conftest import Emulator, point_at, run_cli, start_bulkops, until_or_ended
-from tests.runner.test_run_faults import SUPPORT_SERVICE
+from tests.runner.conftest import (
+    Emulator,
+    checkpoints,
+    point_at,
+    run_cli,
+    start_bulkops,
+    until_or_ended,
+)
+from tests.runner.engine.test_services import DATASET, selection, service_of
+from tests.runner.engine.test_services import PURGE as SERVICES_PURGE
+from tests.runner.test_run_faults import SUPPORT_SERVICE, job
 
 # What must be the same, resumed or not.
 COUNTS = ("population", "sample", "checked", "by_kind", "remaining", "verified", "exit_code")
@@ -407,3 +416,32 @@ async def test_a_verify_with_checks_it_could_not_make_keeps_its_journal(
         resumed = evidence(workdir)
         assert counts(resumed) == whole and resumed["resumed"] == 1
         assert not journal_path(log).exists()
+
+
+async def test_a_verify_of_several_services_resumes(
+    start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verify of a `service: all` purge, interrupted and run again, names what remains with
+    its Service and the Services it listed, as an uninterrupted one does."""
+    async with start_emulator(**DATASET) as emu:
+        point_at(monkeypatch, emu.url)
+        home = await service_of(emu)
+        closed = sorted(i for k, i in await selection(emu) if k == "conversation_v1")
+        second = next(i for i in closed if home[i] != home[closed[0]])
+        await emu.configure(keep_resources=[closed[0], second])
+        assert await run_cli("run", job(workdir, "service: all\n" + SERVICES_PURGE, "all")) == 0
+        (log,) = checkpoints(workdir)
+        assert await run_cli("verify", log) == ExitCode.FAILURES
+        whole = evidence(workdir)
+        assert {r["service_sid"] for r in whole["remaining"]} == {home[closed[0]], home[second]}
+
+        await emu.configure(latency_median_s=0.3)
+        code = await interrupted(emu, workdir, [str(log)], signal.SIGINT, after=10)
+        assert code == ExitCode.INTERRUPTED
+        recorded, _sources = journaled(log)
+        assert recorded
+
+        await emu.configure(latency_median_s=0.0)
+        assert await run_cli("verify", log) == ExitCode.FAILURES
+        resumed = evidence(workdir)
+        assert counts(resumed) == counts(whole) and resumed["resumed"] == 1
