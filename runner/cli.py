@@ -249,7 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     output(report)
 
     verify = sub.add_parser(
-        "verify", help="prove a run's deletions: everything it deleted answers 404 (GETs only)"
+        "verify",
+        help="prove a run's deletions: everything it deleted answers 404 (GETs only); an "
+        "interrupted verify resumes",
     )
     verify.add_argument("checkpoint", type=Path)
     verify.add_argument("--spec", type=Path, help="job spec, if it moved since the run started")
@@ -260,7 +262,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="fetch a random sample of N of the targets the run deleted, not all of them",
     )
     verify.add_argument(
-        "--seed", type=int, metavar="S", help="with --sample: the sample's seed (default: random)"
+        "--seed",
+        type=int,
+        metavar="S",
+        help="with --sample: the sample's seed (default: random; a resumed verify keeps its own)",
+    )
+    verify.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the journal of an interrupted verify and verify from the start "
+        "(by default a verify of the same log and sample resumes where it stopped)",
     )
     common(verify)
     event_loop(verify)
@@ -526,6 +537,7 @@ def verify_request(args: argparse.Namespace) -> VerifyRequest:
         log_level=args.log_level,
         sample=args.sample,
         seed=args.seed,
+        restart=args.restart,
     )
 
 

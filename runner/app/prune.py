@@ -33,6 +33,7 @@ from runner.errors import ExitCode, InputError, UntrustedFile
 from runner.files import check_own, kind_of, open_own
 from runner.log.lock import lock_log
 from runner.log.snapshot import snapshot_path
+from runner.log.verify_journal import journal_path
 from runner.plan.shard import parse_shard
 from runner.report.output import report_paths
 
@@ -129,11 +130,12 @@ def scan(directory: Path) -> tuple[list[Run], list[tuple[str, str]]]:
             ignored[name] = why or "not a bulkops checkpoint"
             continue
         files = []
-        # Its reports, the evidence of its verify (`bulkops verify`) and its resume snapshot
-        # go with it.
+        # Its reports, the evidence of its verify (`bulkops verify`) and that verify's journal,
+        # and its resume snapshot go with it.
         written = (
             *report_paths(directory / name).values(),
             verify_path(directory / name),
+            journal_path(directory / name),
             snapshot_path(directory / name),
         )
         for path in written:

@@ -10,7 +10,10 @@ limits and retry policy (:mod:`runner.wire`: the account's in-flight cap, 429 pa
   (and erasure requests) are listed, in every Service the run froze; what the job's legal holds
   keep is excepted (spec ``exclude``, config ``holds``: :class:`_Held`).
 
-Nothing here writes: a verification is idempotent, and its GETs change nothing.
+Nothing here writes but the verify's journal (:mod:`runner.log.verify_journal`): each fetch's
+verdict and each source listed again to its end are queued with its writer, and a verification
+that continues one skips what it records — the target's verdict, the source's finds — so that
+its counts are the ones one uninterrupted verification would have. Its GETs change nothing.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from runner.errors import (
 )
 from runner.kinds.base import ResourceKind, Target
 from runner.kinds.listing import Listing
-from runner.log.records import State
+from runner.log.records import State, key_hash
 from runner.log.replay import Replay, iter_target_lines
+from runner.log.verify_journal import JournalWriter, ListedSource, Proven
 from runner.plan.planner import JobPlan
 from runner.plan.shard import Shard
 from runner.spec.config import Config
@@ -64,6 +68,7 @@ _GONE = frozenset(
     state for state in State if state.is_final and state not in (State.FAILED, State.HELD)
 )
 PROGRESS_EVERY = 10.0  # seconds between verify_progress log lines
+
 
 @dataclass(slots=True)
 class Remains:
@@ -111,6 +116,7 @@ class Verification:
     listing_errors: list[ListingError] = field(default_factory=list)
     held: int = 0  # listed again, but held
     services: tuple[str, ...] | None = None  # a job of several: the Services listed again
+    resumed: int = 0  # sessions that continued the verification after its first
     unfinished: Counter[str] = field(default_factory=Counter)  # failed / pending in the log
 
     @property
@@ -180,14 +186,24 @@ async def run_verification(
     sample: int | None = None,
     seed: int | None = None,
     holds: HoldList | None = None,
+    proven: Proven | None = None,
+    journal: JournalWriter | None = None,
+    started: datetime | None = None,
 ) -> Verification:
     """Check every target (or a sample) and list the selection again; what was found.
+
+    ``proven`` is what the journal of an interrupted verification of the same log, sample and
+    seed records: those verdicts and listed sources are taken as they are, not asked again.
+    ``journal`` is told every new one. ``started``: when the verification began (its first
+    session), now by default.
 
     Raises AuthError when the credentials are refused and PausedTooLong when the server asks
     for a pause beyond ``retry.max_pause``: the caller turns them into exit codes 4 and 9.
     """
     replay, plan = prepared.replay, prepared.plan
-    found = Verification(replay, plan, started=datetime.now(UTC))
+    found = Verification(replay, plan, started=started or datetime.now(UTC))
+    if proven is not None:
+        found.resumed = proven.sessions + 1
     found.unfinished = _unfinished(replay)
     if sample is not None:
         found.sample_size = sample
@@ -198,13 +214,15 @@ async def run_verification(
         chosen: Iterator[Target] = iter(targets)
     else:
         chosen = _counting(gone_targets(replay), found)
+    if proven is not None:
+        chosen = _unproven(chosen, proven, found)
     sources = listing_sources(prepared)
     connector = aiohttp.TCPConnector(limit=plan.concurrency + 8)
     async with aiohttp.ClientSession(connector=connector) as session:
         requester = build_requester(
             build_client(session, prepared.config), plan, random.Random(), MONOTONIC
         )
-        checker = _Checker(requester, plan.service, found)
+        checker = _Checker(requester, plan.service, found, journal)
         discovery = Discovery(
             requester,
             plan.service,
@@ -219,15 +237,30 @@ async def run_verification(
             on_attributes=None if holds is None else holds.note_attributes,
         )
         held = _Held(holds, requester, plan.service)
+        listed = {} if proven is None else proven.sources
         try:
             async with anyio.create_task_group() as outer:
                 outer.start_soon(_report_progress, found, PROGRESS_EVERY)
+                if journal is not None:
+                    outer.start_soon(journal.run)
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(checker.check_all, chosen, plan.concurrency)
                     for index, source in sources:
+                        if index in listed:
+                            _listed_before(listed[index], found)
+                            continue
                         tg.start_soon(
-                            _list_again, discovery, index, source, prepared.shard, held, found
+                            _list_again,
+                            discovery,
+                            index,
+                            source,
+                            prepared.shard,
+                            held,
+                            found,
+                            journal,
                         )
+                if journal is not None:
+                    journal.close()
                 outer.cancel_scope.cancel()
         except* AuthError as group:
             raise _first(group) from None
@@ -235,7 +268,7 @@ async def run_verification(
             raise _first(group) from None
     found.listed_sources = len(sources)
     if plan.services is not None:
-        found.services = discovery.services_found
+        found.services = discovery.services_found or _services_listed(listed)
     found.finished = datetime.now(UTC)
     log.info(
         "verify_finished",
@@ -248,6 +281,7 @@ async def run_verification(
         requests=sum(requester.tally.requests.values()),
         retries=requester.tally.retries,
         throttled=requester.tally.throttled,
+        resumed=found.resumed,
     )
     return found
 
@@ -285,6 +319,33 @@ def _unfinished(replay: Replay) -> Counter[str]:
     return counts
 
 
+def _unproven(targets: Iterator[Target], proven: Proven, found: Verification) -> Iterator[Target]:
+    """The targets of ``targets`` the journal has no verdict on; each it has is counted as the
+    fetch that made it did (checked, and gone or remaining)."""
+    for target in targets:
+        gone = proven.gone(key_hash(target.key))
+        if gone is None:
+            yield target
+            continue
+        found.checked[target.kind] += 1
+        if gone:
+            found.gone[target.kind] += 1
+        else:
+            found.remained(target, "fetch")
+
+
+def _listed_before(source: ListedSource, found: Verification) -> None:
+    """What a source listed again in an earlier session found, counted as its listing did."""
+    found.held += source.held
+    for target in source.remains:
+        found.remained(target, "listing")
+
+
+def _services_listed(listed: dict[int, ListedSource]) -> tuple[str, ...] | None:
+    """The Services an earlier session's listings knew (when none was listed in this one)."""
+    return next((s.services for s in listed.values() if s.services is not None), None)
+
+
 def _counting(targets: Iterator[Target], found: Verification) -> Iterator[Target]:
     for target in targets:
         found.population += 1
@@ -294,10 +355,17 @@ def _counting(targets: Iterator[Target], found: Verification) -> Iterator[Target
 class _Checker:
     """Fetches targets with a pool of workers fed through a bounded stream."""
 
-    def __init__(self, requester: Requester, service: str | None, found: Verification) -> None:
+    def __init__(
+        self,
+        requester: Requester,
+        service: str | None,
+        found: Verification,
+        journal: JournalWriter | None,
+    ) -> None:
         self._requester = requester
         self._service = service
         self._found = found
+        self._journal = journal
 
     async def check_all(self, targets: Iterator[Target], workers: int) -> None:
         """Fetch every target of ``targets``, ``workers`` at a time (the limits decide how many
@@ -332,12 +400,19 @@ class _Checker:
         except PermanentError as exc:
             if exc.status == 404:
                 found.gone[kind] += 1
+                self._note(target, gone=True)
             else:
                 found.errors.append(CheckError(target, exc.status, exc.code))
         except RemoteError as exc:  # 5xx, faults or 429s past the retry policy's bounds
+            # Not proof either way: not journaled, so a verify that continues asks again.
             found.errors.append(CheckError(target, exc.status, exc.code))
         else:
             found.remained(target, "fetch")
+            self._note(target, gone=False)
+
+    def _note(self, target: Target, *, gone: bool) -> None:
+        if self._journal is not None:
+            self._journal.verdict(key_hash(target.key), gone=gone)
 
 
 class _Held:
@@ -348,9 +423,7 @@ class _Held:
     def __init__(self, holds: HoldList | None, requester: Requester, service: str | None) -> None:
         self._holds = holds
         self._reads = (
-            None
-            if holds is None or not holds.wheres
-            else AttributeReads(holds, requester, service)
+            None if holds is None or not holds.wheres else AttributeReads(holds, requester, service)
         )
 
     async def __call__(self, target: Target) -> bool:
@@ -368,17 +441,24 @@ async def _list_again(
     shard: Shard | None,
     held: Callable[[Target], Awaitable[bool]],
     found: Verification,
+    journal: JournalWriter | None = None,
 ) -> None:
-    """List ``source`` as the run did; whatever it still selects remains (unless held)."""
+    """List ``source`` as the run did; whatever it still selects remains (unless held). A
+    listing that reached its end is journaled with its finds; one that failed is not."""
+    remains: dict[str, Target] = {}
+    held_here = 0
 
     async def emit(targets: Sequence[Target]) -> None:
+        nonlocal held_here
         for target in targets:
             if shard is not None and not shard.owns(target):
                 continue
             if await held(target):
                 found.held += 1
+                held_here += 1
                 continue
             found.remained(target, "listing")
+            remains[target.key] = target
 
     # Discovery runs task groups of its own, so its errors arrive as exception groups.
     try:
@@ -394,3 +474,9 @@ async def _list_again(
             ListingError(index, source.path(discovery.service), failure.status, failure.code)
         )
         log.error("verify_listing_failed", source=index, status=failure.status, code=failure.code)
+    else:
+        if journal is not None:
+            journal.listed(
+                index,
+                ListedSource(tuple(remains.values()), held_here, discovery.services_found),
+            )

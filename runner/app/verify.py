@@ -8,7 +8,8 @@ invocation's config (never the one the log names). Then :mod:`runner.app.verific
 what the log records as gone and lists the selection again, and
 :mod:`runner.app.verify_output` writes ``<log>.verify.json`` and says what remains.
 
-A verify keeps no state of its own and changes nothing: an interrupted one is run again.
+A verify changes nothing, but it keeps a journal beside the log (:mod:`runner.app.verify_session`)
+so that an interrupted one, run again with the same sample, resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from runner.app.verify_output import (
     verify_path,
     write_verify_file,
 )
+from runner.app.verify_session import Session, begin_session
 from runner.engine.holds import HoldList
 from runner.errors import AuthError, ExitCode, InputError, PausedTooLong
 from runner.log.lock import ensure_not_in_use
@@ -54,6 +56,7 @@ class VerifyRequest:
     log_level: str | None = None
     sample: int | None = None  # check a random sample of this many targets, not all
     seed: int | None = None  # the sample's seed (drawn, and recorded, when not given)
+    restart: bool = False  # discard the journal of an interrupted verify: start over
 
 
 def prepare_verify(request: VerifyRequest) -> Prepared:
@@ -87,6 +90,22 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
     code (0 only when everything checked is gone)."""
     prepared = prepare_verify(request)
     holds = holds_of(prepared)
+    # Locked before anything is printed or sent: a second verify of the log stops here (exit 5).
+    session = begin_session(prepared, request.sample, request.seed, holds, restart=request.restart)
+    try:
+        return _verify(request, prepared, holds, session, console, err)
+    finally:
+        session.close()
+
+
+def _verify(
+    request: VerifyRequest,
+    prepared: Prepared,
+    holds: HoldList | None,
+    session: Session,
+    console: Console,
+    err: Console,
+) -> int:
     config, header = prepared.config, prepared.replay.header
     # The cutoffs the listing applies are the run's, frozen in its log: said before it starts.
     resolution = prepared.plan.resolution(api_hosts(config), config.credentials.account_sid)
@@ -99,14 +118,18 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
             "what it did so far",
             highlight=False,
         )
+    session.say(console, err)
     try:
         found = loop.run(
             partial(
                 run_verification,
                 prepared,
                 sample=request.sample,
-                seed=request.seed,
+                seed=session.seed,
                 holds=holds,
+                proven=session.proven,
+                journal=session.writer,
+                started=session.started,
             ),
         )
     except AuthError as exc:
@@ -130,5 +153,6 @@ def verify_checkpoint(request: VerifyRequest, console: Console, err: Console) ->
             highlight=False,
         )
         return ExitCode.FAILURES
+    session.ended(found)
     print_verification(found, document, path, console, err)
     return exit_code(found)

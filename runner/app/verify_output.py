@@ -135,6 +135,7 @@ def verify_document(
         "resolved": resolved,
         "started": _iso(found.started),
         "finished": _iso(found.finished) if found.finished else None,
+        "resumed": found.resumed,
         "verified": found.proven,
         "exit_code": int(exit_code(found)),
         "population": found.population,

@@ -17,6 +17,7 @@ from runner.errors import ExitCode
 from runner.log.lock import open_log
 from runner.log.records import Header, encode, footer_record
 from runner.log.snapshot import snapshot_path
+from runner.log.verify_journal import journal_path
 from runner.plan.shard import parse_shard
 from runner.report.output import report_paths
 from tests.runner.conftest import checkpoints, deleted, point_at, run_cli
@@ -120,15 +121,20 @@ def test_only_finished_runs_older_than_the_newest_n_go(
 
 
 def test_a_verify_file_goes_with_its_run(ckdir: Path) -> None:
-    """The evidence `bulkops verify` wrote beside an old run's log is one of that run's files:
-    deleted with it, kept with a kept run."""
+    """The evidence `bulkops verify` wrote beside an old run's log, and the journal of a verify
+    of it, are that run's files: deleted with it, kept with a kept run."""
     old, new = write_run(ckdir, "nightly", 1, 0), write_run(ckdir, "nightly", 2, 0)
     for run in (old, new):
-        verify_path(run[0]).write_text("{}\n")
-        verify_path(run[0]).chmod(0o600)
+        for path in (verify_path(run[0]), journal_path(run[0])):
+            path.write_text("{}\n")
+            path.chmod(0o600)
 
     assert prune_cli(ckdir, "--keep", "1") == ExitCode.OK
-    assert left(ckdir) == {*(p.name for p in new), verify_path(new[0]).name}
+    assert left(ckdir) == {
+        *(p.name for p in new),
+        verify_path(new[0]).name,
+        journal_path(new[0]).name,
+    }
 
 
 def test_each_job_and_each_shard_keeps_its_own_newest(ckdir: Path) -> None:
