@@ -29,7 +29,10 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
   limit that is still low is met with little excess), and once it has held there for
   ``window_s`` it is the limit again; a slow start cut off by such a 429 goes on from where it
   was. A limit that really fell meets the climb with a 429 that reads it exactly (the bucket was
-  full at the pause's end), and the plateau under it holds.
+  full at the pause's end), and the plateau under it holds. The first look above a limit read
+  that way climbs over ``look_climb_s`` instead (see ``RateController._climb``): right after a
+  drop the limit is the likeliest to still be low, and a slow climb is answered by it seconds
+  later, with little excess, not while the job settles onto the new limit.
 * **Probe.** Beyond the limit, ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just
   above the plateau, so the 429 it ends with reads the limit closely, then ever faster, so a
   raised limit is found within seconds. A probe's 429 never lowers ``w_max``: the plateau under
