@@ -40,11 +40,14 @@ class MonotonicClock:
 
     now = staticmethod(time.monotonic)
 
+    # anyio.sleep refuses a negative delay (ValueError), and a deadline the caller found ahead
+    # may have passed by the time it is read again here (a busy machine): that was an internal
+    # error, exit 8, out of Limits._wait_pauses. Past is now.
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(seconds)
+        await anyio.sleep(max(0.0, seconds))
 
     async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep(deadline - time.monotonic())
+        await anyio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 MONOTONIC = MonotonicClock()
