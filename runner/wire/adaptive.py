@@ -270,9 +270,10 @@ class RateController:
         pace, only a little above the limit for seconds, gets the limit through meanwhile), so
         the look's 429 and its pause come seconds later and not while the job is settling onto
         the new limit, and a limit that comes back during those seconds is followed at once. A
-        look after one that found the limit still low, a storm's climb back from a guess, a
-        resumed run's climb to its learned pace: fast, as before (a slow climb would only
-        delay finding a limit that came back before the look began)."""
+        look after one that found the limit still low, a climb from a guess, a slow start cut
+        off by a storm, a resumed run's climb to its learned pace: fast, as before (a slow climb
+        would only delay finding a limit that came back before the look began). The cost: a
+        storm in mid-run reads like a drop, and is climbed back from over ``look_climb_s``."""
         s = self._s
         return s.look_climb_s if self._fresh else s.climb_s
 
