@@ -40,13 +40,14 @@ class MonotonicClock:
 
     now = staticmethod(time.monotonic)
 
+    # anyio.sleep refuses a negative delay (ValueError), and a deadline the caller found ahead
+    # may have passed by the time it is read again here (a busy machine): that was an internal
+    # error, exit 8, out of Limits._wait_pauses. Past is now.
     async def sleep(self, seconds: float) -> None:
-        # anyio 4.16 refuses a negative delay, and a deadline reached between the
-        # caller's look at the clock and this sleep gives one: it means "at once".
-        await anyio.sleep(max(seconds, 0.0))
+        await anyio.sleep(max(0.0, seconds))
 
     async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep(max(deadline - time.monotonic(), 0.0))
+        await anyio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 MONOTONIC = MonotonicClock()

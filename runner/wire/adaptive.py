@@ -29,7 +29,10 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
   limit that is still low is met with little excess), and once it has held there for
   ``window_s`` it is the limit again; a slow start cut off by such a 429 goes on from where it
   was. A limit that really fell meets the climb with a 429 that reads it exactly (the bucket was
-  full at the pause's end), and the plateau under it holds.
+  full at the pause's end), and the plateau under it holds. The first look above a limit read
+  that way climbs over ``look_climb_s`` instead (see ``RateController._climb``): right after a
+  drop the limit is the likeliest to still be low, and a slow climb is answered by it seconds
+  later, with little excess, not while the job settles onto the new limit.
 * **Probe.** Beyond the limit, ``rate(t) = beta * w_max + cubic * w_max * t**3``: slow just
   above the plateau, so the 429 it ends with reads the limit closely, then ever faster, so a
   raised limit is found within seconds. A probe's 429 never lowers ``w_max``: the plateau under
@@ -79,6 +82,7 @@ class AdaptiveSettings:
     burst_s: float = 0.1
     climb_s: float = 0.6
     recheck_s: float = 0.05
+    look_climb_s: float = 3.0
 
 
 _MAX_DOUBLINGS = 64.0  # initial * 2**64: past any rate, far from a float's range
@@ -158,6 +162,9 @@ class RateController:
         self._restart = False  # _high is where a slow start was cut off (see throttled)
         self._misses = 0  # probes in a row that found no higher limit
         self._guessed = False  # w_max is a guess (see the module's docstring), not a limit found
+        # w_max was read (from a bucket known full) well under a limit that held, and nothing
+        # has looked above it since: the first look climbs slowly (see _climb).
+        self._fresh = False
         self._epoch = -math.inf  # when the last decrease happened
         # When the last decrease happened: the epoch moves on to the end of its pause (see hold),
         # this does not.
@@ -192,12 +199,12 @@ class RateController:
                 return None
             return pace
         if self._high > self._w_max:
-            back = self._quiet() + s.climb_s + s.window_s
+            back = self._quiet() + self._climb() + s.window_s
             if now - self._epoch >= back:
                 # Climbed back to the limit that held before, and it held again for a window:
                 # it is the limit once more, and probes above it are rare again.
                 self._w_max, self._epoch = self._high, self._epoch + back
-                self._misses, self._guessed = 0, False
+                self._misses, self._guessed, self._fresh = 0, False, False
                 if self._restart:
                     # Only a slow start's pace, never a limit: the slow start goes on from it.
                     doublings = math.log2(max(1.0, self._high / s.initial))
@@ -226,7 +233,7 @@ class RateController:
             # at first (a limit that is still low is met with little excess), and no further:
             # beyond it is a probe, which waits until the limit is back (see rate).
             gap = s.beta * (self._high - self._w_max)
-            return pace + gap * min(1.0, math.pow(probing / s.climb_s, 3))
+            return pace + gap * min(1.0, math.pow(probing / self._climb(), 3))
         return pace + s.cubic * self._w_max * math.pow(probing, 3)
 
     def _found(self, since: float, now: float) -> float:
@@ -253,6 +260,22 @@ class RateController:
             else:
                 high = mid
         return low
+
+    def _climb(self) -> float:
+        """Seconds the climb back to the limit that held before takes: ``climb_s``, but
+        ``look_climb_s`` for the first look above a limit just read lower from a full bucket.
+
+        A limit read that way is exact, and right after it fell it is the likeliest to still
+        hold: a slow climb meets it with an excess the server's bucket absorbs for longer (the
+        pace, only a little above the limit for seconds, gets the limit through meanwhile), so
+        the look's 429 and its pause come seconds later and not while the job is settling onto
+        the new limit, and a limit that comes back during those seconds is followed at once. A
+        look after one that found the limit still low, a climb from a guess, a slow start cut
+        off by a storm, a resumed run's climb to its learned pace: fast, as before (a slow climb
+        would only delay finding a limit that came back before the look began). The cost: a
+        storm in mid-run reads like a drop, and is climbed back from over ``look_climb_s``."""
+        s = self._s
+        return s.look_climb_s if self._fresh else s.climb_s
 
     def _quiet(self) -> float:
         """Seconds at the plateau before probing above the limit found: every probe costs a
@@ -348,7 +371,7 @@ class RateController:
         if sent_at < self._decreased + s.hold_s:
             return Verdict.ABSORBED
         current = self.rate()  # also brings the slow start up to date: it ends past `unbounded`
-        guessed = False
+        guessed = fresh = False
         if self._slow_start and self._started is not None:
             w_max = self._found(self._started, now)
             ran = max(s.initial, (current or 0.0) / 2)
@@ -382,8 +405,15 @@ class RateController:
                 # The limit fell while the pace held, but when is unknown (the bucket may have
                 # been full for longer than the window says): a guess, soon probed above.
                 guessed = now - self._held > s.window_s
+                # Read from a bucket full at the pause's end, far under a limit that held (not a
+                # slow start's pace a storm cut off): a drop, whose first look climbs slowly.
+                fresh = (
+                    not guessed
+                    and not self._restart
+                    and self._high > max(s.floor, w_max) / s.max_cut
+                )
         self._w_max = max(s.floor, w_max)
-        self._guessed = guessed
+        self._guessed, self._fresh = guessed, fresh
         self._epoch = self._decreased = now
         self._slow_start = False
         self.decreases += 1

@@ -102,21 +102,3 @@ async def deletes(emu: Any) -> list[dict[str, Any]]:
     """The DELETEs the emulator was asked for."""
     ledger = await emu.ledger()
     return [r for r in ledger["requests"] if r["method"] == "DELETE"]
-
-
-@pytest.mark.anyio
-async def test_a_deadline_already_past_returns_at_once() -> None:
-    """A pause that ended between a look at the clock and the sleep (a negative delay, which
-    anyio refuses since 4.16) is no wait, not an internal error."""
-    from runner.clock import MONOTONIC
-
-    with anyio.fail_after(5):
-        await MONOTONIC.sleep_until(MONOTONIC.now() - 1e-7)
-        await MONOTONIC.sleep(-0.5)
-
-
-def test_a_snapshot_interval_that_is_not_a_number_keeps_the_default() -> None:
-    from runner.app.snapshots import SnapshotSettings
-
-    assert SnapshotSettings.of({"BULKOPS_SNAPSHOT_SECONDS": "nan"}).seconds == 60.0
-    assert SnapshotSettings.of({"BULKOPS_SNAPSHOT_SECONDS": "0.5"}).seconds == 0.5

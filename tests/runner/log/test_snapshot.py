@@ -463,3 +463,11 @@ def test_a_snapshot_no_longer_wanted_is_not_put_in_place(tmp_path: Path) -> None
         snapshot_prefix(log, log.stat().st_size, wanted=lambda: False)
     assert not snapshot_path(log).exists()
     assert list(tmp_path.iterdir()) == [log]
+
+
+def test_a_snapshot_interval_that_is_not_a_number_keeps_the_default() -> None:
+    """float() reads "nan", which no sleep takes: the run keeps the default interval."""
+    from runner.app.snapshots import SnapshotSettings
+
+    assert SnapshotSettings.of({"BULKOPS_SNAPSHOT_SECONDS": "nan"}).seconds == 60.0
+    assert SnapshotSettings.of({"BULKOPS_SNAPSHOT_SECONDS": "0.5"}).seconds == 0.5

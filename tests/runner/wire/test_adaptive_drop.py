@@ -50,8 +50,9 @@ def test_a_limit_far_under_the_pace_is_read_by_the_429_after_the_first_pause() -
     accepted, throttled = drive_paused(controller, clock, Bucket(30, 20), 5, rng)
     assert controller.verdicts[before:][:2] == [Verdict.RATE, Verdict.RATE]
     assert len([t for t in throttled if t < drop + 2]) == 2
-    pace = controller.rate()
-    assert pace is not None and 0.9 * 30 <= pace <= 30
+    # The plateau under the limit read (5 s on, the pace is in the first look's slow climb).
+    limit = controller.learned()
+    assert limit is not None and 0.9 * 30 <= 0.99 * limit <= 30
     # From the end of the second pause, 30/s is kept (no 429 before the first climb back).
     resumed = throttled[1] + 1.2
     assert not [t for t in throttled if throttled[1] < t < resumed + 2]
