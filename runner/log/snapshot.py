@@ -53,6 +53,7 @@ from runner.log.records import (
     State,
     TargetRecord,
     checked_service,
+    decode_footer_object,
     decode_header,
     decode_pace,
     decode_request_found,
@@ -69,7 +70,8 @@ __all__ = ["SNAPSHOT_SUFFIX", "replay_log", "snapshot_path", "write_snapshot"]
 
 SNAPSHOT_SUFFIX = ".snap"
 MAGIC = b"bulkops snapshot\n"
-VERSION = 2  # 2: the Services left out, each erasure request's finds, the pace, warnings
+VERSION = 2  # 2: the Services left out, each erasure request's finds, the pace, the loop,
+# warnings
 HASH = "xxh3-128-top90"  # key_hash's algorithm: a snapshot's digests are only valid under it
 TAIL = 64 * 1024  # bytes before the offset whose digest the snapshot records
 _HEAD_MAX = 1 << 20  # a header line is kilobytes; none is longer (see lock._headerless)
@@ -308,6 +310,7 @@ def _restore(replay: Replay, tables: dict[str, Any]) -> None:
     code = tables["exit_code"]
     replay.exit_code = None if code is None else int(code)
     replay.traffic = Counter({str(k): _int(v) for k, v in tables["traffic"].items()})
+    replay.loop = decode_footer_object({"exit": 0, "loop": tables["loop"]}).loop
     replay.last_ts = _int(tables["last_ts"])
     replay.ended_sessions = _int(tables["ended_sessions"])
     start = tables["session_start"]
@@ -481,6 +484,7 @@ def _tables(replay: Replay) -> dict[str, Any]:
         "unrequested": [f"{d:x}" for d in replay.unrequested],
         "exit_code": replay.exit_code,
         "traffic": dict(replay.traffic),
+        "loop": replay.loop,
         "last_ts": replay.last_ts,
         "ended_sessions": replay.ended_sessions,
         "session_start": replay.session_start,

@@ -53,6 +53,7 @@ def facts(replay: Replay) -> dict[str, Any]:
         "services_rejected": replay.services_rejected,
         "requests_found": replay.requests_found,
         "pace": replay.pace,
+        "loop": replay.loop,
         "exit_code": replay.exit_code,
         "traffic": replay.traffic,
         "lines": replay.lines,
@@ -107,7 +108,9 @@ def test_the_snapshot_of_a_resumed_replay_merges_its_new_targets(tmp_path: Path)
 SERVICE = "IS" + "a" * 32
 
 
-def test_what_the_services_requests_and_pace_lines_say_survives_a_snapshot(tmp_path: Path) -> None:
+def test_what_the_services_requests_pace_and_footer_lines_say_survives_a_snapshot(
+    tmp_path: Path,
+) -> None:
     """The frozen Services' rejections, each erasure request's finds, the pace and the
     replay's warnings are the log's whether read from a snapshot or from every line (a resume
     from a snapshot would otherwise report a request found nowhere, or pace cold)."""
@@ -117,6 +120,7 @@ def test_what_the_services_requests_and_pace_lines_say_survives_a_snapshot(tmp_p
         {"t": "F", "src": 0, "r": "targets[1]", "n": 0},
         {"t": "L", "ts": 4, "p": {"conversations": 12.5}, "cap": 7},
         {"t": "L", "ts": 5, "p": {"nowhere": 1.0}},  # ignored with a warning
+        {"t": "E", "exit": 130, "ts": 5, "loop": "uvloop"},  # a process stopped, then resumed
     ]
     log = write_log(tmp_path / "run.jsonl", *before, *clean_log())
     write_snapshot(read_checkpoint(log))
@@ -130,6 +134,7 @@ def test_what_the_services_requests_and_pace_lines_say_survives_a_snapshot(tmp_p
         ("targets[1]", None): 0,
     }
     assert replay.pace is not None and replay.pace.in_flight == 7
+    assert replay.loop == "uvloop"
     assert facts(replay) == facts(whole)
     assert replay.warnings == whole.warnings != []
 
@@ -142,6 +147,7 @@ def test_what_the_services_requests_and_pace_lines_say_survives_a_snapshot(tmp_p
         {"requests_found": [["targets[0].from_file line 1", "IS-nope", 1]]},
         {"pace": {"t": "L", "ts": 1, "p": {"conversations": "fast"}}},
         {"warnings": "not a list"},
+        {"loop": "tokio"},
     ],
 )
 def test_a_bad_small_table_is_ignored(tmp_path: Path, change: dict[str, Any]) -> None:
