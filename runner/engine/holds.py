@@ -147,10 +147,10 @@ class HoldList:
         hold file or by its attributes, or a message or participant of one. Refreshes the
         files first. ``sending``: the DELETE is about to go, so a v1 conversation whose
         attributes were never read is held (fail safe) rather than sent."""
-        self.refresh()
         conversation = target.parent if target.parent is not None else target.id
         if target.parent is None and not _is_conversation(target):
             return None  # a kind that lives outside conversations: no hold names it
+        self.refresh()  # after that return: a User or a store costs no stat of the hold files
         if self.problem is not None:
             return UNREADABLE_FILE  # fail safe: nothing that could be held is sent
         if conversation in self.listed:
