@@ -32,7 +32,6 @@ hash can only make a resume skip a fetch, never send anything: a verify sends GE
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 from collections.abc import Callable
@@ -48,11 +47,13 @@ from runner.errors import CheckpointError, LockedOut, UntrustedFile, UntrustedLi
 from runner.files import open_own, open_regular
 from runner.kinds.base import Target
 from runner.log.digests import DigestMap
+from runner.log.lock import lock_log
 from runner.log.records import (
     State,
     check_ids,
     checked_parent,
     checked_service,
+    encode,
     kind_code,
     kind_of,
 )
@@ -446,11 +447,9 @@ def open_journal(log: Path, log_size: int, *, restart: bool = False) -> OpenJour
                 "the log"
             ) from None
         handle = os.fdopen(fd, "ab")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not lock_log(fd):  # the log's own lock, taken on the journal
             handle.close()
-            raise LockedOut(_IN_USE.format(log=log, path=path)) from None
+            raise LockedOut(_IN_USE.format(log=log, path=path))
         if _still_at(path, fd):
             break
         handle.close()  # a verify that finished removed it meanwhile: open the new one
@@ -479,11 +478,6 @@ def _still_at(path: Path, fd: int) -> bool:
 
 
 # -- writing -----------------------------------------------------------------------------------
-
-
-def encode(record: dict[str, Any]) -> bytes:
-    """One record as its line's bytes."""
-    return orjson.dumps(record) + b"\n"
 
 
 def remains_record(target: Target) -> dict[str, Any]:

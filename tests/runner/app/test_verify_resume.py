@@ -18,11 +18,10 @@ import pytest
 from runner import __version__
 from runner.app.verification import gone_targets
 from runner.errors import ExitCode
-from runner.log.records import key_hash
+from runner.log.records import encode, key_hash
 from runner.log.replay import read_checkpoint
 from runner.log.verify_journal import (
     JournalHeader,
-    encode,
     journal_path,
     log_digests,
     read_journal,

@@ -13,6 +13,7 @@ import pytest
 from runner.errors import CheckpointError, LockedOut
 from runner.kinds.base import Target
 from runner.kinds.registry import KINDS
+from runner.log.records import encode
 from runner.log.verify_journal import (
     MAX_LINE,
     JournalHeader,
@@ -20,7 +21,6 @@ from runner.log.verify_journal import (
     JournalWriter,
     ListedSource,
     Proven,
-    encode,
     journal_path,
     open_journal,
     read_journal,
