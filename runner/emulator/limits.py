@@ -107,6 +107,12 @@ class PauseBook:
         self._known: dict[tuple[str, str], tuple[float, float]] = {}
         self._next_sweep = 0.0
 
+    def forget(self) -> None:
+        """The client that read these pauses is gone (a test killed its process): a new one
+        never read them, so nothing it sends counts as sent into them."""
+        self._unread.clear()
+        self._known.clear()
+
     def asked(self, connection: object, kind: str, key: str, until: float) -> None:
         """A 429 on ``connection`` asked for no request of ``kind``/``key`` before ``until``."""
         self._unread.setdefault(connection, []).append((kind, key, until))

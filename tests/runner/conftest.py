@@ -60,6 +60,12 @@ class Emulator:
             items: list[dict[str, Any]] = (await r.json())["items"]
             return items
 
+    def client_gone(self) -> None:
+        """A client process was killed: the pauses it had read bound it, not its successor
+        (which the `sent_during_pause` count then judges on the pauses it reads itself)."""
+        assert self.state is not None, "served by start_emulator or serving"
+        self.state.pauses.forget()
+
     def requests(self) -> int:
         """How many requests it has answered so far."""
         assert self.state is not None, "served by start_emulator or serving"

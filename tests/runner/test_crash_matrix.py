@@ -198,6 +198,7 @@ async def drive(
                 else:
                     process.send_signal(signal.SIGKILL)
                     await process.wait()
+                    emu.client_gone()
     return code
 
 
