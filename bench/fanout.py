@@ -67,6 +67,10 @@ def fanout(quick: bool) -> Figures:
         "loop": LOOP,
         "server_loop": "asyncio",  # the emulator runs on asyncio's own loop
         **raw,
+        "client_cpu_ratio": (
+            child.cpu_s / len(requests) * 1000 / raw["raw_cpu_ms_per_request"]
+            if raw.get("raw_cpu_ms_per_request") else 0.0
+        ),
     }
 
 
