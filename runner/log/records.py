@@ -719,6 +719,9 @@ def checked_parent(resource: ResourceKind, parent: object, state: State) -> str 
 # -- grouping ----------------------------------------------------------------------------------
 
 GROUPABLE = frozenset({"s", "k", "id", "c", "sv", "ts"})
+# At most this many IDs share a line (about 4 MB), so every line bulkops writes stays far below
+# what a replay reads as one line (replay.MAX_LINE).
+GROUP_MAX_IDS = 100_000
 
 
 def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -745,6 +748,8 @@ def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if "ids" not in line:
                 line["ids"] = [line.pop("id")]
             line["ids"].append(record["id"])
+            if len(line["ids"]) >= GROUP_MAX_IDS:
+                del open_groups[key]
             continue
         line = dict(record)
         lines.append(line)

@@ -376,6 +376,12 @@ def read_checkpoint(
     return replay
 
 
+# The longest line a replay reads: bulkops' longest is a grouped line of at most
+# records.GROUP_MAX_IDS IDs (about 4 MB) or a header holding a canonical spec (the spec file is
+# at most 1 MB).
+MAX_LINE = 64 * 1024 * 1024
+
+
 def _lines(
     path: Path, offset: int = 0, before: int = 0, until: int | None = None
 ) -> Iterator[tuple[int, bytes, bool, int]]:
@@ -394,7 +400,17 @@ def _lines(
         handle.seek(offset)
         pending: tuple[int, bytes, int] | None = None
         position = offset
-        for number, raw in enumerate(handle, start=before + 1):
+        readline = handle.readline
+        number = before
+        # Bounded: a log is untrusted, and one line with no newline in it would be read whole.
+        while raw := readline(MAX_LINE + 1):
+            number += 1
+            if len(raw) > MAX_LINE:
+                raise CheckpointError(
+                    f"checkpoint {path} line {number} is longer than {MAX_LINE:,} bytes, which "
+                    "bulkops never writes; it cannot be resumed (restore the log, or start the "
+                    "job again with `bulkops run`)"
+                )
             position += len(raw)
             if until is not None and position > until:
                 break

@@ -22,8 +22,15 @@ from runner.errors import CheckpointError
 from runner.kinds.base import Target
 from runner.kinds.registry import by_name
 from runner.log.lock import open_log
-from runner.log.records import RECORD_VERSION, Header, State, group_records, target_record
-from runner.log.replay import iter_target_lines, read_checkpoint
+from runner.log.records import (
+    GROUP_MAX_IDS,
+    RECORD_VERSION,
+    Header,
+    State,
+    group_records,
+    target_record,
+)
+from runner.log.replay import MAX_LINE, iter_target_lines, read_checkpoint
 from runner.log.writer import CheckpointWriter
 from runner.report.completion import render_csv, summarize
 
@@ -717,8 +724,9 @@ def test_each_target_has_one_row_whatever_lines_it_has(tmp_path: Path) -> None:
     """A target failed and then deleted by its final lines alone, one requested first and one
     covered: one row each, and a log of today's writer (a request before every end) leaves
     no target to the final-line path."""
-    modern = read_checkpoint(write_log(tmp_path / "new.jsonl", requested(M1),
-                                       target_record(M1, State.DELETED, ts=1)))
+    modern = read_checkpoint(
+        write_log(tmp_path / "new.jsonl", requested(M1), target_record(M1, State.DELETED, ts=1))
+    )
     assert modern.unrequested == set()
     path = write_log(
         tmp_path / "run.jsonl",
@@ -831,13 +839,21 @@ def test_a_compact_replay_reports_exactly_what_a_dict_replay_does(tmp_path: Path
         for n, t in enumerate(page[:45]):  # five of each page are left requested
             state = outcomes[(batch + n) % 4]
             failed = state is State.FAILED
-            finished.append(target_record(
-                t, state, ts=batch, with_parent=False,
-                code=20404 if failed else None, message="refused" if failed else None))
+            finished.append(
+                target_record(
+                    t,
+                    state,
+                    ts=batch,
+                    with_parent=False,
+                    code=20404 if failed else None,
+                    message="refused" if failed else None,
+                )
+            )
         records += group_records(finished)
     records.append(requested(V2_ACCEPTED))
-    records.append(target_record(V2_ACCEPTED, State.ACCEPTED, ts=7, operation=operation(2),
-                                 with_parent=False))
+    records.append(
+        target_record(V2_ACCEPTED, State.ACCEPTED, ts=7, operation=operation(2), with_parent=False)
+    )
     path = write_log(tmp_path / "big.jsonl", *records)
     plain = read_checkpoint(path)
     compact = read_checkpoint(path, compact_for=10)  # too small on purpose: it must grow
@@ -847,3 +863,24 @@ def test_a_compact_replay_reports_exactly_what_a_dict_replay_does(tmp_path: Path
     assert render_csv(compact) == render_csv(plain)
     assert render_json(compact) == render_json(plain)
     assert len(plain.open) == len(compact.open) == 31 and len(plain.failed) == 67
+
+
+def test_a_line_longer_than_any_bulkops_writes_is_refused_not_read_whole(tmp_path: Path) -> None:
+    """A log is untrusted: a line with no newline for 64 MiB stops the replay with its number
+    instead of being read into memory however long it is."""
+    path = tmp_path / "run.jsonl"
+    with path.open("wb") as out:
+        out.write(log_bytes(target_record(M1, State.DELETED)))
+        out.write(b"x" * (MAX_LINE + 1))
+    with pytest.raises(CheckpointError, match="line 3 is longer than 67,108,864 bytes"):
+        read_checkpoint(path)
+
+
+def test_grouped_lines_hold_at_most_group_max_ids_and_replay() -> None:
+    """However many deletions one batch holds, a line names at most GROUP_MAX_IDS of them, so
+    it stays far below what a replay reads as one line."""
+    count = 2 * GROUP_MAX_IDS + 1
+    records = [{"s": "D", "k": "m", "id": f"IM{n:032x}", "ts": 4} for n in range(count)]
+    lines = group_records(records)
+    assert [len(r.get("ids", [r.get("id")])) for r in lines] == [GROUP_MAX_IDS, GROUP_MAX_IDS, 1]
+    assert max(len(orjson.dumps(r)) for r in lines) < MAX_LINE // 10
