@@ -748,7 +748,7 @@ def group_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if "ids" not in line:
                 line["ids"] = [line.pop("id")]
             line["ids"].append(record["id"])
-            if len(line["ids"]) >= GROUP_MAX_IDS:
+            if key is not None and len(line["ids"]) >= GROUP_MAX_IDS:
                 del open_groups[key]
             continue
         line = dict(record)
