@@ -162,26 +162,27 @@ def leave_snapshots(rng: random.Random, log: Path) -> str | None:
     return what
 
 
-def unmatch_snapshot(rng: random.Random, log: Path, left: str | None) -> str | None:
-    """Sometimes, after :func:`leave_snapshots`: no snapshot at all (removed, its aside too: a
-    checkpoint of an older bulkops, or one whose snapshots were never written), or an intact
-    snapshot that no longer matches its log — the log restored from a copy of itself (another
-    inode, as a backup restore leaves it), so the snapshot, whole and with a valid digest, was
-    written for another file. What was left instead, or ``left``. Its own ``rng``, so that the
-    seeds' kill moments stay the ones the matrix was tuned on."""
-    if rng.random() >= 0.35:
+def unmatch_snapshot(log: Path, left: str | None, turns: Counter[str]) -> str | None:
+    """In turn, one intact snapshot left by :func:`leave_snapshots` in two (``stale or fresh``)
+    becomes: no snapshot at all (removed, its aside too: a checkpoint of an older bulkops, or
+    one whose snapshots were never written), or an intact snapshot that no longer matches its
+    log — the log restored from a copy of itself (another inode, as a backup restore leaves
+    it), so the snapshot, whole and with a valid digest, was written for another file. What
+    was left in the end. Taken in turn, not drawn: the seeds' draws (and so their kill
+    moments, and the other kinds of snapshot left) stay the ones the matrix was tuned on."""
+    if left != "stale or fresh":
         return left
+    turns[left] += 1
+    what = ("removed", left, "log restored", left)[(turns[left] - 1) % 4]
     snap = snapshot_path(log)
-    if not log.exists() or left is None:
-        return left
-    if rng.random() < 0.5:
+    if what == "removed":
         snap.unlink(missing_ok=True)
         snap.with_name(snap.name + ".partial").unlink(missing_ok=True)
-        return "removed"
-    copy = log.with_name(log.name + ".restored")
-    shutil.copy2(log, copy)  # its mode too: a log must be 0600
-    os.replace(copy, log)
-    return "log restored"
+    elif what == "log restored":
+        copy = log.with_name(log.name + ".restored")
+        shutil.copy2(log, copy)  # its mode too: a log must be 0600
+        os.replace(copy, log)
+    return what
 
 
 def next_step(spec: Path, log: Path) -> list[str]:
@@ -253,12 +254,12 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
     kills = 0
     into_pauses: Counter[str] = Counter()  # sent_during_pause over every seed: must stay 0
     snapshots: Counter[str] = Counter()  # what each resume found beside its log
+    turns: Counter[str] = Counter()  # unmatch_snapshot's
     # Snapshots on: every process of the matrix writes one every 0.1 s (once its log grew).
     monkeypatch.setenv("BULKOPS_SNAPSHOT_SECONDS", "0.1")
     monkeypatch.setenv("BULKOPS_SNAPSHOT_BYTES", "1")
     for seed in range(SEEDS):
         rng = random.Random(seed)
-        other = random.Random(f"snapshots {seed}")  # unmatch_snapshot's
         async with start_emulator(
             preset="scale", dataset_seed=seed, dataset_args=DATASET, seed=seed, **EMULATOR
         ) as emu:
@@ -274,7 +275,7 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
                 # Every other seed waits for discovery to end once, so kills land mid-deletion too.
                 late = seed % 2 == 1 and attempt == 0
                 snapshots["written by a run" if snapshot_path(log).exists() else "none"] += 1
-                left = unmatch_snapshot(other, log, leave_snapshots(rng, log))
+                left = unmatch_snapshot(log, leave_snapshots(rng, log), turns)
                 snapshots[left or "none"] += 1
                 process = await start_bulkops(next_step(spec, log), directory, watched=late)
                 if late:
@@ -287,7 +288,7 @@ async def test_sigkill_anywhere_then_resume_is_exactly_once(
                     break  # it finished before the kill
                 kills += 1
                 seen.update(moments(log, 6))
-            snapshots[unmatch_snapshot(other, log, leave_snapshots(rng, log)) or "none"] += 1
+            snapshots[unmatch_snapshot(log, leave_snapshots(rng, log), turns) or "none"] += 1
             code = await drive(await start_bulkops(next_step(spec, log), directory), emu, None)
             assert code == 0, f"seed {seed}: final resume exit {code}"
 
