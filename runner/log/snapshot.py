@@ -45,7 +45,7 @@ import xxhash
 from runner.errors import CheckpointError, UntrustedFile, UntrustedLine
 from runner.files import create_aside, open_own, open_regular
 from runner.kinds.registry import KINDS
-from runner.log.digests import DigestMap, SortedDigests, low6_counts
+from runner.log.digests import DigestMap, SortedDigests, low6_counts, sort_in_place
 from runner.log.records import (
     CONVERSATION_MATCH,
     STATES,
@@ -338,6 +338,7 @@ def write_snapshot(replay: Replay, *, wanted: Callable[[], bool] | None = None) 
         tail = os.pread(log_fd, cover, replay.size - cover)
     finally:
         os.close(log_fd)
+    _sort_compact_states(replay)
     layout = _layout(replay.states)
     meta = {
         "v": VERSION,
@@ -376,6 +377,16 @@ def write_snapshot(replay: Replay, *, wanted: Callable[[], bool] | None = None) 
         raise
     _sync_directory(path.parent)
     return target
+
+
+def _sort_compact_states(replay: Replay) -> None:
+    """A compact replay's states (a :class:`DigestMap`: a big run's end, or a run's snapshot
+    process) become the sorted arrays the snapshot writes, in the map's own memory, and stay
+    the replay's (the same states, as a resume from the snapshot holds them): no sorted copy
+    beside the map at the run's memory peak."""
+    if isinstance(replay.states, DigestMap) and sys.byteorder == "little":
+        tops, bottoms, values = sort_in_place(replay.states)
+        replay.states = SortedDigests(tops, bottoms, values, low6_counts(values, _CODES))
 
 
 class _Layout:

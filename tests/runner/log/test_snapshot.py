@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from runner.kinds.base import Target
 from runner.kinds.registry import KINDS
-from runner.log.digests import SortedDigests
+from runner.log.digests import DigestMap, SortedDigests
 from runner.log.records import State, encode, group_records, target_record
 from runner.log.replay import Replay, read_checkpoint
 from runner.log.snapshot import (
@@ -103,6 +103,24 @@ def test_the_snapshot_of_a_resumed_replay_merges_its_new_targets(tmp_path: Path)
     again = replay_log(log)
     assert again.warnings == [] and again.states.extra == 0  # type: ignore[union-attr]
     assert facts(again) == facts(replay)
+
+
+def test_a_compact_replay_is_snapshotted_in_its_own_memory(tmp_path: Path) -> None:
+    """A big run's end writes the snapshot from a compact replay (a DigestMap): its states
+    become the snapshot's sorted arrays in place and stay the replay's, saying the same; the
+    snapshot replays as the log does."""
+    log = write_log(tmp_path / "run.jsonl", *clean_log())
+    with log.open("ab") as out:
+        out.write(b"".join(line(r) for r in tail_records()))
+    whole = facts(read_checkpoint(log))
+    compact = read_checkpoint(log, compact_for=4)
+    assert isinstance(compact.states, DigestMap) and facts(compact) == whole
+    write_snapshot(compact)
+    assert isinstance(compact.states, SortedDigests) and compact.states.extra == 0
+    assert facts(compact) == whole
+    again = replay_log(log)
+    assert again.warnings == [] and isinstance(again.states, SortedDigests)
+    assert facts(again) == whole
 
 
 SERVICE = "IS" + "a" * 32
