@@ -124,9 +124,11 @@ class _Delivered:
             return 0.0
         start = max(self._first, since)
         span = min(self._window, now - start)
-        if start > now - self._window:
+        if start > now - self._window and self._times[0] < start:
             count = sum(1 for t in self._times if t >= start)
         else:
+            # Every acceptance in the window came at or after `start` (always so when nothing
+            # narrows it: the first acceptance is the oldest), counted without a pass over them.
             count = len(self._times)
         return count / max(span, 0.05)
 
@@ -173,13 +175,17 @@ class RateController:
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
         self._stamp = clock()
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
+        self._pace: float | None = None  # the pace at the last accrual
         self._delivered = _Delivered(self._s.window_s)
         self.decreases = 0
 
     def rate(self) -> float | None:
         """The current pace in requests/s, or None when nothing needs pacing here (no limit
         found yet, or the pace is at the configured ceiling, which is paced elsewhere)."""
-        now = self._clock()
+        return self._rate_at(self._clock())
+
+    def _rate_at(self, now: float) -> float | None:
+        """:meth:`rate` at ``now``, the clock read by the caller."""
         s = self._s
         if self._w_max is None:
             if not self._slow_start:
@@ -211,7 +217,7 @@ class RateController:
                     self._started = now - s.doubling_s * doublings
                     self._w_max, self._high, self._restart = None, 0.0, False
                     self._slow_start = True
-                    return self.rate()
+                    return self._rate_at(now)
         # Not before the epoch: during a pause (see hold) the pace is where the plateau starts.
         pace = self._curve(max(0.0, now - self._epoch))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
@@ -291,15 +297,24 @@ class RateController:
             return min(s.probe_after_s, s.reprobe_after_s * math.pow(2.0, misses))
         return s.probe_after_s
 
-    def reserve(self) -> int | None:
+    def reserve(self, now: float | None = None) -> int | None:
         """Take a ticket for the next sending slot (None: nothing to wait for); the caller
-        then sleeps :meth:`delay` until it is 0, asking again after every sleep."""
-        pace = self._accrue()
+        then sleeps :meth:`delay` until it is 0, asking again after every sleep (or asks
+        :meth:`due` first). ``now``: the clock, when the caller has just read it."""
+        pace = self._accrue(now)
         if pace is None:
             return None
         ticket = self._issued
         self._issued += 1
         return ticket
+
+    def due(self, ticket: int) -> bool:
+        """Whether ``ticket``, just reserved, may be used at once: :meth:`delay` would say 0.0
+        now, judged on the credit and pace the reservation has just brought up to date (the
+        common case, with no second look at the clock and the pace). False when it is not
+        sure: the caller then sleeps :meth:`delay` as always."""
+        pace = self._pace
+        return pace is None or ticket + 1 - self._credit < 0.001 * pace
 
     def delay(self, ticket: int) -> float:
         """Seconds until ``ticket`` may be used, at the pace of now (0.0: use it now).
@@ -333,9 +348,11 @@ class RateController:
             return 0.0 if self._slow_start else math.inf
         return max(0.0, self._epoch + self._quiet() - self._clock())
 
-    def _accrue(self) -> float | None:
-        now = self._clock()
-        pace = self.rate()
+    def _accrue(self, now: float | None = None) -> float | None:
+        if now is None:
+            now = self._clock()
+        pace = self._rate_at(now)
+        self._pace = pace
         if pace is None:
             self._credit = float(self._issued)
         else:

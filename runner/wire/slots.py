@@ -38,6 +38,13 @@ class Slots:
         """How many are held now."""
         return self._used
 
+    def take(self) -> bool:
+        """Take a free slot now (no waiter is ahead); False, nothing taken, when none is."""
+        if self._used < self._total and not self._waiters:
+            self._used += 1
+            return True
+        return False
+
     async def acquire(self) -> None:
         """Take a slot, waiting behind earlier callers when none is free."""
         if self._used < self._total and not self._waiters:
