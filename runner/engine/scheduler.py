@@ -10,11 +10,13 @@ is found goes through the :class:`~runner.engine.admission.Admission` that ``pla
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -224,6 +226,17 @@ class Engine:
         # Bound once: the module's lazy proxy builds a logger on every call, which the
         # per-target debug line would pay even when debug is off.
         self._log = log.bind()
+        # And asked once: with debug off the per-target line's fields are not even computed.
+        self._debug: bool = self._log.is_enabled_for(logging.DEBUG)
+        # The webhook header of a v1 DELETE, the same for every target: built once, not per
+        # request (None: the spec leaves webhooks as the Service has them).
+        self._webhook_headers: Mapping[str, str] | None = (
+            None
+            if settings.webhooks is None
+            else MappingProxyType(
+                {"X-Twilio-Webhook-Enabled": "true" if settings.webhooks else "false"}
+            )
+        )
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
         self.paused: PausedTooLong | None = None
@@ -466,11 +479,10 @@ class Engine:
                 self._paused_too_long(exc)
                 return
         info = target.kind
-        headers: dict[str, str] = {}
+        headers = None if info.is_async else self._webhook_headers
         if info.idempotent_header:
-            headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
-        if self.settings.webhooks is not None and not info.is_async:
-            headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
+            key = {"Idempotency-Key": idempotency_key(self.settings.run_id, target, generation)}
+            headers = key if headers is None else {**headers, **key}
         # The Service it was found in, in a job of several; else the job's one.
         service = target.service or self.settings.service
         try:
@@ -482,7 +494,12 @@ class Engine:
                 headers=headers,
                 # Asked once the limits let the DELETE go, just before it leaves: a hold added
                 # mid-run (a hold file changed, attributes read) holds the very next DELETE.
-                withhold=partial(self._admission.held_now, target),
+                # Without holds nothing can hold it: nothing to ask.
+                withhold=(
+                    None
+                    if self.settings.holds is None
+                    else partial(self._admission.held_now, target)
+                ),
             )
         except Withheld:
             # Held since it was admitted: never sent, final in the log as held, and its
@@ -601,9 +618,10 @@ class Engine:
                 with_parent=state in UNSENT_STATES,
             )
         )
-        self._log.debug(
-            "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
-        )
+        if self._debug:
+            self._log.debug(
+                "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
+            )
         if target.kind.covers_children and state not in UNSENT_STATES:
             self._admission.settle(target.id, state.is_absent)
         self._check_failure_rate()
