@@ -218,8 +218,10 @@ class Engine:
         self._tracking = anyio.Semaphore(settings.max_tracked_operations)
         # Room for many conversations' pages at once (each is paced at 30/s), while a manifest
         # chunk is topped up when the workers' next two rounds are all that is left of it.
+        # A producer refills it once half of it is left, several pages at a time (see WorkQueue).
+        capacity = max(1024, settings.workers * 16)
         self._queue: WorkQueue[Work] = WorkQueue(
-            capacity=max(1024, settings.workers * 16), low=settings.workers * 2
+            capacity=capacity, low=settings.workers * 2, room=capacity // 2
         )
         self._finished = 0  # outcomes of this run, for the failure-rate brake
         self._failed = 0
@@ -624,7 +626,8 @@ class Engine:
             )
         if target.kind.covers_children and state not in UNSENT_STATES:
             self._admission.settle(target.id, state.is_absent)
-        self._check_failure_rate()
+        if self._failed:  # no failure, no rate above any max_failure_rate (never below 0)
+            self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:
         failed, finished = self._failed, self._finished
