@@ -85,15 +85,20 @@ def _first(group: BaseExceptionGroup[Any], *types: type[Any]) -> Any:
     return None
 
 
-def preflight(sources: list[Source], max_deletions: int | None) -> None:
-    """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
-    if max_deletions is None:
-        return
-    known = sum(
+def _named(sources: Sequence[Source]) -> int:
+    """How many targets the job's ids and manifests among ``sources`` name."""
+    return sum(
         len(s.targets) if isinstance(s, Explicit) else s.count
         for s in sources
         if isinstance(s, Explicit | Manifest)
     )
+
+
+def preflight(sources: list[Source], max_deletions: int | None) -> None:
+    """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
+    if max_deletions is None:
+        return
+    known = _named(sources)
     if known > max_deletions:
         raise SafetyAbort(
             f"the job's ids and manifests select {known} targets, more than "
@@ -178,6 +183,8 @@ class Engine:
             prior=prior,
             max_deletions=settings.max_deletions,
             holds=settings.holds,
+            # A shard admits only its part: its set grows as it goes.
+            expected=_named(sources) if settings.shard is None else 0,
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
         self.progress: Progress[ResourceKind, State] = Progress(
@@ -189,8 +196,7 @@ class Engine:
             for kind in source_kinds(source):
                 self.progress.listing[kind] += 1
             if settings.shard is None and isinstance(source, Explicit | Manifest):
-                count = len(source.targets) if isinstance(source, Explicit) else source.count
-                self.progress.named[source.kind] += count
+                self.progress.named[source.kind] += _named([source])
         self._req = requester
         self._discovery = Discovery(
             requester,

@@ -112,25 +112,33 @@ class _Delivered:
     def add(self, now: float) -> None:
         if self._first is None:
             self._first = now
-        self._times.append(now)
-        self._trim(now)
+        times = self._times
+        times.append(now)
+        # _trim, inline: this runs for every answer.
+        horizon = now - self._window
+        while times[0] < horizon:
+            times.popleft()
 
     def rate(self, now: float, since: float = -math.inf) -> float:
         """Accepted per second over the window (0.0 before the first acceptance), counting
         only from ``since`` when that is later (the end of a pause, which delivered nothing
         because nothing was sent, not because the server allowed nothing)."""
-        self._trim(now)
-        if self._first is None or not self._times:
+        times = self._times
+        # _trim, inline: this runs for every request of a slow start.
+        horizon = now - self._window
+        while times and times[0] < horizon:
+            times.popleft()
+        if self._first is None or not times:
             return 0.0
-        start = max(self._first, since)
+        start = self._first if self._first > since else since
         span = min(self._window, now - start)
-        if start > now - self._window and self._times[0] < start:
-            count = sum(1 for t in self._times if t >= start)
+        if start > horizon and times[0] < start:
+            count = sum(1 for t in times if t >= start)
         else:
             # Every acceptance in the window came at or after `start` (always so when nothing
             # narrows it: the first acceptance is the oldest), counted without a pass over them.
-            count = len(self._times)
-        return count / max(span, 0.05)
+            count = len(times)
+        return count / (span if span > 0.05 else 0.05)
 
     def times(self, now: float, since: float) -> list[float]:
         """When the acceptances of the window from ``since`` on came."""
@@ -195,11 +203,14 @@ class RateController:
             # The exponent is capped: a run bounded by latency or concurrency (never throttled,
             # never near `unbounded`) stays in slow start for its whole life, and 2.0**1024
             # overflows a float after 205 s of it.
-            doublings = min((now - self._started) / s.doubling_s, _MAX_DOUBLINGS)
-            pace = s.initial * math.pow(2.0, doublings)
+            doublings = (now - self._started) / s.doubling_s
+            pace = s.initial * math.pow(2.0, min(doublings, _MAX_DOUBLINGS))
             # No further than twice what actually got through: a run still starting up (or
             # bounded by latency and concurrency) must not bank a pace it never tried.
-            pace = min(pace, 2.0 * max(s.initial, self._delivered.rate(now)))
+            delivered = self._delivered.rate(now)
+            cap = 2.0 * (delivered if delivered > s.initial else s.initial)
+            if pace > cap:
+                pace = cap
             if pace >= s.unbounded:
                 self._slow_start = False
                 return None
@@ -356,10 +367,16 @@ class RateController:
         if pace is None:
             self._credit = float(self._issued)
         else:
-            self._credit += pace * max(0.0, now - max(self._stamp, self._held))
+            # (Comparisons, not min/max: this runs for every request.)
+            since = self._stamp if self._stamp > self._held else self._held
+            if now > since:
+                self._credit += pace * (now - since)
             # An idle spell banks at most `catch_up_s` worth of slots (at least one), so timer
             # jitter costs nothing and a pause is not followed by a burst.
-            self._credit = min(self._credit, self._issued + max(1.0, pace * self._s.catch_up_s))
+            bank = pace * self._s.catch_up_s
+            most = self._issued + (bank if bank > 1.0 else 1.0)
+            if self._credit > most:
+                self._credit = most
         self._stamp = now
         return pace
 
