@@ -138,3 +138,24 @@ async def test_a_producer_waiting_for_room_wakes_only_below_room() -> None:
         with anyio.fail_after(1):
             await returned.wait()
     assert [await queue.get() for _ in range(2)] == [3, 4]
+
+
+async def test_a_waiter_cancelled_before_a_release_leaves_the_slot_free() -> None:
+    """A waiter whose task is cancelled just before a slot is freed (and before it runs again)
+    neither takes the slot nor loses it: the next caller gets it."""
+    slots = Slots(1)
+    await slots.acquire()
+    scope = anyio.CancelScope()
+
+    async def waiter() -> None:
+        with scope:
+            await slots.acquire()
+            pytest.fail("a cancelled waiter got through")  # pragma: no cover
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        slots.release()  # meets the cancelled waiter first: it takes nothing
+    assert slots.used == 0
+    assert slots.take()
