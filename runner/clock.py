@@ -8,6 +8,7 @@ test of a pause or a spacing orders its steps by events, not by real sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import time
@@ -36,18 +37,22 @@ class Clock(Protocol):
 
 
 class MonotonicClock:
-    """The event loop's clock: :func:`time.monotonic` and :func:`anyio.sleep`."""
+    """The event loop's clock: :func:`time.monotonic` and :func:`asyncio.sleep`.
+
+    asyncio's own sleep, not :func:`anyio.sleep`: bulkops runs on anyio's asyncio backend only
+    (see runner.app.loop), where anyio.sleep is asyncio.sleep behind a backend lookup, paid by
+    every pacing wait (an anyio cancel scope cancels either alike)."""
 
     now = staticmethod(time.monotonic)
 
-    # anyio.sleep refuses a negative delay (ValueError), and a deadline the caller found ahead
-    # may have passed by the time it is read again here (a busy machine): that was an internal
-    # error, exit 8, out of Limits._wait_pauses. Past is now.
+    # A deadline the caller found ahead may have passed by the time it is read again here (a
+    # busy machine): anyio.sleep refused the negative delay (ValueError, an internal error, exit
+    # 8, out of Limits._wait_pauses). Past is now.
     async def sleep(self, seconds: float) -> None:
-        await anyio.sleep(max(0.0, seconds))
+        await asyncio.sleep(seconds if seconds > 0.0 else 0.0)
 
     async def sleep_until(self, deadline: float) -> None:
-        await anyio.sleep(max(0.0, deadline - time.monotonic()))
+        await asyncio.sleep(max(0.0, deadline - time.monotonic()))
 
 
 MONOTONIC = MonotonicClock()

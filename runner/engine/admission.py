@@ -65,13 +65,16 @@ class Admission:
         max_deletions: int | None = None,
         planning: bool = False,
         holds: HoldList | None = None,
+        expected: int = 0,
     ) -> None:
+        """``expected``: how many targets it will likely admit (the job's ids and manifests),
+        to size the set of admitted targets once instead of growing it step by step."""
         self._holds = holds
         self._shard = shard
         self._prior = prior
         self._max_deletions = max_deletions
         self._planning = planning
-        self._seen = SeenSet()  # key hashes of admitted targets: 12 bytes a slot, not 70
+        self._seen = SeenSet(expected)  # key hashes of admitted targets: 12 bytes a slot, not 70
         self._conversations: dict[str, bool] = {}  # v1 conversation SID → deleted by this job
         if prior is not None:
             self._conversations = dict.fromkeys(prior.deleted_conversations, True)

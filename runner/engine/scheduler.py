@@ -10,11 +10,13 @@ is found goes through the :class:`~runner.engine.admission.Admission` that ``pla
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import anyio
@@ -83,15 +85,20 @@ def _first(group: BaseExceptionGroup[Any], *types: type[Any]) -> Any:
     return None
 
 
-def preflight(sources: list[Source], max_deletions: int | None) -> None:
-    """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
-    if max_deletions is None:
-        return
-    known = sum(
+def _named(sources: Sequence[Source]) -> int:
+    """How many targets the job's ids and manifests among ``sources`` name."""
+    return sum(
         len(s.targets) if isinstance(s, Explicit) else s.count
         for s in sources
         if isinstance(s, Explicit | Manifest)
     )
+
+
+def preflight(sources: list[Source], max_deletions: int | None) -> None:
+    """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
+    if max_deletions is None:
+        return
+    known = _named(sources)
     if known > max_deletions:
         raise SafetyAbort(
             f"the job's ids and manifests select {known} targets, more than "
@@ -176,6 +183,8 @@ class Engine:
             prior=prior,
             max_deletions=settings.max_deletions,
             holds=settings.holds,
+            # A shard admits only its part: its set grows as it goes.
+            expected=_named(sources) if settings.shard is None else 0,
         )
         # The admission counts what it admits by kind; the live display reads the same counter.
         self.progress: Progress[ResourceKind, State] = Progress(
@@ -187,8 +196,7 @@ class Engine:
             for kind in source_kinds(source):
                 self.progress.listing[kind] += 1
             if settings.shard is None and isinstance(source, Explicit | Manifest):
-                count = len(source.targets) if isinstance(source, Explicit) else source.count
-                self.progress.named[source.kind] += count
+                self.progress.named[source.kind] += _named([source])
         self._req = requester
         self._discovery = Discovery(
             requester,
@@ -216,14 +224,27 @@ class Engine:
         self._tracking = anyio.Semaphore(settings.max_tracked_operations)
         # Room for many conversations' pages at once (each is paced at 30/s), while a manifest
         # chunk is topped up when the workers' next two rounds are all that is left of it.
+        # A producer refills it once half of it is left, several pages at a time (see WorkQueue).
+        capacity = max(1024, settings.workers * 16)
         self._queue: WorkQueue[Work] = WorkQueue(
-            capacity=max(1024, settings.workers * 16), low=settings.workers * 2
+            capacity=capacity, low=settings.workers * 2, room=capacity // 2
         )
         self._finished = 0  # outcomes of this run, for the failure-rate brake
         self._failed = 0
         # Bound once: the module's lazy proxy builds a logger on every call, which the
         # per-target debug line would pay even when debug is off.
         self._log = log.bind()
+        # And asked once: with debug off the per-target line's fields are not even computed.
+        self._debug: bool = self._log.is_enabled_for(logging.DEBUG)
+        # The webhook header of a v1 DELETE, the same for every target: built once, not per
+        # request (None: the spec leaves webhooks as the Service has them).
+        self._webhook_headers: Mapping[str, str] | None = (
+            None
+            if settings.webhooks is None
+            else MappingProxyType(
+                {"X-Twilio-Webhook-Enabled": "true" if settings.webhooks else "false"}
+            )
+        )
         self.abort: SafetyAbort | None = None
         self.auth_error: AuthError | None = None
         self.paused: PausedTooLong | None = None
@@ -466,11 +487,10 @@ class Engine:
                 self._paused_too_long(exc)
                 return
         info = target.kind
-        headers: dict[str, str] = {}
+        headers = None if info.is_async else self._webhook_headers
         if info.idempotent_header:
-            headers["Idempotency-Key"] = idempotency_key(self.settings.run_id, target, generation)
-        if self.settings.webhooks is not None and not info.is_async:
-            headers["X-Twilio-Webhook-Enabled"] = "true" if self.settings.webhooks else "false"
+            key = {"Idempotency-Key": idempotency_key(self.settings.run_id, target, generation)}
+            headers = key if headers is None else {**headers, **key}
         # The Service it was found in, in a job of several; else the job's one.
         service = target.service or self.settings.service
         try:
@@ -482,7 +502,12 @@ class Engine:
                 headers=headers,
                 # Asked once the limits let the DELETE go, just before it leaves: a hold added
                 # mid-run (a hold file changed, attributes read) holds the very next DELETE.
-                withhold=partial(self._admission.held_now, target),
+                # Without holds nothing can hold it: nothing to ask.
+                withhold=(
+                    None
+                    if self.settings.holds is None
+                    else partial(self._admission.held_now, target)
+                ),
             )
         except Withheld:
             # Held since it was admitted: never sent, final in the log as held, and its
@@ -601,12 +626,14 @@ class Engine:
                 with_parent=state in UNSENT_STATES,
             )
         )
-        self._log.debug(
-            "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
-        )
+        if self._debug:
+            self._log.debug(
+                "target_finished", kind=target.kind.name, id=target.id, outcome=state.name.lower()
+            )
         if target.kind.covers_children and state not in UNSENT_STATES:
             self._admission.settle(target.id, state.is_absent)
-        self._check_failure_rate()
+        if self._failed:  # no failure, no rate above any max_failure_rate (never below 0)
+            self._check_failure_rate()
 
     def _check_failure_rate(self) -> None:
         failed, finished = self._failed, self._finished

@@ -30,12 +30,18 @@ class WorkQueue(Generic[T]):
     left: each producer keeps one page in the queue, and a big page (a chunk of a manifest)
     lets its producer prepare the next one before the workers run dry. Waits are on anyio
     events, so both sides are cancellable.
+
+    A producer waiting for room is woken once fewer than ``room`` items are left (default
+    ``capacity``): with ``room`` well under it, a woken producer queues several pages in one go,
+    whose write-ahead lines then share one fsync, instead of one page per fsync each time a
+    single item is taken from a full queue.
     """
 
-    def __init__(self, capacity: int, low: int) -> None:
+    def __init__(self, capacity: int, low: int, room: int | None = None) -> None:
         self._pages: deque[tuple[deque[T], anyio.Event]] = deque()
         self._count = 0
         self._capacity = capacity
+        self._room = capacity if room is None else max(1, min(room, capacity))
         self._low = low
         self._closed = False
         self._readable = anyio.Event()
@@ -87,6 +93,6 @@ class WorkQueue(Generic[T]):
         else:
             self._pages.popleft()
             drained.set()
-        if self._count < self._capacity:
+        if self._count < self._room:
             self._writable.set()
         return item

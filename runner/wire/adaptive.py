@@ -112,23 +112,33 @@ class _Delivered:
     def add(self, now: float) -> None:
         if self._first is None:
             self._first = now
-        self._times.append(now)
-        self._trim(now)
+        times = self._times
+        times.append(now)
+        # _trim, inline: this runs for every answer.
+        horizon = now - self._window
+        while times[0] < horizon:
+            times.popleft()
 
     def rate(self, now: float, since: float = -math.inf) -> float:
         """Accepted per second over the window (0.0 before the first acceptance), counting
         only from ``since`` when that is later (the end of a pause, which delivered nothing
         because nothing was sent, not because the server allowed nothing)."""
-        self._trim(now)
-        if self._first is None or not self._times:
+        times = self._times
+        # _trim, inline: this runs for every request of a slow start.
+        horizon = now - self._window
+        while times and times[0] < horizon:
+            times.popleft()
+        if self._first is None or not times:
             return 0.0
-        start = max(self._first, since)
+        start = self._first if self._first > since else since
         span = min(self._window, now - start)
-        if start > now - self._window:
-            count = sum(1 for t in self._times if t >= start)
+        if start > horizon and times[0] < start:
+            count = sum(1 for t in times if t >= start)
         else:
-            count = len(self._times)
-        return count / max(span, 0.05)
+            # Every acceptance in the window came at or after `start` (always so when nothing
+            # narrows it: the first acceptance is the oldest), counted without a pass over them.
+            count = len(times)
+        return count / (span if span > 0.05 else 0.05)
 
     def times(self, now: float, since: float) -> list[float]:
         """When the acceptances of the window from ``since`` on came."""
@@ -173,13 +183,17 @@ class RateController:
         self._credit = 0.0  # slots accrued at the pace so far (ticket n is due at n + 1)
         self._stamp = clock()
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
+        self._pace: float | None = None  # the pace at the last accrual
         self._delivered = _Delivered(self._s.window_s)
         self.decreases = 0
 
     def rate(self) -> float | None:
         """The current pace in requests/s, or None when nothing needs pacing here (no limit
         found yet, or the pace is at the configured ceiling, which is paced elsewhere)."""
-        now = self._clock()
+        return self._rate_at(self._clock())
+
+    def _rate_at(self, now: float) -> float | None:
+        """:meth:`rate` at ``now``, the clock read by the caller."""
         s = self._s
         if self._w_max is None:
             if not self._slow_start:
@@ -189,11 +203,14 @@ class RateController:
             # The exponent is capped: a run bounded by latency or concurrency (never throttled,
             # never near `unbounded`) stays in slow start for its whole life, and 2.0**1024
             # overflows a float after 205 s of it.
-            doublings = min((now - self._started) / s.doubling_s, _MAX_DOUBLINGS)
-            pace = s.initial * math.pow(2.0, doublings)
+            doublings = (now - self._started) / s.doubling_s
+            pace = s.initial * math.pow(2.0, min(doublings, _MAX_DOUBLINGS))
             # No further than twice what actually got through: a run still starting up (or
             # bounded by latency and concurrency) must not bank a pace it never tried.
-            pace = min(pace, 2.0 * max(s.initial, self._delivered.rate(now)))
+            delivered = self._delivered.rate(now)
+            cap = 2.0 * (delivered if delivered > s.initial else s.initial)
+            if pace > cap:
+                pace = cap
             if pace >= s.unbounded:
                 self._slow_start = False
                 return None
@@ -211,7 +228,7 @@ class RateController:
                     self._started = now - s.doubling_s * doublings
                     self._w_max, self._high, self._restart = None, 0.0, False
                     self._slow_start = True
-                    return self.rate()
+                    return self._rate_at(now)
         # Not before the epoch: during a pause (see hold) the pace is where the plateau starts.
         pace = self._curve(max(0.0, now - self._epoch))
         if pace >= (self.ceiling if self.ceiling is not None else s.unbounded):
@@ -291,15 +308,24 @@ class RateController:
             return min(s.probe_after_s, s.reprobe_after_s * math.pow(2.0, misses))
         return s.probe_after_s
 
-    def reserve(self) -> int | None:
+    def reserve(self, now: float | None = None) -> int | None:
         """Take a ticket for the next sending slot (None: nothing to wait for); the caller
-        then sleeps :meth:`delay` until it is 0, asking again after every sleep."""
-        pace = self._accrue()
+        then sleeps :meth:`delay` until it is 0, asking again after every sleep (or asks
+        :meth:`due` first). ``now``: the clock, when the caller has just read it."""
+        pace = self._accrue(now)
         if pace is None:
             return None
         ticket = self._issued
         self._issued += 1
         return ticket
+
+    def due(self, ticket: int) -> bool:
+        """Whether ``ticket``, just reserved, may be used at once: :meth:`delay` would say 0.0
+        now, judged on the credit and pace the reservation has just brought up to date (the
+        common case, with no second look at the clock and the pace). False when it is not
+        sure: the caller then sleeps :meth:`delay` as always."""
+        pace = self._pace
+        return pace is None or ticket + 1 - self._credit < 0.001 * pace
 
     def delay(self, ticket: int) -> float:
         """Seconds until ``ticket`` may be used, at the pace of now (0.0: use it now).
@@ -333,16 +359,24 @@ class RateController:
             return 0.0 if self._slow_start else math.inf
         return max(0.0, self._epoch + self._quiet() - self._clock())
 
-    def _accrue(self) -> float | None:
-        now = self._clock()
-        pace = self.rate()
+    def _accrue(self, now: float | None = None) -> float | None:
+        if now is None:
+            now = self._clock()
+        pace = self._rate_at(now)
+        self._pace = pace
         if pace is None:
             self._credit = float(self._issued)
         else:
-            self._credit += pace * max(0.0, now - max(self._stamp, self._held))
+            # (Comparisons, not min/max: this runs for every request.)
+            since = self._stamp if self._stamp > self._held else self._held
+            if now > since:
+                self._credit += pace * (now - since)
             # An idle spell banks at most `catch_up_s` worth of slots (at least one), so timer
             # jitter costs nothing and a pause is not followed by a burst.
-            self._credit = min(self._credit, self._issued + max(1.0, pace * self._s.catch_up_s))
+            bank = pace * self._s.catch_up_s
+            most = self._issued + (bank if bank > 1.0 else 1.0)
+            if self._credit > most:
+                self._credit = most
         self._stamp = now
         return pace
 

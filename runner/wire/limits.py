@@ -62,6 +62,18 @@ class KeyedPacer:
         self._sent: dict[Scope, float] = {}  # when each key's last request was let go
         self._calls = 0
 
+    def ready(self, key: Scope, now: float) -> bool:
+        """Take the slot of ``key`` at ``now`` when it is free and ``key`` is not paused (what
+        :meth:`wait` does when it has nothing to wait for, without an event-loop round trip);
+        False, nothing taken, when the caller must :meth:`wait`."""
+        if self._next.get(key, now) > now or self._paused.get(key, now) > now:
+            return False
+        self._next[key] = now + self._interval
+        self._calls += 1
+        if self._calls % 4096 == 0:
+            self._sweep()
+        return True
+
     async def wait(self, key: Scope) -> None:
         """Return when a request of ``key`` may be sent."""
         while True:
@@ -177,22 +189,33 @@ class Limits:
         Raises :class:`PausedTooLong` rather than wait out a pause longer than ``max_pause``.
         """
         while True:
-            if self._any_paused > self._clock():
+            now = self._clock()
+            if self._any_paused > now:
                 await self._wait_pauses(product, key)
+                now = self._clock()
             seen = self._pauses
+            # Whether any step below awaited: until one does, no other task has run, so no 429
+            # can have paused a scope since the check above, and the clock still reads `now`.
+            waited = False
             pacer: KeyedPacer | None = None
             if key is not None:
-                pacer = self._pacer(key)
-                await pacer.wait(key)
+                pacer = self._scoped[key.kind]
+                if not pacer.ready(key, now):
+                    await pacer.wait(key)
+                    waited = True
             rate = self._product_rates.get(product)
             if rate is not None:
                 await rate.acquire()
+                waited = True
             control = self.controllers[product]
-            ticket = control.reserve()
-            turn = ticket is None or await self._take_turn(control, ticket, product, key, seen)
-            if not turn:
-                continue
-            await self._account.acquire()
+            ticket = control.reserve(None if waited else now)
+            if ticket is not None and not control.due(ticket):
+                if not await self._take_turn(control, ticket, product, key, seen):
+                    continue
+                waited = True
+            if not self._account.take():
+                await self._account.acquire()
+                waited = True
             cap = self._product_caps.get(product)
             if cap is not None:
                 try:
@@ -200,12 +223,14 @@ class Limits:
                 except BaseException:
                     self._account.release()
                     raise
+                waited = True
             # The last step before the request leaves: a 429 that came in while it waited above
             # may have paused one of its scopes (the pause may even be over by now). Then it
             # gives its slots back and queues again, pacer included, so it neither goes into
             # the pause nor bunches with the others of its conversation when it ends.
-            if self._pauses == seen or not self._paused_after(product, key, seen):
-                now = self._clock()
+            if not waited or self._pauses == seen or not self._paused_after(product, key, seen):
+                if waited:
+                    now = self._clock()
                 if pacer is not None and key is not None:
                     pacer.granted(key, now)
                 return now

@@ -112,3 +112,50 @@ async def test_queue_waits_for_a_long_page_to_run_low_and_for_room() -> None:
     assert scope.cancelled_caught
     assert [await queue.get() for _ in range(4)] == [3, 5, 6, 4]
     assert len(queue) == 0
+
+
+async def test_a_producer_waiting_for_room_wakes_only_below_room() -> None:
+    """With ``room`` under ``capacity``, a producer held by a full queue is let go once fewer
+    than ``room`` items are left, not as soon as one is taken: it then queues several pages in
+    one go (whose write-ahead lines share one fsync)."""
+    queue: WorkQueue[int] = WorkQueue(capacity=4, low=2, room=2)
+    for n in range(4):
+        await queue.put_many([n])
+    returned = anyio.Event()
+
+    async def produce() -> None:
+        await queue.put_many([4])
+        returned.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(produce)
+        await anyio.wait_all_tasks_blocked()
+        assert await queue.get() == 0
+        assert await queue.get() == 1
+        await anyio.wait_all_tasks_blocked()
+        assert not returned.is_set()  # 2 left: room for a page, but not under `room` yet
+        assert await queue.get() == 2
+        with anyio.fail_after(1):
+            await returned.wait()
+    assert [await queue.get() for _ in range(2)] == [3, 4]
+
+
+async def test_a_waiter_cancelled_before_a_release_leaves_the_slot_free() -> None:
+    """A waiter whose task is cancelled just before a slot is freed (and before it runs again)
+    neither takes the slot nor loses it: the next caller gets it."""
+    slots = Slots(1)
+    await slots.acquire()
+    scope = anyio.CancelScope()
+
+    async def waiter() -> None:
+        with scope:
+            await slots.acquire()
+            pytest.fail("a cancelled waiter got through")  # pragma: no cover
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(waiter)
+        await anyio.wait_all_tasks_blocked()
+        scope.cancel()
+        slots.release()  # meets the cancelled waiter first: it takes nothing
+    assert slots.used == 0
+    assert slots.take()

@@ -1,0 +1,61 @@
+"""When the checkpoint writer fsyncs: at once for a write-ahead line someone waits on, within
+``SYNC_EVERY`` for outcome lines alone (written and flushed meanwhile), and always at close."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from runner.clock import FakeClock
+from runner.kinds.base import Target
+from runner.kinds.registry import by_name
+from runner.log.lock import open_log
+from runner.log.records import State, target_record
+from runner.log.replay import iter_target_lines
+from runner.log.writer import SYNC_EVERY, CheckpointWriter
+from tests.runner.log.test_checkpoint import HEADER
+
+
+def message(n: int) -> Target:
+    return Target(by_name("message"), f"IM{n:032x}", f"CH{n // 10:032x}")
+
+
+async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_line(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "run.jsonl"
+    clock = FakeClock()
+    with open_log(path, HEADER) as handle:
+        writer = CheckpointWriter(path, HEADER.started_at, clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run, handle)
+            writer.put(target_record(message(1), State.DELETED, ts=0))
+            await anyio.wait_all_tasks_blocked()
+            # On the file (a killed process leaves it), not yet fsynced.
+            assert [r.target for r in iter_target_lines(path)] == [message(1)]
+            assert (writer.records_written, writer.syncs) == (1, 0)
+            before = writer.synced
+
+            durable = writer.put_durable(target_record(message(2), State.REQUESTED))
+            await durable.wait()
+            # The write-ahead line is fsynced before anyone acts on it, the outcome with it.
+            assert writer.syncs == 1
+            assert writer.synced == path.stat().st_size > before
+
+            # Outcomes alone again: fsynced once SYNC_EVERY has passed since the last fsync.
+            writer.put(target_record(message(2), State.DELETED, ts=0))
+            await anyio.wait_all_tasks_blocked()
+            assert (writer.records_written, writer.syncs) == (3, 1)
+            clock.advance(SYNC_EVERY)
+            writer.put(target_record(message(3), State.DELETED, ts=0))
+            writer.close()
+    # That batch was fsynced on its own (SYNC_EVERY had passed), and the close fsyncs again.
+    assert writer.syncs == 3
+    assert writer.synced == path.stat().st_size
+    assert [r.state for r in iter_target_lines(path)] == [
+        State.DELETED,
+        State.REQUESTED,
+        State.DELETED,
+        State.DELETED,
+    ]
