@@ -66,9 +66,16 @@ def _cell(pattern: IdPattern) -> bytes | None:
     """An ID cell of ``pattern`` as a bytes expression (spaces or tabs around it, which the row
     parser strips), or None when the pattern cannot be used on bytes as it is on text."""
     regex = pattern.regex
-    if regex.flags & ~re.UNICODE or not regex.pattern.isascii():
+    if regex.flags & ~re.UNICODE or _SIMPLE.fullmatch(regex.pattern) is None:
         return None
     return rb"[ \t]*(?:" + regex.pattern.encode("ascii") + rb")[ \t]*"
+
+
+# What an ID pattern may be written with for the block check to use it (the patterns are
+# bulkops' own, runner.kinds.ids): literals, classes and ranges of letters and digits, counts,
+# repeats, groups, alternatives. None of that matches a comma, a quote or white space, so the
+# cells the expression finds are the cells str.split finds.
+_SIMPLE = re.compile(r"[A-Za-z0-9_\-\[\]{}()?:|+*]*")
 
 
 @cache

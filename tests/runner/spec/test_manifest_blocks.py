@@ -10,7 +10,7 @@ import pytest
 
 from runner.errors import SpecError
 from runner.kinds.base import Target
-from runner.kinds.registry import by_spec
+from runner.kinds.registry import KINDS, by_spec
 from runner.spec import manifest
 from runner.spec.manifest import iter_manifest, validate_manifest
 
@@ -114,3 +114,13 @@ def test_a_kind_without_a_parent_reads_plain_blocks_too(tmp_path: Path, block: i
     path.write_text("id,conversation_sid\n" + "".join(f"{i},whatever\n" for i in ids))
     assert validate_manifest(path, MEMORY_STORES).count == 300
     assert list(iter_manifest(path, MEMORY_STORES)) == [Target(MEMORY_STORES, i) for i in ids]
+
+
+def test_every_kind_can_be_checked_a_block_at_a_time() -> None:
+    """Every kind's ID pattern is one the block check can use (a pattern it cannot would make
+    that kind's manifests fall back to the line-at-a-time parser, silently slower)."""
+    assert [
+        kind.name
+        for kind in KINDS
+        if manifest.plain_rows(kind, 0, 1 if kind.has_parent else -1) is None
+    ] == []
