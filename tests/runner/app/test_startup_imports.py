@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -75,3 +76,69 @@ async def test_a_run_logging_json_loads_no_live_view_metrics_or_emulator(
     modules = json.loads(loaded.read_text())
     assert "runner.engine.scheduler" in modules  # the probe saw the run's own modules
     assert [m for m in modules if m.startswith(NOT_FOR_A_RUN)] == []
+
+
+# The process's own start (main() with no arguments, as the console script and `python -m
+# runner` call it): whether the collector was on while the command ran, and after.
+_GC_PROBE = """
+import gc, json, sys
+import runner.app.prune as prune_module
+from runner.cli import main
+seen = {}
+real = prune_module.prune
+def prune(*args, **kwargs):
+    seen["during"] = gc.isenabled()
+    seen["frozen"] = gc.get_freeze_count()
+    return real(*args, **kwargs)
+prune_module.prune = prune
+sys.argv = ["bulkops", *sys.argv[1:]]
+code = main()
+seen["after"] = gc.isenabled()
+print(json.dumps(seen))
+sys.exit(code)
+"""
+
+
+def test_the_collector_rests_only_while_the_process_starts(tmp_path: Path) -> None:
+    """`bulkops` started as a process loads its command's modules with the cyclic collector
+    paused, then runs the command with it on, the start-up's objects frozen out of its scans."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _GC_PROBE,
+            "prune",
+            "--keep",
+            "1",
+            "--checkpoint-dir",
+            str(tmp_path),
+            "--dry-run",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=False,
+    )
+    assert done.returncode == ExitCode.OK, done.stderr
+    seen = json.loads(done.stdout.splitlines()[-1])
+    assert seen["during"] is True
+    assert seen["frozen"] > 10_000  # the modules' objects, frozen once loaded
+    assert seen["after"] is True
+
+
+def test_a_caller_passing_arguments_keeps_its_collector() -> None:
+    """main(argv), as tests and embedders call it, leaves the caller's collector alone."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import gc; from runner.cli import main; main(['--version']); "
+            "print(gc.isenabled(), gc.get_freeze_count())",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1] == "True 0"

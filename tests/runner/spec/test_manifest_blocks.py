@@ -87,9 +87,7 @@ def test_a_bad_row_among_plain_ones_is_named_by_its_line(tmp_path: Path, block: 
     )
 
 
-def test_a_row_made_bad_after_validation_stops_the_stream_at_it(
-    tmp_path: Path, block: int
-) -> None:
+def test_a_row_made_bad_after_validation_stops_the_stream_at_it(tmp_path: Path, block: int) -> None:
     """Iteration checks every row again: a row edited after validation raises at its line and
     no row after it is yielded."""
     path = tmp_path / "m.csv"
