@@ -353,6 +353,7 @@ def _main(args_list: list[str]) -> int:
     if args_list[:1] == ["emulator"]:
         from runner.emulator import main as emulator_main
 
+        _resume_gc()  # a server, for as long as it is asked to serve
         return emulator_main(args_list[1:])
     _Parser.json_errors = _wants_json(args_list)
     parser = build_parser()

@@ -142,3 +142,23 @@ def test_a_caller_passing_arguments_keeps_its_collector() -> None:
         check=True,
     )
     assert done.stdout.splitlines()[-1] == "True 0"
+
+
+def test_the_emulator_serves_with_the_collector_on() -> None:
+    """`bulkops emulator` (a server that runs until stopped) is not left without a collector."""
+    probe = (
+        "import gc, sys\n"
+        "import runner.emulator as emulator\n"
+        "emulator.main = lambda argv: print(gc.isenabled()) or 0\n"
+        "sys.argv = ['bulkops', 'emulator']\n"
+        "from runner.cli import main\n"
+        "sys.exit(main())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        check=True,
+    )
+    assert done.stdout.splitlines()[-1] == "True"
