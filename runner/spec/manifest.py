@@ -181,11 +181,12 @@ class _Scan:
         while True:
             start = handle.tell() - len(carry)
             data = handle.read(BLOCK_BYTES)
-            cut = (carry + data).rfind(b"\n") + 1 if data else 0
+            read = carry + data
+            cut = read.rfind(b"\n") + 1 if data else 0
             if cut == 0:
                 handle.seek(start)
                 return
-            block, carry = (carry + data)[:cut], (carry + data)[cut:]
+            block, carry = read[:cut], read[cut:]
             if not _vouched(block, rows):
                 handle.seek(start)
                 return
