@@ -44,6 +44,10 @@ def outcome_name(state: State) -> str:
     return "pending" if state in (State.REQUESTED, State.ACCEPTED) else state.name.lower()
 
 
+_OUTCOME_NAMES = {state: outcome_name(state) for state in State}
+_FINAL = frozenset(state for state in State if state.is_final)
+
+
 @dataclass(frozen=True)
 class Summary:
     """Counts by resource and outcome."""
@@ -102,11 +106,13 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
     times: dict[int, str] = {}
     # Targets logged by their final line alone (older logs): a row at the first such line.
     unrequested = set(replay.unrequested)
+    # Looked up once, not per target: this loop is most of the cost of a run's end.
+    latest, failed, operations = replay.latest, replay.failed, replay.operations
+    covered, requested = State.COVERED.value, State.REQUESTED.value
     for rec in iter_target_objects(replay.path):
         # A target's own line: its first request, or the covered line that stands for one.
-        own = rec["s"] == State.COVERED.value or (
-            rec["s"] == State.REQUESTED.value and not rec.get("g")
-        )
+        code = rec["s"]
+        own = code == covered or (code == requested and not rec.get("g"))
         if not (own or unrequested):
             continue
         resource = kind_of(rec["k"])
@@ -119,15 +125,15 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
                 if digest not in unrequested:
                     continue
                 unrequested.discard(digest)
-            latest = replay.latest(digest)
-            if latest is None:
+            found = latest(digest)
+            if found is None:
                 continue
-            state, ts = latest
+            state, ts = found
             if state is State.HELD:
                 continue  # counted in the summary, never listed
-            failure = replay.failed.get(digest) if state is State.FAILED else None
+            failure = failed.get(digest) if state is State.FAILED else None
             when = ""
-            if state.is_final:
+            if state in _FINAL:
                 when = times.get(ts) or times.setdefault(
                     ts, (started + timedelta(seconds=ts)).isoformat().replace("+00:00", "Z")
                 )
@@ -135,8 +141,8 @@ def rows(replay: Replay) -> Iterator[dict[str, Any]]:
                 "id": id_,
                 "kind": kind,
                 "conversation_sid": parent,
-                "outcome": outcome_name(state),
-                "operation_id": replay.operations.get(digest, ""),
+                "outcome": _OUTCOME_NAMES[state],
+                "operation_id": operations.get(digest, "") if operations else "",
                 "error_code": "" if failure is None or failure.code is None else failure.code,
                 "error": (failure.message or "") if failure else "",
                 "time": when,
