@@ -747,6 +747,34 @@ class ResetMidBody(Misbehaviour):
         return resp
 
 
+class RawDeleteAnswer(Misbehaviour):
+    """Every DELETE is answered with ``data`` written raw on the connection, which is then
+    closed: below HTTP, where a framework's response cannot go. ``applied``: the world acts
+    first (only a DELETE it answered 2xx is cut; a 404 passes), so the client cannot know
+    whether its request took effect."""
+
+    def __init__(self, data: bytes, *, applied: bool) -> None:
+        self.data = data
+        self.applied = applied
+
+    async def before(self, ex: Exchange) -> Reply | None:
+        if ex.route != "delete" or self.applied:
+            return None
+        return self._cut(ex)
+
+    async def after(self, ex: Exchange, answer: Answer) -> Reply:
+        if ex.route != "delete" or not self.applied or answer.status >= 300:
+            return answer
+        return self._cut(ex)
+
+    def _cut(self, ex: Exchange) -> web.StreamResponse:
+        transport = ex.request.transport
+        if transport is not None:
+            transport.write(self.data)
+            transport.close()  # orderly: what was written is delivered, then EOF
+        return web.StreamResponse(status=599)  # never sent: the connection is closing
+
+
 class PollAnswers(Misbehaviour):
     """Polls answer RUNNING (or ``status``) with these headers — the first ``times`` polls of
     each Operation, or every one — without completing it."""
@@ -958,6 +986,9 @@ MISBEHAVIOURS: dict[str, Callable[[], Misbehaviour]] = {
     "html-202": HtmlAccepted,
     "204-huge-body": HugeNoContent,
     "reset-mid-body": lambda: ResetMidBody(V1),
+    "delete-garbage-status-line": lambda: RawDeleteAnswer(b"HTTP/1.1 ??? Oops\r\n\r\n",
+                                                          applied=False),
+    "delete-applied-then-dropped": lambda: RawDeleteAnswer(b"", applied=True),
     "headers-non-ascii": StrangeHeaders,
     "duplicates": lambda: Duplicates(V1),
 }
