@@ -110,6 +110,17 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     return text.encode("utf-8")
 
 
+def _host_header(url: URL) -> bytes:
+    """``Host:`` of ``url``: its (IDNA-encoded) host, bracketed if IPv6, and its port unless it
+    is the scheme's default."""
+    host = url.raw_host or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if not url.is_default_port():
+        host += f":{url.port}"
+    return f"Host: {host}\r\n".encode("ascii")
+
+
 def _errno_text(exc: BaseException | None) -> str:
     if isinstance(exc, socket.gaierror) and exc.strerror:
         return exc.strerror.lower()  # e.g. "name or service not known"
@@ -359,7 +370,7 @@ class Pool:
             raise ValueError("only http and https URLs with a host are sent")
         host = self._hosts.get(key)
         if host is None:
-            host = self._hosts[key] = f"Host: {url.host_port_subcomponent}\r\n".encode("ascii")
+            host = self._hosts[key] = _host_header(url)
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
