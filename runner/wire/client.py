@@ -1,4 +1,4 @@
-"""The HTTP boundary: the only module that talks aiohttp.
+"""The HTTP boundary: the only module that talks aiohttp (and the lean transport of DELETEs).
 
 It sends one request and turns every way it can end into either a :class:`Reply` or one of the
 ``RemoteError`` subclasses of :mod:`runner.errors`. Retrying, pacing and bookkeeping are the
@@ -172,7 +172,6 @@ class TwilioClient:
             if isinstance(exc, aiohttp.ClientConnectorError) and exc.errno:
                 reason += f" ({os.strerror(exc.errno).lower()})"  # e.g. "(connection refused)"
             raise _at(TransientError(0, None, reason), url) from exc
-
 
     async def _lean(
         self,
