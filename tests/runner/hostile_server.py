@@ -22,6 +22,8 @@ to another (or back to sane, ``None``) mid-test, so a resume can finish the rest
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import posixpath
 import re
@@ -745,6 +747,34 @@ class ResetMidBody(Misbehaviour):
         return resp
 
 
+class RawDeleteAnswer(Misbehaviour):
+    """Every DELETE is answered with ``data`` written raw on the connection, which is then
+    closed: below HTTP, where a framework's response cannot go. ``applied``: the world acts
+    first (only a DELETE it answered 2xx is cut; a 404 passes), so the client cannot know
+    whether its request took effect."""
+
+    def __init__(self, data: bytes, *, applied: bool) -> None:
+        self.data = data
+        self.applied = applied
+
+    async def before(self, ex: Exchange) -> Reply | None:
+        if ex.route != "delete" or self.applied:
+            return None
+        return self._cut(ex)
+
+    async def after(self, ex: Exchange, answer: Answer) -> Reply:
+        if ex.route != "delete" or not self.applied or answer.status >= 300:
+            return answer
+        return self._cut(ex)
+
+    def _cut(self, ex: Exchange) -> web.StreamResponse:
+        transport = ex.request.transport
+        if transport is not None:
+            transport.write(self.data)
+            transport.close()  # orderly: what was written is delivered, then EOF
+        return web.StreamResponse(status=599)  # never sent: the connection is closing
+
+
 class PollAnswers(Misbehaviour):
     """Polls answer RUNNING (or ``status``) with these headers — the first ``times`` polls of
     each Operation, or every one — without completing it."""
@@ -956,6 +986,121 @@ MISBEHAVIOURS: dict[str, Callable[[], Misbehaviour]] = {
     "html-202": HtmlAccepted,
     "204-huge-body": HugeNoContent,
     "reset-mid-body": lambda: ResetMidBody(V1),
+    "delete-garbage-status-line": lambda: RawDeleteAnswer(b"HTTP/1.1 ??? Oops\r\n\r\n",
+                                                          applied=False),
+    "delete-applied-then-dropped": lambda: RawDeleteAnswer(b"", applied=True),
     "headers-non-ascii": StrangeHeaders,
     "duplicates": lambda: Duplicates(V1),
 }
+
+
+# --- a hostile peer below HTTP: raw bytes for the lean transport --------------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """One scripted answer: the bytes written, then what becomes of the connection —
+    ``keep`` (read the next request), ``close`` (an orderly close), ``reset`` (a TCP RST) or
+    ``hang`` (nothing more is written; the connection stays open until the client goes)."""
+
+    data: bytes = b""
+    then: str = "keep"
+
+
+SANE_204 = Raw(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+
+@dataclass(frozen=True)
+class RawRequest:
+    """A request head as it arrived, and the connection (1, 2, ...) it came on."""
+
+    connection: int
+    head: bytes
+
+    @property
+    def line(self) -> str:
+        """The request line."""
+        return self.head.split(b"\r\n", 1)[0].decode("latin-1")
+
+    def header(self, name: str) -> str | None:
+        """The first header ``name`` (any case), or None."""
+        for line in self.head.split(b"\r\n")[1:]:
+            key, _, value = line.decode("latin-1").partition(":")
+            if key.strip().lower() == name.lower():
+                return value.strip()
+        return None
+
+
+class RawServer:
+    """Answers each request head it reads with the next :class:`Raw` of ``script`` (then
+    SANE_204), and records every request and connection: the judge of what the client sent,
+    how often and on which connection. Bodiless requests only (the lean transport's)."""
+
+    def __init__(self, script: list[Raw] | None = None) -> None:
+        self.script = list(script or [])
+        self.requests: list[RawRequest] = []
+        self.connections = 0
+        self.open = 0  # connections not yet closed (by either side)
+        self.most_open = 0
+        self.closed = asyncio.Event()  # set each time a connection closes
+        self.url = ""
+        self.handlers: set[asyncio.Task[None]] = set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+        self.connections += 1
+        number = self.connections
+        self.open += 1
+        self.most_open = max(self.most_open, self.open)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return  # the client closed it
+                self.requests.append(RawRequest(number, head))
+                answer = self.script.pop(0) if self.script else SANE_204
+                writer.write(answer.data)
+                await writer.drain()
+                if answer.then == "reset":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if answer.then == "close":
+                    return
+                if answer.then == "hang":
+                    await reader.read()  # until the client hangs up
+                    return
+        except ConnectionError:
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self.open -= 1
+            self.closed.set()
+
+
+@asynccontextmanager
+async def raw_running(server: RawServer) -> AsyncIterator[str]:
+    """Serve ``server`` on 127.0.0.1 (port 0) until the block exits; yields its origin."""
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    server.url = f"http://127.0.0.1:{port}"
+    try:
+        yield server.url
+    finally:
+        listener.close()
+        await listener.wait_closed()
+        # Each handler ends once its client hangs up; one that does not is cancelled, so no
+        # task outlives the test's loop.
+        pending = [t for t in server.handlers if not t.done()]
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=5)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)

@@ -126,6 +126,16 @@ def each_delete_sent_once(server: HostileServer, _polls: dict[str, int]) -> list
     return [f"DELETE {p} sent {n} times" for p, n in counts.items() if n > 1]
 
 
+def none_gone_unseen(doc: dict[str, Any]) -> list[str]:
+    """No target is reported ``gone`` (absent at bulkops's first DELETE): every DELETE was
+    applied by the server and its answer dropped, so each target's first DELETE was bulkops's
+    own, and a 404 can only follow a retry bulkops knows it sent (``gone_after_request``). A
+    client that silently re-sent the dropped DELETE would see 404 first and say ``gone``."""
+    gone = [r["id"] for r in doc.get("targets", []) if r["outcome"] == "gone"]
+    return [f"{len(gone)} targets reported gone after a dropped DELETE: a silent re-send"] if (
+        gone) else []
+
+
 @dataclass(frozen=True)
 class Case:
     """A misbehaviour, the job that meets it and the exit codes the first run may end with."""
@@ -134,11 +144,18 @@ class Case:
     job: str
     exits: frozenset[int]
     extra: Extra | None = None
+    report_check: Callable[[dict[str, Any]], list[str]] | None = None
 
 
-def case(name: str, job: str, *exits: int, extra: Extra | None = None) -> Any:
+def case(
+    name: str,
+    job: str,
+    *exits: int,
+    extra: Extra | None = None,
+    report_check: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> Any:
     """A pytest param of one case, id'd by its misbehaviour."""
-    return pytest.param(Case(name, job, frozenset(exits), extra), id=name)
+    return pytest.param(Case(name, job, frozenset(exits), extra, report_check), id=name)
 
 
 OK, FAILED, PAUSED = 0, 1, 9
@@ -183,6 +200,9 @@ CASES = [
     case("v2-items-not-a-list", "conversations_v2", FAILED),
     case("html-2xx-list", "conversations_v1", FAILED),
     case("reset-mid-body", "conversations_v1", FAILED),
+    # Below HTTP (the lean transport of DELETEs): a reply that is not one, a drop after acting.
+    case("delete-garbage-status-line", "conversations_v1", FAILED),
+    case("delete-applied-then-dropped", "participants", OK, report_check=none_gone_unseen),
     # Filters and order the server does not keep: re-checked locally.
     case("pages-out-of-date-order", "messages", OK),
     case("state-filter-ignored", "conversations_v1", OK),
@@ -367,6 +387,8 @@ async def test_hostile_server(
         problems += judge_record(server, elsewhere, world0, chosen, auth)
         if hostile.extra is not None:
             problems += hostile.extra(server, polls_per_operation(server))
+        if hostile.report_check is not None and log is not None:
+            problems += hostile.report_check(report(log) or {})
         figures = {
             "case": hostile.misbehaviour,
             "exit": first.code,

@@ -1,0 +1,394 @@
+"""The lean transport of DELETEs (runner/wire/transport.py) against a raw hostile peer: every
+way a reply can break is a classified error or a good reply, a dropped request is never sent
+again unseen (judged by the server's own count), and the pool reuses, discards and drains its
+connections. Real sockets throughout: the client is the real TwilioClient on a real session."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import anyio
+import pytest
+import uvloop
+
+from runner.errors import PermanentError, RemoteError, Throttled, TransientError
+from runner.kinds.base import Product
+from runner.wire import transport
+from runner.wire.client import MAX_BODY, MAX_ERROR_BODY, Reply, TwilioClient
+from tests.runner.hostile_server import SANE_204, Raw, RawServer, raw_running
+
+PATH = "/v1/Conversations/CH00000000000000000000000000000001"
+OK_JSON = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
+
+
+@asynccontextmanager
+async def client_of(
+    server: RawServer, *, request_timeout: float = 10.0, limit: int = 100
+) -> AsyncIterator[TwilioClient]:
+    """The real client aimed at ``server``, on a session it closes at the end."""
+    async with raw_running(server) as url, aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit)
+    ) as session:
+        yield TwilioClient(session, {p: url for p in Product}, ("AC", "secret"),
+                           timeout=request_timeout)
+
+
+async def delete(client: TwilioClient, path: str = PATH) -> Reply:
+    """One DELETE through the client, bounded by a watchdog far above any timeout here."""
+    with anyio.fail_after(20):
+        return await client.request("DELETE", Product.CONVERSATIONS, path)
+
+
+async def failure(client: TwilioClient) -> RemoteError:
+    """The classified error one DELETE raises (it must raise one)."""
+    with pytest.raises(RemoteError) as info:
+        await delete(client)
+    return info.value
+
+
+def pool_of(client: TwilioClient) -> transport.Pool:
+    """The client's lean pool."""
+    pool: transport.Pool = client._pool
+    return pool
+
+
+# -- replies that break: each a classified error, never an exception escaping ------------------
+
+BROKEN = [
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"", "close"),
+                 "connection failed: ConnectionLost", id="cut-mid-body"),
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n",
+                     "close"),
+                 "connection failed: ConnectionLost", id="chunked-without-terminator"),
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{\"a\"", "reset"),
+                 "connection failed: ConnectionLost (connection reset by peer)", id="reset"),
+    pytest.param(Raw(b"", "close"), "connection failed: ConnectionLost", id="closed-unanswered"),
+    pytest.param(Raw(b"garbage\r\n\r\n", "keep"), "connection failed: MalformedResponse",
+                 id="garbage-status-line"),
+    pytest.param(Raw(b"HTTP/1.1 2x4 Nope\r\n\r\n", "keep"), "connection failed: MalformedResponse",
+                 id="status-not-a-number"),
+    pytest.param(Raw(b"HTTP/1.1 204 No Content\r\nBad Header\r\n\r\n", "keep"),
+                 "connection failed: MalformedResponse", id="header-without-colon"),
+    pytest.param(Raw(b"HTTP/1.1 204 No Content\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n"),
+                 "connection failed: MalformedResponse (headers over 65536 bytes)",
+                 id="one-header-of-70-KB"),
+    pytest.param(Raw(b"HTTP/1.1 204 No Content\r\n" + b"X-A: 1\r\n" * 200 + b"\r\n"),
+                 "connection failed: MalformedResponse (more than 128 header lines)",
+                 id="200-header-lines"),
+    # Never ended, and the connection held open: the bound stops it, not the timeout.
+    pytest.param(Raw(b"HTTP/1.1 204 No Content\r\nX-Big: " + b"a" * (1 << 20), "hang"),
+                 "connection failed: MalformedResponse (headers over 65536 bytes)",
+                 id="endless-header"),
+    pytest.param(Raw(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n"
+                     b"Connection: upgrade\r\n\r\n", "hang"),
+                 "connection failed: MalformedResponse", id="101-not-asked-for"),
+    pytest.param(Raw(b"HTTP/1.1 100 Continue\r\n\r\n" * 9 + b"HTTP/1.1 204 No Content\r\n\r\n"),
+                 "connection failed: MalformedResponse (more than 8 interim replies)",
+                 id="1xx-flood"),
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 314572800\r\n\r\n{", "hang"),
+                 f"response body larger than {MAX_BODY} bytes", id="300-MB-declared"),
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: "
+                     + str(len(gzip.compress(b"{}"))).encode() + b"\r\n\r\n"
+                     + gzip.compress(b"{}")),
+                 "response body encoded, not asked for", id="gzip-2xx"),
+]
+# Whole, well-framed replies the client cannot use: their connection carries the next request.
+UNREADABLE = [
+    pytest.param(BROKEN[-1].values[0], BROKEN[-1].values[1], id="gzip-2xx"),
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nnot json!"),
+                 "unreadable response body", id="2xx-not-json"),
+]
+BROKEN = BROKEN[:-1]
+
+
+@pytest.mark.parametrize(("answer", "reason"), BROKEN)
+async def test_a_broken_reply_is_a_transient_error_and_its_connection_is_not_reused(
+    answer: Raw, reason: str
+) -> None:
+    """Each broken reply to a DELETE is one TransientError naming the fault; the request was
+    sent once, and the next DELETE goes out on a fresh connection and succeeds."""
+    server = RawServer([answer])
+    async with client_of(server) as client:
+        error = await failure(client)
+        assert isinstance(error, TransientError)
+        assert reason in str(error)
+        assert error.url is not None and error.url.endswith(PATH)
+        assert len(server.requests) == 1
+
+        reply = await delete(client)
+
+    assert reply.status == 204
+    assert [r.connection for r in server.requests] == [1, 2]
+
+
+@pytest.mark.parametrize(("answer", "reason"), UNREADABLE)
+async def test_a_whole_but_unreadable_2xx_is_transient_and_its_connection_reused(
+    answer: Raw, reason: str
+) -> None:
+    """A gzip-encoded or non-JSON 2xx is a TransientError (retried: the DELETE may have been
+    applied), and its connection, whole, carries the next request."""
+    server = RawServer([answer])
+    async with client_of(server) as client:
+        error = await failure(client)
+        assert isinstance(error, TransientError) and error.status == 200
+        assert reason in str(error)
+        assert (await delete(client)).status == 204
+    assert [r.connection for r in server.requests] == [1, 1]
+
+
+async def test_a_slow_reply_times_out() -> None:
+    """Headers that never end within the request timeout are a TransientError "request timed
+    out" (judged with a 0.3 s timeout), and the connection is dropped."""
+    server = RawServer([Raw(b"HTTP/1.1 204 No Content\r\n", "hang")])
+    async with client_of(server, request_timeout=0.3) as client:
+        error = await failure(client)
+        assert isinstance(error, TransientError) and "request timed out" in str(error)
+        assert (await delete(client)).status == 204
+    assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def test_a_refused_connection_names_its_errno() -> None:
+    """Nothing listening: "connection failed: ConnectError (connection refused)"."""
+    server = RawServer()
+    async with raw_running(server) as url:
+        pass  # the port is free again: nobody listens there
+    async with aiohttp.ClientSession() as session:
+        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+        error = await failure(client)
+    assert isinstance(error, TransientError)
+    assert "connection failed: ConnectError (connection refused)" in str(error)
+
+
+# -- replies that are fine, however framed --------------------------------------------------
+
+
+async def test_a_read_to_close_body_is_read_and_the_connection_not_reused() -> None:
+    """A 200 with neither Content-Length nor chunking ends at the server's close: its JSON is
+    read, and the next request opens a new connection."""
+    server = RawServer([Raw(b'HTTP/1.1 200 OK\r\n\r\n{"sid": "x"}', "close")])
+    async with client_of(server) as client:
+        reply = await delete(client)
+        assert reply.body == {"sid": "x"}
+        assert (await delete(client)).status == 204
+    assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def test_a_chunked_body_is_read_and_the_connection_reused() -> None:
+    """A chunked 202 is joined and parsed; the connection carries the next request."""
+    body = b'{"operationId": "op"}'
+    server = RawServer([Raw(b"HTTP/1.1 202 Accepted\r\nTransfer-Encoding: chunked\r\n\r\n"
+                            + b"5\r\n" + body[:5] + b"\r\n" + f"{len(body) - 5:x}".encode()
+                            + b"\r\n" + body[5:] + b"\r\n0\r\n\r\n")])
+    async with client_of(server) as client:
+        reply = await delete(client)
+        assert reply.status == 202 and reply.body == {"operationId": "op"}
+        await delete(client)
+    assert [r.connection for r in server.requests] == [1, 1]
+
+
+async def test_interim_replies_are_skipped() -> None:
+    """100 and 103 before the final 204 are skipped; the connection stays in use."""
+    server = RawServer([Raw(b"HTTP/1.1 100 Continue\r\n\r\n"
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
+                            b"HTTP/1.1 204 No Content\r\nX-Final: yes\r\n\r\n")])
+    async with client_of(server) as client:
+        reply = await delete(client)
+        assert reply.status == 204 and reply.headers["x-final"] == "yes"
+        assert "Link" not in reply.headers
+        await delete(client)
+    assert [r.connection for r in server.requests] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(Raw(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n", "close"),
+                     id="connection-close"),
+        pytest.param(Raw(b"HTTP/1.0 204 No Content\r\n\r\n", "close"), id="http-1.0"),
+        pytest.param(Raw(b"HTTP/1.1 204 No Content\r\n\r\nleftover bytes"), id="204-with-bytes"),
+    ],
+)
+async def test_a_connection_the_reply_ends_is_not_reused(answer: Raw) -> None:
+    """After ``Connection: close``, an HTTP/1.0 reply or bytes past a 204, the reply counts
+    and the next request goes out on a new connection."""
+    server = RawServer([answer])
+    async with client_of(server) as client:
+        assert (await delete(client)).status == 204
+        assert (await delete(client)).status == 204
+    assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def test_error_replies_are_classified_with_case_insensitive_headers() -> None:
+    """A 429 with a lower-case retry-after is Throttled with its pause; a gzip-encoded 404 is
+    classified by its status alone; an error body past MAX_ERROR_BODY is not read."""
+    big = b"x" * (MAX_ERROR_BODY * 4)
+    server = RawServer([
+        Raw(b"HTTP/1.1 429 Too Many\r\nretry-after: 7\r\ntwilio-concurrent-requests: 3\r\n"
+            b"Content-Length: 0\r\n\r\n"),
+        Raw(b"HTTP/1.1 404 Not Found\r\nContent-Encoding: gzip\r\nContent-Length: "
+            + str(len(gzip.compress(b"{}"))).encode() + b"\r\n\r\n" + gzip.compress(b"{}")),
+        Raw(b"HTTP/1.1 503 Busy\r\n\r\n" + big, "close"),
+    ])
+    async with client_of(server) as client:
+        throttled = await failure(client)
+        assert isinstance(throttled, Throttled)
+        assert throttled.retry_after == 7.0 and throttled.concurrent == 3
+        gone = await failure(client)
+        assert isinstance(gone, PermanentError) and gone.status == 404
+        busy = await failure(client)
+        assert isinstance(busy, TransientError) and busy.status == 503
+    assert len(server.requests) == 3
+
+
+async def test_the_request_is_framed_as_the_server_expects() -> None:
+    """Request line with the raw (quoted) path, Host with its port, Content-Length 0, the client's
+    headers and an Idempotency-Key given with the request; no Accept-Encoding."""
+    server = RawServer()
+    async with client_of(server) as client:
+        with anyio.fail_after(20):
+            await client.request("DELETE", Product.CONVERSATIONS, "/v2/Conversations/a b",
+                                 headers={"Idempotency-Key": "k-1"})
+    (request,) = server.requests
+    assert request.line == "DELETE /v2/Conversations/a%20b HTTP/1.1"
+    assert request.header("Host") == server.url.removeprefix("http://")
+    assert request.header("Content-Length") == "0"
+    assert request.header("Idempotency-Key") == "k-1"
+    assert request.header("Authorization") == "Basic QUM6c2VjcmV0"
+    assert request.header("Accept-Encoding") is None
+
+
+async def test_a_header_that_would_break_the_framing_is_refused_unsent() -> None:
+    """A header value with a line break is a PermanentError and nothing is sent."""
+    server = RawServer()
+    async with client_of(server) as client:
+        with pytest.raises(PermanentError):
+            await client.request("DELETE", Product.CONVERSATIONS, PATH,
+                                 headers={"Idempotency-Key": "k\r\nX-Evil: 1"})
+    assert server.requests == []
+
+
+# -- never sent twice unseen ----------------------------------------------------------------
+
+
+async def test_a_reused_connection_dropped_after_the_request_is_not_sent_again() -> None:
+    """The server reads the second DELETE on a kept-alive connection and closes it unanswered:
+    the client reports a connection failure (the requester decides to retry, knowingly); the
+    server received that DELETE exactly once."""
+    server = RawServer([SANE_204, Raw(b"", "close")])
+    async with client_of(server) as client:
+        assert (await delete(client)).status == 204
+        error = await failure(client)
+        assert isinstance(error, TransientError) and "connection failed" in str(error)
+        assert [r.connection for r in server.requests] == [1, 1]
+        assert (await delete(client)).status == 204
+    assert [r.connection for r in server.requests] == [1, 1, 2]
+
+
+async def test_a_keep_alive_connection_closed_while_idle_never_carries_a_request_twice() -> None:
+    """The server closes a kept-alive connection after its answer: the next DELETE succeeds on
+    a new connection or fails as a connection failure, and the server counts exactly one
+    request per DELETE the client made."""
+    server = RawServer([Raw(SANE_204.data, "close")])
+    async with client_of(server) as client:
+        assert (await delete(client)).status == 204
+        with anyio.fail_after(10):
+            await server.closed.wait()
+        sent = 1
+        try:
+            sent += 1
+            await delete(client)
+        except TransientError as exc:
+            assert "connection failed" in str(exc)
+            sent += 1
+            assert (await delete(client)).status == 204
+    # No request arrived that the client does not know it sent; the last came on a new one.
+    assert len(server.requests) <= sent
+    assert [r.connection for r in server.requests][-1] == 2
+
+
+# -- the pool --------------------------------------------------------------------------------
+
+
+async def test_connections_are_reused_and_drained_when_the_session_closes() -> None:
+    """Ten DELETEs one after another share one connection; closing the session closes it."""
+    server = RawServer()
+    async with client_of(server) as client:
+        for _ in range(10):
+            await delete(client)
+        pool = pool_of(client)
+        assert pool.open == 1 and pool.idle == 1
+    assert pool.open == 0
+    with anyio.fail_after(10):
+        while server.open:
+            server.closed.clear()
+            await server.closed.wait()
+    assert server.connections == 1 and len(server.requests) == 10
+
+
+async def test_the_pool_opens_no_more_connections_than_the_connector_allows() -> None:
+    """With the connector's limit at 3, 12 concurrent DELETEs use at most 3 connections."""
+    server = RawServer()
+    async with client_of(server, limit=3) as client:
+        async with anyio.create_task_group() as tg:
+            for _ in range(12):
+                tg.start_soon(delete, client)
+        assert pool_of(client).open <= 3
+    assert len(server.requests) == 12
+    assert server.most_open <= 3
+
+
+async def test_a_request_in_flight_when_the_session_closes_fails_cleanly() -> None:
+    """Closing the session aborts a DELETE still waiting for its answer: a connection
+    failure, and no socket left open."""
+    server = RawServer([Raw(b"", "hang")])
+    async with raw_running(server) as url:
+        session = aiohttp.ClientSession()
+        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+        outcome: list[BaseException] = []
+
+        async def send() -> None:
+            try:
+                await delete(client)
+            except RemoteError as exc:
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            with anyio.fail_after(10):
+                while not server.requests:
+                    await anyio.wait_all_tasks_blocked()
+            await session.close()
+    (error,) = outcome
+    assert isinstance(error, TransientError) and "ConnectionLost" in str(error)
+    assert pool_of(client).open == 0
+
+
+def run_on_uvloop(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run ``test`` on a uvloop event loop."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(test())
+
+
+def test_on_uvloop_a_reply_is_read_reused_and_a_broken_one_classified() -> None:
+    """The same transport on uvloop: replies read, the connection reused, a cut reply a
+    connection failure, the pool drained at the session's close."""
+
+    async def scenario() -> None:
+        cut = Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "close")
+        server = RawServer([SANE_204, Raw(OK_JSON), cut])
+        async with client_of(server) as client:
+            assert (await delete(client)).status == 204
+            assert (await delete(client)).body == {}
+            error = await failure(client)
+            assert isinstance(error, TransientError) and "ConnectionLost" in str(error)
+            assert (await delete(client)).status == 204
+            pool = pool_of(client)
+        assert pool.open == 0
+        assert [r.connection for r in server.requests] == [1, 1, 1, 2]
+
+    run_on_uvloop(scenario)
