@@ -27,7 +27,7 @@ from runner.errors import (
 )
 from runner.kinds.base import Product
 from runner.wire.backoff import parse_retry_after
-from runner.wire.transport import Pool, TransportError, encode_headers
+from runner.wire.transport import Pool, TransportError, Withdrawn, encode_headers
 
 # Twilio's "cannot delete this resource before it is complete": the resource is busy, not gone.
 RETRYABLE_CODES = frozenset({20009})
@@ -173,6 +173,9 @@ class TwilioClient:
                 reason += f" ({os.strerror(exc.errno).lower()})"  # e.g. "(connection refused)"
             raise _at(TransientError(0, None, reason), url) from exc
 
+    def _still_sending(self) -> bool:
+        return not self.deletes_stopped
+
     async def _lean(
         self,
         method: str,
@@ -193,8 +196,18 @@ class TwilioClient:
                 raise _at(refused, url) from exc
         try:
             resp = await self._pool.request(
-                method, url, head, cap_ok=MAX_BODY, cap_error=MAX_ERROR_BODY, seconds=self._total
+                method,
+                url,
+                head,
+                cap_ok=MAX_BODY,
+                cap_error=MAX_ERROR_BODY,
+                seconds=self._total,
+                still_wanted=self._still_sending,
             )
+            # No await from here to the caller's classification: a 429's pause is recorded
+            # before any other task runs, so none can take this connection and send into it.
+        except Withdrawn as exc:
+            raise Stopped("the run is stopping") from exc
         except TimeoutError as exc:
             raise _at(TransientError(0, None, "request timed out"), url) from exc
         except TransportError as exc:

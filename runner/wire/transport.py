@@ -15,6 +15,8 @@ What it does, and what it deliberately does not::
     └── MalformedResponse               not an HTTP/1.x reply we read: a bad status line or
                                         header, headers over MAX_HEAD bytes or MAX_HEADERS
                                         lines, an Upgrade or 101 not asked for, 1xx floods
+    Withdrawn                           the caller no longer wanted it once a connection was
+                                        free (nothing sent)
     TimeoutError                        the total deadline passed (connect, send and read)
 
 - **Never re-sent.** A request written to a reused connection that then drops is a
@@ -53,7 +55,7 @@ import os
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -85,6 +87,10 @@ class ConnectionLost(TransportError):
     """The connection closed or was reset before the whole reply had arrived."""
 
 
+class Withdrawn(Exception):
+    """The caller's ``still_wanted`` said no once a connection was free: nothing was sent."""
+
+
 class MalformedResponse(TransportError):
     """The server's bytes are not an HTTP/1.x reply this client reads."""
 
@@ -98,13 +104,20 @@ class Response:
     body: bytes | None
 
 
+# Written by the transport itself for every request: a caller's copy would frame it twice.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     """``headers`` as request header lines; a name or value that would break the framing (a
-    CR, LF or NUL; an empty or spaced name) is a ValueError, never written."""
+    CR, LF or NUL; an empty or spaced name; a header the transport frames the request with) is
+    a ValueError, never written."""
     text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     for name, value in headers.items():
         if not name or not name.isprintable() or " " in name or ":" in name:
             raise ValueError("a request header name that cannot be sent")
+        if name.lower() in _FRAMING:
+            raise ValueError(f"the {name} header is the transport's own")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError("a request header value that cannot be sent")
     return text.encode("utf-8")
@@ -160,6 +173,7 @@ class _Connection(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._headers_done = False
         self._framed = False  # Content-Length or chunked: EOF before the end is a loss
+        self._eof = False  # the peer ended its side: only this ends a read-to-close body
         self._parts: list[bytes] = []
         self._size = 0
 
@@ -239,14 +253,18 @@ class _Connection(asyncio.Protocol):
             self._fail(MalformedResponse(f"headers over {MAX_HEAD} bytes"))
 
     def eof_received(self) -> bool | None:
+        self._eof = True
         return None  # close: connection_lost ends a read-to-close body
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.reusable = False
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            if exc is None and self._headers_done and not self._framed:
-                self._deliver(b"".join(self._parts))  # a read-to-close body ends here
+            if exc is None and self._eof and self._headers_done and not self._framed:
+                # A read-to-close body ends at the peer's end of file only: our own abort (the
+                # pool closing, a timeout) also arrives here without an error, and what was
+                # read by then is a cut body, never a whole one.
+                self._deliver(b"".join(self._parts))
             else:
                 text = _errno_text(exc)
                 waiter.set_exception(ConnectionLost(text))
@@ -355,11 +373,16 @@ class Pool:
         cap_ok: int,
         cap_error: int,
         seconds: float,
+        still_wanted: Callable[[], bool] | None = None,
     ) -> Response:
         """Send one bodiless request and read its final reply, all within ``seconds``.
 
-        Raises TimeoutError, a TransportError, or ValueError for a URL or method this transport
-        cannot send (nothing is sent then)."""
+        ``still_wanted`` is asked once a connection is in hand, just before the request is
+        written (a wait for a free connection may outlast the caller's reason to send): False
+        sends nothing and raises :class:`Withdrawn`.
+
+        Raises TimeoutError, a TransportError, Withdrawn, or ValueError for a URL or method this
+        transport cannot send (nothing is sent then)."""
         if method == "HEAD" or not method.isalpha():
             raise ValueError(f"method {method!r} is not sent by this transport")
         target = url.raw_path_qs
@@ -382,6 +405,9 @@ class Pool:
             b"\r\n" if method == "GET" else b"Content-Length: 0\r\n\r\n",
         ))
         conn = await self._acquire(key, deadline)
+        if still_wanted is not None and not still_wanted():
+            self._release(conn)
+            raise Withdrawn("no longer wanted once a connection was free")
         timer = loop.call_at(deadline, conn.time_out)
         try:
             response = await conn.send(request, cap_ok, cap_error)
@@ -440,6 +466,7 @@ class Pool:
             tls = self._tls
         conn = _Connection(self, key)
         self._opening += 1
+        opened = False
         try:
             async with asyncio.timeout_at(deadline):
                 await self.loop.create_connection(
@@ -449,10 +476,15 @@ class Pool:
                     ssl=tls,
                     server_hostname=host if tls is not None else None,
                 )
+            opened = True
+        except TimeoutError:
+            raise  # the deadline (an OSError too, but "request timed out", not a refusal)
         except OSError as exc:
             raise ConnectError(_errno_text(exc)) from exc
         finally:
             self._opening -= 1
+            if not opened:
+                self._wake()  # the room this attempt held is free: a waiter may use it
         self._conns.add(conn)
         if self._closed:  # closed while connecting
             conn.abort()

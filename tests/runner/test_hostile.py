@@ -387,8 +387,12 @@ async def test_hostile_server(
         problems += judge_record(server, elsewhere, world0, chosen, auth)
         if hostile.extra is not None:
             problems += hostile.extra(server, polls_per_operation(server))
-        if hostile.report_check is not None and log is not None:
-            problems += hostile.report_check(report(log) or {})
+        if hostile.report_check is not None:
+            written = report(log) if log is not None else None
+            if written is None:
+                problems.append("first run: no report to judge")  # nothing judged is no pass
+            else:
+                problems += hostile.report_check(written)
         figures = {
             "case": hostile.misbehaviour,
             "exit": first.code,

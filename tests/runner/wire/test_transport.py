@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import socket
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 import anyio
+import anyio.lowlevel
 import pytest
 import uvloop
 
-from runner.errors import PermanentError, RemoteError, Throttled, TransientError
+from runner.errors import PermanentError, RemoteError, Stopped, Throttled, TransientError
 from runner.kinds.base import Product
 from runner.wire import transport
 from runner.wire.client import MAX_BODY, MAX_ERROR_BODY, Reply, TwilioClient
@@ -392,3 +394,101 @@ def test_on_uvloop_a_reply_is_read_reused_and_a_broken_one_classified() -> None:
         assert [r.connection for r in server.requests] == [1, 1, 1, 2]
 
     run_on_uvloop(scenario)
+
+
+async def test_a_read_to_close_body_cut_by_the_sessions_close_is_no_reply() -> None:
+    """A 202 whose body runs to the close, its headers read, when our own session closes: the
+    partial body is a cut one (a connection failure), never a whole, successful reply — the
+    abort is ours, not the server's end of file."""
+    server = RawServer([Raw(b"HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n", "hang")])
+    async with raw_running(server) as url:
+        session = aiohttp.ClientSession()
+        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+        outcome: list[BaseException | Reply] = []
+
+        async def send() -> None:
+            try:
+                outcome.append(await delete(client))
+            except RemoteError as exc:
+                outcome.append(exc)
+
+        def headers_read() -> bool:
+            return any(c._headers_done for c in pool_of(client)._conns)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            with anyio.fail_after(10):
+                while not headers_read():
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+            await session.close()
+    (error,) = outcome
+    assert isinstance(error, TransientError) and "ConnectionLost" in str(error), error
+
+
+async def test_a_failed_connect_frees_its_room_for_the_next_request_at_once() -> None:
+    """With room for one connection, two DELETEs to a closed port: the second, waiting for
+    the first's room, is woken by the first's failure and fails the same way, not at its
+    deadline."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"), timeout=600)
+        errors: list[RemoteError] = []
+
+        async def send() -> None:
+            errors.append(await failure(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send)
+            tg.start_soon(send)
+    assert len(errors) == 2
+    assert all("connection failed: ConnectError" in str(e) for e in errors), errors
+
+
+async def test_a_delete_waiting_for_a_connection_when_the_run_stops_is_not_sent() -> None:
+    """The stop is checked again once a connection is free: a DELETE that waited for one
+    while the run began to stop is withdrawn (Stopped), and the server never sees it."""
+    server = RawServer([Raw(b"", "hang"), SANE_204])
+    async with client_of(server, limit=1) as client:
+        stopped: list[BaseException] = []
+
+        async def second() -> None:
+            try:
+                await delete(client)
+            except Stopped as exc:
+                stopped.append(exc)
+
+        async def first(scope: anyio.CancelScope) -> None:
+            with scope:
+                await delete(client)  # answered never: cancelled below, its connection aborted
+
+        hanging = anyio.CancelScope()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first, hanging)
+            with anyio.fail_after(10):
+                while not server.requests:
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+            tg.start_soon(second)
+            with anyio.fail_after(10):
+                while not pool_of(client)._waiters:
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+            client.deletes_stopped = True
+            hanging.cancel()
+    assert len(stopped) == 1
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("name", ["Host", "content-length", "Transfer-Encoding", "Connection"])
+async def test_a_framing_header_from_the_caller_is_refused_and_nothing_sent(name: str) -> None:
+    """A header the transport writes itself, given again by a caller, would frame the request
+    twice: refused before anything is sent."""
+    server = RawServer([SANE_204])
+    async with client_of(server) as client:
+        with pytest.raises(PermanentError, match="refusing a header"):
+            await client.request("DELETE", Product.CONVERSATIONS, PATH, headers={name: "1"})
+    assert server.requests == []
