@@ -185,6 +185,12 @@ class RateController:
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._pace: float | None = None  # the pace at the last accrual
         self._delivered = _Delivered(self._s.window_s)
+        # What got through lately, for the slow start's cap: TCP's slow start grows by what was
+        # acknowledged in the last round trip, not over a second. Over the one-second window the
+        # cap trails an exponential pace (it doubled about every 0.43 s, not every doubling_s:
+        # 3 s to reach 20,000/s); over burst_s it binds only where answers truly lag the pace
+        # (a run bounded by latency or in-flight slots).
+        self._lately = _Delivered(self._s.burst_s)
         self.decreases = 0
 
     def rate(self) -> float | None:
@@ -207,7 +213,7 @@ class RateController:
             pace = s.initial * math.pow(2.0, min(doublings, _MAX_DOUBLINGS))
             # No further than twice what actually got through: a run still starting up (or
             # bounded by latency and concurrency) must not bank a pace it never tried.
-            delivered = self._delivered.rate(now)
+            delivered = self._lately.rate(now)
             cap = 2.0 * (delivered if delivered > s.initial else s.initial)
             if pace > cap:
                 pace = cap
@@ -382,7 +388,10 @@ class RateController:
 
     def accepted(self) -> None:
         """A request got an answer other than 429."""
-        self._delivered.add(self._clock())
+        now = self._clock()
+        self._delivered.add(now)
+        if self._slow_start:
+            self._lately.add(now)
 
     def hold(self, until: float) -> None:
         """Accrue no credit before ``until`` (the end of a pause of this product): a pause is

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,27 @@ def test_a_long_slow_start_neither_overflows_nor_outruns_what_gets_through() -> 
         # Twice the larger of the initial pace (100/s) and what got through (30/s).
         assert controller.rate() == pytest.approx(200.0)
     assert controller.reserve() is not None  # still pacing, still answering
+
+
+def test_a_slow_start_answered_at_its_pace_doubles_every_doubling_s() -> None:
+    """With every request answered at once, the slow start's cap (twice what got through
+    lately) never binds: the pace doubles every ``doubling_s`` and leaves slow start at
+    ``unbounded`` after log2(unbounded / initial) doublings (7.6: 1.53 s). A cap over the
+    one-second window trailed the pace, doubling it only about every 0.43 s (3.3 s)."""
+    settings = AdaptiveSettings()
+    clock = FakeClock()
+    controller = RateController(clock)
+    assert controller.reserve() is not None  # the first request starts the slow start
+    owed, step = 0.0, 0.001
+    while (pace := controller.rate()) is not None:
+        assert clock.now < 5.0, "the slow start never ended"
+        owed += pace * step
+        while owed >= 1.0:
+            owed -= 1.0
+            controller.accepted()
+        clock.now += step
+    expected = settings.doubling_s * math.log2(settings.unbounded / settings.initial)
+    assert clock.now <= expected * 1.1, (clock.now, expected)
 
 
 def test_waiters_leave_one_by_one_in_ticket_order() -> None:
