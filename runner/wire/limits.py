@@ -69,9 +69,7 @@ class KeyedPacer:
         if self._next.get(key, now) > now or self._paused.get(key, now) > now:
             return False
         self._next[key] = now + self._interval
-        self._calls += 1
-        if self._calls % 4096 == 0:
-            self._sweep()
+        self._let_go()
         return True
 
     async def wait(self, key: Scope) -> None:
@@ -87,6 +85,10 @@ class KeyedPacer:
                 await self._sleep(start - now)
             if self._clock() >= self._paused.get(key, 0.0):
                 break
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Count a request let go; every 4096th sweeps the keys gone quiet."""
         self._calls += 1
         if self._calls % 4096 == 0:
             self._sweep()
@@ -199,7 +201,7 @@ class Limits:
             waited = False
             pacer: KeyedPacer | None = None
             if key is not None:
-                pacer = self._scoped[key.kind]
+                pacer = self._pacer(key)
                 if not pacer.ready(key, now):
                     await pacer.wait(key)
                     waited = True

@@ -51,8 +51,7 @@ class Slots:
 
     async def acquire(self) -> None:
         """Take a slot, waiting behind earlier callers when none is free."""
-        if self._used < self._total and not self._waiters:
-            self._used += 1
+        if self.take():
             return
         turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
