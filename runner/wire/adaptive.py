@@ -112,22 +112,16 @@ class _Delivered:
     def add(self, now: float) -> None:
         if self._first is None:
             self._first = now
-        times = self._times
-        times.append(now)
-        # _trim, inline: this runs for every answer.
-        horizon = now - self._window
-        while times[0] < horizon:
-            times.popleft()
+        self._times.append(now)
+        self._trim(now)
 
     def rate(self, now: float, since: float = -math.inf) -> float:
         """Accepted per second over the window (0.0 before the first acceptance), counting
         only from ``since`` when that is later (the end of a pause, which delivered nothing
         because nothing was sent, not because the server allowed nothing)."""
+        self._trim(now)
         times = self._times
-        # _trim, inline: this runs for every request of a slow start.
         horizon = now - self._window
-        while times and times[0] < horizon:
-            times.popleft()
         if self._first is None or not times:
             return 0.0
         start = self._first if self._first > since else since
