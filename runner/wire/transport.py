@@ -402,7 +402,7 @@ class Pool:
             f"{method} {target} HTTP/1.1\r\n".encode("ascii"),
             host,
             headers,
-            b"\r\n" if method == "GET" else b"Content-Length: 0\r\n\r\n",
+            b"Content-Length: 0\r\n\r\n",  # bodiless, said so: framing needs no guess
         ))
         conn = await self._acquire(key, deadline)
         if still_wanted is not None and not still_wanted():
@@ -444,6 +444,10 @@ class Pool:
             try:
                 async with asyncio.timeout_at(deadline):
                     await waiter
+            except BaseException:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()  # woken as its deadline or a cancel came: pass the turn on
+                raise
             finally:
                 if not waiter.done():
                     waiter.cancel()
