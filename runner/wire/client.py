@@ -168,10 +168,10 @@ class TwilioClient:
         except TimeoutError as exc:
             raise _at(TransientError(0, None, "request timed out"), url) from exc
         except aiohttp.ClientError as exc:
-            reason = f"connection failed: {type(exc).__name__}"
+            detail = ""
             if isinstance(exc, aiohttp.ClientConnectorError) and exc.errno:
-                reason += f" ({os.strerror(exc.errno).lower()})"  # e.g. "(connection refused)"
-            raise _at(TransientError(0, None, reason), url) from exc
+                detail = os.strerror(exc.errno).lower()
+            raise _at(_connection_failed(exc, detail), url) from exc
 
     def _still_sending(self) -> bool:
         return not self.deletes_stopped
@@ -211,10 +211,7 @@ class TwilioClient:
         except TimeoutError as exc:
             raise _at(TransientError(0, None, "request timed out"), url) from exc
         except TransportError as exc:
-            reason = f"connection failed: {type(exc).__name__}"
-            if exc.detail:
-                reason += f" ({exc.detail})"  # e.g. "(connection refused)"
-            raise _at(TransientError(0, None, reason), url) from exc
+            raise _at(_connection_failed(exc, exc.detail), url) from exc
         except ValueError as exc:
             raise _at(PermanentError(0, None, "refusing a URL that cannot be sent"), url) from exc
         ok = 200 <= resp.status < 300
@@ -237,6 +234,14 @@ class TwilioClient:
         except RemoteError as exc:
             exc.url = shown_url(url)
             raise
+
+
+def _connection_failed(exc: Exception, detail: str) -> TransientError:
+    """The error of a request its connection could not carry, on either transport."""
+    reason = f"connection failed: {type(exc).__name__}"
+    if detail:
+        reason += f" ({detail})"  # e.g. "(connection refused)"
+    return TransientError(0, None, reason)
 
 
 def _close_with(connector: aiohttp.BaseConnector, pool: Pool) -> None:
