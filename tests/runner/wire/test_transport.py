@@ -492,3 +492,42 @@ async def test_a_framing_header_from_the_caller_is_refused_and_nothing_sent(name
         with pytest.raises(PermanentError, match="refusing a header"):
             await client.request("DELETE", Product.CONVERSATIONS, PATH, headers={name: "1"})
     assert server.requests == []
+
+
+async def test_a_waiter_cancelled_as_it_is_woken_passes_its_turn_on() -> None:
+    """Room for one connection, held by a DELETE the server never answers; two more wait. The
+    connection drops, which wakes the first waiter, and that waiter is cancelled before it
+    runs (as its own deadline would): the turn goes to the next one, which is answered at once
+    (it used to sleep out its deadline)."""
+    server = RawServer([Raw(b"", "hang"), SANE_204])
+    async with client_of(server, limit=1, request_timeout=600) as client:
+        pool = pool_of(client)
+        replies: list[Reply] = []
+
+        async def first() -> None:
+            with pytest.raises(TransientError):
+                await delete(client)
+
+        async def third() -> None:
+            replies.append(await delete(client))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(first)
+            with anyio.fail_after(10):
+                while not server.requests:
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+            # A bare asyncio task: cancelled the moment it is asked, as a deadline cancels.
+            second = asyncio.ensure_future(delete(client))
+            tg.start_soon(third)
+            with anyio.fail_after(10):
+                while len(pool._waiters) < 2:
+                    await anyio.wait_all_tasks_blocked()
+                    await anyio.lowlevel.checkpoint()
+            (held,) = pool._conns
+            held.abort()  # its connection_lost, and so the first waiter's wake-up, come next
+            asyncio.get_running_loop().call_soon(second.cancel)  # before that waiter runs
+            with pytest.raises(asyncio.CancelledError):
+                await second
+        assert [r.status for r in replies] == [204]
+        assert len(server.requests) == 2
