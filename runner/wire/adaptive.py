@@ -260,14 +260,19 @@ class RateController:
         have run dry by now on the acceptances since then."""
         s = self._s
         start = max(since, now - s.window_s)
-        # Since a decrease that no pause followed, the bucket refilled from empty.
-        full = self._epoch <= since
-        start = max(start, self._epoch)
+        # Since a decrease that no pause followed, the bucket refilled from empty. (The
+        # decrease, not the epoch: a climb back that held moves the epoch on, and the bucket
+        # was not emptied there.)
+        full = self._decreased <= since
+        start = max(start, self._decreased)
         times = [*self._delivered.times(now, start), now]
+        # A slow start's pace that a storm cut off (`_restart`) is no limit the server held:
+        # its bucket is no measure of the server's.
+        kept = 0.0 if self._restart else self._high
         low, high = 0.0, 2.0 * len(times) / max(now - start, 0.01) + 1.0
         for _ in range(30):
             mid = (low + high) / 2
-            burst = max(1.0, s.burst_s * max(mid, self._high, self._w_max or 0.0))
+            burst = max(1.0, s.burst_s * max(mid, kept, self._w_max or 0.0))
             tokens, last = (burst if full else 0.0), start
             for t in times:
                 tokens = min(burst, tokens + (t - last) * mid) - 1.0
@@ -406,6 +411,12 @@ class RateController:
         # under the pace empties that bucket again within `hold_s` of the pause's end, and
         # absorbing that 429 kept the pace, and the pauses, for good).
         if sent_at < self._decreased + s.hold_s:
+            return Verdict.ABSORBED
+        if sent_at < self._held:
+            # Sent before a pause that is not over (one this controller was not taught: a
+            # conversation's own limit, the account's in-flight cap): the bucket it found
+            # empty refills during that pause, and what got through since the last one says
+            # nothing of it. The first 429 after the pause reads the limit from a full bucket.
             return Verdict.ABSORBED
         current = self.rate()  # also brings the slow start up to date: it ends past `unbounded`
         guessed = fresh = False
