@@ -8,9 +8,13 @@ Every 429 pauses the whole product for its Retry-After (:mod:`runner.wire.pauses
 second of nothing sent, so a 429 costs as much as a second of sending, and the controller spends
 them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (RFC 9438) probe.
 
-* **Slow start.** Before the first 429 the pace doubles every ``doubling_s`` from ``initial``,
-  but never beyond twice what actually got through; past ``unbounded`` it is switched off (the
-  server is evidently not rate-limiting).
+* **Slow start.** Before the first 429 the pace doubles from ``initial`` every
+  ``doubling_rtts`` round trips (TCP's slow start and BBR's startup double every one), but
+  no slower than every ``doubling_s`` and no faster than every ``min_doubling_s``, and never
+  beyond twice what actually got through; past ``unbounded`` it is switched off (the server is
+  evidently not rate-limiting). The round trip is what a 429 takes to come back: the pace
+  grows by a fixed factor in the time the server takes to say it is too fast, whether that is
+  Twilio's 100 ms (a doubling every ``doubling_s``) or a server next door's millisecond.
 * **The limit a 429 reveals.** The server's bucket was full when sending last started (the
   run's start, or the end of a pause), and a 429 says the requests it accepted since have used
   up its burst: ``w_max`` is the largest rate at which a bucket holding ``burst_s`` of it (of
@@ -67,6 +71,8 @@ class AdaptiveSettings:
 
     initial: float = 100.0
     doubling_s: float = 0.2
+    doubling_rtts: float = 4.0
+    min_doubling_s: float = 0.02
     unbounded: float = 20_000.0
     beta: float = 0.99
     cubic: float = 0.05
@@ -105,7 +111,7 @@ class _Delivered:
     """
 
     def __init__(self, window_s: float) -> None:
-        self._window = window_s
+        self.window = window_s
         self._times: deque[float] = deque()
         self._first: float | None = None
 
@@ -121,18 +127,20 @@ class _Delivered:
         because nothing was sent, not because the server allowed nothing)."""
         self._trim(now)
         times = self._times
-        horizon = now - self._window
+        horizon = now - self.window
         if self._first is None or not times:
             return 0.0
         start = self._first if self._first > since else since
-        span = min(self._window, now - start)
+        span = min(self.window, now - start)
         if start > horizon and times[0] < start:
             count = sum(1 for t in times if t >= start)
         else:
             # Every acceptance in the window came at or after `start` (always so when nothing
             # narrows it: the first acceptance is the oldest), counted without a pass over them.
             count = len(times)
-        return count / (span if span > 0.05 else 0.05)
+        # Not under 50 ms (nor the window): one acceptance just now is no rate of thousands.
+        least = 0.05 if self.window > 0.05 else self.window
+        return count / (span if span > least else least)
 
     def times(self, now: float, since: float) -> list[float]:
         """When the acceptances of the window from ``since`` on came."""
@@ -140,7 +148,7 @@ class _Delivered:
         return [t for t in self._times if t >= since]
 
     def _trim(self, now: float) -> None:
-        horizon = now - self._window
+        horizon = now - self.window
         while self._times and self._times[0] < horizon:
             self._times.popleft()
 
@@ -159,6 +167,10 @@ class RateController:
         self._s = settings or AdaptiveSettings()
         self.ceiling = ceiling
         self._started: float | None = None  # the first reservation: a slow start starts there
+        self._doublings = 0.0  # the slow start's doublings so far, up to _ramped
+        self._ramped: float | None = None  # when they were last brought up to date
+        self._rtt: float | None = None  # smoothed round trip of accepted requests (slow start)
+        self._doubling = self._s.doubling_s  # seconds per doubling, by the round trip
         # Slow start only when nothing is known; a configured rate is trusted until a 429.
         self._slow_start = ceiling is None
         self._w_max: float | None = None
@@ -182,9 +194,9 @@ class RateController:
         # What got through lately, for the slow start's cap: TCP's slow start grows by what was
         # acknowledged in the last round trip, not over a second. Over the one-second window the
         # cap trails an exponential pace (it doubled about every 0.43 s, not every doubling_s:
-        # 3 s to reach 20,000/s); over burst_s it binds only where answers truly lag the pace
-        # (a run bounded by latency or in-flight slots).
-        self._lately = _Delivered(self._s.burst_s)
+        # 3 s to reach 20,000/s); over half a doubling it binds only where answers truly lag the
+        # pace (a run bounded by latency or in-flight slots).
+        self._lately = _Delivered(self._doubling / 2)
         self.decreases = 0
 
     def rate(self) -> float | None:
@@ -200,11 +212,18 @@ class RateController:
                 return None
             if self._started is None:
                 self._started = now
-            # The exponent is capped: a run bounded by latency or concurrency (never throttled,
-            # never near `unbounded`) stays in slow start for its whole life, and 2.0**1024
-            # overflows a float after 205 s of it.
-            doublings = (now - self._started) / s.doubling_s
-            pace = s.initial * math.pow(2.0, min(doublings, _MAX_DOUBLINGS))
+            ramped = self._ramped
+            if ramped is None:
+                self._ramped = now
+            elif now > ramped:
+                # The exponent is capped: a run bounded by latency or concurrency (never
+                # throttled, never near `unbounded`) stays in slow start for its whole life, and
+                # 2.0**1024 overflows a float after 205 s of it.
+                self._doublings = min(
+                    _MAX_DOUBLINGS, self._doublings + (now - ramped) / self._doubling
+                )
+                self._ramped = now
+            pace = s.initial * math.pow(2.0, self._doublings)
             # No further than twice what actually got through: a run still starting up (or
             # bounded by latency and concurrency) must not bank a pace it never tried.
             delivered = self._lately.rate(now)
@@ -224,8 +243,9 @@ class RateController:
                 self._misses, self._guessed, self._fresh = 0, False, False
                 if self._restart:
                     # Only a slow start's pace, never a limit: the slow start goes on from it.
-                    doublings = math.log2(max(1.0, self._high / s.initial))
-                    self._started = now - s.doubling_s * doublings
+                    self._doublings = math.log2(max(1.0, self._high / s.initial))
+                    self._started = now - s.doubling_s * self._doublings
+                    self._ramped = now
                     self._w_max, self._high, self._restart = None, 0.0, False
                     self._slow_start = True
                     return self._rate_at(now)
@@ -385,12 +405,27 @@ class RateController:
         self._stamp = now
         return pace
 
-    def accepted(self) -> None:
-        """A request got an answer other than 429."""
+    def accepted(self, sent_at: float | None = None) -> None:
+        """A request sent at ``sent_at`` (clock time; None: not known) got an answer other than
+        429."""
         now = self._clock()
         self._delivered.add(now)
         if self._slow_start:
             self._lately.add(now)
+            if sent_at is not None and now >= sent_at:
+                self._timed(now - sent_at)
+
+    def _timed(self, rtt: float) -> None:
+        """A round trip of ``rtt`` seconds in slow start: the doubling follows the smoothed one
+        (RFC 6298's 1/8 gain), brought up to date at the pace it had until now."""
+        srtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8
+        self._rtt = srtt
+        s = self._s
+        doubling = min(s.doubling_s, max(s.min_doubling_s, s.doubling_rtts * srtt))
+        if doubling != self._doubling:
+            self._rate_at(self._clock())  # the doublings so far, at the old doubling
+            self._doubling = doubling
+            self._lately.window = doubling / 2
 
     def hold(self, until: float) -> None:
         """Accrue no credit before ``until`` (the end of a pause of this product): a pause is

@@ -263,9 +263,12 @@ class Limits:
             cap.release()
         self._account.release()
 
-    def accepted(self, product: Product, concurrent: int | None) -> None:
-        """Record an answer other than 429 (``concurrent``: Twilio-Concurrent-Requests)."""
-        self.controllers[product].accepted()
+    def accepted(
+        self, product: Product, concurrent: int | None, sent_at: float | None = None
+    ) -> None:
+        """Record an answer other than 429 (``concurrent``: Twilio-Concurrent-Requests) to a
+        request granted at ``sent_at`` (what :meth:`acquire` returned)."""
+        self.controllers[product].accepted(sent_at)
         self._account_control.accepted(concurrent)
         if self._account.total != self._account_control.limit:
             self.regrow()

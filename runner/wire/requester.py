@@ -87,7 +87,7 @@ class Requester:
                     )
                 finally:
                     self._limits.release(product)
-                self._limits.accepted(product, concurrent_requests(reply.headers))
+                self._limits.accepted(product, concurrent_requests(reply.headers), sent_at)
                 return reply
             except RateLimited as exc:
                 self.tally.throttled += 1
