@@ -72,7 +72,7 @@ class AdaptiveSettings:
     initial: float = 100.0
     doubling_s: float = 0.2
     doubling_rtts: float = 4.0
-    min_doubling_s: float = 0.02
+    min_doubling_s: float = 0.05
     unbounded: float = 20_000.0
     beta: float = 0.99
     cubic: float = 0.05
@@ -190,6 +190,8 @@ class RateController:
         self._stamp = clock()
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._pace: float | None = None  # the pace at the last accrual
+        self._counted = 0  # acceptances since the last pause (see _since_pause)
+        self._counting_from: float | None = None  # the first of them
         self._delivered = _Delivered(self._s.window_s)
         # What got through lately, for the slow start's cap: TCP's slow start grows by what was
         # acknowledged in the last round trip, not over a second. Over the one-second window the
@@ -410,6 +412,10 @@ class RateController:
         429."""
         now = self._clock()
         self._delivered.add(now)
+        if now >= self._held:
+            if self._counting_from is None:
+                self._counting_from = now
+            self._counted += 1
         if self._slow_start:
             self._lately.add(now)
             if sent_at is not None and now >= sent_at:
@@ -434,8 +440,25 @@ class RateController:
         restarts there too: its quiet time is sending time, and the bucket the server refilled
         meanwhile is where :meth:`_found` starts counting."""
         self._held = max(self._held, until)
+        self._counted, self._counting_from = 0, None
         if self._w_max is not None:
             self._epoch = max(self._epoch, until)
+
+    def _since_pause(self, now: float) -> float | None:
+        """The limit that explains a 429 now by every acceptance since the last pause (the
+        window keeps only a second of them): the largest rate at which the server's bucket,
+        full when they began, would have run dry on them (None: too few to tell)."""
+        first = self._counting_from
+        if first is None or self._counted < 2 or now <= first or first < self._decreased:
+            return None  # (nor when no pause followed the last decrease: no bucket known full)
+        s = self._s
+        kept = 0.0 if self._restart else self._high
+        span, sent = now - first, self._counted + 1.0
+        burst = s.burst_s * max(kept, self._w_max or 0.0)
+        rate = (sent - burst) / span
+        if rate * s.burst_s > burst:  # a bucket of burst_s of that rate itself
+            rate = sent / (span + s.burst_s)
+        return rate if rate > 0.0 else None
 
     def throttled(self, sent_at: float) -> Verdict:
         """A request sent at ``sent_at`` (clock time) got a 429 caused by a rate limit."""
@@ -457,10 +480,15 @@ class RateController:
         guessed = fresh = False
         if self._slow_start and self._started is not None:
             w_max = self._found(self._started, now)
-            ran = max(s.initial, (current or 0.0) / 2)
+            # The pace that ran long enough to prove itself: the server's bucket (`burst_s` of
+            # its limit) hides a pace above the limit for about that long, so a pace is proven
+            # only `burst_s` back, however many doublings a fast slow start fit in since (at one
+            # every 50 ms, two: the pace at the 429 is about 3.7 times the limit).
+            back = max(1.0, s.burst_s / self._doubling)
+            ran = max(s.initial, (current or 0.0) / math.pow(2.0, back))
             if w_max < s.max_cut * ran:
-                # Far under what the last doubling explains: a storm or a hiccup as likely as a
-                # limit, so the pace that ran before is climbed back to soon (see _quiet).
+                # Far under what that pace explains: a storm or a hiccup as likely as a limit,
+                # so the pace that ran before is climbed back to soon (see _quiet).
                 self._high = max(self._high, ran)
                 self._restart = True
         elif self._w_max is None:
@@ -488,6 +516,16 @@ class RateController:
                 # The limit fell while the pace held, but when is unknown (the bucket may have
                 # been full for longer than the window says): a guess, soon probed above.
                 guessed = now - self._held > s.window_s
+                steady = self._since_pause(now) if guessed else None
+                if steady is not None and steady > w_max:
+                    # Everything that got through since the pause (whose end found the bucket
+                    # full) explains the 429 by a higher limit than the last window does (as if
+                    # the bucket had been full a second ago): a pace barely over the limit,
+                    # which emptied the bucket slowly (a limit read a little high by a short
+                    # slow start does it). That is the limit, not a guess probed above soon at
+                    # the cost of a pause; and were it still too high (the limit fell in
+                    # mid-plateau), the pace under it meets a 429 soon, read from a full bucket.
+                    w_max, guessed = steady, False
                 # Read from a bucket full at the pause's end, far under a limit that held (not a
                 # slow start's pace a storm cut off): a drop, whose first look climbs slowly.
                 fresh = (

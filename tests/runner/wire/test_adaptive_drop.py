@@ -39,8 +39,11 @@ def test_a_429_sent_after_the_pause_is_news_one_sent_before_the_decrease_is_not(
 def test_a_limit_far_under_the_pace_is_read_by_the_429_after_the_first_pause() -> None:
     """200/s, then 30/s. The first 429 (0.12 s after the drop) cannot tell when the limit fell,
     so it reads only a bound far above 30/s; the pace that follows its pause empties the refilled
-    bucket within 0.15 s, and that 429 reads 30/s. (It was absorbed as part of the first event,
-    which kept the pace at 178/s and a 429 and a pause every 1.2 s for good.)"""
+    bucket within 0.15 s, and that 429 reads 30/s, as closely as one request in those 0.12 s
+    tells (the reading is the highest limit that explains it: 32.5/s from a pace of 194/s). A
+    plateau that much over the limit empties the server's bucket only after 9 s, and that 429
+    reads it from everything since the pause: 30/s. (The second 429 was once absorbed as part
+    of the first event, which kept the pace at 178/s and a 429 and a pause every 1.2 s.)"""
     clock = FakeClock()
     controller = Recorded(clock)
     rng = random.Random(4)
@@ -50,10 +53,16 @@ def test_a_limit_far_under_the_pace_is_read_by_the_429_after_the_first_pause() -
     accepted, throttled = drive_paused(controller, clock, Bucket(30, 20), 5, rng)
     assert controller.verdicts[before:][:2] == [Verdict.RATE, Verdict.RATE]
     assert len([t for t in throttled if t < drop + 2]) == 2
-    # The plateau under the limit read (5 s on, the pace is in the first look's slow climb).
+    # The plateau under the limit read (5 s on, the pace is in the first look's slow climb):
+    # at most one request in the 0.12 s the refilled bucket lasted over it.
     limit = controller.learned()
-    assert limit is not None and 0.9 * 30 <= 0.99 * limit <= 30
+    assert limit is not None and 0.9 * 30 <= 0.99 * limit <= 0.99 * (30 + 1 / 0.12)
     # From the end of the second pause, 30/s is kept (no 429 before the first climb back).
     resumed = throttled[1] + 1.2
     assert not [t for t in throttled if throttled[1] < t < resumed + 2]
     assert sum(1 for t in accepted if resumed <= t < resumed + 2) / 2 >= 0.9 * 30
+    # Sent on at that plateau (between looks for the old limit, ever rarer), the server's bucket
+    # runs dry at last, and that 429 reads 30/s.
+    drive_paused(controller, clock, Bucket(30, 20), 40, rng)
+    limit = controller.learned()
+    assert limit is not None and 0.99 * limit <= 30 <= 1.01 * limit

@@ -76,3 +76,22 @@ def test_a_climb_back_that_held_does_not_empty_the_bucket() -> None:
     assert controller.throttled(clock.now) is Verdict.RATE
     limit = controller.learned()
     assert limit is not None and limit >= 0.6 * 200
+
+
+def test_a_plateau_barely_over_the_limit_reads_it_from_everything_since_the_pause() -> None:
+    """A slow start that read 206/s of a limit that is 200/s (a short slow start reads a few
+    per cent high) sets a plateau at 204/s, which empties the server's bucket only after about
+    5 s. That 429 reads the limit from every acceptance since the pause (the bucket was full
+    there): 200/s, kept for good. The last second alone read it a bucket low (182/s), as a
+    guess probed above two seconds later, at the cost of another pause."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    rng = random.Random(7)
+    drive_paused(controller, clock, Bucket(206, 20.6), 0.5, rng)
+    first = controller.learned()
+    assert first is not None and 0.99 * first > 200
+    accepted, throttled = drive_paused(controller, clock, Bucket(200, 20), 25, rng)
+    assert len(throttled) == 1, throttled
+    limit = controller.learned()
+    assert limit is not None and 199 <= limit <= 201
+    assert sum(1 for t in accepted if throttled[0] + 2 <= t) / (clock.now - throttled[0] - 2) >= 195
