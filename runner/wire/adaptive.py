@@ -20,7 +20,10 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
   up its burst: ``w_max`` is the largest rate at which a bucket holding ``burst_s`` of it (of
   the highest limit found: a lowered limit keeps its bucket) would have run dry on them. One
   decrease per congestion event: 429s for requests sent before the last decrease (plus
-  ``hold_s`` for the server's bucket to refill) are already answered by it.
+  ``hold_s`` for the server's bucket to refill) are already answered by it, and so are 429s
+  for requests sent before a pause that is not over. A 429 more than ``window_s`` after the
+  pause is read from every acceptance since it, when that explains it by a higher limit than
+  the last window does: a plateau barely over the limit empties the bucket only after seconds.
 * **Plateau.** The pace then stays at ``beta * w_max``, just under the limit, for
   ``probe_after_s`` (a probe beyond it costs a pause), or only ``reprobe_after_s`` (doubled
   after the second probe in a row that found nothing higher) when a limit ``1 / max_cut`` times
