@@ -291,13 +291,10 @@ class RateController:
         full = self._decreased <= since
         start = max(start, self._decreased)
         times = [*self._delivered.times(now, start), now]
-        # A slow start's pace that a storm cut off (`_restart`) is no limit the server held:
-        # its bucket is no measure of the server's.
-        kept = 0.0 if self._restart else self._high
         low, high = 0.0, 2.0 * len(times) / max(now - start, 0.01) + 1.0
         for _ in range(30):
             mid = (low + high) / 2
-            burst = max(1.0, s.burst_s * max(mid, kept, self._w_max or 0.0))
+            burst = self._bucket(mid)
             tokens, last = (burst if full else 0.0), start
             for t in times:
                 tokens = min(burst, tokens + (t - last) * mid) - 1.0
@@ -307,6 +304,14 @@ class RateController:
             else:
                 high = mid
         return low
+
+    def _bucket(self, limit: float) -> float:
+        """Requests the server's bucket holds if its limit is ``limit``: ``burst_s`` of it, or
+        of the highest limit found (a lowered limit keeps its bucket), at least one. A slow
+        start's pace that a storm cut off (``_restart``) is no limit the server held: its
+        bucket is no measure of the server's."""
+        kept = 0.0 if self._restart else self._high
+        return max(1.0, self._s.burst_s * max(limit, kept, self._w_max or 0.0))
 
     def _climb(self) -> float:
         """Seconds the climb back to the limit that held before takes: ``climb_s``, but
@@ -422,17 +427,18 @@ class RateController:
         if self._slow_start:
             self._lately.add(now)
             if sent_at is not None and now >= sent_at:
-                self._timed(now - sent_at)
+                self._timed(now, now - sent_at)
 
-    def _timed(self, rtt: float) -> None:
-        """A round trip of ``rtt`` seconds in slow start: the doubling follows the smoothed one
-        (RFC 6298's 1/8 gain), brought up to date at the pace it had until now."""
+    def _timed(self, now: float, rtt: float) -> None:
+        """A round trip of ``rtt`` seconds, answered ``now``, in slow start: the doubling
+        follows the smoothed one (RFC 6298's 1/8 gain), the doublings so far brought up to date
+        at the one they had."""
         srtt = rtt if self._rtt is None else self._rtt + (rtt - self._rtt) / 8
         self._rtt = srtt
         s = self._s
         doubling = min(s.doubling_s, max(s.min_doubling_s, s.doubling_rtts * srtt))
         if doubling != self._doubling:
-            self._rate_at(self._clock())  # the doublings so far, at the old doubling
+            self._rate_at(now)  # the doublings so far, at the old doubling
             self._doubling = doubling
             self._lately.window = doubling / 2
 
@@ -454,13 +460,12 @@ class RateController:
         first = self._counting_from
         if first is None or self._counted < 2 or now <= first or first < self._decreased:
             return None  # (nor when no pause followed the last decrease: no bucket known full)
-        s = self._s
-        kept = 0.0 if self._restart else self._high
         span, sent = now - first, self._counted + 1.0
-        burst = s.burst_s * max(kept, self._w_max or 0.0)
-        rate = (sent - burst) / span
-        if rate * s.burst_s > burst:  # a bucket of burst_s of that rate itself
-            rate = sent / (span + s.burst_s)
+        # Full at `first`, refilled at the limit since, short of one at the 429:
+        # sent = limit * span + bucket(limit), solved for each of the bucket's two forms.
+        rate = (sent - self._bucket(0.0)) / span
+        if self._bucket(rate) > self._bucket(0.0):  # a bucket of burst_s of that rate itself
+            rate = sent / (span + self._s.burst_s)
         return rate if rate > 0.0 else None
 
     def throttled(self, sent_at: float) -> Verdict:

@@ -153,15 +153,7 @@ class TwilioClient:
             ) as resp:
                 ok = 200 <= resp.status < 300
                 raw = await _read_capped(resp, MAX_BODY if ok else MAX_ERROR_BODY)
-                if raw is None:
-                    if ok:
-                        # Retried like an unreadable body (every request is idempotent), within
-                        # the retry policy's attempts; each try reads at most MAX_BODY.
-                        raise TransientError(
-                            resp.status, None, f"response body larger than {MAX_BODY} bytes"
-                        )
-                    raw = b""  # an error is classified by its status and headers alone
-                return _classify(resp.status, raw, resp.headers)
+                return _classify_capped(resp.status, raw, resp.headers)
         except RemoteError as exc:
             exc.url = shown_url(url)
             raise
@@ -224,13 +216,8 @@ class TwilioClient:
                 reason = "response body encoded, not asked for"
                 raise _at(TransientError(resp.status, None, reason), url)
             raw = b""
-        if raw is None:
-            if ok:
-                reason = f"response body larger than {MAX_BODY} bytes"
-                raise _at(TransientError(resp.status, None, reason), url)
-            raw = b""
         try:
-            return _classify(resp.status, raw, resp.headers)
+            return _classify_capped(resp.status, raw, resp.headers)
         except RemoteError as exc:
             exc.url = shown_url(url)
             raise
@@ -300,6 +287,18 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
         if size > cap:
             return None
         parts.append(chunk)
+
+
+def _classify_capped(status: int, raw: bytes | None, headers: Mapping[str, str]) -> Reply:
+    """:func:`_classify` a body read up to its cap (None: longer than the cap), on either
+    transport."""
+    if raw is None:
+        if 200 <= status < 300:
+            # Retried like an unreadable body (every request is idempotent), within the retry
+            # policy's attempts; each try reads at most MAX_BODY.
+            raise TransientError(status, None, f"response body larger than {MAX_BODY} bytes")
+        raw = b""  # an error is classified by its status and headers alone
+    return _classify(status, raw, headers)
 
 
 def _classify(status: int, raw: bytes, headers: Mapping[str, str]) -> Reply:

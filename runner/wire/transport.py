@@ -112,7 +112,6 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
     """``headers`` as request header lines; a name or value that would break the framing (a
     CR, LF or NUL; an empty or spaced name; a header the transport frames the request with) is
     a ValueError, never written."""
-    text = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     for name, value in headers.items():
         if not name or not name.isprintable() or " " in name or ":" in name:
             raise ValueError("a request header name that cannot be sent")
@@ -120,7 +119,7 @@ def encode_headers(headers: Mapping[str, str]) -> bytes:
             raise ValueError(f"the {name} header is the transport's own")
         if "\r" in value or "\n" in value or "\0" in value:
             raise ValueError("a request header value that cannot be sent")
-    return text.encode("utf-8")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("utf-8")
 
 
 def _host_header(url: URL) -> bytes:

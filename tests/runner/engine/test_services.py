@@ -36,6 +36,7 @@ from tests.runner.conftest import (
     until_or_ended,
 )
 from tests.runner.log.test_checkpoint import write_log
+from tests.runner.test_crash_matrix import copy_lines
 from tests.runner.test_run_faults import job
 from tests.runner.test_server_replies import TRAVERSAL, conv, list_server, sid, v1_pages
 
@@ -159,23 +160,6 @@ def _services_of_deleted(ledger: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-async def _listed_in_full(workdir: Path, *, source: int, services: int) -> None:
-    """Until the run's log says ``source`` was listed in full in ``services`` Services. The
-    log is read as it grows (an event of the file system, bounded by the test's timeout)."""
-    while True:
-        for log in checkpoints(workdir):
-            complete = log.read_bytes().splitlines(keepends=True)
-            lines = [orjson.loads(line) for line in complete if line.endswith(b"\n")]
-            listed = {
-                line["sv"]
-                for line in lines
-                if line.get("t") == "P" and line.get("src") == source and "sv" in line
-            }
-            if len(listed) >= services:
-                return
-        await anyio.sleep(0.01)
-
-
 async def test_an_interrupted_all_services_purge_resumes_exactly_once(
     start_emulator: Any, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -186,12 +170,15 @@ async def test_an_interrupted_all_services_purge_resumes_exactly_once(
         point_at(monkeypatch, emu.url)
         expected = await selection(emu)
         spec = job(workdir, "service: all\n" + PURGE + "limits: {per_service_rate: 3}\n")
-        process = await start_bulkops(["run", str(spec)], workdir)
-        async with process:
-            # Stopped once the closed conversations are listed in full in every Service (the
-            # log says so: its P lines) and two things are deleted: how soon the listings end
-            # next to the first deletions is the pace's business, not this test's.
-            await until_or_ended(process, _listed_in_full(workdir, source=0, services=5))
+        process = await start_bulkops(["run", str(spec)], workdir, watched=True)
+        async with process, anyio.create_task_group() as tg:
+            # Stopped once its discovery is done (its `listing_done` log line: every Service
+            # listed in full, the log's P lines queued) and two things are deleted: how soon
+            # the listings end next to the first deletions is the pace's business, not this
+            # test's.
+            listed = anyio.Event()
+            tg.start_soon(copy_lines, process.stderr, workdir / "stderr.log", listed)
+            await until_or_ended(process, listed.wait())
             await wait_for_deletions(emu, 2, process)
             process.send_signal(signal.SIGINT)
             with anyio.fail_after(10):

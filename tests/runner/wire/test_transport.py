@@ -59,6 +59,29 @@ def pool_of(client: TwilioClient) -> transport.Pool:
     return pool
 
 
+Outcome = list[BaseException | Reply]
+
+
+async def outcome_of(
+    client: TwilioClient, outcome: Outcome, caught: type[BaseException] = RemoteError
+) -> None:
+    """One DELETE through the client (a task of the test's), its reply or its ``caught`` error
+    kept in ``outcome``."""
+    try:
+        outcome.append(await delete(client))
+    except caught as exc:
+        outcome.append(exc)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Return once ``condition()`` holds, asked again each time every task is blocked (an event
+    of the loop, not a time; the watchdog only ends a test that would hang)."""
+    with anyio.fail_after(10):
+        while not condition():
+            await anyio.wait_all_tasks_blocked()
+            await anyio.lowlevel.checkpoint()
+
+
 # -- replies that break: each a classified error, never an exception escaping ------------------
 
 BROKEN = [
@@ -351,19 +374,10 @@ async def test_a_request_in_flight_when_the_session_closes_fails_cleanly() -> No
     async with raw_running(server) as url:
         session = aiohttp.ClientSession()
         client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
-        outcome: list[BaseException] = []
-
-        async def send() -> None:
-            try:
-                await delete(client)
-            except RemoteError as exc:
-                outcome.append(exc)
-
+        outcome: Outcome = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(send)
-            with anyio.fail_after(10):
-                while not server.requests:
-                    await anyio.wait_all_tasks_blocked()
+            tg.start_soon(outcome_of, client, outcome)
+            await until(lambda: bool(server.requests))
             await session.close()
     (error,) = outcome
     assert isinstance(error, TransientError) and "ConnectionLost" in str(error)
@@ -404,23 +418,10 @@ async def test_a_read_to_close_body_cut_by_the_sessions_close_is_no_reply() -> N
     async with raw_running(server) as url:
         session = aiohttp.ClientSession()
         client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
-        outcome: list[BaseException | Reply] = []
-
-        async def send() -> None:
-            try:
-                outcome.append(await delete(client))
-            except RemoteError as exc:
-                outcome.append(exc)
-
-        def headers_read() -> bool:
-            return any(c._headers_done for c in pool_of(client)._conns)
-
+        outcome: Outcome = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(send)
-            with anyio.fail_after(10):
-                while not headers_read():
-                    await anyio.wait_all_tasks_blocked()
-                    await anyio.lowlevel.checkpoint()
+            tg.start_soon(outcome_of, client, outcome)
+            await until(lambda: any(c._headers_done for c in pool_of(client)._conns))
             await session.close()
     (error,) = outcome
     assert isinstance(error, TransientError) and "ConnectionLost" in str(error), error
@@ -453,13 +454,7 @@ async def test_a_delete_waiting_for_a_connection_when_the_run_stops_is_not_sent(
     while the run began to stop is withdrawn (Stopped), and the server never sees it."""
     server = RawServer([Raw(b"", "hang"), SANE_204])
     async with client_of(server, limit=1) as client:
-        stopped: list[BaseException] = []
-
-        async def second() -> None:
-            try:
-                await delete(client)
-            except Stopped as exc:
-                stopped.append(exc)
+        stopped: Outcome = []
 
         async def first(scope: anyio.CancelScope) -> None:
             with scope:
@@ -468,18 +463,13 @@ async def test_a_delete_waiting_for_a_connection_when_the_run_stops_is_not_sent(
         hanging = anyio.CancelScope()
         async with anyio.create_task_group() as tg:
             tg.start_soon(first, hanging)
-            with anyio.fail_after(10):
-                while not server.requests:
-                    await anyio.wait_all_tasks_blocked()
-                    await anyio.lowlevel.checkpoint()
-            tg.start_soon(second)
-            with anyio.fail_after(10):
-                while not pool_of(client)._waiters:
-                    await anyio.wait_all_tasks_blocked()
-                    await anyio.lowlevel.checkpoint()
+            await until(lambda: bool(server.requests))
+            tg.start_soon(outcome_of, client, stopped, Stopped)
+            await until(lambda: bool(pool_of(client)._waiters))
             client.deletes_stopped = True
             hanging.cancel()
     assert len(stopped) == 1
+    assert isinstance(stopped[0], Stopped)
     assert len(server.requests) == 1
 
 
@@ -513,17 +503,11 @@ async def test_a_waiter_cancelled_as_it_is_woken_passes_its_turn_on() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(first)
-            with anyio.fail_after(10):
-                while not server.requests:
-                    await anyio.wait_all_tasks_blocked()
-                    await anyio.lowlevel.checkpoint()
+            await until(lambda: bool(server.requests))
             # A bare asyncio task: cancelled the moment it is asked, as a deadline cancels.
             second = asyncio.ensure_future(delete(client))
             tg.start_soon(third)
-            with anyio.fail_after(10):
-                while len(pool._waiters) < 2:
-                    await anyio.wait_all_tasks_blocked()
-                    await anyio.lowlevel.checkpoint()
+            await until(lambda: len(pool._waiters) >= 2)
             (held,) = pool._conns
             held.abort()  # its connection_lost, and so the first waiter's wake-up, come next
             asyncio.get_running_loop().call_soon(second.cancel)  # before that waiter runs
