@@ -93,3 +93,18 @@ async def test_a_refusal_is_not_retried(start_emulator: Any) -> None:
             with pytest.raises(PermanentError):
                 await requester.send("GET", CONV, "/v1/Conversations/CH" + "0" * 32)
         assert statuses(await emu.ledger()) == [404]
+
+
+async def test_a_slow_start_times_the_round_trips_of_real_answers(start_emulator: Any) -> None:
+    """Each answer the requester gets tells the product's controller how long its round trip
+    took (from the moment the limits let it go), which its slow start doubles by (issue 16):
+    over HTTP, not only on a fake clock. With the time unknown it would double every 0.2 s
+    whatever the server."""
+    async with start_emulator() as emu:
+        async with requester_for(emu, RetryPolicy()) as requester:
+            control = requester.limits.controllers[CONV]
+            assert control._rtt is None
+            for _ in range(3):
+                assert (await requester.send("GET", CONV, LIST)).status == 200
+            assert control._rtt is not None and 0.0 < control._rtt < 10.0
+        assert len((await emu.ledger())["requests"]) == 3
