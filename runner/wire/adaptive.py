@@ -198,6 +198,7 @@ class RateController:
         self._stamp = clock()
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._pace: float | None = None  # the pace at the last accrual
+        self._next_leave = -math.inf  # the departures' theoretical time of the next (_leave)
         self._counted = 0  # acceptances since the last pause (see _since_pause)
         self._counting_from: float | None = None  # the first of them
         self._delivered = _Delivered(self._s.window_s)
@@ -363,9 +364,14 @@ class RateController:
         """Whether ``ticket``, just reserved, may be used at once: :meth:`delay` would say 0.0
         now, judged on the credit and pace the reservation has just brought up to date (the
         common case, with no second look at the clock and the pace). False when it is not
-        sure: the caller then sleeps :meth:`delay` as always."""
+        sure: the caller then sleeps :meth:`delay` as always. True means the request leaves:
+        the departure is counted (see :meth:`_leave`)."""
         pace = self._pace
-        return pace is None or ticket + 1 - self._credit < 0.001 * pace
+        if pace is None:
+            return True
+        if ticket + 1 - self._credit >= 0.001 * pace:
+            return False
+        return self._leave(self._stamp, pace) == 0.0
 
     def delay(self, ticket: int) -> float:
         """Seconds until ``ticket`` may be used, at the pace of now (0.0: use it now).
@@ -378,14 +384,37 @@ class RateController:
         if pace is None:
             return 0.0
         wait = (ticket + 1 - self._credit) / pace
+        if wait < 0.001:  # its turn (a millisecond early is now)
+            return self._leave(self._stamp, pace)
         # A rising pace moves every turn earlier, but only for a waiter that asks again: one
         # asleep until its turn at the old pace would wake late, with the credit of the turns it
         # missed banked, and leave with every other such waiter in a burst that empties the
         # server's bucket. So nobody sleeps past the end of a plateau, nor long in a climb.
-        wait = min(wait, max(self._s.recheck_s, self._steady_for()))
-        # Under a millisecond is now: a pace easing while we sleep must not turn the caller's
-        # sleep-and-ask loop into ever shorter sleeps.
-        return wait if wait >= 0.001 else 0.0
+        # (Never under recheck_s, so never under the millisecond that is now: a pace easing
+        # while we sleep must not turn the caller's sleep-and-ask loop into ever shorter sleeps.)
+        return min(wait, max(self._s.recheck_s, self._steady_for()))
+
+    def _leave(self, now: float, pace: float) -> float:
+        """A request whose turn has come leaves ``now`` (0.0, counted), or in the seconds
+        returned: what leaves is bounded by the pace itself, at most ``catch_up_s`` of it at
+        once (at least one slot) over what it has let out before — the virtual scheduling of
+        ATM's GCRA (ITU-T I.371), kept on the departures.
+
+        The credit alone does not bound them: it is counted against the tickets handed out,
+        and a ticket's holder sleeps until the turn it was given. A turn given back (a request
+        that met a pause queues again) moves every later turn one slot earlier, and nobody
+        asleep hears of it: after a pause that sent 38 waiters back, 37 slots were banked
+        among sleepers, who left together when the plateau's end woke them all at once, 35
+        requests in 4 ms into a server's bucket of 4 (a cold resume's ledger, 3 s in). The
+        bound makes such late turns leave at the pace instead; with nobody late, the credit
+        (which banks the same ``catch_up_s``) binds first, and this one never does."""
+        interval = 1.0 / pace
+        bank = pace * self._s.catch_up_s
+        early = self._next_leave - (bank if bank > 1.0 else 1.0) * interval - now
+        if early >= 0.001:
+            return early
+        self._next_leave = (self._next_leave if self._next_leave > now else now) + interval
+        return 0.0
 
     def give_back(self) -> None:
         """A ticket's turn goes unused (its request queued again, see

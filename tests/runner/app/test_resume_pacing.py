@@ -22,7 +22,6 @@ from tests.runner.conftest import (
     checkpoints,
     deleted,
     point_at,
-    run_cli,
     start_bulkops,
     successful_deletes,
 )
@@ -66,7 +65,12 @@ async def _stopped_and_resumed(
             assert await process.wait() == ExitCode.INTERRUPTED
         (log,) = checkpoints(directory)
         seen = len((await emu.ledger())["requests"])
-        assert await run_cli("resume", log, "--config", config) == ExitCode.OK
+        # A process of its own too: a resume in a thread of this one shares the emulator's
+        # interpreter lock, and the emulator, held off meanwhile, answers the requests that
+        # queued up as one burst (the server's bucket runs on the time it reads them).
+        argv = ["resume", str(log), "--config", str(config)]
+        async with await start_bulkops(argv, directory) as resume:
+            assert await resume.wait() == ExitCode.OK
 
         ledger = await emu.ledger()
         assert deleted(ledger) == {("message", m["sid"]) for m in messages}
@@ -93,13 +97,19 @@ async def test_a_resume_starts_at_the_pace_the_run_learned(
     assert pace is not None
     assert 0.7 * LIMIT <= pace.rates[Product.CONVERSATIONS] <= 1.2 * LIMIT
     assert requests >= 240 - FIRST and cold_requests >= 240 - FIRST
-    # A cold start at 100/s empties the server's bucket (4 requests) at once: 2 to 45 429s in
-    # all, the first ones at once. Seeded: 0 or 1 in all (timer jitter against 0.1 s of burst),
-    # none at the start; a pace learned a little above 40/s would take 0.7 s to empty it.
+    # A cold start at 100/s empties the server's bucket (4 requests) at once, and climbs back
+    # to 100/s a few seconds later: 2 or 3 429s in all (16 runs), the first within 0.05 s.
+    # Seeded: none at the start (a pace learned a little above 40/s, with the 2 or 3 requests
+    # it may send at once, takes about a second to empty the bucket), 1 or 2 in all.
     early = [t for t in cold if t < 0.5]
     assert early, f"a cold start meets the limit at once (429s at {cold})"
     assert [t for t in seeded if t < 0.5] == [], f"429s at {seeded}"
-    assert len(seeded) < len(cold)
+    assert len(seeded) <= len(cold), (seeded, cold)
+    # Neither run lets its waiters out in a burst: a 429 for each request past the bucket.
+    # (A cold resume once met 35 of them in 4 ms: turns given back after its first pause,
+    # released together at its plateau's end; see RateController._leave.)
+    for times in (seeded, cold):
+        assert max((sum(1 for u in times if t <= u < t + 0.05) for t in times), default=0) <= 4
 
 
 def _limits(clock: FakeClock, concurrency: int = 64) -> Limits:
