@@ -10,9 +10,10 @@ them sparingly. The shape is TCP's slow start, then a plateau and a CUBIC-like (
 
 * **Slow start.** Before the first 429 the pace doubles from ``initial`` every
   ``doubling_rtts`` round trips (TCP's slow start and BBR's startup double every one), but
-  no slower than every ``doubling_s`` and no faster than every ``min_doubling_s``, and never
-  beyond twice what actually got through; past ``unbounded`` it is switched off (the server is
-  evidently not rate-limiting). The round trip is what a 429 takes to come back: the pace
+  no slower than every ``doubling_s`` and no faster than every ``min_doubling_s`` nor than
+  ``doubling_requests`` at the pace (the 429 reads the limit from the requests it spans), and
+  never beyond twice what actually got through; past ``unbounded`` it is switched off (the
+  server is evidently not rate-limiting). The round trip is what a 429 takes to come back: the pace
   grows by a fixed factor in the time the server takes to say it is too fast, whether that is
   Twilio's 100 ms (a doubling every ``doubling_s``) or a server next door's millisecond.
 * **The limit a 429 reveals.** The server's bucket was full when sending last started (the
@@ -75,12 +76,15 @@ class AdaptiveSettings:
     initial: float = 100.0
     doubling_s: float = 0.2
     doubling_rtts: float = 4.0
-    # The floor of the doubling: doubling_s by default, so the round trip speeds nothing up
-    # yet. At 0.05 s a slow start against a server next door ends within ~0.2 s, and its reading
-    # of the limit (the highest limit that explains its 429, from the few requests it spans)
-    # came out 1-2 % high in 6 of 7 runs of `bench rate-unknown`: a plateau over the limit and a
-    # second pause (0.93 of the limit, goal 0.95). A reading precise at short spans comes first.
-    min_doubling_s: float = 0.2
+    min_doubling_s: float = 0.01
+    # And no faster than this many requests at the pace: a slow start's 429 reads the limit to
+    # about one request in those it spans, so a doubling must span enough of them wherever the
+    # limit is. At a 50-ms doubling whatever the pace, a 200/s limit was read from ~45
+    # requests, 1-3 % off either way (a plateau over the limit and a second pause, or one too
+    # low: under 0.95 of the limit in 5 of 16 runs of `bench rate-unknown`); 40 requests keep
+    # 0.2 s at 200/s (as doubling_s did), 0.05 s at 800/s, and the round trip's pace beyond:
+    # 0.5 s from 100/s to `unbounded` against a server next door (1.5 s at a fixed 0.2 s).
+    doubling_requests: float = 40.0
     unbounded: float = 20_000.0
     beta: float = 0.99
     cubic: float = 0.05
@@ -230,9 +234,8 @@ class RateController:
                 # The exponent is capped: a run bounded by latency or concurrency (never
                 # throttled, never near `unbounded`) stays in slow start for its whole life, and
                 # 2.0**1024 overflows a float after 205 s of it.
-                self._doublings = min(
-                    _MAX_DOUBLINGS, self._doublings + (now - ramped) / self._doubling
-                )
+                doubling = self._doubling_at(s.initial * math.pow(2.0, self._doublings))
+                self._doublings = min(_MAX_DOUBLINGS, self._doublings + (now - ramped) / doubling)
                 self._ramped = now
             pace = s.initial * math.pow(2.0, self._doublings)
             # No further than twice what actually got through: a run still starting up (or
@@ -476,6 +479,15 @@ class RateController:
             self._doubling = doubling
             self._lately.window = doubling / 2
 
+    def _doubling_at(self, pace: float) -> float:
+        """Seconds per doubling of the slow start at ``pace``: by the round trip, but never
+        under ``doubling_requests`` at that pace (nor over ``doubling_s``)."""
+        s = self._s
+        least = s.doubling_requests / pace
+        if least > s.doubling_s:
+            least = s.doubling_s
+        return least if least > self._doubling else self._doubling
+
     def hold(self, until: float) -> None:
         """Accrue no credit before ``until`` (the end of a pause of this product): a pause is
         not an idle spell, and the waiters queued through it must leave at the pace when it
@@ -526,7 +538,7 @@ class RateController:
             # its limit) hides a pace above the limit for about that long, so a pace is proven
             # only `burst_s` back, however many doublings a fast slow start fit in since (at one
             # every 50 ms, two: the pace at the 429 is about 3.7 times the limit).
-            back = max(1.0, s.burst_s / self._doubling)
+            back = max(1.0, s.burst_s / self._doubling_at(current or s.unbounded))
             ran = max(s.initial, (current or 0.0) / math.pow(2.0, back))
             if w_max < s.max_cut * ran:
                 # Far under what that pace explains: a storm or a hiccup as likely as a limit,

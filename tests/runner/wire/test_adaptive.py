@@ -96,11 +96,10 @@ def drive_paused(
 
 
 # Round trips: none told (the controller's slow start doubles every 0.2 s), and a server next
-# door's millisecond with the floor of the doubling lowered to 50 ms (FAST: the pace at the
-# first 429 is several times the limit, which the server's bucket hid, and is not taken for a
-# storm's). The default floor is 0.2 s: see AdaptiveSettings.min_doubling_s.
+# door's millisecond (a doubling every four round trips, but never faster than 40 requests at
+# the pace: 0.2 s at 200/s; the pace at the first 429 is a few times the limit, which the
+# server's bucket hid, and is not taken for a storm's).
 RTTS = [pytest.param(None, id="rtt-unknown"), pytest.param(0.001, id="rtt-1ms")]
-FAST = AdaptiveSettings(min_doubling_s=0.05)
 
 
 @pytest.mark.parametrize("rtt", RTTS)
@@ -108,7 +107,7 @@ def test_a_429_that_pauses_the_product_is_rarely_risked(rtt: float | None) -> No
     """Each 429 costs a second of nothing sent, so after the first one (slow start) the pace
     stays just under the limit it revealed, instead of probing above it every few seconds."""
     clock = FakeClock()
-    controller = RateController(clock, settings=FAST)
+    controller = RateController(clock)
     accepted, throttled = drive_paused(
         controller, clock, Bucket(200, 20), 30, random.Random(1), rtt
     )
@@ -123,7 +122,7 @@ def test_with_pauses_follows_a_lower_limit_and_finds_it_raised_again(rtt: float 
     """200/s, then 100/s, then 200/s again: settles under 100/s after a few 429s, and back at
     200/s within three seconds of the raise (a lowered limit is probed for sooner)."""
     clock = FakeClock()
-    controller = RateController(clock, settings=FAST)
+    controller = RateController(clock)
     rng = random.Random(2)
     drive_paused(controller, clock, Bucket(200, 20), 7, rng, rtt)
     low, low_429s = drive_paused(controller, clock, Bucket(100, 20), 6, rng, rtt)
@@ -140,7 +139,7 @@ def test_a_storm_at_start_up_costs_seconds_not_the_run(rtt: float | None) -> Non
     so it climbs back to that pace soon, and its slow start goes on from there to the limit
     (whose 429 pauses it once more, as at any start)."""
     clock = FakeClock()
-    controller = RateController(clock, settings=FAST)
+    controller = RateController(clock)
     rng = random.Random(3)
     _, storm_429s = drive_paused(controller, clock, Bucket(1, 1), 2, rng, rtt)
     after, after_429s = drive_paused(controller, clock, Bucket(200, 20), 10, rng, rtt)
@@ -223,7 +222,7 @@ def test_a_long_slow_start_neither_overflows_nor_outruns_what_gets_through() -> 
         pytest.param(None, 0.2, id="round-trip-unknown"),
         pytest.param(0.1, 0.2, id="twilio-100ms"),
         pytest.param(0.025, 0.1, id="25ms"),
-        pytest.param(0.001, 0.05, id="next-door-1ms"),
+        pytest.param(0.001, 0.01, id="next-door-1ms"),
     ],
 )
 def test_a_slow_start_answered_at_its_pace_doubles_every_few_round_trips(
@@ -232,11 +231,12 @@ def test_a_slow_start_answered_at_its_pace_doubles_every_few_round_trips(
     """With every request answered at its pace after ``rtt``, the slow start's cap (twice what
     got through lately) never binds: the pace doubles every ``doubling_rtts`` (4) round trips,
     but no slower than every ``doubling_s`` (0.2 s: Twilio's round trips, or none known) and no
-    faster than every ``min_doubling_s`` (0.05 s here, FAST; 0.2 s by default), and leaves slow
-    start at ``unbounded`` after log2(unbounded / initial) doublings (7.6). A cap over the
-    one-second window trailed the pace, doubling it only about every 0.43 s; a fixed 0.2 s took
-    1.5 s to reach a server next door's pace (a bare aiohttp loop had deleted 24,000 by then)."""
-    settings = FAST
+    faster than every ``min_doubling_s`` (0.01 s) nor than ``doubling_requests`` (40) at the
+    pace (0.2 s at 200/s, 0.05 s at 800/s), and leaves slow start at ``unbounded`` after
+    log2(unbounded / initial) doublings (7.6). A cap over the one-second window trailed the
+    pace, doubling it only about every 0.43 s; a fixed 0.2 s took 1.5 s to reach a server next
+    door's pace (a bare aiohttp loop had deleted 24,000 by then); 0.5 s now."""
+    settings = AdaptiveSettings()
     clock = FakeClock()
     controller = RateController(clock, settings=settings)
     assert controller.reserve() is not None  # the first request starts the slow start
@@ -248,7 +248,12 @@ def test_a_slow_start_answered_at_its_pace_doubles_every_few_round_trips(
             owed -= 1.0
             controller.accepted(None if rtt is None else clock.now - rtt)
         clock.now += step
-    expected = doubling * math.log2(settings.unbounded / settings.initial)
+    # Each doubling's time at the pace it starts from, in steps of a hundredth of one.
+    doublings = math.log2(settings.unbounded / settings.initial)
+    expected = sum(
+        0.01 * max(doubling, min(0.2, settings.doubling_requests / (settings.initial * 2 ** x)))
+        for x in (i / 100 for i in range(math.ceil(doublings * 100)))
+    )
     assert expected * 0.9 <= clock.now <= expected * 1.1, (clock.now, expected)
 
 
