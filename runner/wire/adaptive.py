@@ -202,7 +202,7 @@ class RateController:
         self._stamp = clock()
         self._held = -math.inf  # no credit accrues before this (the end of a pause)
         self._pace: float | None = None  # the pace at the last accrual
-        self._next_leave = -math.inf  # the departures' theoretical time of the next (_leave)
+        self._tokens = 1.0  # departures the pace allows now (see _leave)
         self._counted = 0  # acceptances since the last pause (see _since_pause)
         self._counting_from: float | None = None  # the first of them
         self._delivered = _Delivered(self._s.window_s)
@@ -374,7 +374,7 @@ class RateController:
             return True
         if ticket + 1 - self._credit >= 0.001 * pace:
             return False
-        return self._leave(self._stamp, pace) == 0.0
+        return self._leave(pace) == 0.0
 
     def delay(self, ticket: int) -> float:
         """Seconds until ``ticket`` may be used, at the pace of now (0.0: use it now).
@@ -388,7 +388,7 @@ class RateController:
             return 0.0
         wait = (ticket + 1 - self._credit) / pace
         if wait < 0.001:  # its turn (a millisecond early is now)
-            return self._leave(self._stamp, pace)
+            return self._leave(pace)
         # A rising pace moves every turn earlier, but only for a waiter that asks again: one
         # asleep until its turn at the old pace would wake late, with the credit of the turns it
         # missed banked, and leave with every other such waiter in a burst that empties the
@@ -397,11 +397,11 @@ class RateController:
         # while we sleep must not turn the caller's sleep-and-ask loop into ever shorter sleeps.)
         return min(wait, max(self._s.recheck_s, self._steady_for()))
 
-    def _leave(self, now: float, pace: float) -> float:
-        """A request whose turn has come leaves ``now`` (0.0, counted), or in the seconds
-        returned: what leaves is bounded by the pace itself, at most ``catch_up_s`` of it at
-        once (at least one slot) over what it has let out before — the virtual scheduling of
-        ATM's GCRA (ITU-T I.371), kept on the departures.
+    def _leave(self, pace: float) -> float:
+        """A request whose turn has come leaves now (0.0, counted), or in the seconds returned:
+        what leaves is bounded by the pace itself, at most ``catch_up_s`` of it at once (at
+        least one slot) over what left before — a token bucket on the departures, filled at
+        the pace by :meth:`_accrue` as the credit is.
 
         The credit alone does not bound them: it is counted against the tickets handed out,
         and a ticket's holder sleeps until the turn it was given. A turn given back (a request
@@ -410,14 +410,15 @@ class RateController:
         among sleepers, who left together when the plateau's end woke them all at once, 35
         requests in 4 ms into a server's bucket of 4 (a cold resume's ledger, 3 s in). The
         bound makes such late turns leave at the pace instead; with nobody late, the credit
-        (which banks the same ``catch_up_s``) binds first, and this one never does."""
-        interval = 1.0 / pace
-        bank = pace * self._s.catch_up_s
-        early = self._next_leave - (bank if bank > 1.0 else 1.0) * interval - now
-        if early >= 0.001:
-            return early
-        self._next_leave = (self._next_leave if self._next_leave > now else now) + interval
-        return 0.0
+        (which banks the same ``catch_up_s``) binds first, and this one never does. (Filled at
+        the pace of each moment, not spaced by the pace at each departure as ATM's GCRA is: a
+        slow start's pace dips and recovers within milliseconds, and a departure spaced at a
+        dip's pace held the next ones back after it.)"""
+        tokens = self._tokens
+        if tokens > 1.0 - 0.001 * pace:  # (a millisecond early is now)
+            self._tokens = tokens - 1.0
+            return 0.0
+        return (1.0 - tokens) / pace
 
     def give_back(self) -> None:
         """A ticket's turn goes unused (its request queued again, see
@@ -441,14 +442,20 @@ class RateController:
         else:
             # (Comparisons, not min/max: this runs for every request.)
             since = self._stamp if self._stamp > self._held else self._held
+            tokens = self._tokens
             if now > since:
-                self._credit += pace * (now - since)
+                gained = pace * (now - since)
+                self._credit += gained
+                tokens += gained
             # An idle spell banks at most `catch_up_s` worth of slots (at least one), so timer
             # jitter costs nothing and a pause is not followed by a burst.
             bank = pace * self._s.catch_up_s
-            most = self._issued + (bank if bank > 1.0 else 1.0)
+            if bank < 1.0:
+                bank = 1.0
+            most = self._issued + bank
             if self._credit > most:
                 self._credit = most
+            self._tokens = tokens if tokens < bank + 1.0 else bank + 1.0
         self._stamp = now
         return pace
 
@@ -477,7 +484,10 @@ class RateController:
         if doubling != self._doubling:
             self._rate_at(now)  # the doublings so far, at the old doubling
             self._doubling = doubling
-            self._lately.window = doubling / 2
+            # Half a doubling, but not under 25 ms: a shorter window is often empty between
+            # the event loop's batches of answers, and an empty one caps the pace at twice
+            # `initial` (a 2,000/s fanout held at 200/s now and then: 0.73 of its bound).
+            self._lately.window = max(doubling, 0.05) / 2
 
     def _doubling_at(self, pace: float) -> float:
         """Seconds per doubling of the slow start at ``pace``: by the round trip, but never

@@ -98,7 +98,7 @@ async def test_a_resume_starts_at_the_pace_the_run_learned(
     assert 0.7 * LIMIT <= pace.rates[Product.CONVERSATIONS] <= 1.2 * LIMIT
     assert requests >= 240 - FIRST and cold_requests >= 240 - FIRST
     # A cold start at 100/s empties the server's bucket (4 requests) at once, and climbs back
-    # to 100/s a few seconds later: 2 or 3 429s in all (16 runs), the first within 0.05 s.
+    # to 100/s a few seconds later: 2 to 4 429s in all (16 runs), the first within 0.05 s.
     # Seeded: none at the start (a pace learned a little above 40/s, with the 2 or 3 requests
     # it may send at once, takes about a second to empty the bucket), 1 or 2 in all.
     early = [t for t in cold if t < 0.5]
