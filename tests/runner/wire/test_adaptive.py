@@ -257,6 +257,33 @@ def test_a_slow_start_answered_at_its_pace_doubles_every_few_round_trips(
     assert expected * 0.9 <= clock.now <= expected * 1.1, (clock.now, expected)
 
 
+def test_a_slow_start_answered_in_batches_keeps_its_pace() -> None:
+    """Answers come in the event loop's batches (here every 15 ms), and at a doubling of a few
+    round trips half a doubling is shorter than that: the cap's window (twice what got through
+    lately) must still hold a batch, or an empty one caps the pace at twice ``initial``, 200/s,
+    now and then (a 2,000/s fanout held at 0.73 of its bound)."""
+    clock = FakeClock()
+    controller = RateController(clock)
+    assert controller.reserve() is not None
+    sent: list[float] = []
+    owed, step, batch, highest = 0.0, 0.001, 0.015, 0.0
+    while (pace := controller.rate()) is not None:
+        assert clock.now < 5.0, "the slow start never ended"
+        if highest > 1_000.0:
+            assert pace >= highest / 2, (clock.now, pace, highest)
+        highest = max(highest, pace)
+        owed += pace * step
+        while owed >= 1.0:
+            owed -= 1.0
+            sent.append(clock.now)
+        clock.now = round(clock.now + step, 6)
+        if round(clock.now / batch, 6).is_integer():  # a batch: everything sent is answered
+            for sent_at in sent:
+                controller.accepted(sent_at)
+            sent.clear()
+    assert highest > 1_000.0
+
+
 def test_waiters_leave_one_by_one_in_ticket_order() -> None:
     """Many callers waiting on one pace get distinct, increasing turns (no herd)."""
     clock = FakeClock()
