@@ -85,6 +85,11 @@ class AdaptiveSettings:
     # 0.2 s at 200/s (as doubling_s did), 0.05 s at 800/s, and the round trip's pace beyond:
     # 0.5 s from 100/s to `unbounded` against a server next door (1.5 s at a fixed 0.2 s).
     doubling_requests: float = 40.0
+    # The slow start's cap (twice what got through lately) is read over half a doubling, but
+    # never over less than this: a shorter window is often empty between the event loop's
+    # batches of answers, and an empty one caps the pace at twice `initial` (a 2,000/s fanout
+    # held at 200/s now and then: 0.73 of its bound).
+    min_cap_window_s: float = 0.025
     unbounded: float = 20_000.0
     beta: float = 0.99
     cubic: float = 0.05
@@ -484,10 +489,7 @@ class RateController:
         if doubling != self._doubling:
             self._rate_at(now)  # the doublings so far, at the old doubling
             self._doubling = doubling
-            # Half a doubling, but not under 25 ms: a shorter window is often empty between
-            # the event loop's batches of answers, and an empty one caps the pace at twice
-            # `initial` (a 2,000/s fanout held at 200/s now and then: 0.73 of its bound).
-            self._lately.window = max(doubling, 0.05) / 2
+            self._lately.window = max(doubling / 2, s.min_cap_window_s)
 
     def _doubling_at(self, pace: float) -> float:
         """Seconds per doubling of the slow start at ``pace``: by the round trip, but never
