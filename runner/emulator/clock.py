@@ -29,7 +29,8 @@ class WallClock:
 
 def iso(epoch_s: float) -> str:
     """Twilio's date-time rendering, e.g. ``2015-12-16T22:18:37Z``."""
-    return datetime.fromtimestamp(int(epoch_s), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # time.gmtime, not datetime: a listing renders two of these per item, at 2.5x the cost.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(epoch_s)))
 
 
 def parse_iso(text: str) -> float | None:

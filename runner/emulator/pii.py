@@ -7,6 +7,8 @@ renders its bodies on demand. The pools are public-domain-ish common names; phon
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from string import Formatter
 from typing import Final
 
 FIRST: Final = (
@@ -72,17 +74,30 @@ def phone(*key: int) -> str:
 def body(*key: int) -> str:
     """A message body that carries names, addresses, emails or phone numbers."""
     x = _h(4, *key)
-    first, last = person(*key, 7)
-    template = TEMPLATES[x % len(TEMPLATES)]
-    return template.format(
-        first=first,
-        last=last,
-        street_no=100 + (x >> 8) % 900,
-        street=STREETS[(x >> 20) % len(STREETS)],
-        city=CITIES[(x >> 24) % len(CITIES)],
-        phone=phone(*key, 7),
-        email=email(*key, 7),
-        card=f"{(x >> 28) % 10000:04d}",
-        amount=f"{(x >> 40) % 500}.{(x >> 50) % 100:02d}",
-        dob=f"19{50 + (x >> 32) % 50}-{1 + (x >> 36) % 12:02d}-{1 + (x >> 44) % 28:02d}",
-    )
+    template, needs = _TEMPLATE_FIELDS[x % len(TEMPLATES)]
+    # Only what the template says is computed: a listing renders every body of its page, and a
+    # name, phone and email each cost a hash or two that most templates never show.
+    values: dict[str, object] = {}
+    if needs & _NAME:
+        values["first"], values["last"] = person(*key, 7)
+    for name in needs - _NAME:
+        values[name] = _VALUE[name](key, x)
+    return template.format_map(values)
+
+
+_NAME: Final = frozenset(("first", "last"))
+_VALUE: Final[dict[str, Callable[[tuple[int, ...], int], object]]] = {
+    "street_no": lambda _key, x: 100 + (x >> 8) % 900,
+    "street": lambda _key, x: STREETS[(x >> 20) % len(STREETS)],
+    "city": lambda _key, x: CITIES[(x >> 24) % len(CITIES)],
+    "phone": lambda key, _x: phone(*key, 7),
+    "email": lambda key, _x: email(*key, 7),
+    "card": lambda _key, x: f"{(x >> 28) % 10000:04d}",
+    "amount": lambda _key, x: f"{(x >> 40) % 500}.{(x >> 50) % 100:02d}",
+    "dob": lambda _key, x: (
+        f"19{50 + (x >> 32) % 50}-{1 + (x >> 36) % 12:02d}-{1 + (x >> 44) % 28:02d}"
+    ),
+}
+_TEMPLATE_FIELDS: Final = tuple(
+    (t, frozenset(name for _, name, _, _ in Formatter().parse(t) if name)) for t in TEMPLATES
+)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from runner.emulator import SeedError, generate, load_seed
+from runner.emulator import SeedError, generate, load_seed, pii
 from runner.emulator.alive import AliveSet
 from runner.emulator.dataset import dataset_from_mapping
 from runner.emulator.ids import (
@@ -69,6 +69,29 @@ def test_same_seed_same_dataset() -> None:
     assert a.conversations == b.conversations and a.conversations != c.conversations
     assert a.users == b.users and a.users != c.users
     assert a.pii_samples() == b.pii_samples()
+
+
+# One body of each template, as the bodies were before a body computed only its template's
+# fields: a seed's messages must read the same in every version (a rendering that changed would
+# change what a run's PII checks look for).
+BODIES = {
+    1: "Hi James, your appointment is confirmed for Tuesday at 3pm.",
+    20: "Please ship it to 665 Elm Court, Riverton.",
+    10: "You can reach me at +15125550115 after 6pm.",
+    5: "My email is noah.ivanova80@mail.example.org if you need the invoice.",
+    11: "Thanks Omar Lopez, the technician will call +13125550112.",
+    3: "Card ending 1231 was charged $ 128.91.",
+    16: "Can you update my address to 354 Mill Lane, Springfield?",
+    4: "Hello, this is Aisha Lopez. I'd like to reschedule.",
+    17: "Send the receipt to ravi.nasser22@mail.example.org, please.",
+    0: "My date of birth is 1979-10-10 for the verification.",
+}
+
+
+def test_message_bodies_are_stable() -> None:
+    """Every template renders the body it always rendered for its key."""
+    assert {i: pii.body(7, 3, i) for i in BODIES} == BODIES
+    assert len({body.split()[0] for body in BODIES.values()}) >= 8  # the templates differ
 
 
 def test_pii_samples_look_personal() -> None:
