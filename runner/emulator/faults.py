@@ -48,9 +48,12 @@ class FaultInjector:
         if s.latency_median_s > 0:
             sigma = max(math.log(max(s.latency_p99_s, s.latency_median_s) / s.latency_median_s)
                         / _Z99, 0.0)
-            # Inverse-CDF of a log-normal via the normal quantile keeps one draw per request.
-            z = _normal_quantile(min(max(ulat, 1e-12), 1 - 1e-12))
-            latency = s.latency_median_s * math.exp(sigma * z)
+            latency = s.latency_median_s
+            if sigma > 0:
+                # Inverse-CDF of a log-normal via the normal quantile keeps one draw per request
+                # (drawn above even for a fixed latency, so a seed gives the same faults).
+                z = _normal_quantile(min(max(ulat, 1e-12), 1 - 1e-12))
+                latency *= math.exp(sigma * z)
         return FaultPlan(
             error_500=u500 < s.fault_500,
             error_503=u503 < s.fault_503,

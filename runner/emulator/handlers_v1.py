@@ -163,6 +163,7 @@ def render_message(emu: Emulator, request: web.Request, conv: ConversationV1, in
     author, body, created, participant_sid = emu.store.message_content(conv, index)
     sid = emu.store.message_sid(conv, index)
     url = f"{_conversation_url(request, conv)}/Messages/{sid}"
+    created_at = iso(created)
     return {
         "sid": sid,
         "account_sid": emu.settings.account_sid,
@@ -173,8 +174,8 @@ def render_message(emu: Emulator, request: web.Request, conv: ConversationV1, in
         "media": None,
         "attributes": "{}",
         "participant_sid": participant_sid,
-        "date_created": iso(created),
-        "date_updated": iso(created),
+        "date_created": created_at,
+        "date_updated": created_at,
         "delivery": None,
         "content_sid": None,
         "url": url,
