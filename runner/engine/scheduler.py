@@ -474,7 +474,7 @@ class Engine:
         process of this run requested it (its answer was never logged, or was a failure), so a
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
-            await durable.wait()
+            await self._writer.on_disk(durable)
         if self._reads is not None:
             # The attributes of a conversation no listing of this run showed, read before any
             # DELETE in it (a failed read holds it).

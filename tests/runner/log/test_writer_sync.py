@@ -1,4 +1,5 @@
-"""When the checkpoint writer fsyncs: at once for a write-ahead line someone waits on, within
+"""When the checkpoint writer fsyncs: at once for a write-ahead line someone waits on (a lazy
+group commit: write-ahead lines nobody waits for yet share the next fsync), within
 ``SYNC_EVERY`` for outcome lines alone (written and flushed meanwhile), and always at close."""
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_li
             before = writer.synced
 
             durable = writer.put_durable(target_record(message(2), State.REQUESTED))
-            await durable.wait()
+            await writer.on_disk(durable)
             # The write-ahead line is fsynced before anyone acts on it, the outcome with it.
             assert writer.syncs == 1
             assert writer.synced == path.stat().st_size > before
@@ -59,3 +60,33 @@ async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_li
         State.DELETED,
         State.DELETED,
     ]
+
+
+async def test_write_ahead_lines_nobody_waits_for_share_one_fsync(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    clock = FakeClock()
+    with open_log(path, HEADER) as handle:
+        writer = CheckpointWriter(path, HEADER.started_at, clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run, handle)
+            pages = []
+            for n in range(3):  # three pages of discovery, each queued in its own batch
+                pages.append(writer.put_durable(target_record(message(n), State.REQUESTED)))
+                await anyio.wait_all_tasks_blocked()
+            # Written (a killed process leaves them), not fsynced, nobody told they are durable.
+            assert [r.target for r in iter_target_lines(path)] == [message(n) for n in range(3)]
+            assert writer.syncs == 0 and not any(page.is_set() for page in pages)
+
+            # A worker waits for the second page's line: one fsync, and it covers all three.
+            await writer.on_disk(pages[1])
+            assert writer.syncs == 1 and all(page.is_set() for page in pages)
+            assert writer.synced == path.stat().st_size
+
+            # A line queued while nobody waits is fsynced for the first one who does.
+            later = writer.put_durable(target_record(message(3), State.REQUESTED))
+            await anyio.wait_all_tasks_blocked()
+            assert writer.syncs == 1 and not later.is_set()
+            await writer.on_disk(later)
+            assert writer.syncs == 2 and later.is_set()
+            writer.close()
+    assert writer.syncs == 3  # the close's own
