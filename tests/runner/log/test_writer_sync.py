@@ -4,6 +4,8 @@ group commit: write-ahead lines nobody waits for yet share the next fsync), with
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -22,35 +24,43 @@ def message(n: int) -> Target:
     return Target(by_name("message"), f"IM{n:032x}", f"CH{n // 10:032x}")
 
 
+@asynccontextmanager
+async def running_writer(path: Path, clock: FakeClock) -> AsyncIterator[CheckpointWriter]:
+    """A writer running on a new log at ``path``; closed (drained, fsynced) on the way out."""
+    with open_log(path, HEADER) as handle:
+        writer = CheckpointWriter(path, HEADER.started_at, clock)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(writer.run, handle)
+            yield writer
+            writer.close()
+
+
 async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_line(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "run.jsonl"
     clock = FakeClock()
-    with open_log(path, HEADER) as handle:
-        writer = CheckpointWriter(path, HEADER.started_at, clock)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer.run, handle)
-            writer.put(target_record(message(1), State.DELETED, ts=0))
-            await anyio.wait_all_tasks_blocked()
-            # On the file (a killed process leaves it), not yet fsynced.
-            assert [r.target for r in iter_target_lines(path)] == [message(1)]
-            assert (writer.records_written, writer.syncs) == (1, 0)
-            before = writer.synced
+    async with running_writer(path, clock) as writer:
+        writer.put(target_record(message(1), State.DELETED, ts=0))
+        await anyio.wait_all_tasks_blocked()
+        # On the file (a killed process leaves it), not yet fsynced.
+        assert [r.target for r in iter_target_lines(path)] == [message(1)]
+        assert (writer.records_written, writer.syncs) == (1, 0)
+        before = writer.synced
 
-            durable = writer.put_durable(target_record(message(2), State.REQUESTED))
-            await writer.on_disk(durable)
-            # The write-ahead line is fsynced before anyone acts on it, the outcome with it.
-            assert writer.syncs == 1
-            assert writer.synced == path.stat().st_size > before
+        durable = writer.put_durable(target_record(message(2), State.REQUESTED))
+        await writer.on_disk(durable)
+        # The write-ahead line is fsynced before anyone acts on it, the outcome with it.
+        assert writer.syncs == 1
+        assert writer.synced == path.stat().st_size > before
 
-            # Outcomes alone again: fsynced once SYNC_EVERY has passed since the last fsync.
-            writer.put(target_record(message(2), State.DELETED, ts=0))
-            await anyio.wait_all_tasks_blocked()
-            assert (writer.records_written, writer.syncs) == (3, 1)
-            clock.advance(SYNC_EVERY)
-            writer.put(target_record(message(3), State.DELETED, ts=0))
-            writer.close()
+        # Outcomes alone again: fsynced once SYNC_EVERY has passed since the last fsync.
+        writer.put(target_record(message(2), State.DELETED, ts=0))
+        await anyio.wait_all_tasks_blocked()
+        assert (writer.records_written, writer.syncs) == (3, 1)
+        clock.advance(SYNC_EVERY)
+        writer.put(target_record(message(3), State.DELETED, ts=0))
+        writer.close()
     # That batch was fsynced on its own (SYNC_EVERY had passed), and the close fsyncs again.
     assert writer.syncs == 3
     assert writer.synced == path.stat().st_size
@@ -64,29 +74,24 @@ async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_li
 
 async def test_write_ahead_lines_nobody_waits_for_share_one_fsync(tmp_path: Path) -> None:
     path = tmp_path / "run.jsonl"
-    clock = FakeClock()
-    with open_log(path, HEADER) as handle:
-        writer = CheckpointWriter(path, HEADER.started_at, clock)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(writer.run, handle)
-            pages = []
-            for n in range(3):  # three pages of discovery, each queued in its own batch
-                pages.append(writer.put_durable(target_record(message(n), State.REQUESTED)))
-                await anyio.wait_all_tasks_blocked()
-            # Written (a killed process leaves them), not fsynced, nobody told they are durable.
-            assert [r.target for r in iter_target_lines(path)] == [message(n) for n in range(3)]
-            assert writer.syncs == 0 and not any(page.is_set() for page in pages)
-
-            # A worker waits for the second page's line: one fsync, and it covers all three.
-            await writer.on_disk(pages[1])
-            assert writer.syncs == 1 and all(page.is_set() for page in pages)
-            assert writer.synced == path.stat().st_size
-
-            # A line queued while nobody waits is fsynced for the first one who does.
-            later = writer.put_durable(target_record(message(3), State.REQUESTED))
+    async with running_writer(path, FakeClock()) as writer:
+        pages = []
+        for n in range(3):  # three pages of discovery, each queued in its own batch
+            pages.append(writer.put_durable(target_record(message(n), State.REQUESTED)))
             await anyio.wait_all_tasks_blocked()
-            assert writer.syncs == 1 and not later.is_set()
-            await writer.on_disk(later)
-            assert writer.syncs == 2 and later.is_set()
-            writer.close()
+        # Written (a killed process leaves them), not fsynced, nobody told they are durable.
+        assert [r.target for r in iter_target_lines(path)] == [message(n) for n in range(3)]
+        assert writer.syncs == 0 and not any(page.is_set() for page in pages)
+
+        # A worker waits for the second page's line: one fsync, and it covers all three.
+        await writer.on_disk(pages[1])
+        assert writer.syncs == 1 and all(page.is_set() for page in pages)
+        assert writer.synced == path.stat().st_size
+
+        # A line queued while nobody waits is fsynced for the first one who does.
+        later = writer.put_durable(target_record(message(3), State.REQUESTED))
+        await anyio.wait_all_tasks_blocked()
+        assert writer.syncs == 1 and not later.is_set()
+        await writer.on_disk(later)
+        assert writer.syncs == 2 and later.is_set()
     assert writer.syncs == 3  # the close's own
