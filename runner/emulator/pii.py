@@ -74,13 +74,13 @@ def phone(*key: int) -> str:
 def body(*key: int) -> str:
     """A message body that carries names, addresses, emails or phone numbers."""
     x = _h(4, *key)
-    template, needs = _TEMPLATE_FIELDS[x % len(TEMPLATES)]
+    template, named, fields = _TEMPLATE_FIELDS[x % len(TEMPLATES)]
     # Only what the template says is computed: a listing renders every body of its page, and a
     # name, phone and email each cost a hash or two that most templates never show.
     values: dict[str, object] = {}
-    if needs & _NAME:
+    if named:
         values["first"], values["last"] = person(*key, 7)
-    for name in needs - _NAME:
+    for name in fields:
         values[name] = _VALUE[name](key, x)
     return template.format_map(values)
 
@@ -98,6 +98,11 @@ _VALUE: Final[dict[str, Callable[[tuple[int, ...], int], object]]] = {
         f"19{50 + (x >> 32) % 50}-{1 + (x >> 36) % 12:02d}-{1 + (x >> 44) % 28:02d}"
     ),
 }
-_TEMPLATE_FIELDS: Final = tuple(
-    (t, frozenset(name for _, name, _, _ in Formatter().parse(t) if name)) for t in TEMPLATES
-)
+
+def _fields(template: str) -> tuple[str, bool, tuple[str, ...]]:
+    """``template``, whether it shows a name, and the other fields it shows."""
+    names = {name for _, name, _, _ in Formatter().parse(template) if name}
+    return template, bool(names & _NAME), tuple(sorted(names - _NAME))
+
+
+_TEMPLATE_FIELDS: Final = tuple(_fields(t) for t in TEMPLATES)

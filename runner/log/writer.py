@@ -86,8 +86,10 @@ class CheckpointWriter:
 
         The caller hands the event to whoever must not act before the record is durable — a
         worker waits for a target's *requested* line before sending its DELETE, so a crash can
-        never leave a deletion the log does not know was attempted. Records queued between two
-        fsyncs share one event.
+        never leave a deletion the log does not know was attempted. Wait through
+        :meth:`on_disk`, not on the event itself: the fsync is lazy, and a bare ``wait()`` asks
+        for none (it returns only with the next timed fsync or the close). Records queued
+        between two batches share one event.
         """
         self.put(record)
         self._durable = True
