@@ -1,6 +1,6 @@
 """Running a job end to end: the I/O shell around the engine.
 
-It opens the HTTP session and the checkpoint, starts the engine, the checkpoint writer, the
+It opens the HTTP client and the checkpoint, starts the engine, the checkpoint writer, the
 progress display and the signal watcher in one task group, and turns how the run ended into an
 exit code. ``plan`` does the discovery half only and sends no DELETE.
 """
@@ -22,7 +22,6 @@ from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import aiohttp
 import anyio
 import structlog
 import structlog.contextvars
@@ -83,15 +82,16 @@ def log_name(job: str, shard: Shard | None, run_id: str) -> str:
     return f"{name}-{run_id}.jsonl"
 
 
-def build_client(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
-    """The HTTP client for the configured hosts and credentials."""
+def build_client(plan: JobPlan, config: Config) -> TwilioClient:
+    """The HTTP client for the configured hosts and credentials: one pool of connections, sized
+    to the in-flight cap (and a few for the reads beside it), all reused."""
     return TwilioClient(
-        session,
         {
             Product.CONVERSATIONS: config.base_urls.conversations,
             Product.MEMORY: config.base_urls.memory,
         },
         config.credentials.basic_auth(),
+        connections=plan.concurrency + 8,
         user_agent=f"bulkops/{__version__}",
     )
 
@@ -110,11 +110,6 @@ def build_requester(
         clock=clock,
     )
     return Requester(client, limits, plan.retry, rng, clock=clock)
-
-
-def _session(plan: JobPlan) -> aiohttp.ClientSession:
-    # One session, one connection pool sized to the in-flight cap: connections are reused.
-    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=plan.concurrency + 8))
 
 
 # What shows a run's progress while it goes (a live table, log lines): given by the caller, so
@@ -194,8 +189,8 @@ async def execute(
     )
     replayed = None if prior is None else prior.size
     with open_log(log_path, header if prior is None else None, replayed=replayed) as handle:
-        async with _session(plan) as session:
-            parts = _build_parts(plan, config, settings, session, log_path, header, prior, clock)
+        async with build_client(plan, config) as client:
+            parts = _build_parts(plan, config, settings, client, log_path, header, prior, clock)
             run = _Run(parts, plan, log_path, header, handle, options, clock, began)
             await run.drive(display)
         await run.close(prior)
@@ -217,14 +212,14 @@ def _build_parts(
     plan: JobPlan,
     config: Config,
     settings: EngineSettings,
-    session: aiohttp.ClientSession,
+    client: TwilioClient,
     log_path: Path,
     header: Header,
     prior: Replay | None,
     clock: Clock,
 ) -> _Parts:
     writer = CheckpointWriter(log_path, header.started_at, clock)
-    requester = build_requester(build_client(session, config), plan, random.Random(), clock)
+    requester = build_requester(client, plan, random.Random(), clock)
     engine = Engine(
         settings, requester, plan.sources, writer, clock=clock, prior=prior, fanout=plan.fanout
     )
@@ -664,8 +659,8 @@ async def plan_targets(
     result.holds = hold_list(plan, config)
     admission = Admission(shard=plan.shard, planning=True, holds=result.holds)
     result.selected, result.covered = admission.admitted, admission.covered
-    async with _session(plan) as session:
-        requester = build_requester(build_client(session, config), plan, random.Random(), clock)
+    async with build_client(plan, config) as client:
+        requester = build_requester(client, plan, random.Random(), clock)
         discovery = Discovery(
             requester,
             plan.service,

@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiohttp
 import anyio
 import structlog
 
@@ -217,11 +216,8 @@ async def run_verification(
     if proven is not None:
         chosen = _unproven(chosen, proven, found)
     sources = listing_sources(prepared)
-    connector = aiohttp.TCPConnector(limit=plan.concurrency + 8)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        requester = build_requester(
-            build_client(session, prepared.config), plan, random.Random(), MONOTONIC
-        )
+    async with build_client(plan, prepared.config) as client:
+        requester = build_requester(client, plan, random.Random(), MONOTONIC)
         checker = _Checker(requester, plan.service, found, journal)
         discovery = Discovery(
             requester,

@@ -1,4 +1,4 @@
-"""The HTTP boundary: the only module that talks aiohttp (and the lean transport of DELETEs).
+"""The HTTP boundary: every request bulkops sends to Twilio leaves through here.
 
 It sends one request and turns every way it can end into either a :class:`Reply` or one of the
 ``RemoteError`` subclasses of :mod:`runner.errors`. Retrying, pacing and bookkeeping are the
@@ -8,12 +8,10 @@ caller's; this module decides only what an answer *means*.
 from __future__ import annotations
 
 import base64
-import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
-import aiohttp
 import orjson
 from yarl import URL
 
@@ -38,7 +36,6 @@ MAX_ERROR_MESSAGE = 200
 MAX_BODY = 16 * 1024 * 1024
 # An error reply needs only its code and message: anything longer is not read.
 MAX_ERROR_BODY = 64 * 1024
-_READ_CHUNK = 256 * 1024
 CONCURRENT_REQUESTS = "Twilio-Concurrent-Requests"
 _MAX_COUNT_DIGITS = 9  # a count of requests in flight; more digits is no count at all
 
@@ -53,39 +50,28 @@ class Reply:
 
 
 class TwilioClient:
-    """Sends authenticated requests to the product hosts over one shared aiohttp session.
+    """Sends authenticated requests to the product hosts over one keep-alive connection pool.
 
-    DELETEs, one per target, go through the lean keep-alive pool of :mod:`runner.wire.transport`
-    instead (aiohttp's own Python costs about five times the syscalls of a request); the pool
-    holds as many connections as the session's connector and closes with it. Lists, polls and
-    reads stay on aiohttp: they are a small share of the requests and the larger replies.
+    Every request goes through the lean pool of :mod:`runner.wire.transport` (aiohttp's client
+    spent about five times the Python of a request, and a list page's reply cost it several
+    times a delete's); the pool holds at most ``connections`` open at once. Use it as an async
+    context manager, or call :meth:`aclose`: either closes every connection.
     """
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
         base_urls: Mapping[Product, str],
         auth: tuple[str, str],
         *,
+        connections: int = 100,
         timeout: float = 30.0,
         user_agent: str = "bulkops",
     ) -> None:
-        self._session = session
-        # aiohttp sends an idempotent request again, unseen, when a reused connection drops
-        # before the answer (RFC 9112 §9.3.1): a DELETE the server had applied then reads 404
-        # and would be reported `gone`, absent before bulkops asked. Off, the drop reaches the
-        # requester, which retries it itself and reports `gone_after_request`. aiohttp (3.14)
-        # has no public switch for it; without the flag nothing changes but that report.
-        if hasattr(session, "_retry_connection"):
-            session._retry_connection = False
         self._bases = {product: URL(url) for product, url in base_urls.items()}
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._total = timeout
-        connector = session.connector
-        self._pool = Pool(connector.limit if connector is not None and connector.limit else 100)
-        if connector is not None:
-            _close_with(connector, self._pool)
-        # Built once: the header is the only place the secret lives after start-up.
+        self._pool = Pool(connections)
+        # Built once: the header is the only place the secret lives after start-up. No
+        # Accept-Encoding: replies come as they are, and nothing is ever decompressed.
         token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
         self._headers = {
             "User-Agent": user_agent,
@@ -94,6 +80,17 @@ class TwilioClient:
         }
         self._head = encode_headers(self._headers)
         self.deletes_stopped = False  # set when the run stops: no DELETE leaves after that
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every connection (a request in flight fails) and wait for their sockets."""
+        self._pool.close()
+        await self._pool.wait_closed()
 
     def url_for(self, product: Product, path_or_url: str) -> URL:
         """Resolve a path against the product's base; refuse absolute URLs on any other origin.
@@ -134,55 +131,20 @@ class TwilioClient:
         """Send one request; return its 2xx reply or raise the RemoteError that classifies it.
 
         Raises Stopped for a DELETE once the run is stopping: this is the last moment before a
-        request leaves, after any wait for a rate limit (Ctrl-C, a brake, --max-duration).
+        request leaves, after any wait for a rate limit or a free connection (Ctrl-C, a brake,
+        --max-duration). Reads still go: they change nothing.
         """
-        if self.deletes_stopped and method == "DELETE":
+        deleting = method == "DELETE"
+        if deleting and self.deletes_stopped:
             raise Stopped("the run is stopping")
         url = self.url_for(product, path_or_url)
-        merged = {**self._headers, **headers} if headers else self._headers
-        if method == "DELETE":
-            return await self._lean(method, url, params, merged)
-        try:
-            async with self._session.request(
-                method,
-                url,
-                params=params,
-                headers=merged,
-                timeout=self._timeout,
-                allow_redirects=False,
-            ) as resp:
-                ok = 200 <= resp.status < 300
-                raw = await _read_capped(resp, MAX_BODY if ok else MAX_ERROR_BODY)
-                return _classify_capped(resp.status, raw, resp.headers)
-        except RemoteError as exc:
-            exc.url = shown_url(url)
-            raise
-        except TimeoutError as exc:
-            raise _at(TransientError(0, None, "request timed out"), url) from exc
-        except aiohttp.ClientError as exc:
-            detail = ""
-            if isinstance(exc, aiohttp.ClientConnectorError) and exc.errno:
-                detail = os.strerror(exc.errno).lower()
-            raise _at(_connection_failed(exc, detail), url) from exc
-
-    def _still_sending(self) -> bool:
-        return not self.deletes_stopped
-
-    async def _lean(
-        self,
-        method: str,
-        url: URL,
-        params: Mapping[str, str] | list[tuple[str, str]] | None,
-        headers: Mapping[str, str],
-    ) -> Reply:
-        """:meth:`request` over the lean pool: the same answers, errors and reasons."""
         if params:
-            url = url.extend_query(params)  # as aiohttp does with params
-        if headers is self._headers:
+            url = url.extend_query(params)
+        if not headers:
             head = self._head
         else:
             try:
-                head = encode_headers(headers)
+                head = encode_headers({**self._headers, **headers})
             except ValueError as exc:
                 refused = PermanentError(0, None, "refusing a header that cannot be sent")
                 raise _at(refused, url) from exc
@@ -194,7 +156,7 @@ class TwilioClient:
                 cap_ok=MAX_BODY,
                 cap_error=MAX_ERROR_BODY,
                 seconds=self._total,
-                still_wanted=self._still_sending,
+                still_wanted=self._still_sending if deleting else None,
             )
             # No await from here to the caller's classification: a 429's pause is recorded
             # before any other task runs, so none can take this connection and send into it.
@@ -211,7 +173,7 @@ class TwilioClient:
         if raw and resp.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
             # No Accept-Encoding is sent and nothing is decompressed: an encoded body is
             # unreadable, like a body that is not JSON (a 2xx is retried; an error is
-            # classified by its status and headers alone).
+            # classified by its status and headers alone). A compression bomb is never inflated.
             if ok:
                 reason = "response body encoded, not asked for"
                 raise _at(TransientError(resp.status, None, reason), url)
@@ -222,36 +184,16 @@ class TwilioClient:
             exc.url = shown_url(url)
             raise
 
+    def _still_sending(self) -> bool:
+        return not self.deletes_stopped
+
 
 def _connection_failed(exc: Exception, detail: str) -> TransientError:
-    """The error of a request its connection could not carry, on either transport."""
+    """The error of a request its connection could not carry."""
     reason = f"connection failed: {type(exc).__name__}"
     if detail:
         reason += f" ({detail})"  # e.g. "(connection refused)"
     return TransientError(0, None, reason)
-
-
-def _close_with(connector: aiohttp.BaseConnector, pool: Pool) -> None:
-    """Close ``pool`` whenever ``connector`` is closed (the session's end closes it).
-
-    Every caller that builds a client ends its run by closing the aiohttp session, and some
-    (tests, verify) build the client from a session they close themselves: tying the pool to
-    the connector's close leaves no socket open however the client was built, without a second
-    close for each of them to remember. aiohttp has no hook for it, so the bound method is
-    wrapped on this instance; ``ClientSession.close`` awaits what it returns.
-    """
-    close_connector = connector.close
-
-    def close(*args: Any, **kwargs: Any) -> Awaitable[None]:
-        pool.close()
-        return _after(close_connector(*args, **kwargs), pool)
-
-    connector.close = close  # type: ignore[method-assign]  # see the docstring
-
-
-async def _after(connector_closed: Awaitable[None], pool: Pool) -> None:
-    await connector_closed
-    await pool.wait_closed()
 
 
 def shown_url(url: URL) -> str:
@@ -264,34 +206,8 @@ def _at(error: RemoteError, url: URL) -> RemoteError:
     return error
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The body, or None once it is known to be longer than ``cap`` bytes.
-
-    Read in chunks so that memory stays bounded whatever the server says (or does not say) in
-    Content-Length; the unread rest is dropped with the connection.
-    """
-    length = resp.content_length
-    if length is not None and length > cap:
-        return None
-    if length is not None and resp.headers.get("Content-Encoding", "identity") == "identity":
-        # The parser stops at the declared length, so a plain read is bounded by it. Not so
-        # for a compressed body: its length is before decompression (a gzip bomb).
-        return await resp.read()
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await resp.content.read(_READ_CHUNK)
-        if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > cap:
-            return None
-        parts.append(chunk)
-
-
 def _classify_capped(status: int, raw: bytes | None, headers: Mapping[str, str]) -> Reply:
-    """:func:`_classify` a body read up to its cap (None: longer than the cap), on either
-    transport."""
+    """:func:`_classify` a body read up to its cap (None: longer than the cap)."""
     if raw is None:
         if 200 <= status < 300:
             # Retried like an unreadable body (every request is idempotent), within the retry

@@ -2,7 +2,8 @@
 
 aiohttp spends about 75 µs of Python per request (ClientSession._request, ClientRequest,
 ClientResponse.start, the connector's bookkeeping, yarl, timers); send and receive cost about
-15. A run sends one DELETE per target, so :class:`TwilioClient` sends its DELETEs here: one
+15. A run sends one DELETE per target, and a list page cost aiohttp several times a delete, so
+:class:`TwilioClient` sends every request here: one
 ``asyncio.Protocol`` per connection (asyncio and uvloop alike), replies parsed by httptools
 (llhttp, the C parser of uvicorn), the request written as one prebuilt ``bytes``.
 
@@ -134,6 +135,12 @@ def _host_header(url: URL) -> bytes:
 
 
 def _errno_text(exc: BaseException | None) -> str:
+    # An SSLError is an OSError whose errno is OpenSSL's code, not the system's: read as an
+    # errno, a refused certificate would say "operation not permitted".
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {(exc.reason or type(exc).__name__).lower().replace('_', ' ')}"
     if isinstance(exc, socket.gaierror) and exc.strerror:
         return exc.strerror.lower()  # e.g. "name or service not known"
     if isinstance(exc, OSError) and exc.errno and exc.errno in errno.errorcode:

@@ -54,6 +54,7 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 import runner.app.job
 from runner.emulator import EMULATOR_KEY, EmulatorSettings, build_app, generate
 from runner.kinds.base import Product
+from runner.plan.planner import JobPlan
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import (
@@ -472,9 +473,8 @@ async def test_responses_slower_than_the_timeout_are_retried(
     (not gone: bulkops most likely deleted it itself)."""
     if SLOW_CLIENT_TIMEOUT != 30.0:
 
-        def client_with_timeout(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
+        def client_with_timeout(plan: JobPlan, config: Config) -> TwilioClient:
             return TwilioClient(
-                session,
                 {
                     Product.CONVERSATIONS: config.base_urls.conversations,
                     Product.MEMORY: config.base_urls.memory,
@@ -877,7 +877,7 @@ async def test_tls_is_verified_even_on_loopback_and_no_variable_turns_it_off(
             check=False,
         )
         assert untrusted.returncode == 1  # discovery failed: nothing selected, nothing sent
-        assert b"Certificate" in untrusted.stderr
+        assert b"certificate verify failed: self-signed certificate" in untrusted.stderr
         assert emu.ledger.request_count == 0
         assert len(emu.store.stores) == stores
 

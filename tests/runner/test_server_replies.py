@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import orjson
 import pytest
@@ -707,14 +706,16 @@ async def test_a_body_past_the_cap_is_not_read_into_memory(
 
 
 @pytest.mark.timeout(60)
-async def test_a_compressed_body_is_capped_after_decompression(
+async def test_a_compressed_body_nobody_asked_for_is_refused_not_inflated(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A gzip body of 64 KB that inflates to 64 MiB (its Content-Length is the small size) is
-    dropped at the cap, not inflated whole."""
+    """bulkops asks for no encoding. A gzip body of 64 KB that would inflate to 64 MiB (a
+    bomb) is an unreadable reply, retried and then the listing's failure, never inflated."""
     bomb = gzip.compress(b" " * (64 * 2**20), compresslevel=9)
+    asked: list[str | None] = []
 
     async def respond(request: web.Request, server: ListServer) -> Any:
+        asked.append(request.headers.get("Accept-Encoding"))
         return web.Response(
             body=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
         )
@@ -727,8 +728,9 @@ async def test_a_compressed_body_is_capped_after_decompression(
     assert len(bomb) < 2**20
     assert code == 1
     assert server.gets(CONVS) == 2
+    assert asked == [None, None]
     (error,) = discovery_errors(workdir)
-    assert "larger than" in error
+    assert "response body encoded, not asked for" in error
 
 
 # -- page order and the message early stop --------------------------------------------------
@@ -901,10 +903,9 @@ def test_next_page_url_stays_on_its_path(value: str, message: str | None) -> Non
 async def test_url_for_refuses_anything_but_the_exact_origin(value: str) -> None:
     """The client follows only URLs on the configured origin; anything else, readable or not,
     is a PermanentError that names no credentials."""
-    async with aiohttp.ClientSession() as session:
-        client = TwilioClient(
-            session, {Product.CONVERSATIONS: "https://127.0.0.1:8443"}, ("AC", "secret")
-        )
+    async with TwilioClient(
+        {Product.CONVERSATIONS: "https://127.0.0.1:8443"}, ("AC", "secret")
+    ) as client:
         assert str(client.url_for(Product.CONVERSATIONS, "/v1/Conversations")).startswith(
             "https://127.0.0.1:8443/"
         )
@@ -992,10 +993,7 @@ async def discover(server: ListServer, source: Source, found: list[Target]) -> N
     async def emit(targets: Any) -> None:
         found.extend(targets)
 
-    async with aiohttp.ClientSession() as session:
-        client = TwilioClient(
-            session, {p: server.url for p in Product}, ("AC" + "0" * 32, "token")
-        )
+    async with TwilioClient({p: server.url for p in Product}, ("AC" + "0" * 32, "token")) as client:
         limits = Limits(concurrency=4, per_conversation_rate=1000.0, per_service_rate=1000.0,
                         products={p: ProductLimit() for p in Product}, rng=random.Random(1))
         requester = Requester(client, limits, RetryPolicy(max_attempts=1), random.Random(1),

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 
 import runner.app.job
 from runner.errors import ExitCode
 from runner.kinds.base import Product
+from runner.plan.planner import JobPlan
 from runner.spec.config import Config
 from runner.wire.client import TwilioClient
 from tests.runner.conftest import (
@@ -133,10 +133,9 @@ async def test_plan_against_a_server_that_never_answers_is_one_line_and_exit_1(
 ) -> None:
     """`plan` whose requests time out names the URL and the timeout in one line; exit 1."""
 
-    def client_with_short_timeout(session: aiohttp.ClientSession, config: Config) -> TwilioClient:
+    def client_with_short_timeout(plan: JobPlan, config: Config) -> TwilioClient:
         # The shipped timeout (30 s) has no setting; the real client is built with a short one.
         return TwilioClient(
-            session,
             {
                 Product.CONVERSATIONS: config.base_urls.conversations,
                 Product.MEMORY: config.base_urls.memory,

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -35,11 +36,9 @@ DATASET = {
 }
 
 
-def requester_at(emu: Any, workers: int = 4) -> Requester:
+@asynccontextmanager
+async def requester_at(emu: Any, workers: int = 4) -> AsyncIterator[Requester]:
     """The real requester aimed at ``emu``, with limits that do not bind in a test."""
-    client = TwilioClient(
-        emu.session, {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
-    )
     limits = Limits(
         concurrency=workers,
         per_conversation_rate=1000.0,
@@ -47,7 +46,10 @@ def requester_at(emu: Any, workers: int = 4) -> Requester:
         products={p: ProductLimit() for p in Product},
         rng=random.Random(1),
     )
-    return Requester(client, limits, RetryPolicy(max_attempts=2), random.Random(1))
+    async with TwilioClient(
+        {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+    ) as client:
+        yield Requester(client, limits, RetryPolicy(max_attempts=2), random.Random(1))
 
 
 def listings(ledger: dict[str, Any]) -> Counter[str]:
@@ -76,8 +78,8 @@ async def test_a_page_is_asked_for_only_once_the_last_one_was_taken(start_emulat
             if len(pages) == 1:
                 await taken.wait()
 
-        discovery = Discovery(requester_at(emu), service_of(emu))
-        async with anyio.create_task_group() as tg:
+        async with requester_at(emu) as requester, anyio.create_task_group() as tg:
+            discovery = Discovery(requester, service_of(emu))
             tg.start_soon(discovery.run, ListChildren(MESSAGE, (sid,)), emit)
             await anyio.wait_all_tasks_blocked()
             assert listings(await emu.ledger())[path] == 1
@@ -100,18 +102,19 @@ async def test_a_conversation_is_not_listed_again(start_emulator: Any, how: str)
             recorded.append(sid)
 
         skip = {first}.__contains__
-        if how == "deleted":
-            discovery = Discovery(requester_at(emu), service_of(emu), skip_conversation=skip)
-            listed = ListedConversations(lambda _sid: False, record)
-        else:
-            discovery = Discovery(requester_at(emu), service_of(emu))
-            listed = ListedConversations(skip, record)
         found: list[Target] = []
 
         async def emit(targets: Sequence[Target]) -> None:
             found.extend(targets)
 
-        await discovery.run(ListChildren(PARTICIPANT, None), emit, listed)
+        async with requester_at(emu) as requester:
+            if how == "deleted":
+                discovery = Discovery(requester, service_of(emu), skip_conversation=skip)
+                listed = ListedConversations(lambda _sid: False, record)
+            else:
+                discovery = Discovery(requester, service_of(emu))
+                listed = ListedConversations(skip, record)
+            await discovery.run(ListChildren(PARTICIPANT, None), emit, listed)
 
         gets = listings(await emu.ledger())
         assert gets[f"{conversations_prefix(service_of(emu))}/{first}/Participants"] == 0

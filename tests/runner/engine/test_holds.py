@@ -211,26 +211,27 @@ async def test_over_http_nothing_held_is_deleted_and_a_hold_added_before_the_sen
             Explicit(MESSAGE, tuple(Target(MESSAGE, m, held) for m in messages)),
         ]
         log = tmp_path / "run.jsonl"
-        with open_log(log, HEADER) as handle:
-            writer = CheckpointWriter(log, HEADER.started_at)
-            engine = Engine(
-                replace(settings(), holds=holds),
-                requester_at(emu, 4),
-                sources,
-                writer,
-                clock=MONOTONIC,
-            )
+        async with requester_at(emu, 4) as requester:
+            with open_log(log, HEADER) as handle:
+                writer = CheckpointWriter(log, HEADER.started_at)
+                engine = Engine(
+                    replace(settings(), holds=holds),
+                    requester,
+                    sources,
+                    writer,
+                    clock=MONOTONIC,
+                )
 
-            async def run() -> None:
-                await engine.run()
-                writer.close()
+                async def run() -> None:
+                    await engine.run()
+                    writer.close()
 
-            with anyio.fail_after(30):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(run)
-                    await anyio.wait_all_tasks_blocked()  # admitted, held at the write-ahead
-                    write(path, f"id\n{late}\n")
-                    tg.start_soon(writer.run, handle)
+                with anyio.fail_after(30):
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(run)
+                        await anyio.wait_all_tasks_blocked()  # admitted, held at the write-ahead
+                        write(path, f"id\n{late}\n")
+                        tg.start_soon(writer.run, handle)
 
         deletes = [r["path"] for r in (await emu.ledger())["requests"] if r["method"] == "DELETE"]
         assert deletes == [f"/v1/Conversations/{free}"]

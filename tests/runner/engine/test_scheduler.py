@@ -51,14 +51,14 @@ async def engine_at(
 ) -> AsyncIterator[tuple[Engine, CheckpointWriter, Any]]:
     """An engine against ``emu`` with a new checkpoint log at ``log`` (its writer not started:
     the caller starts it, or not, to hold the workers at their write-ahead)."""
-    requester = requester_at(emu, workers)
-    with open_log(log, HEADER) as handle:
-        writer = CheckpointWriter(log, HEADER.started_at)
-        try:
-            engine = Engine(settings(workers), requester, sources, writer, clock=MONOTONIC)
-            yield engine, writer, handle
-        finally:
-            writer.close()
+    async with requester_at(emu, workers) as requester:
+        with open_log(log, HEADER) as handle:
+            writer = CheckpointWriter(log, HEADER.started_at)
+            try:
+                engine = Engine(settings(workers), requester, sources, writer, clock=MONOTONIC)
+                yield engine, writer, handle
+            finally:
+                writer.close()
 
 
 async def run_to_end(engine: Engine, writer: CheckpointWriter, handle: Any) -> None:

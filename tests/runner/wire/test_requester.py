@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import pytest
 
 from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
@@ -27,9 +26,9 @@ CONV = Product.CONVERSATIONS
 @asynccontextmanager
 async def requester_for(emu: Any, policy: RetryPolicy) -> AsyncIterator[Requester]:
     """A requester of ``policy`` aimed at ``emu``, with the run's default limits."""
-    async with aiohttp.ClientSession() as session:
-        client = TwilioClient(session, {p: emu.url for p in Product},
-                              (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN))
+    async with TwilioClient(
+        {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+    ) as client:
         limits = Limits(concurrency=4, per_conversation_rate=30.0, per_service_rate=30.0,
                         products={p: ProductLimit() for p in Product}, rng=random.Random(1),
                         max_pause=policy.max_pause)

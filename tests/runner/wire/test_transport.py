@@ -1,7 +1,7 @@
 """The lean transport of DELETEs (runner/wire/transport.py) against a raw hostile peer: every
 way a reply can break is a classified error or a good reply, a dropped request is never sent
 again unseen (judged by the server's own count), and the pool reuses, discards and drains its
-connections. Real sockets throughout: the client is the real TwilioClient on a real session."""
+connections. Real sockets throughout: the client is the real TwilioClient."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-import aiohttp
 import anyio
 import anyio.lowlevel
 import pytest
@@ -32,12 +31,11 @@ OK_JSON = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length:
 async def client_of(
     server: RawServer, *, request_timeout: float = 10.0, limit: int = 100
 ) -> AsyncIterator[TwilioClient]:
-    """The real client aimed at ``server``, on a session it closes at the end."""
-    async with raw_running(server) as url, aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=limit)
-    ) as session:
-        yield TwilioClient(session, {p: url for p in Product}, ("AC", "secret"),
-                           timeout=request_timeout)
+    """The real client aimed at ``server``, closed at the end."""
+    async with raw_running(server) as url, TwilioClient(
+        {p: url for p in Product}, ("AC", "secret"), connections=limit, timeout=request_timeout
+    ) as client:
+        yield client
 
 
 async def delete(client: TwilioClient, path: str = PATH) -> Reply:
@@ -182,8 +180,7 @@ async def test_a_refused_connection_names_its_errno() -> None:
     server = RawServer()
     async with raw_running(server) as url:
         pass  # the port is free again: nobody listens there
-    async with aiohttp.ClientSession() as session:
-        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+    async with TwilioClient({p: url for p in Product}, ("AC", "secret")) as client:
         error = await failure(client)
     assert isinstance(error, TransientError)
     assert "connection failed: ConnectError (connection refused)" in str(error)
@@ -339,8 +336,8 @@ async def test_a_keep_alive_connection_closed_while_idle_never_carries_a_request
 # -- the pool --------------------------------------------------------------------------------
 
 
-async def test_connections_are_reused_and_drained_when_the_session_closes() -> None:
-    """Ten DELETEs one after another share one connection; closing the session closes it."""
+async def test_connections_are_reused_and_drained_when_the_client_closes() -> None:
+    """Ten DELETEs one after another share one connection; closing the client closes it."""
     server = RawServer()
     async with client_of(server) as client:
         for _ in range(10):
@@ -367,18 +364,17 @@ async def test_the_pool_opens_no_more_connections_than_the_connector_allows() ->
     assert server.most_open <= 3
 
 
-async def test_a_request_in_flight_when_the_session_closes_fails_cleanly() -> None:
-    """Closing the session aborts a DELETE still waiting for its answer: a connection
+async def test_a_request_in_flight_when_the_client_closes_fails_cleanly() -> None:
+    """Closing the client aborts a DELETE still waiting for its answer: a connection
     failure, and no socket left open."""
     server = RawServer([Raw(b"", "hang")])
     async with raw_running(server) as url:
-        session = aiohttp.ClientSession()
-        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+        client = TwilioClient({p: url for p in Product}, ("AC", "secret"))
         outcome: Outcome = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcome_of, client, outcome)
             await until(lambda: bool(server.requests))
-            await session.close()
+            await client.aclose()
     (error,) = outcome
     assert isinstance(error, TransientError) and "ConnectionLost" in str(error)
     assert pool_of(client).open == 0
@@ -392,7 +388,7 @@ def run_on_uvloop(test: Callable[[], Coroutine[Any, Any, None]]) -> None:
 
 def test_on_uvloop_a_reply_is_read_reused_and_a_broken_one_classified() -> None:
     """The same transport on uvloop: replies read, the connection reused, a cut reply a
-    connection failure, the pool drained at the session's close."""
+    connection failure, the pool drained at the client's close."""
 
     async def scenario() -> None:
         cut = Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "close")
@@ -410,19 +406,18 @@ def test_on_uvloop_a_reply_is_read_reused_and_a_broken_one_classified() -> None:
     run_on_uvloop(scenario)
 
 
-async def test_a_read_to_close_body_cut_by_the_sessions_close_is_no_reply() -> None:
-    """A 202 whose body runs to the close, its headers read, when our own session closes: the
+async def test_a_read_to_close_body_cut_by_the_clients_close_is_no_reply() -> None:
+    """A 202 whose body runs to the close, its headers read, when our own client closes: the
     partial body is a cut one (a connection failure), never a whole, successful reply — the
     abort is ours, not the server's end of file."""
     server = RawServer([Raw(b"HTTP/1.1 202 Accepted\r\nConnection: close\r\n\r\n", "hang")])
     async with raw_running(server) as url:
-        session = aiohttp.ClientSession()
-        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"))
+        client = TwilioClient({p: url for p in Product}, ("AC", "secret"))
         outcome: Outcome = []
         async with anyio.create_task_group() as tg:
             tg.start_soon(outcome_of, client, outcome)
             await until(lambda: any(c._headers_done for c in pool_of(client)._conns))
-            await session.close()
+            await client.aclose()
     (error,) = outcome
     assert isinstance(error, TransientError) and "ConnectionLost" in str(error), error
 
@@ -435,8 +430,9 @@ async def test_a_failed_connect_frees_its_room_for_the_next_request_at_once() ->
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        client = TwilioClient(session, {p: url for p in Product}, ("AC", "secret"), timeout=600)
+    async with TwilioClient(
+        {p: url for p in Product}, ("AC", "secret"), connections=1, timeout=600
+    ) as client:
         errors: list[RemoteError] = []
 
         async def send() -> None:
