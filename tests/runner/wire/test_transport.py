@@ -16,6 +16,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import uvloop
+from yarl import URL
 
 from runner.errors import PermanentError, RemoteError, Stopped, Throttled, TransientError
 from runner.kinds.base import Product
@@ -173,6 +174,41 @@ async def test_a_slow_reply_times_out() -> None:
         assert isinstance(error, TransientError) and "request timed out" in str(error)
         assert (await delete(client)).status == 204
     assert [r.connection for r in server.requests] == [1, 2]
+
+
+async def pool_delete(pool: transport.Pool, url: str, seconds: float) -> transport.Response:
+    """One DELETE of PATH straight through ``pool`` with a deadline of ``seconds``."""
+    return await pool.request("DELETE", URL(url + PATH), b"", cap_ok=MAX_BODY,
+                              cap_error=MAX_ERROR_BODY, seconds=seconds)
+
+
+async def test_each_exchange_times_out_at_its_own_deadline() -> None:
+    """The pool watches every deadline with one timer, armed for the earliest. An exchange with
+    a later deadline than the one the timer was armed for (answered meanwhile) still times out;
+    one with an earlier deadline than an exchange already waiting moves the timer forward (it
+    does not wait 600 s behind it)."""
+    server = RawServer([SANE_204, Raw(b"", "hang"), Raw(b"", "hang"), Raw(b"", "hang")])
+    async with raw_running(server) as url:
+        pool = transport.Pool(10)
+        try:
+            with anyio.fail_after(20):
+                answered = asyncio.ensure_future(pool_delete(pool, url, 0.2))
+                await until(lambda: len(server.requests) == 1)  # the 204 is its
+                late = asyncio.ensure_future(pool_delete(pool, url, 0.5))
+                assert (await answered).status == 204
+                with pytest.raises(TimeoutError):
+                    await late
+                waiting = asyncio.ensure_future(pool_delete(pool, url, 600))
+                await until(lambda: len(server.requests) == 3)
+                with pytest.raises(TimeoutError):
+                    await pool_delete(pool, url, 0.2)
+                assert not waiting.done()
+                pool.close()
+                with pytest.raises(transport.ConnectionLost):
+                    await waiting
+        finally:
+            pool.close()
+            await pool.wait_closed()
 
 
 async def test_a_refused_connection_names_its_errno() -> None:
