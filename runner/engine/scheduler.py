@@ -56,7 +56,7 @@ from runner.log.records import (
     target_record,
 )
 from runner.log.replay import Replay
-from runner.log.writer import CheckpointWriter
+from runner.log.writer import CheckpointWriter, Durable
 from runner.plan.planner import JobPlan, ServiceSet
 from runner.plan.selection import Explicit, Manifest, Source, source_kinds
 from runner.plan.shard import Shard
@@ -65,7 +65,7 @@ from runner.wire.requester import Requester
 
 log = structlog.get_logger("bulkops.scheduler")
 
-Work = tuple[Target, anyio.Event | None]  # a target, and the event of its durable request line
+Work = tuple[Target, Durable | None]  # a target, and the promise of its request line on disk
 
 # After a pause beyond retry.max_pause, what is in flight gets this long (as after Ctrl-C).
 PAUSE_GRACE_SECONDS = 4.0
@@ -434,7 +434,7 @@ class Engine:
             lambda sid: self._writer.put(service_listed_record(index, sid)),
         )
 
-    def _admit(self, target: Target) -> anyio.Event | None:
+    def _admit(self, target: Target) -> Durable | None:
         """Act on the admission's verdict about a found target; returns the event of its
         durable *requested* line, or None when it is not to be driven."""
         verdict = self._admission.admit(target)
@@ -466,7 +466,7 @@ class Engine:
         target: Target,
         tg: anyio.abc.TaskGroup,
         generation: int = 0,
-        durable: anyio.Event | None = None,
+        durable: Durable | None = None,
         *,
         requested_before: bool = False,
     ) -> None:
@@ -474,7 +474,7 @@ class Engine:
         process of this run requested it (its answer was never logged, or was a failure), so a
         404 may well answer this run's own earlier delete (gone after request, not gone)."""
         if durable is not None and not durable.is_set():
-            await self._writer.on_disk(durable)
+            await durable.wait()
         if self._reads is not None:
             # The attributes of a conversation no listing of this run showed, read before any
             # DELETE in it (a failed read holds it).

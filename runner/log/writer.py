@@ -10,8 +10,8 @@ driven again.
 
 Every batch is written and flushed at once (a killed process leaves it with the operating
 system); an fsync is a lazy group commit. A write-ahead line (queued with
-:meth:`CheckpointWriter.put_durable`) is fsynced as soon as someone waits for it
-(:meth:`CheckpointWriter.on_disk`): a worker about to send its target's DELETE. Until then more
+:meth:`CheckpointWriter.put_durable`) is fsynced as soon as someone waits for it (the
+:class:`Durable` it returns): a worker about to send its target's DELETE. Until then more
 lines join it, so one fsync covers every page discovery wrote meanwhile (a fanout of 10,000
 conversations listed ahead of its workers fsynced once per page, 77 µs of system time and a
 thread round trip each). Outcome lines, and write-ahead lines nobody has waited for yet, reach
@@ -38,6 +38,30 @@ from runner.log.records import encode, group_records
 SYNC_EVERY = 0.5
 
 
+class Durable:
+    """The promise that the records queued with :meth:`CheckpointWriter.put_durable` are on
+    disk (fsynced). Waiting for it asks the writer for the fsync: the commit is lazy, and a
+    promise nobody waits for is kept only by the next timed fsync or the close."""
+
+    __slots__ = ("_event", "_writer")
+
+    def __init__(self, writer: CheckpointWriter) -> None:
+        self._event = anyio.Event()
+        self._writer = writer
+
+    def is_set(self) -> bool:
+        """Whether the records are on disk."""
+        return self._event.is_set()
+
+    async def wait(self) -> None:
+        """Return once the records are on disk, asking for the fsync if it is not done."""
+        if self._event.is_set():
+            return
+        self._writer._wanted = True
+        self._writer._wake.set()
+        await self._event.wait()
+
+
 class CheckpointWriter:
     """The single owner of a checkpoint file: appends records and group-commits them.
 
@@ -55,11 +79,11 @@ class CheckpointWriter:
         # than a datetime, once per outcome.
         self._origin = clock.now() - (datetime.now(UTC) - started).total_seconds()
         self._queued: list[dict[str, Any]] = []
-        self._on_disk = anyio.Event()  # set once every record queued so far is fsynced
+        self._on_disk = Durable(self)  # kept once every record queued so far is fsynced
         self._wake = anyio.Event()
         self._durable = False  # a record queued since the last batch was taken waits for fsync
         # Events of write-ahead lines written but not yet fsynced, and whether someone waits.
-        self._unsynced: list[anyio.Event] = []
+        self._unsynced: list[Durable] = []
         self._wanted = False
         self._last_sync = clock.now()
         self._closed = False
@@ -81,28 +105,17 @@ class CheckpointWriter:
         self._queued.append(record)
         self._wake.set()
 
-    def put_durable(self, record: dict[str, Any]) -> anyio.Event:
-        """Queue one record; the returned event is set once it is on disk (fsynced).
+    def put_durable(self, record: dict[str, Any]) -> Durable:
+        """Queue one record; the returned :class:`Durable` is kept once it is on disk.
 
-        The caller hands the event to whoever must not act before the record is durable — a
-        worker waits for a target's *requested* line before sending its DELETE, so a crash can
-        never leave a deletion the log does not know was attempted. Wait through
-        :meth:`on_disk`, not on the event itself: the fsync is lazy, and a bare ``wait()`` asks
-        for none (it returns only with the next timed fsync or the close). Records queued
-        between two batches share one event.
+        The caller hands it to whoever must not act before the record is durable — a worker
+        waits for a target's *requested* line before sending its DELETE, so a crash can never
+        leave a deletion the log does not know was attempted. Records queued between two
+        batches share one.
         """
         self.put(record)
         self._durable = True
         return self._on_disk
-
-    async def on_disk(self, event: anyio.Event) -> None:
-        """Return once ``event`` (from :meth:`put_durable`) is set, asking the writer to fsync
-        now: the lazy group commit's only trigger that is not time (see the module)."""
-        if event.is_set():
-            return
-        self._wanted = True
-        self._wake.set()
-        await event.wait()
 
     def close(self) -> None:
         """No more records: the writer drains, fsyncs and returns."""
@@ -130,7 +143,7 @@ class CheckpointWriter:
             batch, self._queued = self._queued, []
             if self._durable:
                 self._durable = False
-                done, self._on_disk = self._on_disk, anyio.Event()
+                done, self._on_disk = self._on_disk, Durable(self)
                 self._unsynced.append(done)
             if self.error is not None:
                 continue
@@ -166,10 +179,10 @@ class CheckpointWriter:
         self._release()
 
     def _release(self) -> None:
-        """Set the events of the write-ahead lines the last fsync covered."""
+        """Keep the promises of the write-ahead lines the last fsync covered."""
         unsynced, self._unsynced = self._unsynced, []
-        for event in unsynced:
-            event.set()
+        for durable in unsynced:
+            durable._event.set()
 
     def _synced(self, handle: BinaryIO) -> None:
         """The file is on disk up to its end: count the fsync."""

@@ -49,7 +49,7 @@ async def test_outcomes_are_written_at_once_and_fsynced_with_the_next_durable_li
         before = writer.synced
 
         durable = writer.put_durable(target_record(message(2), State.REQUESTED))
-        await writer.on_disk(durable)
+        await durable.wait()
         # The write-ahead line is fsynced before anyone acts on it, the outcome with it.
         assert writer.syncs == 1
         assert writer.synced == path.stat().st_size > before
@@ -84,7 +84,7 @@ async def test_write_ahead_lines_nobody_waits_for_share_one_fsync(tmp_path: Path
         assert writer.syncs == 0 and not any(page.is_set() for page in pages)
 
         # A worker waits for the second page's line: one fsync, and it covers all three.
-        await writer.on_disk(pages[1])
+        await pages[1].wait()
         assert writer.syncs == 1 and all(page.is_set() for page in pages)
         assert writer.synced == path.stat().st_size
 
@@ -92,6 +92,9 @@ async def test_write_ahead_lines_nobody_waits_for_share_one_fsync(tmp_path: Path
         later = writer.put_durable(target_record(message(3), State.REQUESTED))
         await anyio.wait_all_tasks_blocked()
         assert writer.syncs == 1 and not later.is_set()
-        await writer.on_disk(later)
+        # Waiting on the promise itself asks for the fsync: no timed one comes (the clock
+        # stands still), so a promise that only waited would hang here.
+        with anyio.fail_after(10):
+            await later.wait()
         assert writer.syncs == 2 and later.is_set()
     assert writer.syncs == 3  # the close's own
