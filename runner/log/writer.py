@@ -57,8 +57,7 @@ class Durable:
         """Return once the records are on disk, asking for the fsync if it is not done."""
         if self._event.is_set():
             return
-        self._writer._wanted = True
-        self._writer._wake.set()
+        self._writer.want_sync()
         await self._event.wait()
 
 
@@ -116,6 +115,12 @@ class CheckpointWriter:
         self.put(record)
         self._durable = True
         return self._on_disk
+
+    def want_sync(self) -> None:
+        """Someone waits for a write-ahead line: fsync what is written now, not at the timer
+        (the lazy group commit's only trigger that is not time)."""
+        self._wanted = True
+        self._wake.set()
 
     def close(self) -> None:
         """No more records: the writer drains, fsyncs and returns."""
