@@ -8,7 +8,7 @@ caller's; this module decides only what an answer *means*.
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -127,8 +127,11 @@ class TwilioClient:
         *,
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> Reply:
         """Send one request; return its 2xx reply or raise the RemoteError that classifies it.
+        ``on_answer()`` is called once the reply is whole, before it is classified (see
+        :meth:`runner.wire.transport.Pool.request`).
 
         Raises Stopped for a DELETE once the run is stopping: this is the last moment before a
         request leaves, after any wait for a rate limit or a free connection (Ctrl-C, a brake,
@@ -157,6 +160,7 @@ class TwilioClient:
                 cap_error=MAX_ERROR_BODY,
                 seconds=self._total,
                 still_wanted=self._still_sending if deleting else None,
+                on_answer=on_answer,
             )
             # No await from here to the caller's classification: a 429's pause is recorded
             # before any other task runs, so none can take this connection and send into it.

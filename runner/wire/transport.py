@@ -35,6 +35,10 @@ What it does, and what it deliberately does not::
   cancelled or followed by bytes nobody asked for is closed, never reused. Idle connections
   older than KEEPALIVE seconds are closed rather than reused (the server's idle close would race
   our next write).
+- **Answered, then resumed.** ``on_answer()`` is called as soon as the final reply is whole,
+  in the turn of the loop that read its last byte, just after the caller's task is queued to
+  resume: a caller gives its in-flight slot back there, and whatever that wakes runs after the
+  caller has acted on the reply (see runner.wire.requester). Never called for a failed exchange.
 - **1xx** interim replies (100, 103...) are skipped; 101 Switching Protocols is refused.
 - **Not here:** no proxies (bulkops reads no proxy environment), no redirects (never followed),
   no request bodies (DELETE and GET send none), no decompression (no Accept-Encoding is sent;
@@ -170,6 +174,7 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[Response] | None = None
+        self._on_answer: Callable[[], None] | None = None
         self._cap_ok = 0
         self._cap_error = 0
         self._cap = 0
@@ -187,11 +192,19 @@ class _Connection(asyncio.Protocol):
 
     # --- the exchange ---
 
-    def send(self, request: bytes, cap_ok: int, cap_error: int) -> asyncio.Future[Response]:
-        """Write ``request``; the future resolves with its reply or fails with a TransportError."""
+    def send(
+        self,
+        request: bytes,
+        cap_ok: int,
+        cap_error: int,
+        on_answer: Callable[[], None] | None = None,
+    ) -> asyncio.Future[Response]:
+        """Write ``request``; the future resolves with its reply or fails with a TransportError
+        (``on_answer``: see the module)."""
         if self.transport is None:
             raise ConnectionLost("not connected")
         self._waiter = waiter = self.pool.loop.create_future()
+        self._on_answer = on_answer
         self.reusable = False
         self._cap_ok, self._cap_error = cap_ok, cap_error
         self._head = self._header_bytes = self._lines = self._interim = 0
@@ -227,6 +240,10 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(Response(self._status, CIMultiDict(self._headers), body))
+            # After the result: the caller's task is queued to run first, then what this frees.
+            on_answer, self._on_answer = self._on_answer, None
+            if on_answer is not None:
+                on_answer()
 
     # --- asyncio.Protocol ---
 
@@ -387,8 +404,12 @@ class Pool:
         cap_error: int,
         seconds: float,
         still_wanted: Callable[[], bool] | None = None,
+        on_answer: Callable[[], None] | None = None,
     ) -> Response:
         """Send one bodiless request and read its final reply, all within ``seconds``.
+
+        ``on_answer()`` is called once the final reply is whole, before this returns
+        (see the module); never when the exchange fails.
 
         ``still_wanted`` is asked once a connection is in hand, just before the request is
         written (a wait for a free connection may outlast the caller's reason to send): False
@@ -425,7 +446,7 @@ class Pool:
         if deadline < self._expiry_at:
             self._arm(deadline)
         try:
-            response = await conn.send(request, cap_ok, cap_error)
+            response = await conn.send(request, cap_ok, cap_error, on_answer)
         except BaseException:
             conn.abort()  # cancelled or failed: whatever the connection holds is unread
             raise

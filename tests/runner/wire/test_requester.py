@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 
 from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
@@ -24,12 +25,14 @@ CONV = Product.CONVERSATIONS
 
 
 @asynccontextmanager
-async def requester_for(emu: Any, policy: RetryPolicy) -> AsyncIterator[Requester]:
+async def requester_for(
+    emu: Any, policy: RetryPolicy, concurrency: int = 4
+) -> AsyncIterator[Requester]:
     """A requester of ``policy`` aimed at ``emu``, with the run's default limits."""
     async with TwilioClient(
         {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
     ) as client:
-        limits = Limits(concurrency=4, per_conversation_rate=30.0, per_service_rate=30.0,
+        limits = Limits(concurrency=concurrency, per_conversation_rate=30.0, per_service_rate=30.0,
                         products={p: ProductLimit() for p in Product}, rng=random.Random(1),
                         max_pause=policy.max_pause)
         yield Requester(client, limits, policy, random.Random(1))
@@ -107,3 +110,30 @@ async def test_a_slow_start_times_the_round_trips_of_real_answers(start_emulator
                 assert (await requester.send("GET", CONV, LIST)).status == 200
             assert control._rtt is not None and 0.0 < control._rtt < 10.0
         assert len((await emu.ledger())["requests"]) == 3
+
+
+async def test_a_request_waiting_for_the_slot_of_a_429_is_not_sent_into_its_pause(
+    start_emulator: Any,
+) -> None:
+    """A request's slot is given back as soon as its reply is whole, before its sender has read
+    it; a 429 there must still pause the request that waits for that slot. One slot, every
+    answer 0.3 s late: the second request waits for the slot while the first is answered 429
+    (Retry-After 1 s), and reaches the emulator no sooner than 1 s after that 429 was sent
+    (the emulator's clock judges; it fails when the slot wakes its waiter before the 429's
+    sender has run)."""
+    latency = 0.3
+    async with start_emulator(product_rate={"conversations": (1.0, 1)}, retry_after="seconds",
+                              retry_after_s=1.0, latency_median_s=latency,
+                              latency_p99_s=latency) as emu:
+        async with requester_for(emu, RetryPolicy(), concurrency=1) as requester:
+            assert (await requester.send("GET", CONV, LIST)).status == 200  # the burst's token
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    for _ in range(2):
+                        tg.start_soon(requester.send, "GET", CONV, LIST)
+        ledger = await emu.ledger()
+    requests = ledger["requests"]  # each timed when answered, `latency` after it arrived
+    assert [r["status"] for r in requests[:2]] == [200, 429]
+    throttled_at = requests[1]["time"]
+    assert all(r["time"] - latency - throttled_at >= 0.95 for r in requests[2:])
+    assert [r["status"] for r in requests].count(200) == 3

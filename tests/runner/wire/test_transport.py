@@ -211,6 +211,58 @@ async def test_each_exchange_times_out_at_its_own_deadline() -> None:
             await pool.wait_closed()
 
 
+async def test_on_answer_wakes_others_only_after_the_caller_resumes() -> None:
+    """``on_answer`` runs once the reply is whole, after the caller's task is queued to resume:
+    a task it wakes (the request waiting for the slot it frees) runs after the caller has acted
+    on the reply, so a 429's pause or a 401's stop is in force first."""
+    server = RawServer([SANE_204])
+    async with raw_running(server) as url:
+        pool = transport.Pool(10)
+        try:
+            order: list[str] = []
+            freed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+            async def waiter() -> None:
+                await freed
+                order.append("woken")
+
+            async def caller() -> None:
+                reply = await pool.request(
+                    "DELETE", URL(url + PATH), b"", cap_ok=MAX_BODY, cap_error=MAX_ERROR_BODY,
+                    seconds=10, on_answer=lambda: freed.set_result(None),
+                )
+                order.append(f"resumed {reply.status}")
+
+            with anyio.fail_after(20):
+                await asyncio.gather(waiter(), caller())
+            assert order == ["resumed 204", "woken"]
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "close"), id="cut"),
+    pytest.param(Raw(b"HTTP/1.1 204 No Content\r\n", "hang"), id="timed-out"),
+])
+async def test_on_answer_is_not_called_when_no_reply_is_whole(answer: Raw) -> None:
+    """A reply cut short or never finished is no answer: ``on_answer`` is not called (the caller
+    gives its slot back itself, once it has the error)."""
+    server = RawServer([answer])
+    async with raw_running(server) as url:
+        pool = transport.Pool(10)
+        called: list[bool] = []
+        try:
+            with anyio.fail_after(20), pytest.raises((transport.TransportError, TimeoutError)):
+                await pool.request("DELETE", URL(url + PATH), b"", cap_ok=MAX_BODY,
+                                   cap_error=MAX_ERROR_BODY, seconds=0.3,
+                                   on_answer=lambda: called.append(True))
+            assert called == []
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+
 async def test_a_refused_connection_names_its_errno() -> None:
     """Nothing listening: "connection failed: ConnectError (connection refused)"."""
     server = RawServer()
