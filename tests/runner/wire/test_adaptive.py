@@ -71,48 +71,21 @@ def drive_paused(
     seconds: float,
     rng: random.Random,
     rtt: float | None = None,
+    batch: float | None = None,
 ) -> tuple[list[float], list[float]]:
     """As :func:`drive`, but each 429 pauses the product for Retry-After 1 s plus jitter (as
     runner.wire.limits does): nothing is sent until it ends; each answer is ``rtt`` seconds
-    after its request (None: the controller is not told). Returns (acceptances, 429s)."""
-    accepted: list[float] = []
-    throttled: list[float] = []
-    end = clock.now + seconds
-    while clock.now < end:
-        ticket = controller.reserve()
-        while ticket is not None and (wait := controller.delay(ticket)) > 0:
-            clock.now += wait
-        clock.now += 0.0005
-        if bucket.take(clock.now):
-            controller.accepted(None if rtt is None else clock.now - rtt)
-            accepted.append(clock.now)
-        else:
-            throttled.append(clock.now)
-            controller.throttled(clock.now)
-            until = clock.now + 1.0 + rng.uniform(0.0, 0.2)
-            controller.hold(until)
-            clock.now = until
-    return accepted, throttled
-
-
-def drive_batched(
-    controller: RateController,
-    clock: FakeClock,
-    bucket: Bucket,
-    seconds: float,
-    rng: random.Random,
-    batch: float,
-) -> tuple[list[float], list[float]]:
-    """As :func:`drive_paused`, but the controller hears of each acceptance only at the next
-    multiple of ``batch`` seconds, as an event loop reads answers in batches (its acceptance
-    times are that coarse). Returns (acceptances, 429s) as the server saw them."""
+    after its request (None: the controller is not told). With ``batch``, the controller hears
+    of each acceptance only at the next multiple of ``batch`` seconds, as an event loop reads
+    answers in batches (its acceptance times are that coarse; ``rtt`` is not told). Returns
+    (acceptances, 429s) as the server saw them."""
     accepted: list[float] = []
     throttled: list[float] = []
     unheard: list[float] = []
 
     def hear(upto: float) -> None:
         now = clock.now
-        while unheard and (due := math.ceil(unheard[0] / batch) * batch) <= upto:
+        while batch and unheard and (due := math.ceil(unheard[0] / batch) * batch) <= upto:
             unheard.pop(0)
             clock.now = due
             controller.accepted()
@@ -127,7 +100,10 @@ def drive_batched(
         clock.now += 0.0005
         hear(clock.now)
         if bucket.take(clock.now):
-            unheard.append(clock.now)
+            if batch:
+                unheard.append(clock.now)
+            else:
+                controller.accepted(None if rtt is None else clock.now - rtt)
             accepted.append(clock.now)
         else:
             throttled.append(clock.now)
@@ -206,8 +182,8 @@ def test_the_plateau_after_a_slow_start_stays_under_a_limit_read_from_batched_an
             clock = FakeClock()
             clock.now = offset
             controller = RateController(clock)
-            accepted, throttled = drive_batched(
-                controller, clock, Bucket(200, 20), 30, random.Random(seed), batch
+            accepted, throttled = drive_paused(
+                controller, clock, Bucket(200, 20), 30, random.Random(seed), batch=batch
             )
             assert len(throttled) == 1, (seed, offset)
             assert len(accepted) / 30 >= 0.94 * 200
