@@ -435,8 +435,8 @@ class Engine:
         )
 
     def _admit(self, target: Target) -> Durable | None:
-        """Act on the admission's verdict about a found target; returns the event of its
-        durable *requested* line, or None when it is not to be driven."""
+        """Act on the admission's verdict about a found target; returns the promise of its
+        *requested* line on disk, or None when it is not to be driven."""
         verdict = self._admission.admit(target)
         if verdict is Verdict.ADMITTED:
             # Write-ahead: the worker sends the DELETE only once this line is on disk, so after

@@ -60,6 +60,10 @@ class Durable:
         self._writer.want_sync()
         await self._event.wait()
 
+    def keep(self) -> None:
+        """The records are on disk (the writer's call, after the fsync that covered them)."""
+        self._event.set()
+
 
 class CheckpointWriter:
     """The single owner of a checkpoint file: appends records and group-commits them.
@@ -187,7 +191,7 @@ class CheckpointWriter:
         """Keep the promises of the write-ahead lines the last fsync covered."""
         unsynced, self._unsynced = self._unsynced, []
         for durable in unsynced:
-            durable._event.set()
+            durable.keep()
 
     def _synced(self, handle: BinaryIO) -> None:
         """The file is on disk up to its end: count the fsync."""
