@@ -94,6 +94,16 @@ def _named(sources: Sequence[Source]) -> int:
     )
 
 
+def on_disk(work: Work) -> bool:
+    """Whether a target's write-ahead line is on disk, so its DELETE may go without waiting;
+    if not, the fsync is asked for now (the queue passes the page over, so no worker would)."""
+    durable = work[1]
+    if durable is None or durable.is_set():
+        return True
+    durable.ask()
+    return False
+
+
 def preflight(sources: list[Source], max_deletions: int | None) -> None:
     """Refuse before any request when the job's ids and manifests alone exceed max_deletions."""
     if max_deletions is None:
@@ -227,7 +237,7 @@ class Engine:
         # A producer refills it once half of it is left, several pages at a time (see WorkQueue).
         capacity = max(1024, settings.workers * 16)
         self._queue: WorkQueue[Work] = WorkQueue(
-            capacity=capacity, low=settings.workers * 2, room=capacity // 2
+            capacity=capacity, low=settings.workers * 2, room=capacity // 2, ready=on_disk
         )
         self._finished = 0  # outcomes of this run, for the failure-rate brake
         self._failed = 0

@@ -9,12 +9,18 @@ Workers take from the queued pages in turn, one target from each. A page of mess
 conversation's, which Twilio lets us delete at 30/s: draining pages one after the other would
 put every worker behind one conversation's pace, while taking from all of them keeps as many
 conversations going at once as there are pages queued.
+
+Pages that are not ``ready`` yet are passed over while another is: a page's write-ahead lines
+reach the disk one fsync (a few ms) after it is queued, and taking from it in turn sent the
+workers that met it to wait for that fsync while older pages, long on disk, had work for them —
+at every refill of a manifest's chunks about a quarter of the workers sat idle for an fsync
+(3.5 % of the slots' time in ``overhead``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 import anyio
@@ -35,9 +41,19 @@ class WorkQueue(Generic[T]):
     ``capacity``): with ``room`` well under it, a woken producer queues several pages in one go,
     whose write-ahead lines then share one fsync, instead of one page per fsync each time a
     single item is taken from a full queue.
+
+    ``ready(item)``, asked of a page's next item, says whether it can be worked on now; ``get``
+    takes from the next ready page in turn, and from the next page in turn when none is.
     """
 
-    def __init__(self, capacity: int, low: int, room: int | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        low: int,
+        room: int | None = None,
+        ready: Callable[[T], bool] | None = None,
+    ) -> None:
+        self._ready = ready
         self._pages: deque[tuple[deque[T], anyio.Event]] = deque()
         self._count = 0
         self._capacity = capacity
@@ -83,7 +99,17 @@ class WorkQueue(Generic[T]):
             if self._readable.is_set():
                 self._readable = anyio.Event()
             await self._readable.wait()
-        page, drained = self._pages[0]
+        pages = self._pages
+        ready = self._ready
+        if ready is not None and not ready(pages[0][0][0]):
+            # Passed-over pages go to the back, behind the ready ones: they are the newest.
+            for _ in range(len(pages) - 1):
+                pages.rotate(-1)
+                if ready(pages[0][0][0]):
+                    break
+            else:
+                pages.rotate(-1)  # none is ready: back to the first in turn
+        page, drained = pages[0]
         item = page.popleft()
         self._count -= 1
         if page:

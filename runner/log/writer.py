@@ -10,14 +10,15 @@ driven again.
 
 Every batch is written and flushed at once (a killed process leaves it with the operating
 system); an fsync is a lazy group commit. A write-ahead line (queued with
-:meth:`CheckpointWriter.put_durable`) is fsynced as soon as someone waits for it (the
-:class:`Durable` it returns): a worker about to send its target's DELETE. Until then more
-lines join it, so one fsync covers every page discovery wrote meanwhile (a fanout of 10,000
-conversations listed ahead of its workers fsynced once per page, 77 µs of system time and a
-thread round trip each). Outcome lines, and write-ahead lines nobody has waited for yet, reach
-the disk with the first batch ``SYNC_EVERY`` seconds after the last fsync, or at close: an fsync
-per batch of outcomes was a thread round trip per event-loop pass, the largest cost of the log
-in the ``overhead`` profile, and bought nothing the idempotent deletes do not already give.
+:meth:`CheckpointWriter.put_durable`) is fsynced as soon as someone waits for it or asks for it
+(the :class:`Durable` it returns): a worker about to send its target's DELETE, or one that finds
+its page in the work queue and takes from an older one meanwhile. Until then more lines join it,
+so one fsync covers every page discovery wrote meanwhile (a fanout of 10,000 conversations
+listed ahead of its workers fsynced once per page, 77 µs of system time and a thread round trip
+each). Outcome lines, and write-ahead lines nobody has waited for yet, reach the disk with the
+first batch ``SYNC_EVERY`` seconds after the last fsync, or at close: an fsync per batch of
+outcomes was a thread round trip per event-loop pass, the largest cost of the log in the
+``overhead`` profile, and bought nothing the idempotent deletes do not already give.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Durable:
             return
         self._writer.want_sync()
         await self._event.wait()
+
+    def ask(self) -> None:
+        """Ask for the fsync now without waiting for it (someone will need the records soon)."""
+        if not self._event.is_set():
+            self._writer.want_sync()
 
     def keep(self) -> None:
         """The records are on disk (the writer's call, after the fsync that covered them)."""

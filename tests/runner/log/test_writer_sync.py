@@ -11,6 +11,8 @@ from pathlib import Path
 import anyio
 
 from runner.clock import FakeClock
+from runner.engine.scheduler import Work, on_disk
+from runner.engine.workqueue import WorkQueue
 from runner.kinds.base import Target
 from runner.kinds.registry import by_name
 from runner.log.lock import open_log
@@ -98,3 +100,32 @@ async def test_write_ahead_lines_nobody_waits_for_share_one_fsync(tmp_path: Path
             await later.wait()
         assert writer.syncs == 2 and later.is_set()
     assert writer.syncs == 3  # the close's own
+
+
+async def test_a_worker_takes_work_on_disk_before_a_new_page_and_asks_for_its_fsync(
+    tmp_path: Path,
+) -> None:
+    """A page queued after the last fsync is passed over while an older page on disk has work
+    (no worker sits out an fsync that others need not wait for), and being passed over asks
+    for its fsync at once: with the clock standing still no timed one would come."""
+    path = tmp_path / "run.jsonl"
+    async with running_writer(path, FakeClock()) as writer:
+        queue: WorkQueue[Work] = WorkQueue(capacity=100, low=10, ready=on_disk)
+        old = [message(n) for n in range(3)]
+        kept = writer.put_durable(target_record(old[0], State.REQUESTED))
+        await kept.wait()
+        await queue.put_many([(target, kept) for target in old])
+        new = [message(n) for n in range(3, 5)]
+        pending = writer.put_durable(target_record(new[0], State.REQUESTED))
+        await queue.put_many([(target, pending) for target in new])
+        await anyio.wait_all_tasks_blocked()
+        assert writer.syncs == 1 and not pending.is_set()
+
+        assert (await queue.get())[0] == old[0]
+        assert (await queue.get())[0] == old[1]  # the new page was next in turn: passed over
+        with anyio.fail_after(10):
+            # The promise's own event: Durable.wait() would ask for the fsync itself.
+            await pending._event.wait()
+        assert writer.syncs == 2
+        got = [(await queue.get())[0] for _ in range(3)]
+        assert got == [new[0], old[2], new[1]]  # in turn again once on disk

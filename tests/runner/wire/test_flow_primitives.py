@@ -85,6 +85,23 @@ async def test_queue_takes_from_every_queued_page_in_turn_and_ends() -> None:
     assert got == ["a1", "b1", "c1", "a2", "b2", "a3"]
 
 
+async def test_queue_passes_over_pages_not_ready_while_another_is() -> None:
+    """A page whose next item is not ready is skipped while another page has a ready one, and
+    taken from in turn again once ready; when none is ready, the next in turn is taken."""
+    ready = {"a": True, "b": False, "c": True}
+    queue: WorkQueue[str] = WorkQueue(capacity=100, low=10, ready=lambda item: ready[item[0]])
+    await queue.put_many(["a1", "a2", "a3"])
+    await queue.put_many(["b1", "b2"])
+    await queue.put_many(["c1", "c2"])
+    assert [await queue.get() for _ in range(3)] == ["a1", "c1", "a2"]
+    ready["b"] = True
+    assert [await queue.get() for _ in range(3)] == ["b1", "c2", "a3"]
+    ready["b"] = False
+    # Only b is left, and it is not ready: it is taken all the same (its taker waits for it).
+    assert await queue.get() == "b2"
+    assert len(queue) == 0
+
+
 async def test_queue_waits_for_a_long_page_to_run_low_and_for_room() -> None:
     """A long page holds its producer until low is left; a full queue takes no new page."""
     queue: WorkQueue[int] = WorkQueue(capacity=4, low=2)
