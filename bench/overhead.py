@@ -5,13 +5,6 @@ Both delete the same manifest of messages (the no-op server answers every DELETE
 writes its checkpoint as always (write-ahead line + outcome line per target, group-committed).
 Throughput is measured by the server (first to last DELETE); CPU is the client process's whole
 user+system time, start-up included, per 1,000 deletes. The two alternate, best of the rounds.
-
-bulkops is told the product's limit (``limits.conversations.rate``, the highest a spec takes):
-the no-op server has none, and what is compared is what a request costs. Told nothing, bulkops
-first reads the limit with a slow start, a fixed ~0.5 s at a few hundred requests/s whatever the
-job's size (reading a 200/s limit to 1 % takes ~100 requests at about that pace), which is ~10 %
-of this 5-s purge and nothing of a real one; that run is measured too, on uvloop
-(``bulkops_uvloop_told_nothing_*``, no goal), so the price stays in view.
 """
 
 from __future__ import annotations
@@ -41,11 +34,6 @@ def _reset_stats(url: str) -> dict[str, float]:
 # asyncio's own loop throughout (it is the same server for every program).
 LOOPS = ("asyncio", "uvloop")
 SERVER_LOOP = "asyncio"
-# What runs on each loop: the bare loop and bulkops told the limit; on uvloop bulkops told
-# nothing as well (the slow start's price, see the module's docstring).
-PROGRAMS = {"asyncio": ("raw", "bulkops"), "uvloop": ("raw", "bulkops", "told_nothing")}
-MAX_RATE = 100000  # the highest rate a spec takes: the no-op server limits nothing
-TARGETS = "targets:\n  - {kind: messages, from_file: manifest.csv}\n"
 
 
 def overhead(quick: bool) -> Figures:
@@ -58,16 +46,12 @@ def overhead(quick: bool) -> Figures:
         directory = Path(tmp)
         manifest = directory / "manifest.csv"
         write_manifest(manifest, count)
-        limits = f"concurrency: {CONCURRENCY}, per_conversation_rate: {MAX_RATE}"
-        specs = {
-            "bulkops": harness.write_spec(directory, "overhead", (
-                f"{TARGETS}limits: {{{limits}, conversations: {{rate: {MAX_RATE}}}}}\n")),
-            "told_nothing": harness.write_spec(directory, "told-nothing", (
-                f"{TARGETS}limits: {{{limits}}}\n")),
-        }
+        spec = harness.write_spec(directory, "overhead", (
+            "targets:\n  - {kind: messages, from_file: manifest.csv}\n"
+            f"limits: {{concurrency: {CONCURRENCY}, per_conversation_rate: 100000}}\n"))
         for _ in range(rounds):
             for loop in LOOPS:
-                for program in PROGRAMS[loop]:
+                for program in ("raw", "bulkops"):
                     with harness.noop_server() as url:
                         if program == "raw":
                             child = harness.run_child(
@@ -77,7 +61,7 @@ def overhead(quick: bool) -> Figures:
                         else:
                             for old in directory.glob("checkpoints/*"):
                                 old.unlink()
-                            child = harness.bulkops(specs[program], url, "--loop", loop)
+                            child = harness.bulkops(spec, url, "--loop", loop)
                         stats = _reset_stats(url)
                     assert stats["deletes"] == count, (program, loop, stats, child)
                     rate = count / (stats["last"] - stats["first"])
@@ -106,12 +90,4 @@ def overhead(quick: bool) -> Figures:
     figures["bulkops_uvloop_vs_raw_asyncio_cpu"] = (
         best[("bulkops", "uvloop")][1] / best[("raw", "asyncio")][1]
     )
-    told_nothing_rate, told_nothing_cpu = best[("told_nothing", "uvloop")]
-    figures |= {
-        "bulkops_uvloop_told_nothing_deletes_per_s": told_nothing_rate,
-        "bulkops_uvloop_told_nothing_cpu_s_per_1000": told_nothing_cpu,
-        "bulkops_uvloop_told_nothing_vs_raw_asyncio": (
-            told_nothing_rate / best[("raw", "asyncio")][0]
-        ),
-    }
     return figures
