@@ -65,9 +65,9 @@ def emulator(*args: str) -> Any:
     return server(code, ["--port", "0", *args], "bulkops emulator listening on ")
 
 
-def noop_server() -> Any:
-    """The no-op server of :mod:`bench.noop` (a context manager yielding its URL)."""
-    return server("import bench.noop as n; n.main()", [], "noop listening on ")
+def noop_server(loop: str = "asyncio") -> Any:
+    """The no-op server of :mod:`bench.noop` on ``loop`` (a context manager yielding its URL)."""
+    return server(f"import bench.noop as n; n.main({loop!r})", [], "noop listening on ")
 
 
 def get_json(url: str) -> Any:
