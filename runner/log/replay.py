@@ -51,6 +51,7 @@ from runner.log.records import (
 )
 
 _GROUPED_KEYS = frozenset({"s", "k", "c", "sv", "ts", "ids"})
+_SINGLE_KEYS = (_GROUPED_KEYS - {"ids"}) | {"id"}  # a line a group of one would be
 _GONE_FOR_GOOD = ABSENT_STATES | {State.COVERED}
 _FINISHED_QUICKLY = _GONE_FOR_GOOD | {State.HELD}  # final lines the grouped fast path takes
 
@@ -193,10 +194,21 @@ class Replay:
         ids = rec["ids"]
         if not isinstance(ids, list) or not ids:
             raise ValueError("'ids' is not a non-empty list")
+        return self._apply_ids(rec, ids, _GROUPED_KEYS)
+
+    def _apply_single(self, rec: dict[str, Any]) -> bool:
+        """Apply a one-target line as the group of one it is, the quick way; False if it needs
+        the general path. Most outcome lines of a fanout are such lines: a batch of outcomes
+        spans many conversations, and only one conversation's targets share a line."""
+        one = rec.get("id")
+        if one is None or not rec.keys() <= _SINGLE_KEYS:
+            return False
+        return self._apply_ids(rec, [one], _SINGLE_KEYS)
+
+    def _apply_ids(self, rec: dict[str, Any], ids: list[Any], keys: frozenset[str]) -> bool:
+        """The quick way of a line of ``ids`` whose other fields are ``keys`` at most."""
         state = STATE_BY_VALUE[rec["s"]]
-        if not rec.keys() <= _GROUPED_KEYS or not (
-            state in _FINISHED_QUICKLY or state is State.REQUESTED
-        ):
+        if not rec.keys() <= keys or not (state in _FINISHED_QUICKLY or state is State.REQUESTED):
             return False
         resource = kind_of(rec["k"])
         parent = checked_parent(resource, rec.get("c"), state)
@@ -478,7 +490,7 @@ def _start_replay(rec: dict[str, Any], path: Path) -> Replay:
 def _apply(replay: Replay, rec: dict[str, Any]) -> None:
     kind = rec.get("t")
     if kind is None:
-        if "ids" in rec and replay._apply_group(rec):
+        if replay._apply_group(rec) if "ids" in rec else replay._apply_single(rec):
             return
         for target_rec in decode_targets(rec):
             replay._apply_target(target_rec)
