@@ -6,6 +6,7 @@ Outside Twilio's namespace, unauthenticated and local-only: tests and benchmarks
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -77,6 +78,8 @@ def _summary(emu: Emulator) -> dict[str, Any]:
         "faults": dict(led.faults),
         "remaining": remaining(emu),
         "in_flight": emu.concurrency.in_flight,
+        # which event loop serves (a bench says which loop each side ran)
+        "loop": type(asyncio.get_running_loop()).__module__.partition(".")[0],
     }
 
 

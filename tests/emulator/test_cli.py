@@ -15,8 +15,9 @@ import pytest
 from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 
 
-def _launch(*args: str) -> subprocess.Popen[str]:
-    code = f"import sys; from runner.emulator import main; sys.exit(main({list(args)!r}))"
+def _launch(*args: str, prelude: str = "") -> subprocess.Popen[str]:
+    code = (f"import sys; {prelude}from runner.emulator import main; "
+            f"sys.exit(main({list(args)!r}))")
     return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={"PATH": "/usr/bin:/bin"})
 
@@ -44,6 +45,30 @@ def test_cli_prints_url_and_serves() -> None:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_cli_serves_on_the_loop_asked_for_and_says_which(loop: str) -> None:
+    """--loop picks the event loop; the ledger's summary names the one that serves."""
+    proc = _launch("--port", "0", "--generate", "tiny", "--loop", loop)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip().rsplit(" ", 1)[1]
+        with urllib.request.urlopen(f"{url}/_emulator/ledger/summary", timeout=10) as r:
+            assert json.load(r)["loop"] == loop
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+
+
+def test_cli_uvloop_missing_is_bad_input() -> None:
+    """--loop uvloop where uvloop cannot be imported: exit 2 naming the fix, nothing served."""
+    proc = _launch("--port", "0", "--loop", "uvloop", prelude="sys.modules['uvloop'] = None; ")
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, err
+    assert "pip install uvloop" in err and "--loop asyncio" in err and "Traceback" not in err
+    assert "listening" not in out
 
 
 @pytest.mark.parametrize(("args", "needle"), [
