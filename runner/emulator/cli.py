@@ -80,8 +80,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-p99", type=float, dest="latency_p99_s")
     p.add_argument("--no-request-log", action="store_true")
     p.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio",
-                   help="the event loop to serve on (default asyncio's own); uvloop answers "
-                        "closer to the latency asked for under load")
+                   help="the event loop to serve on (default: asyncio's own)")
     return p
 
 
@@ -164,15 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SettingsError("the emulator only listens on the loopback interface")
         settings = settings_from_args(args)
         dataset = dataset_from_args(args)
+        loop_factory = _loop_factory(args.loop)
     except (SettingsError, SeedError) as exc:
         print(f"bulkops emulator: error: {exc}", file=sys.stderr)
         return 2
     except TypeError as exc:  # an override the chosen preset does not take
-        print(f"bulkops emulator: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        loop_factory = _loop_factory(args.loop)
-    except SettingsError as exc:
         print(f"bulkops emulator: error: {exc}", file=sys.stderr)
         return 2
     try:
