@@ -11,6 +11,7 @@ is found goes through the :class:`~runner.engine.admission.Admission` that ``pla
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -237,7 +238,7 @@ class Engine:
         # A producer refills it once half of it is left, several pages at a time (see WorkQueue).
         capacity = max(1024, settings.workers * 16)
         self._queue: WorkQueue[Work] = WorkQueue(
-            capacity=capacity, low=settings.workers * 2, room=capacity // 2, ready=on_disk
+            capacity=capacity, low=settings.workers * 2, room=capacity // 2, delay=self._delay
         )
         self._finished = 0  # outcomes of this run, for the failure-rate brake
         self._failed = 0
@@ -462,6 +463,18 @@ class Engine:
             self.abort = self._admission.brake()
             self.stop()
         return None
+
+    def _delay(self, work: Work) -> float:
+        """How long a worker taking ``work`` now would wait before its DELETE may leave: for
+        its write-ahead line's fsync (not under way until asked: ``math.inf``), then for its
+        scope's pace and pauses."""
+        if not on_disk(work):
+            return math.inf
+        target = work[0]
+        kind = target.kind
+        return self._req.limits.delay(
+            kind.product, kind.limit_scope(target, target.service or self.settings.service)
+        )
 
     async def _worker(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:

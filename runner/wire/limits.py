@@ -72,6 +72,10 @@ class KeyedPacer:
         self._let_go()
         return True
 
+    def free_at(self, key: Scope) -> float:
+        """When ``key``'s next slot is free and its pause over (clock time; 0.0: never used)."""
+        return max(self._next.get(key, 0.0), self._paused.get(key, 0.0))
+
     async def wait(self, key: Scope) -> None:
         """Return when a request of ``key`` may be sent."""
         while True:
@@ -239,6 +243,18 @@ class Limits:
             self.release(product)
             if ticket is not None:
                 control.give_back()
+
+    def delay(self, product: Product, key: Scope | None) -> float:
+        """How long a request of ``product`` in scope ``key`` asked for now would wait for its
+        scope's pace and for the pauses of its scopes (seconds; 0 or less: not at all). The
+        workers choose their next target by it (see :class:`runner.engine.workqueue.WorkQueue`):
+        the in-flight slots and the product's pace are the same for every target of a product,
+        a scope's booked slots are not."""
+        now = self._clock()
+        free = 0.0 if key is None else self._pacer(key).free_at(key)
+        if self._any_paused > now:
+            free = max(free, self._paused_until(product, key))
+        return free - now
 
     async def _take_turn(
         self, control: RateController, ticket: int, product: Product, key: Scope | None, seen: int

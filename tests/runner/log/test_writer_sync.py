@@ -4,6 +4,7 @@ group commit: write-ahead lines nobody waits for yet share the next fsync), with
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -110,7 +111,9 @@ async def test_a_worker_takes_work_on_disk_before_a_new_page_and_asks_for_its_fs
     for its fsync at once: with the clock standing still no timed one would come."""
     path = tmp_path / "run.jsonl"
     async with running_writer(path, FakeClock()) as writer:
-        queue: WorkQueue[Work] = WorkQueue(capacity=100, low=10, ready=on_disk)
+        queue: WorkQueue[Work] = WorkQueue(
+            capacity=100, low=10, delay=lambda work: 0.0 if on_disk(work) else math.inf
+        )
         old = [message(n) for n in range(3)]
         kept = writer.put_durable(target_record(old[0], State.REQUESTED))
         await kept.wait()

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+
 import anyio
 import pytest
 
+from runner.clock import FakeClock
 from runner.engine.workqueue import WorkQueue
+from runner.kinds.base import Product
+from runner.values import Scope
 from runner.wire.slots import Slots
+from tests.runner.wire.test_limits import limits_on
+
+CONV = Product.CONVERSATIONS
 
 
 async def test_slots_cap_what_is_held_and_serve_waiters_in_order() -> None:
@@ -86,19 +95,26 @@ async def test_queue_takes_from_every_queued_page_in_turn_and_ends() -> None:
 
 
 async def test_queue_passes_over_pages_not_ready_while_another_is() -> None:
-    """A page whose next item is not ready is skipped while another page has a ready one, and
-    taken from in turn again once ready; when none is ready, the next in turn is taken."""
-    ready = {"a": True, "b": False, "c": True}
-    queue: WorkQueue[str] = WorkQueue(capacity=100, low=10, ready=lambda item: ready[item[0]])
-    await queue.put_many(["a1", "a2", "a3"])
-    await queue.put_many(["b1", "b2"])
-    await queue.put_many(["c1", "c2"])
+    """A page whose next item would wait is skipped while another page has one that would not,
+    and taken from in turn again once it would not; when every one would wait, the item that
+    waits least is taken (the first in turn of those that wait as little)."""
+    delay = {"a": 0.0, "b": math.inf, "c": 0.0}
+    queue: WorkQueue[str] = WorkQueue(capacity=100, low=10, delay=lambda item: delay[item[0]])
+    await queue.put_many(["a1", "a2", "a3", "a4"])
+    await queue.put_many(["b1", "b2", "b3"])
+    await queue.put_many(["c1", "c2", "c3"])
     assert [await queue.get() for _ in range(3)] == ["a1", "c1", "a2"]
-    ready["b"] = True
+    delay["b"] = 0.0
     assert [await queue.get() for _ in range(3)] == ["b1", "c2", "a3"]
-    ready["b"] = False
-    # Only b is left, and it is not ready: it is taken all the same (its taker waits for it).
+    # Every page would wait: the least wait is taken, then the first in turn of equal waits.
+    delay |= {"a": 0.5, "b": 0.2, "c": 0.9}
     assert await queue.get() == "b2"
+    delay |= {"a": 0.3, "b": 0.3, "c": 0.3}
+    assert await queue.get() == "c3"  # the order in turn is now c, a, b
+    assert await queue.get() == "a4"
+    delay["b"] = math.inf
+    # Only b is left, and it would wait: it is taken all the same (its taker waits for it).
+    assert await queue.get() == "b3"
     assert len(queue) == 0
 
 
@@ -176,3 +192,37 @@ async def test_a_waiter_cancelled_before_a_release_leaves_the_slot_free() -> Non
         slots.release()  # meets the cancelled waiter first: it takes nothing
     assert slots.used == 0
     assert slots.take()
+
+
+async def test_workers_choosing_by_delay_keep_every_scope_at_its_rate() -> None:
+    """Workers that take the item its scope's pace lets go soonest keep every Service at its
+    30/s, however many pages each has queued. Taken by page in turn, the three of a Service
+    with three pages drew three workers of four into its booked slots, and the one with one
+    page ran at a third of its rate (10/s). In process on a fake clock, 1 ms at a time."""
+    clock = FakeClock()
+    limits = limits_on(clock)
+    busy, quiet = Scope("service", "IS" + "1" * 32), Scope("service", "IS" + "2" * 32)
+    queue: WorkQueue[Scope] = WorkQueue(
+        capacity=1000, low=100, delay=lambda scope: limits.delay(CONV, scope)
+    )
+    for scope in (busy, busy, busy, quiet):
+        await queue.put_many([scope] * 60)
+    sent: Counter[Scope] = Counter()
+    start = clock.now()
+
+    async def worker() -> None:
+        while True:
+            scope = await queue.get()
+            granted = await limits.acquire(CONV, scope)
+            limits.release(CONV)
+            if granted < start + 1.0:
+                sent[scope] += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(worker)
+        while clock.now() < start + 1.0:
+            await anyio.wait_all_tasks_blocked()
+            clock.advance(0.001)
+        tg.cancel_scope.cancel()
+    assert sent[busy] == sent[quiet] == 30
