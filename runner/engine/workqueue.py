@@ -117,7 +117,8 @@ class WorkQueue(Generic[T]):
                     chosen, least = index, wait
                     if wait <= 0:
                         break
-            # Passed-over pages go to the back, behind the chosen one.
+            # The chosen page first, those passed over to the back (in turn after the pages
+            # beyond it: the chosen one follows them once taken from, as every page does).
             pages.rotate(-chosen)
         page, drained = pages[0]
         item = page.popleft()
