@@ -14,6 +14,8 @@ import anyio
 import orjson
 import pytest
 
+from runner.emulator.dataset import dataset_from_mapping
+from runner.emulator.settings import EmulatorSettings
 from runner.errors import CheckpointError
 from runner.kinds.base import Target
 from runner.kinds.registry import by_name
@@ -27,10 +29,12 @@ from runner.log.records import (
 from runner.log.replay import read_checkpoint
 from tests.runner.app.test_interrupt import wait_for_deletions
 from tests.runner.conftest import (
+    FAST_OPERATIONS,
     checkpoints,
     deleted,
     point_at,
     run_cli,
+    serving,
     start_bulkops,
     successful_deletes,
     until_or_ended,
@@ -417,3 +421,42 @@ def test_a_services_line_without_a_left_out_count_reads_as_none_left_out(tmp_pat
     replay = read_checkpoint(write_log(tmp_path / "log.jsonl", {"t": "S", "sv": [S1, S2]}))
 
     assert replay.services == (S1, S2) and replay.services_rejected == 0
+
+
+async def test_a_service_with_fewer_pages_listed_still_gets_its_rate(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two Services at 50 conversation deletes/s each, one with three pages of closed
+    conversations queued and one with a single page: the single page's Service runs at its own
+    rate from the start, not at the share of the workers its one page draws while the other's
+    three hold them in slots booked ahead (taken by page in turn, as before: a quarter of the
+    picks, its last delete the 333rd of 400 answers, not about the 200th). Judged by the
+    ledger's order of answers, so a busy machine slows both alike."""
+    services = [{"name": "one"}, {"name": "two"}]
+    # The big one is the Service /v1/Services lists first: its first page is then queued
+    # first, and every worker books a slot of it before the small one's page comes.
+    big, small_name = (s.friendly_name for s in sorted(
+        (s for s in dataset_from_mapping({"services": services}).services if not s.is_default),
+        key=lambda s: s.sid))
+    dataset = dataset_from_mapping({
+        "services": services,
+        "conversations": [{"service": big, "state": "closed"}] * 300
+        + [{"service": small_name, "state": "closed"}] * 100,
+    })
+    settings: dict[str, Any] = {**FAST_OPERATIONS, "service_aps": 50.0}
+    async with serving(EmulatorSettings(**settings), dataset) as emu:
+        point_at(monkeypatch, emu.url)
+        per_service = Counter(c["service_sid"] for c in await emu.resources("conversation_v1"))
+        (small, _), = [item for item in per_service.items() if item[1] == 100]
+        spec = job(workdir, "service: all\n"
+                   "targets:\n  - {kind: conversations, where: {state: closed}}\n"
+                   "limits: {per_service_rate: 50}\n")
+
+        assert await run_cli("run", spec) == 0
+
+        order = [r["path"].split("/")[3] for r in (await emu.ledger())["requests"]
+                 if r["method"] == "DELETE" and r["status"] == 204]
+    assert len(order) == 400 and order.count(small) == 100
+    # At 50/s each, the small Service's last delete comes about 200th (each has sent ~100).
+    last = max(i for i, service in enumerate(order) if service == small)
+    assert last < 270, f"the small Service's last delete was the {last + 1}th of 400"
