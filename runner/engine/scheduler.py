@@ -472,9 +472,11 @@ class Engine:
             return math.inf
         target = work[0]
         kind = target.kind
-        return self._req.limits.delay(
-            kind.product, kind.limit_scope(target, target.service or self.settings.service)
-        )
+        return self._req.limits.delay(kind.product, kind.limit_scope(target, self._service(target)))
+
+    def _service(self, target: Target) -> str | None:
+        """The Service ``target`` was found in, in a job of several; else the job's one."""
+        return target.service or self.settings.service
 
     async def _worker(self, tg: anyio.abc.TaskGroup) -> None:
         while not self._stopping:
@@ -514,8 +516,7 @@ class Engine:
         if info.idempotent_header:
             key = {"Idempotency-Key": idempotency_key(self.settings.run_id, target, generation)}
             headers = key if headers is None else {**headers, **key}
-        # The Service it was found in, in a job of several; else the job's one.
-        service = target.service or self.settings.service
+        service = self._service(target)
         try:
             reply = await self._req.send(
                 "DELETE",

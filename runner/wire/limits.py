@@ -72,9 +72,9 @@ class KeyedPacer:
         self._let_go()
         return True
 
-    def free_at(self, key: Scope) -> float:
-        """When ``key``'s next slot is free and its pause over (clock time; 0.0: never used)."""
-        return max(self._next.get(key, 0.0), self._paused.get(key, 0.0))
+    def next_slot(self, key: Scope) -> float:
+        """When ``key``'s next slot is free (clock time; 0.0: never used), its pause aside."""
+        return self._next.get(key, 0.0)
 
     async def wait(self, key: Scope) -> None:
         """Return when a request of ``key`` may be sent."""
@@ -251,8 +251,8 @@ class Limits:
         the in-flight slots and the product's pace are the same for every target of a product,
         a scope's booked slots are not."""
         now = self._clock()
-        free = 0.0 if key is None else self._pacer(key).free_at(key)
-        if self._any_paused > now:
+        free = 0.0 if key is None else self._pacer(key).next_slot(key)
+        if self._any_paused > now:  # the key's own pause included
             free = max(free, self._paused_until(product, key))
         return free - now
 
