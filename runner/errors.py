@@ -195,6 +195,12 @@ class Withheld(BulkopsError):
     withheld it: a legal hold added mid-run covers the target (nothing was sent)."""
 
 
+class Repaused(BulkopsError):
+    """A request its limits had let go found one of its scopes paused once a connection was
+    free for it (a 429 came in while it waited for one): nothing was sent, and it queues again.
+    Raised by the client, caught by :class:`runner.wire.requester.Requester`; never further."""
+
+
 class PausedTooLong(BulkopsError):
     """The server asked to pause a scope for longer than ``retry.max_pause``: nothing waits
     that long, the run stops (resumable, exit 9) and nothing is sent into the pause."""

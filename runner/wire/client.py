@@ -19,6 +19,7 @@ from runner.errors import (
     AuthError,
     PermanentError,
     RemoteError,
+    Repaused,
     Stopped,
     Throttled,
     TransientError,
@@ -128,6 +129,7 @@ class TwilioClient:
         params: Mapping[str, str] | list[tuple[str, str]] | None = None,
         headers: Mapping[str, str] | None = None,
         on_answer: Callable[[], None] | None = None,
+        still_clear: Callable[[], bool] | None = None,
     ) -> Reply:
         """Send one request; return its 2xx reply or raise the RemoteError that classifies it.
         ``on_answer()`` is called once the reply is whole, before it is classified (see
@@ -135,7 +137,9 @@ class TwilioClient:
 
         Raises Stopped for a DELETE once the run is stopping: this is the last moment before a
         request leaves, after any wait for a rate limit or a free connection (Ctrl-C, a brake,
-        --max-duration). Reads still go: they change nothing.
+        --max-duration). Reads still go: they change nothing. ``still_clear`` is asked at that
+        moment too, for every request: False (a 429 paused one of its scopes while it waited
+        for a connection) raises Repaused, and nothing is sent.
         """
         deleting = method == "DELETE"
         if deleting and self.deletes_stopped:
@@ -151,6 +155,9 @@ class TwilioClient:
             except ValueError as exc:
                 refused = PermanentError(0, None, "refusing a header that cannot be sent")
                 raise _at(refused, url) from exc
+        wanted = still_clear
+        if deleting:
+            wanted = self._still_sending if still_clear is None else _both(self, still_clear)
         try:
             resp = await self._pool.request(
                 method,
@@ -159,13 +166,15 @@ class TwilioClient:
                 cap_ok=MAX_BODY,
                 cap_error=MAX_ERROR_BODY,
                 seconds=self._total,
-                still_wanted=self._still_sending if deleting else None,
+                still_wanted=wanted,
                 on_answer=on_answer,
             )
             # No await from here to the caller's classification: a 429's pause is recorded
             # before any other task runs, so none can take this connection and send into it.
         except Withdrawn as exc:
-            raise Stopped("the run is stopping") from exc
+            if deleting and self.deletes_stopped:
+                raise Stopped("the run is stopping") from exc
+            raise Repaused("a scope was paused while it waited for a connection") from exc
         except TimeoutError as exc:
             raise _at(TransientError(0, None, "request timed out"), url) from exc
         except TransportError as exc:
@@ -190,6 +199,11 @@ class TwilioClient:
 
     def _still_sending(self) -> bool:
         return not self.deletes_stopped
+
+
+def _both(client: TwilioClient, still_clear: Callable[[], bool]) -> Callable[[], bool]:
+    """A DELETE's last check: the run is not stopping, and none of its scopes was paused."""
+    return lambda: not client.deletes_stopped and still_clear()
 
 
 def _connection_failed(exc: Exception, detail: str) -> TransientError:

@@ -13,9 +13,11 @@ Three separate knobs, as Twilio has three separate limits (../shared/twilio-api.
 Which scopes a 429 pauses, and for how long, is decided in :mod:`runner.wire.pauses`. Here,
 nothing is sent to a paused scope before its pause ends: a request checks every scope it
 belongs to on entry and again as the very last step before it leaves, after every other wait
-(pacer, rate, in-flight slots), because a 429 may arrive while it waits. One that finds a
-scope paused there gives back its slots and queues again from the start, so it also takes a
-fresh pacer slot and does not bunch with the others of its conversation when the pause ends.
+(pacer, rate, in-flight slots), because a 429 may arrive while it waits — and once more when
+it has a connection to leave on (:meth:`Limits.clear_since`), as a wait for one may follow.
+One that finds a scope paused there gives back its slots and queues again from the start, so
+it also takes a fresh pacer slot and does not bunch with the others of its conversation when
+the pause ends.
 A pause longer than ``max_pause`` is not slept through: :class:`runner.errors.PausedTooLong`
 is raised instead.
 
@@ -243,6 +245,19 @@ class Limits:
             self.release(product)
             if ticket is not None:
                 control.give_back()
+
+    @property
+    def pauses(self) -> int:
+        """How many pauses have been made so far (for :meth:`clear_since`)."""
+        return self._pauses
+
+    def clear_since(self, product: Product, key: Scope | None, pauses: int) -> bool:
+        """Whether no scope of a request of ``product`` in ``key`` was paused since
+        :attr:`pauses` read ``pauses``. Asked once more when a request granted by
+        :meth:`acquire` has a connection to leave on: a wait for one may outlast the last
+        check of :meth:`acquire` (a connection being opened, the pool full), and a 429 read
+        meanwhile must keep it from being sent."""
+        return self._pauses == pauses or not self._paused_after(product, key, pauses)
 
     def delay(self, product: Product, key: Scope | None) -> float:
         """How long a request of ``product`` in scope ``key`` asked for now would wait for its

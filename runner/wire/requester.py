@@ -12,7 +12,14 @@ from collections.abc import Callable, Mapping
 import structlog
 
 from runner.clock import MONOTONIC, Clock
-from runner.errors import PermanentError, RateLimited, Throttled, TransientError, Withheld
+from runner.errors import (
+    PermanentError,
+    RateLimited,
+    Repaused,
+    Throttled,
+    TransientError,
+    Withheld,
+)
 from runner.kinds.base import Product
 from runner.values import RetryPolicy, Scope, Tally
 from runner.wire.adaptive import Verdict
@@ -78,15 +85,18 @@ class Requester:
             sent_at: float | None = None
             try:
                 sent_at = await self._limits.acquire(product, key)
-                grant = _Grant(self._limits, product)
+                grant = _Grant(self._limits, product, key)
                 try:
                     if withhold is not None and withhold():
                         raise Withheld(f"{method} {path} withheld")
                     self.tally.requests[method] += 1
                     reply = await self._client.request(
                         method, product, path, params=params, headers=headers,
-                        on_answer=grant.give_back,
+                        on_answer=grant.give_back, still_clear=grant.clear,
                     )
+                except Repaused:
+                    self.tally.requests[method] -= 1  # nothing sent: it queues again
+                    continue
                 finally:
                     grant.give_back()
                 self._limits.accepted(product, concurrent_requests(reply.headers), sent_at)
@@ -150,12 +160,19 @@ class _Grant:
     brake is in force before a waiter passes the last check of :meth:`Limits.acquire`.
     """
 
-    __slots__ = ("_held", "_limits", "_product")
+    __slots__ = ("_held", "_key", "_limits", "_pauses", "_product")
 
-    def __init__(self, limits: Limits, product: Product) -> None:
+    def __init__(self, limits: Limits, product: Product, key: Scope | None) -> None:
         self._limits = limits
         self._product = product
+        self._key = key
+        self._pauses = limits.pauses  # as :meth:`Limits.acquire` made its last check
         self._held = True
+
+    def clear(self) -> bool:
+        """Whether none of the request's scopes has been paused since it was granted: asked
+        once it has a connection, just before it is written (see :meth:`Limits.clear_since`)."""
+        return self._limits.clear_since(self._product, self._key, self._pauses)
 
     def give_back(self) -> None:
         """Release the slots, unless already released."""

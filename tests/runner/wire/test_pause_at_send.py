@@ -9,6 +9,7 @@ Each run prints one ``PAUSE {json}`` line with its figures (``pytest -s``).
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,15 @@ from typing import Any
 import anyio
 import pytest
 
+from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
 from runner.engine.operations import poll_floor
 from runner.errors import ExitCode
+from runner.kinds.base import Product
+from runner.values import ProductLimit, RetryPolicy
+from runner.wire.adaptive import AdaptiveSettings
+from runner.wire.client import TwilioClient
+from runner.wire.limits import Limits
+from runner.wire.requester import Requester
 from tests.runner.conftest import (
     checkpoints,
     deleted,
@@ -146,6 +154,55 @@ async def test_nothing_is_sent_into_a_pause(
         if pacing == "above":
             assert ledger["throttled"][case.throttle] > 0  # the pauses were there to honour
         assert ledger["sent_during_pause"] == dict.fromkeys(ledger["sent_during_pause"], 0)
+
+
+# --- a pause read while a request waits for a connection --------------------------------------
+
+
+async def test_a_request_waiting_for_a_connection_is_not_sent_into_a_pause_read_meanwhile(
+    start_emulator: Any,
+) -> None:
+    """A request its limits let go, waiting for a free connection when a 429 on that very
+    connection pauses its product, is not written on it: it queues again behind the pause.
+
+    One connection, two in-flight slots: the second request waits for the first's connection,
+    which its 429 frees. Written at once, the emulator sees it arrive on the 429's connection
+    inside the pause (``sent_during_pause`` 1, as it was); held, it arrives after the pause."""
+    async with start_emulator(
+        product_rate={"conversations": (2.0, 2)}, retry_after="seconds", retry_after_s=1.0
+    ) as emu:
+        async with TwilioClient(
+            {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN),
+            connections=1,
+        ) as client:
+            limits = Limits(
+                concurrency=2, per_conversation_rate=30.0, per_service_rate=30.0,
+                products={p: ProductLimit() for p in Product}, rng=random.Random(1),
+                # No pace to learn first: the second request is granted at once, and waits for
+                # the connection only (the pace's own wait re-checks pauses when it ends).
+                adaptive=AdaptiveSettings(initial=AdaptiveSettings().unbounded),
+            )
+            requester = Requester(client, limits, RetryPolicy(), random.Random(1))
+            for _ in range(2):  # the server's bucket: empty
+                await requester.send("GET", Product.CONVERSATIONS, "/v1/Conversations")
+            answers: list[int] = []
+
+            async def one() -> None:
+                reply = await requester.send("GET", Product.CONVERSATIONS, "/v1/Conversations")
+                answers.append(reply.status)
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(one)  # takes the connection, answered 429
+                tg.start_soon(one)  # granted a slot, waits for that connection
+        ledger = await emu.ledger()
+    statuses = [r["status"] for r in ledger["requests"]]
+    assert answers == [200, 200]
+    assert statuses[:3] == [200, 200, 429]
+    assert ledger["throttled"]["product_rate"] >= 1
+    assert ledger["sent_during_pause"]["product_rate"] == 0
+    pause_end = ledger["requests"][2]["time"] + 1.0
+    assert all(r["time"] >= pause_end for r in ledger["requests"][3:])
+    assert requester.tally.requests["GET"] == len(statuses)  # the one held back: sent once
 
 
 # --- a pause beyond retry.max_pause ------------------------------------------------------------
