@@ -195,9 +195,10 @@ class Withheld(BulkopsError):
     withheld it: a legal hold added mid-run covers the target (nothing was sent)."""
 
 
-class Repaused(BulkopsError):
-    """A request its limits had let go found one of its scopes paused once a connection was
-    free for it (a 429 came in while it waited for one): nothing was sent, and it queues again.
+class Requeued(BulkopsError):
+    """A request its limits had let go was not sent once a connection was free for it: its last
+    check failed there (a 429 paused one of its scopes, or a hold came to cover its target, while
+    it waited for the connection). It queues at its limits again, where the same checks decide.
     Raised by the client, caught by :class:`runner.wire.requester.Requester`; never further."""
 
 

@@ -19,7 +19,7 @@ from runner.errors import (
     AuthError,
     PermanentError,
     RemoteError,
-    Repaused,
+    Requeued,
     Stopped,
     Throttled,
     TransientError,
@@ -138,8 +138,8 @@ class TwilioClient:
         Raises Stopped for a DELETE once the run is stopping: this is the last moment before a
         request leaves, after any wait for a rate limit or a free connection (Ctrl-C, a brake,
         --max-duration). Reads still go: they change nothing. ``still_clear`` is asked at that
-        moment too, for every request: False (a 429 paused one of its scopes while it waited
-        for a connection) raises Repaused, and nothing is sent.
+        moment too, for every request: False (a 429 paused one of its scopes, or a hold came,
+        while it waited for a connection) raises Requeued, and nothing is sent.
         """
         deleting = method == "DELETE"
         if deleting and self.deletes_stopped:
@@ -174,7 +174,7 @@ class TwilioClient:
         except Withdrawn as exc:
             if deleting and self.deletes_stopped:
                 raise Stopped("the run is stopping") from exc
-            raise Repaused("a scope was paused while it waited for a connection") from exc
+            raise Requeued("its last check failed once a connection was free") from exc
         except TimeoutError as exc:
             raise _at(TransientError(0, None, "request timed out"), url) from exc
         except TransportError as exc:

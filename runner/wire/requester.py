@@ -15,7 +15,7 @@ from runner.clock import MONOTONIC, Clock
 from runner.errors import (
     PermanentError,
     RateLimited,
-    Repaused,
+    Requeued,
     Throttled,
     TransientError,
     Withheld,
@@ -76,7 +76,8 @@ class Requester:
         """Send until a 2xx or a permanent error; raise the last fault when retries run out.
 
         ``withhold`` is asked before each attempt leaves, once the limits have let it go (a
-        wait there can be long): True raises :class:`Withheld`, and nothing is sent."""
+        wait there can be long), and again once a connection is free for it: True raises
+        :class:`Withheld`, and nothing is sent."""
         start = self._clock.now()
         faults = 0
         throttles = 0
@@ -85,7 +86,7 @@ class Requester:
             sent_at: float | None = None
             try:
                 sent_at = await self._limits.acquire(product, key)
-                grant = _Grant(self._limits, product, key)
+                grant = _Grant(self._limits, product, key, withhold)
                 try:
                     if withhold is not None and withhold():
                         raise Withheld(f"{method} {path} withheld")
@@ -94,8 +95,9 @@ class Requester:
                         method, product, path, params=params, headers=headers,
                         on_answer=grant.give_back, still_clear=grant.clear,
                     )
-                except Repaused:
-                    self.tally.requests[method] -= 1  # nothing sent: it queues again
+                except Requeued:
+                    # Nothing sent: it queues again, and a hold found there raises Withheld.
+                    self.tally.requests[method] -= 1
                     continue
                 finally:
                     grant.give_back()
@@ -160,19 +162,29 @@ class _Grant:
     brake is in force before a waiter passes the last check of :meth:`Limits.acquire`.
     """
 
-    __slots__ = ("_held", "_key", "_limits", "_pauses", "_product")
+    __slots__ = ("_held", "_key", "_limits", "_pauses", "_product", "_withhold")
 
-    def __init__(self, limits: Limits, product: Product, key: Scope | None) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        product: Product,
+        key: Scope | None,
+        withhold: Callable[[], bool] | None = None,
+    ) -> None:
         self._limits = limits
         self._product = product
         self._key = key
+        self._withhold = withhold
         self._pauses = limits.pauses  # as :meth:`Limits.acquire` made its last check
         self._held = True
 
     def clear(self) -> bool:
-        """Whether none of the request's scopes has been paused since it was granted: asked
-        once it has a connection, just before it is written (see :meth:`Limits.clear_since`)."""
-        return self._limits.clear_since(self._product, self._key, self._pauses)
+        """Whether the request may still leave: none of its scopes paused since it was granted
+        (see :meth:`Limits.clear_since`), and no hold come to cover it. Asked once it has a
+        connection, just before it is written: a wait for one may follow the last checks."""
+        if not self._limits.clear_since(self._product, self._key, self._pauses):
+            return False
+        return self._withhold is None or not self._withhold()
 
     def give_back(self) -> None:
         """Release the slots, unless already released."""

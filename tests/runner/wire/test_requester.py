@@ -13,9 +13,10 @@ import anyio
 import pytest
 
 from runner.emulator import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN
-from runner.errors import PermanentError, RateLimited, TransientError
+from runner.errors import PermanentError, RateLimited, TransientError, Withheld
 from runner.kinds.base import Product
 from runner.values import ProductLimit, RetryPolicy
+from runner.wire.adaptive import AdaptiveSettings
 from runner.wire.client import TwilioClient
 from runner.wire.limits import Limits
 from runner.wire.requester import Requester
@@ -26,15 +27,21 @@ CONV = Product.CONVERSATIONS
 
 @asynccontextmanager
 async def requester_for(
-    emu: Any, policy: RetryPolicy, concurrency: int = 4
+    emu: Any,
+    policy: RetryPolicy,
+    concurrency: int = 4,
+    *,
+    connections: int = 100,
+    adaptive: AdaptiveSettings | None = None,
 ) -> AsyncIterator[Requester]:
     """A requester of ``policy`` aimed at ``emu``, with the run's default limits."""
     async with TwilioClient(
-        {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN)
+        {p: emu.url for p in Product}, (DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN),
+        connections=connections,
     ) as client:
         limits = Limits(concurrency=concurrency, per_conversation_rate=30.0, per_service_rate=30.0,
                         products={p: ProductLimit() for p in Product}, rng=random.Random(1),
-                        max_pause=policy.max_pause)
+                        max_pause=policy.max_pause, adaptive=adaptive)
         yield Requester(client, limits, policy, random.Random(1))
 
 
@@ -137,3 +144,43 @@ async def test_a_request_waiting_for_the_slot_of_a_429_is_not_sent_into_its_paus
     throttled_at = requests[1]["time"]
     assert all(r["time"] - latency - throttled_at >= 0.95 for r in requests[2:])
     assert [r["status"] for r in requests].count(200) == 3
+
+
+async def test_a_hold_that_comes_while_a_delete_waits_for_a_connection_holds_it(
+    start_emulator: Any,
+) -> None:
+    """A DELETE its limits let go, waiting for a free connection when a hold comes to cover its
+    target, is not sent once the connection is free: Withheld, and the emulator never sees it.
+
+    One connection, two in-flight slots: the second DELETE is let go (no hold yet) and waits for
+    the first's connection; the hold here is "the server has answered a request", true by the
+    time that connection is free (it was sent before, by the ledger's count)."""
+    async with start_emulator() as emu:
+        first, second = (await emu.resources("message"))[:2]
+        paths = [
+            f"/v1/Services/{m['service_sid']}/Conversations/{m['conversation_sid']}"
+            f"/Messages/{m['sid']}"
+            for m in (first, second)
+        ]
+        # No pace to learn first: both DELETEs are let go at once.
+        adaptive = AdaptiveSettings(initial=AdaptiveSettings().unbounded)
+        async with requester_for(emu, RetryPolicy(), concurrency=2, connections=1,
+                                 adaptive=adaptive) as requester:
+            held: list[bool] = []
+
+            async def delete(path: str, withhold: Any) -> None:
+                try:
+                    await requester.send("DELETE", CONV, path, withhold=withhold)
+                except Withheld:
+                    held.append(True)
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(delete, paths[0], None)  # takes the one connection
+                    tg.start_soon(delete, paths[1], lambda: emu.requests() > 0)
+        ledger = await emu.ledger()
+        left = {m["sid"] for m in await emu.resources("message")}
+    assert held == [True]
+    assert [(r["method"], r["path"]) for r in ledger["requests"]] == [("DELETE", paths[0])]
+    assert first["sid"] not in left and second["sid"] in left
+    assert requester.tally.requests["DELETE"] == 1
