@@ -236,7 +236,7 @@ class Limits:
             # may have paused one of its scopes (the pause may even be over by now). Then it
             # gives its slots back and queues again, pacer included, so it neither goes into
             # the pause nor bunches with the others of its conversation when it ends.
-            if not waited or self._pauses == seen or not self._paused_after(product, key, seen):
+            if not waited or self.clear_since(product, key, seen):
                 if waited:
                     now = self._clock()
                 if pacer is not None and key is not None:
@@ -253,10 +253,10 @@ class Limits:
 
     def clear_since(self, product: Product, key: Scope | None, pauses: int) -> bool:
         """Whether no scope of a request of ``product`` in ``key`` was paused since
-        :attr:`pauses` read ``pauses``. Asked once more when a request granted by
-        :meth:`acquire` has a connection to leave on: a wait for one may outlast the last
-        check of :meth:`acquire` (a connection being opened, the pool full), and a 429 read
-        meanwhile must keep it from being sent."""
+        :attr:`pauses` read ``pauses``: the last check of :meth:`acquire`, and asked once more
+        when a request it granted has a connection to leave on (a wait for one may outlast
+        that check: a connection being opened, the pool full; a 429 read meanwhile must keep
+        it from being sent)."""
         return self._pauses == pauses or not self._paused_after(product, key, pauses)
 
     def delay(self, product: Product, key: Scope | None) -> float:
