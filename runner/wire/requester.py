@@ -75,9 +75,10 @@ class Requester:
     ) -> Reply:
         """Send until a 2xx or a permanent error; raise the last fault when retries run out.
 
-        ``withhold`` is asked before each attempt leaves, once the limits have let it go (a
-        wait there can be long), and again once a connection is free for it: True raises
-        :class:`Withheld`, and nothing is sent."""
+        ``withhold`` is asked once per attempt, as late as can be: once the limits have let it
+        go and a connection is free for it (each wait can be long), just before it is written.
+        True raises :class:`Withheld`, and nothing is sent. (It counts what it holds: asked
+        once, never again for the same answer.)"""
         start = self._clock.now()
         faults = 0
         throttles = 0
@@ -88,17 +89,16 @@ class Requester:
                 sent_at = await self._limits.acquire(product, key)
                 grant = _Grant(self._limits, product, key, withhold)
                 try:
-                    if withhold is not None and withhold():
-                        raise Withheld(f"{method} {path} withheld")
                     self.tally.requests[method] += 1
                     reply = await self._client.request(
                         method, product, path, params=params, headers=headers,
                         on_answer=grant.give_back, still_clear=grant.clear,
                     )
                 except Requeued:
-                    # Nothing sent: it queues again, and a hold found there raises Withheld.
-                    self.tally.requests[method] -= 1
-                    continue
+                    self.tally.requests[method] -= 1  # nothing was sent
+                    if grant.withheld:
+                        raise Withheld(f"{method} {path} withheld") from None
+                    continue  # a scope was paused meanwhile: it queues at its limits again
                 finally:
                     grant.give_back()
                 self._limits.accepted(product, concurrent_requests(reply.headers), sent_at)
@@ -152,7 +152,8 @@ class Requester:
 
 class _Grant:
     """What :meth:`Limits.acquire` granted one attempt (its in-flight slots), given back once:
-    by the transport the moment the reply is whole, or by the caller when there was none.
+    by the transport the moment the reply is whole, or by the caller when there was none; and
+    the attempt's last check, made once a connection is in hand (:meth:`clear`).
 
     Given back before the sending task runs again, a slot lets the request waiting for it leave
     in the next turn of the loop, not after every reply of the same burst has been handled (the
@@ -162,7 +163,7 @@ class _Grant:
     brake is in force before a waiter passes the last check of :meth:`Limits.acquire`.
     """
 
-    __slots__ = ("_held", "_key", "_limits", "_pauses", "_product", "_withhold")
+    __slots__ = ("_held", "_key", "_limits", "_pauses", "_product", "_withhold", "withheld")
 
     def __init__(
         self,
@@ -177,14 +178,19 @@ class _Grant:
         self._withhold = withhold
         self._pauses = limits.pauses  # as :meth:`Limits.acquire` made its last check
         self._held = True
+        self.withheld = False  # what `withhold` answered, when it was asked and said so
 
     def clear(self) -> bool:
-        """Whether the request may still leave: none of its scopes paused since it was granted
-        (see :meth:`Limits.clear_since`), and no hold come to cover it. Asked once it has a
-        connection, just before it is written: a wait for one may follow the last checks."""
+        """Whether the request may leave: none of its scopes paused since it was granted (see
+        :meth:`Limits.clear_since`), and no hold covering it (``withheld`` then says so). Asked
+        once it has a connection, just before it is written: a wait for one may follow the
+        limits' last check."""
         if not self._limits.clear_since(self._product, self._key, self._pauses):
             return False
-        return self._withhold is None or not self._withhold()
+        if self._withhold is not None and self._withhold():
+            self.withheld = True
+            return False
+        return True
 
     def give_back(self) -> None:
         """Release the slots, unless already released."""

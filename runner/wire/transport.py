@@ -439,9 +439,15 @@ class Pool:
             b"Content-Length: 0\r\n\r\n",  # bodiless, said so: framing needs no guess
         ))
         conn = await self._acquire(key, deadline)
-        if still_wanted is not None and not still_wanted():
-            self._release(conn)
-            raise Withdrawn("no longer wanted once a connection was free")
+        if still_wanted is not None:
+            try:
+                wanted = still_wanted()
+            except BaseException:
+                self._release(conn)  # the caller's check failed: the connection is unused
+                raise
+            if not wanted:
+                self._release(conn)
+                raise Withdrawn("no longer wanted once a connection was free")
         self._busy[conn] = deadline
         if deadline < self._expiry_at:
             self._arm(deadline)

@@ -241,6 +241,36 @@ async def test_on_answer_wakes_others_only_after_the_caller_resumes() -> None:
             await pool.wait_closed()
 
 
+async def test_a_last_check_that_refuses_or_fails_sends_nothing_and_frees_its_connection() -> None:
+    """``still_wanted`` is asked once a connection is in hand: False raises Withdrawn and an
+    error of its own propagates, nothing is written either way (by the server's count), and the
+    connection is free again: a pool of one still carries the next request."""
+    server = RawServer([SANE_204, SANE_204])
+    async with raw_running(server) as url:
+        pool = transport.Pool(1)
+
+        def broken() -> bool:
+            raise RuntimeError("the caller's check failed")
+
+        try:
+            with anyio.fail_after(20):
+                assert (await pool_delete(pool, url, 10)).status == 204  # opens the one
+                with pytest.raises(transport.Withdrawn):
+                    await pool.request("DELETE", URL(url + PATH), b"", cap_ok=MAX_BODY,
+                                       cap_error=MAX_ERROR_BODY, seconds=10,
+                                       still_wanted=lambda: False)
+                with pytest.raises(RuntimeError):
+                    await pool.request("DELETE", URL(url + PATH), b"", cap_ok=MAX_BODY,
+                                       cap_error=MAX_ERROR_BODY, seconds=10, still_wanted=broken)
+                assert len(server.requests) == 1
+                assert (pool.open, pool.idle) == (1, 1)
+                assert (await pool_delete(pool, url, 10)).status == 204
+                assert len(server.requests) == 2
+        finally:
+            pool.close()
+            await pool.wait_closed()
+
+
 @pytest.mark.parametrize("answer", [
     pytest.param(Raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "close"), id="cut"),
     pytest.param(Raw(b"HTTP/1.1 204 No Content\r\n", "hang"), id="timed-out"),
